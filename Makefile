@@ -1,0 +1,50 @@
+# pix stream: the PostgreSQL extension (PGXS) and the HTTP server, built from one Makefile.
+#   make            build the extension and shim/pixd
+#   make install    install the extension into the PostgreSQL found by pg_config
+#   make run        install what is missing, start a private cluster and the server on 127.0.0.1:3000
+#   make test       every suite against a throw-away cluster; ends with "N passed, N failed"
+
+EXTENSION = pix
+MODULE_big = pix
+OBJS = extension/pix.o extension/stream.o extension/claim.o extension/iteration_id.o \
+       extension/message.o extension/validate.o extension/render.o extension/generate.o
+DATA = extension/pix--1.0.sql $(wildcard extension/pix--*--*.sql)
+
+REGRESS = $(basename $(notdir $(wildcard sql/*.sql)))
+REGRESS_OPTS = --inputdir=. --load-extension=$(EXTENSION)
+ISOLATION = $(basename $(notdir $(wildcard specs/*.spec)))
+ISOLATION_OPTS = --load-extension=$(EXTENSION)
+
+PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-sign-compare \
+            -Wno-missing-field-initializers -Iextension
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+# ---- the HTTP server -------------------------------------------------------------------------
+SHIM_SRCS = $(wildcard shim/*.c shim/handlers/*.c)
+SHIM_OBJS = $(SHIM_SRCS:.c=.o)
+SHIM_CFLAGS = -std=gnu11 -O2 -g -Wall -Wextra -Werror -Wno-unused-parameter -Wno-sign-compare \
+              -Wno-missing-field-initializers -DH2O_USE_LIBUV=0 -Ishim -I$(shell $(PG_CONFIG) --includedir) \
+              $(shell pkg-config --cflags libh2o-evloop openssl)
+SHIM_LIBS = $(shell pkg-config --libs libh2o-evloop openssl) -L$(shell $(PG_CONFIG) --libdir) -lpq -lz -lm
+
+all: shim/pixd
+
+shim/%.o: shim/%.c $(wildcard shim/*.h)
+	$(CC) $(SHIM_CFLAGS) $(SHIM_EXTRA_CFLAGS) -c -o $@ $<
+
+shim/pixd: $(SHIM_OBJS)
+	$(CC) $(SHIM_EXTRA_CFLAGS) -o $@ $^ $(SHIM_LIBS)
+
+clean: clean-shim
+clean-shim:
+	rm -f shim/pixd shim/*.o shim/handlers/*.o
+
+.PHONY: run test clean-shim
+run:
+	./scripts/run.sh
+
+test:
+	./test/run-all.sh

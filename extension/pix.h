@@ -1,0 +1,42 @@
+/*
+ * pix.h — what every C file of the extension shares: SQLSTATEs, configuration, limits.
+ *
+ * Vocabulary (used everywhere: SQL, C, HTTP docs):
+ *   ISPB       an institution: exactly 8 ASCII digits.
+ *   message    one Pix payment in pix.message, addressed to recebedor_ispb. Immutable.
+ *   ready      a message no stream holds and nobody confirmed: a row in pix.ready.
+ *   stream     one collector's read session (pix.stream); at most pix.max_collectors open per ISPB.
+ *   iteration  one id issued to a stream (pix.iteration): the URI the collector must call next,
+ *              and the batch delivered with it.
+ *   batch      up to 10 messages delivered by one read.
+ *   pending    the batch delivered with a stream's current id, until the next call confirms it.
+ *   confirmed  a batch whose next call came; its messages are never delivered again.
+ *   expired    a stream idle longer than pix.stream_idle_timeout; its pending batch is requeued.
+ */
+#ifndef PIX_H
+#define PIX_H
+
+#include "postgres.h"
+
+/* SQLSTATEs, one per condition of the contract (class PX). The HTTP mapping is in README.md. */
+#define ERRCODE_PIX_INVALID_ISPB MAKE_SQLSTATE('P', 'X', '0', '0', '1')		/* 400 */
+#define ERRCODE_PIX_INVALID_COUNT MAKE_SQLSTATE('P', 'X', '0', '0', '2')	/* 400 */
+#define ERRCODE_PIX_TOO_MANY_STREAMS MAKE_SQLSTATE('P', 'X', '0', '0', '3') /* 429 */
+#define ERRCODE_PIX_STREAM_NOT_FOUND MAKE_SQLSTATE('P', 'X', '0', '0', '4') /* 404 */
+#define ERRCODE_PIX_STREAM_GONE MAKE_SQLSTATE('P', 'X', '0', '0', '5')		/* 410 */
+#define ERRCODE_PIX_INVALID_MESSAGE MAKE_SQLSTATE('P', 'X', '0', '0', '6')
+#define ERRCODE_PIX_IMMUTABLE MAKE_SQLSTATE('P', 'X', '0', '0', '7')
+#define ERRCODE_PIX_ISOLATION MAKE_SQLSTATE('P', 'X', '0', '0', '8')
+
+#define PIX_MAX_BATCH 10
+
+/* Configuration (GUCs), registered in pix.c. */
+extern int pix_max_collectors;
+extern int pix_stream_idle_timeout_ms;
+extern int pix_max_generate;
+extern int pix_history_retention_s;
+
+/* Raises PX001 unless the argument is a valid ISPB; returns it as a NUL-terminated string. */
+extern char *pix_ispb_arg(text *arg);
+
+#endif

@@ -1,0 +1,670 @@
+/*
+ * stream.c — streams: start, read, stop, expiry and history purge. The state machine of the product.
+ *
+ * STORAGE
+ *   pix.message    append-only log of immutable messages (id = enqueue order). Never updated.
+ *   pix.ready      one narrow row (ispb, message_id) per message that is free to be delivered.
+ *   pix.stream     one row per stream: state (o/c/e), seq, current_iid, pending_ids, last_read_at.
+ *   pix.iteration  one row per id ever issued: its stream and seq, the batch delivered with it, and
+ *                  what became of that batch (confirmed_at or requeued_at).
+ *   pix.institution  one row per ISPB: the lock that serializes stream starts of that ISPB.
+ *
+ * THE INVARIANT
+ *   At every committed state, each message that is not confirmed is in exactly one place: a row of
+ *   pix.ready, or the pending_ids of exactly one open stream. A confirmed message is in neither and never
+ *   returns to either. Hence no message is lost (it stays somewhere until confirmed) and no message is
+ *   held by two live streams.
+ *
+ * TRANSITIONS (each inside one function call, one transaction)
+ *   enqueue   INSERT into pix.message; the statement trigger inserts its pix.ready rows and NOTIFYs
+ *             pix_message with the ISPB.
+ *   claim     claim.c deletes up to n ready rows of the ISPB (skipping rows other claimers hold) and the
+ *             same transaction stores their ids as the stream's pending_ids. A ready row can be deleted
+ *             by one transaction only, so two streams can never claim the same message.
+ *   confirm   a call on the stream's current id marks the pending batch's iteration confirmed_at and
+ *             empties pending_ids. Nothing is inserted into pix.ready: the messages are done.
+ *   requeue   expiry, or a stop on the previous id, moves pending_ids back to pix.ready (the ready
+ *             queue is ordered by message id, so a requeued message goes before every newer one), marks
+ *             the iteration requeued_at, closes the stream, and NOTIFYs.
+ *
+ * IDS
+ *   Each read that delivers messages issues a new id (seq + 1); an empty read keeps the id. A call is
+ *   classified by the seq of the iteration its id names: seq == stream.seq is the current id (confirm
+ *   and read on); seq == stream.seq - 1 while a batch is pending is the previous id (the collector lost
+ *   our answer: replay it, confirm nothing); anything older, or any id of a closed or expired stream, is
+ *   gone (PX005). Unknown, malformed and other ISPBs' ids are not found (PX004), with the same message.
+ *
+ * LOCKING
+ *   Every call on a stream first locks its pix.stream row (FOR NO KEY UPDATE), so calls on one stream
+ *   are serialized: a retry racing a new read, a stop racing a read, an expiry racing a read all see the
+ *   other's committed outcome. Starts of one ISPB are serialized by its pix.institution row so the count
+ *   of open streams cannot be overrun by concurrent starts; the lock is held to commit, after the new
+ *   stream row is written. Reads of one ISPB never lock anything shared: claims skip locked ready rows,
+ *   and the expiry sweep skips stream rows that their readers hold (a stream being read is alive).
+ *
+ * EXPIRY
+ *   A stream whose last_read_at is older than pix.stream_idle_timeout is dead. Its ids answer gone at
+ *   once; its slot and batch are recovered by the next sweep: every start and every read of its ISPB
+ *   sweeps that ISPB first (so the requeued batch goes to that very reader), and pix_expire_streams()
+ *   sweeps them all. Errors never write, so a call that answers "gone" leaves the sweep to the others.
+ *
+ * All functions run in READ COMMITTED: each statement, and the claim scan, sees what is committed now.
+ */
+#include "pix.h"
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "commands/async.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "lib/stringinfo.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+#include "claim.h"
+#include "iteration_id.h"
+
+PG_FUNCTION_INFO_V1(pix_stream_start);
+PG_FUNCTION_INFO_V1(pix_stream_next);
+PG_FUNCTION_INFO_V1(pix_stream_stop);
+PG_FUNCTION_INFO_V1(pix_expire_streams);
+PG_FUNCTION_INFO_V1(pix_purge_history);
+
+#define PIX_NOTIFY_CHANNEL "pix_message"
+
+/* A prepared statement, planned once per backend and kept (SPI_keepplan). */
+typedef struct statement {
+	const char *sql;
+	int nargs;
+	Oid types[5];
+	SPIPlanPtr plan;
+} statement;
+
+/* The stream row as a call sees it once it holds the row's lock. */
+typedef struct stream_row {
+	int64 stream_id;
+	char ispb[9];
+	char state;
+	int32 seq;
+	char current_iid[PIX_IID_LEN + 1];
+	Datum pending_ids; /* bigint[], in the SPI context */
+	int pending_count;
+	TimestampTz last_read_at;
+	int32 called_seq; /* seq of the iteration the caller's id names */
+} stream_row;
+
+/* What a read answers: becomes the pix_read composite. */
+typedef struct read_result {
+	char iid[PIX_IID_LEN + 1];
+	char *ispb;
+	int count;
+	char *body; /* NULL when count == 0; allocated in the caller's context */
+} read_result;
+
+static statement lock_stream_sql = {
+	"SELECT s.stream_id, s.ispb, s.state, s.seq, s.current_iid, s.pending_ids, s.last_read_at, i.seq"
+	"  FROM pix.iteration i JOIN pix.stream s ON s.stream_id = i.stream_id"
+	" WHERE i.iid = $1 FOR NO KEY UPDATE OF s",
+	1, {TEXTOID}};
+static statement confirm_sql = {
+	"UPDATE pix.iteration SET confirmed_at = $2 WHERE iid = $1", 2, {TEXTOID, TIMESTAMPTZOID}};
+static statement advance_sql = {
+	"UPDATE pix.stream SET seq = seq + 1, current_iid = $2, pending_ids = $3, last_read_at = $4"
+	" WHERE stream_id = $1",
+	4, {INT8OID, TEXTOID, INT8ARRAYOID, TIMESTAMPTZOID}};
+static statement stay_sql = {
+	"UPDATE pix.stream SET pending_ids = '{}', last_read_at = $2 WHERE stream_id = $1", 2,
+	{INT8OID, TIMESTAMPTZOID}};
+static statement touch_sql = {
+	"UPDATE pix.stream SET last_read_at = $2 WHERE stream_id = $1", 2, {INT8OID, TIMESTAMPTZOID}};
+static statement close_sql = {
+	"UPDATE pix.stream SET state = $2, pending_ids = '{}', closed_at = $3 WHERE stream_id = $1", 3,
+	{INT8OID, CHAROID, TIMESTAMPTZOID}};
+static statement insert_iteration_sql = {
+	"INSERT INTO pix.iteration (iid, stream_id, seq, message_ids, delivered_at)"
+	" VALUES ($1, $2, $3, $4, $5)",
+	5, {TEXTOID, INT8OID, INT4OID, INT8ARRAYOID, TIMESTAMPTZOID}};
+static statement insert_stream_sql = {
+	"INSERT INTO pix.stream (ispb, seq, current_iid, pending_ids, opened_at, last_read_at)"
+	" VALUES ($1, 1, $2, $3, $4, $4) RETURNING stream_id",
+	4, {TEXTOID, TEXTOID, INT8ARRAYOID, TIMESTAMPTZOID}};
+static statement bodies_sql = {
+	"SELECT body FROM pix.message WHERE id = ANY ($1) ORDER BY id", 1, {INT8ARRAYOID}};
+static statement requeue_sql = {
+	"INSERT INTO pix.ready (ispb, message_id) SELECT $1, unnest($2::pg_catalog.int8[])", 2,
+	{TEXTOID, INT8ARRAYOID}};
+static statement mark_requeued_sql = {
+	"UPDATE pix.iteration SET requeued_at = $2 WHERE iid = $1", 2, {TEXTOID, TIMESTAMPTZOID}};
+static statement lock_institution_sql = {
+	"SELECT 1 FROM pix.institution WHERE ispb = $1 FOR UPDATE", 1, {TEXTOID}};
+static statement insert_institution_sql = {
+	"INSERT INTO pix.institution (ispb) VALUES ($1) ON CONFLICT DO NOTHING", 1, {TEXTOID}};
+static statement count_open_sql = {
+	"SELECT count(*) FROM pix.stream WHERE ispb = $1 AND state = 'o'", 1, {TEXTOID}};
+static statement purge_iterations_sql = {
+	"WITH old AS ("
+	"  SELECT i.iid FROM pix.iteration i JOIN pix.stream s ON s.stream_id = i.stream_id"
+	"   WHERE (s.state <> 'o' OR i.seq < s.seq)"
+	"     AND coalesce(i.confirmed_at, i.requeued_at, i.delivered_at) < $1"
+	"   LIMIT 10000),"
+	" gone AS (DELETE FROM pix.iteration i USING old WHERE i.iid = old.iid"
+	"          RETURNING i.message_ids, i.confirmed_at),"
+	" removed AS (DELETE FROM pix.message m WHERE m.id IN"
+	"             (SELECT unnest(message_ids) FROM gone WHERE confirmed_at IS NOT NULL) RETURNING 1)"
+	" SELECT (SELECT count(*) FROM removed), (SELECT count(*) FROM gone)",
+	1, {TIMESTAMPTZOID}};
+static statement purge_streams_sql = {
+	"DELETE FROM pix.stream s WHERE s.state <> 'o' AND s.closed_at < $1"
+	"   AND NOT EXISTS (SELECT 1 FROM pix.iteration i WHERE i.stream_id = s.stream_id)",
+	1, {TIMESTAMPTZOID}};
+
+static int batch_size_arg(FunctionCallInfo fcinfo, int argno);
+static void iid_arg(FunctionCallInfo fcinfo, int argno, char *iid);
+static void require_read_committed(void);
+static void raise_not_found(void) pg_attribute_noreturn();
+static void raise_gone(void) pg_attribute_noreturn();
+static int execute(statement *st, Datum *values, const char *nulls, bool read_only, long limit);
+static bool lock_stream(const char *iid, stream_row *s);
+static void check_stream(const stream_row *s, const char *ispb);
+static TimestampTz idle_cutoff(TimestampTz now);
+static Datum ids_array(const int64 *ids, int count);
+static int array_length_of(Datum array);
+static void sweep_ispb(const char *ispb, int64 except_stream, TimestampTz now);
+static void requeue(const char *ispb, const char *iid, Datum pending_ids, TimestampTz now);
+static void read_on(stream_row *s, int max, TimestampTz now, read_result *r, MemoryContext outer);
+static void replay(stream_row *s, int max, TimestampTz now, read_result *r, MemoryContext outer);
+static char *render_batch(Datum ids, int max, MemoryContext outer);
+static Datum read_result_datum(FunctionCallInfo fcinfo, const read_result *r);
+
+/* ------------------------------------------------------------------------------------------------
+ * SQL-callable functions
+ * ------------------------------------------------------------------------------------------------ */
+
+/*
+ * pix_stream_start(ispb, max_messages) opens a stream and reads from it. Always issues an id.
+ */
+Datum
+pix_stream_start(PG_FUNCTION_ARGS)
+{
+	char *ispb = pix_ispb_arg(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0));
+	int max = batch_size_arg(fcinfo, 1);
+	MemoryContext outer = CurrentMemoryContext;
+	TimestampTz now = GetCurrentTimestamp();
+	int64 ids[PIX_MAX_BATCH];
+	Datum values[5];
+	read_result r = {.ispb = ispb};
+	int64 open_streams;
+	bool isnull;
+
+	require_read_committed();
+	SPI_connect();
+
+	values[0] = CStringGetTextDatum(ispb);
+	if (execute(&lock_institution_sql, values, NULL, false, 1) == 0) {
+		execute(&insert_institution_sql, values, NULL, false, 0);
+		execute(&lock_institution_sql, values, NULL, false, 1);
+	}
+	sweep_ispb(ispb, 0, now);
+	execute(&count_open_sql, values, NULL, false, 1);
+	open_streams = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (open_streams >= pix_max_collectors)
+		ereport(ERROR, (errcode(ERRCODE_PIX_TOO_MANY_STREAMS),
+						errmsg("too many open streams for ISPB %s", ispb),
+						errdetail("At most %d streams may be open at once for one ISPB.", pix_max_collectors),
+						errhint("Close a stream with DELETE, or wait for an idle one to expire.")));
+
+	r.count = pix_claim_ready(ispb, max, ids);
+	pix_iid_new(r.iid);
+	values[1] = CStringGetTextDatum(r.iid);
+	values[2] = ids_array(ids, r.count);
+	values[3] = TimestampTzGetDatum(now);
+	execute(&insert_stream_sql, values, NULL, false, 0);
+
+	values[1] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	values[0] = CStringGetTextDatum(r.iid);
+	values[2] = Int32GetDatum(1);
+	values[3] = ids_array(ids, r.count);
+	values[4] = TimestampTzGetDatum(now);
+	execute(&insert_iteration_sql, values, NULL, false, 0);
+
+	r.body = r.count > 0 ? render_batch(values[3], max, outer) : NULL;
+	SPI_finish();
+	PG_RETURN_DATUM(read_result_datum(fcinfo, &r));
+}
+
+/*
+ * pix_stream_next(ispb, interation_id, max_messages): the current id confirms and reads on; the
+ * previous id replays the pending batch.
+ */
+Datum
+pix_stream_next(PG_FUNCTION_ARGS)
+{
+	char *ispb = pix_ispb_arg(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0));
+	int max = batch_size_arg(fcinfo, 2);
+	MemoryContext outer = CurrentMemoryContext;
+	TimestampTz now = GetCurrentTimestamp();
+	char iid[PIX_IID_LEN + 1];
+	read_result r = {.ispb = ispb};
+	stream_row s;
+
+	iid_arg(fcinfo, 1, iid);
+	require_read_committed();
+	SPI_connect();
+
+	if (!lock_stream(iid, &s))
+		raise_not_found();
+	check_stream(&s, ispb);
+
+	if (s.called_seq == s.seq)
+		read_on(&s, max, now, &r, outer);
+	else if (s.called_seq == s.seq - 1 && s.pending_count > 0)
+		replay(&s, max, now, &r, outer);
+	else
+		raise_gone();
+
+	SPI_finish();
+	PG_RETURN_DATUM(read_result_datum(fcinfo, &r));
+}
+
+/*
+ * pix_stream_stop(ispb, interation_id): on the current id, confirms the pending batch and closes; on
+ * the previous id (the collector never got the last batch), closes and requeues that batch. Returns
+ * how many messages this call confirmed.
+ */
+Datum
+pix_stream_stop(PG_FUNCTION_ARGS)
+{
+	char *ispb = pix_ispb_arg(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0));
+	TimestampTz now = GetCurrentTimestamp();
+	char iid[PIX_IID_LEN + 1];
+	Datum values[3];
+	stream_row s;
+	int confirmed = 0;
+
+	iid_arg(fcinfo, 1, iid);
+	require_read_committed();
+	SPI_connect();
+
+	if (!lock_stream(iid, &s))
+		raise_not_found();
+	check_stream(&s, ispb);
+
+	if (s.called_seq == s.seq) {
+		if (s.pending_count > 0) {
+			values[0] = CStringGetTextDatum(s.current_iid);
+			values[1] = TimestampTzGetDatum(now);
+			execute(&confirm_sql, values, NULL, false, 0);
+			confirmed = s.pending_count;
+		}
+	} else if (s.called_seq == s.seq - 1 && s.pending_count > 0)
+		requeue(s.ispb, s.current_iid, s.pending_ids, now);
+	else
+		raise_gone();
+
+	values[0] = Int64GetDatum(s.stream_id);
+	values[1] = CharGetDatum('c');
+	values[2] = TimestampTzGetDatum(now);
+	execute(&close_sql, values, NULL, false, 0);
+	SPI_finish();
+	PG_RETURN_INT32(confirmed);
+}
+
+/*
+ * pix_expire_streams(): expires every idle stream of every ISPB now and requeues their batches.
+ * Reads and starts do this lazily for their own ISPB; the HTTP server also calls this periodically so
+ * that slots and batches come back even where no collector is reading.
+ */
+Datum
+pix_expire_streams(PG_FUNCTION_ARGS)
+{
+	static statement sweep_all_sql = {
+		"UPDATE pix.stream s SET state = 'e', closed_at = $2, pending_ids = '{}'"
+		"  FROM (SELECT stream_id, pending_ids FROM pix.stream"
+		"         WHERE state = 'o' AND last_read_at < $1 FOR UPDATE SKIP LOCKED) old"
+		" WHERE s.stream_id = old.stream_id"
+		" RETURNING s.ispb, s.current_iid, old.pending_ids",
+		2, {TIMESTAMPTZOID, TIMESTAMPTZOID}};
+	TimestampTz now = GetCurrentTimestamp();
+	Datum values[2];
+	int expired;
+
+	require_read_committed();
+	SPI_connect();
+	values[0] = TimestampTzGetDatum(idle_cutoff(now));
+	values[1] = TimestampTzGetDatum(now);
+	expired = execute(&sweep_all_sql, values, NULL, false, 0);
+	{
+		SPITupleTable *rows = SPI_tuptable;
+
+		for (int i = 0; i < expired; i++) {
+			bool isnull;
+			char *ispb = SPI_getvalue(rows->vals[i], rows->tupdesc, 1);
+			char *iid = SPI_getvalue(rows->vals[i], rows->tupdesc, 2);
+			Datum pending = SPI_getbinval(rows->vals[i], rows->tupdesc, 3, &isnull);
+
+			if (!isnull && array_length_of(pending) > 0)
+				requeue(ispb, iid, pending, now);
+		}
+	}
+	SPI_finish();
+	PG_RETURN_INT32(expired);
+}
+
+/*
+ * pix_purge_history(): removes, in chunks of 10 000 iterations, the history older than
+ * pix.history_retention: iterations no stream can use any more, the confirmed messages they carried,
+ * and closed streams with nothing left. Unconfirmed messages are never touched. Returns the number of
+ * messages removed; call it until it returns 0.
+ */
+Datum
+pix_purge_history(PG_FUNCTION_ARGS)
+{
+	TimestampTz cutoff = GetCurrentTimestamp() - (TimestampTz) pix_history_retention_s * USECS_PER_SEC;
+	Datum values[1] = {TimestampTzGetDatum(cutoff)};
+	int64 removed;
+	bool isnull;
+
+	require_read_committed();
+	SPI_connect();
+	execute(&purge_iterations_sql, values, NULL, false, 1);
+	removed = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	execute(&purge_streams_sql, values, NULL, false, 0);
+	SPI_finish();
+	PG_RETURN_INT64(removed);
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Arguments
+ * ------------------------------------------------------------------------------------------------ */
+
+static int
+batch_size_arg(FunctionCallInfo fcinfo, int argno)
+{
+	int32 n = PG_ARGISNULL(argno) ? 0 : PG_GETARG_INT32(argno);
+
+	if (n < 1 || n > PIX_MAX_BATCH)
+		ereport(ERROR, (errcode(ERRCODE_PIX_INVALID_COUNT), errmsg("invalid max_messages"),
+						errdetail("max_messages must be between 1 and %d.", PIX_MAX_BATCH)));
+	return n;
+}
+
+/* Copies a well-formed id into iid; anything else is "not found", like an id that does not exist. */
+static void
+iid_arg(FunctionCallInfo fcinfo, int argno, char *iid)
+{
+	text *arg = PG_ARGISNULL(argno) ? NULL : PG_GETARG_TEXT_PP(argno);
+
+	if (arg == NULL || !pix_iid_is_wellformed(VARDATA_ANY(arg), VARSIZE_ANY_EXHDR(arg)))
+		raise_not_found();
+	memcpy(iid, VARDATA_ANY(arg), PIX_IID_LEN);
+	iid[PIX_IID_LEN] = '\0';
+}
+
+static void
+require_read_committed(void)
+{
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR, (errcode(ERRCODE_PIX_ISOLATION),
+						errmsg("pix functions need READ COMMITTED isolation"),
+						errdetail("Claims must see messages and streams committed by others up to now.")));
+}
+
+static void
+raise_not_found(void)
+{
+	ereport(ERROR, (errcode(ERRCODE_PIX_STREAM_NOT_FOUND), errmsg("stream not found"),
+					errdetail("No open stream of this ISPB has this interation id.")));
+	pg_unreachable();
+}
+
+static void
+raise_gone(void)
+{
+	ereport(ERROR, (errcode(ERRCODE_PIX_STREAM_GONE), errmsg("stream gone"),
+					errdetail("This interation id was closed, expired or superseded."),
+					errhint("Start a new stream.")));
+	pg_unreachable();
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Stream state
+ * ------------------------------------------------------------------------------------------------ */
+
+/* Runs a kept plan, preparing it on first use. Returns SPI_processed; errors are not expected. */
+static int
+execute(statement *st, Datum *values, const char *nulls, bool read_only, long limit)
+{
+	int rc;
+
+	if (st->plan == NULL) {
+		SPIPlanPtr plan = SPI_prepare(st->sql, st->nargs, st->types);
+
+		if (plan == NULL)
+			elog(ERROR, "pix: could not prepare \"%s\": %s", st->sql, SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		st->plan = plan;
+	}
+	rc = SPI_execute_plan(st->plan, values, nulls, read_only, limit);
+	if (rc < 0)
+		elog(ERROR, "pix: \"%s\" failed: %s", st->sql, SPI_result_code_string(rc));
+	return (int) SPI_processed;
+}
+
+/* Finds the stream an id names and locks its row. False when no iteration has this id. */
+static bool
+lock_stream(const char *iid, stream_row *s)
+{
+	Datum values[1] = {CStringGetTextDatum(iid)};
+	HeapTuple row;
+	TupleDesc desc;
+	bool isnull;
+	char *text_value;
+
+	if (execute(&lock_stream_sql, values, NULL, false, 1) == 0)
+		return false;
+	row = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+
+	s->stream_id = DatumGetInt64(SPI_getbinval(row, desc, 1, &isnull));
+	strlcpy(s->ispb, SPI_getvalue(row, desc, 2), sizeof(s->ispb));
+	s->state = DatumGetChar(SPI_getbinval(row, desc, 3, &isnull));
+	s->seq = DatumGetInt32(SPI_getbinval(row, desc, 4, &isnull));
+	text_value = SPI_getvalue(row, desc, 5);
+	strlcpy(s->current_iid, text_value ? text_value : "", sizeof(s->current_iid));
+	s->pending_ids = SPI_getbinval(row, desc, 6, &isnull);
+	s->pending_count = array_length_of(s->pending_ids);
+	s->last_read_at = DatumGetTimestampTz(SPI_getbinval(row, desc, 7, &isnull));
+	s->called_seq = DatumGetInt32(SPI_getbinval(row, desc, 8, &isnull));
+	return true;
+}
+
+/* Another ISPB's stream is "not found" (no oracle); a closed, expired or idle one is "gone". */
+static void
+check_stream(const stream_row *s, const char *ispb)
+{
+	if (strcmp(s->ispb, ispb) != 0)
+		raise_not_found();
+	if (s->state != 'o' || s->last_read_at < idle_cutoff(GetCurrentTimestamp()))
+		raise_gone();
+}
+
+static TimestampTz
+idle_cutoff(TimestampTz now)
+{
+	return now - (TimestampTz) pix_stream_idle_timeout_ms * 1000;
+}
+
+static Datum
+ids_array(const int64 *ids, int count)
+{
+	Datum elems[PIX_MAX_BATCH];
+
+	for (int i = 0; i < count; i++)
+		elems[i] = Int64GetDatum(ids[i]);
+	return PointerGetDatum(construct_array(elems, count, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+}
+
+static int
+array_length_of(Datum array)
+{
+	ArrayType *a = DatumGetArrayTypeP(array);
+
+	return ArrayGetNItems(ARR_NDIM(a), ARR_DIMS(a));
+}
+
+/*
+ * Expires this ISPB's idle streams (but never the caller's own, which it has just checked and is about
+ * to touch) and requeues their batches, so the caller's claim sees them at the head of the queue.
+ */
+static void
+sweep_ispb(const char *ispb, int64 except_stream, TimestampTz now)
+{
+	static statement sweep_sql = {
+		"UPDATE pix.stream s SET state = 'e', closed_at = $3, pending_ids = '{}'"
+		"  FROM (SELECT stream_id, pending_ids FROM pix.stream"
+		"         WHERE ispb = $1 AND state = 'o' AND last_read_at < $2 AND stream_id <> $4"
+		"           FOR UPDATE SKIP LOCKED) old"
+		" WHERE s.stream_id = old.stream_id"
+		" RETURNING s.current_iid, old.pending_ids",
+		4, {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID}};
+	Datum values[4];
+	SPITupleTable *rows;
+	int expired;
+
+	values[0] = CStringGetTextDatum(ispb);
+	values[1] = TimestampTzGetDatum(idle_cutoff(now));
+	values[2] = TimestampTzGetDatum(now);
+	values[3] = Int64GetDatum(except_stream);
+	expired = execute(&sweep_sql, values, NULL, false, 0);
+	rows = SPI_tuptable;
+	for (int i = 0; i < expired; i++) {
+		bool isnull;
+		char *iid = SPI_getvalue(rows->vals[i], rows->tupdesc, 1);
+		Datum pending = SPI_getbinval(rows->vals[i], rows->tupdesc, 2, &isnull);
+
+		if (!isnull && array_length_of(pending) > 0)
+			requeue(ispb, iid, pending, now);
+	}
+}
+
+/* Puts a batch back on the ready queue (it sorts by message id: the head) and wakes the collectors. */
+static void
+requeue(const char *ispb, const char *iid, Datum pending_ids, TimestampTz now)
+{
+	Datum values[2];
+
+	values[0] = CStringGetTextDatum(ispb);
+	values[1] = pending_ids;
+	execute(&requeue_sql, values, NULL, false, 0);
+	values[0] = CStringGetTextDatum(iid);
+	values[1] = TimestampTzGetDatum(now);
+	execute(&mark_requeued_sql, values, NULL, false, 0);
+	Async_Notify(PIX_NOTIFY_CHANNEL, ispb);
+}
+
+/*
+ * A call on the current id: confirm what is pending, then claim the next batch. A read that finds
+ * nothing keeps the id (the collector will call it again) with nothing pending.
+ */
+static void
+read_on(stream_row *s, int max, TimestampTz now, read_result *r, MemoryContext outer)
+{
+	int64 ids[PIX_MAX_BATCH];
+	Datum values[5];
+
+	if (s->pending_count > 0) {
+		values[0] = CStringGetTextDatum(s->current_iid);
+		values[1] = TimestampTzGetDatum(now);
+		execute(&confirm_sql, values, NULL, false, 0);
+	}
+	sweep_ispb(s->ispb, s->stream_id, now);
+	r->count = pix_claim_ready(s->ispb, max, ids);
+
+	if (r->count == 0) {
+		strlcpy(r->iid, s->current_iid, sizeof(r->iid));
+		values[0] = Int64GetDatum(s->stream_id);
+		values[1] = TimestampTzGetDatum(now);
+		execute(&stay_sql, values, NULL, false, 0);
+		r->body = NULL;
+		return;
+	}
+
+	pix_iid_new(r->iid);
+	values[0] = CStringGetTextDatum(r->iid);
+	values[1] = Int64GetDatum(s->stream_id);
+	values[2] = Int32GetDatum(s->seq + 1);
+	values[3] = ids_array(ids, r->count);
+	values[4] = TimestampTzGetDatum(now);
+	execute(&insert_iteration_sql, values, NULL, false, 0);
+
+	{
+		Datum advance[4] = {Int64GetDatum(s->stream_id), values[0], values[3], values[4]};
+
+		execute(&advance_sql, advance, NULL, false, 0);
+	}
+	r->body = render_batch(values[3], max, outer);
+}
+
+/* A call on the previous id: the same batch and the same next id again; nothing confirmed or claimed. */
+static void
+replay(stream_row *s, int max, TimestampTz now, read_result *r, MemoryContext outer)
+{
+	Datum values[2];
+
+	values[0] = Int64GetDatum(s->stream_id);
+	values[1] = TimestampTzGetDatum(now);
+	execute(&touch_sql, values, NULL, false, 0);
+	strlcpy(r->iid, s->current_iid, sizeof(r->iid));
+	r->count = s->pending_count;
+	r->body = render_batch(s->pending_ids, max, outer);
+}
+
+/*
+ * The body exactly as HTTP serves it: one object when the caller asked for one message, else an
+ * array (even of one). Bodies were rendered and validated at INSERT, so this only copies bytes.
+ */
+static char *
+render_batch(Datum ids, int max, MemoryContext outer)
+{
+	Datum values[1] = {ids};
+	int found = execute(&bodies_sql, values, NULL, false, 0);
+	bool as_array = max > 1 || found > 1;
+	MemoryContext spi = MemoryContextSwitchTo(outer);
+	StringInfoData body;
+
+	initStringInfo(&body);
+	if (as_array)
+		appendStringInfoChar(&body, '[');
+	for (int i = 0; i < found; i++) {
+		bool isnull;
+		text *one = DatumGetTextPP(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+
+		if (i > 0)
+			appendStringInfoChar(&body, ',');
+		appendBinaryStringInfo(&body, VARDATA_ANY(one), VARSIZE_ANY_EXHDR(one));
+	}
+	if (as_array)
+		appendStringInfoChar(&body, ']');
+	MemoryContextSwitchTo(spi);
+	return body.data;
+}
+
+static Datum
+read_result_datum(FunctionCallInfo fcinfo, const read_result *r)
+{
+	TupleDesc desc;
+	Datum values[4];
+	bool nulls[4] = {false, false, false, r->body == NULL};
+
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "pix: function must return the composite type pix_read");
+	desc = BlessTupleDesc(desc);
+	values[0] = CStringGetTextDatum(r->iid);
+	values[1] = CStringGetTextDatum(psprintf("/api/pix/%s/stream/%s", r->ispb, r->iid));
+	values[2] = Int32GetDatum(r->count);
+	values[3] = r->body ? CStringGetTextDatum(r->body) : (Datum) 0;
+	return HeapTupleGetDatum(heap_form_tuple(desc, values, nulls));
+}

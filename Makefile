@@ -42,7 +42,15 @@ clean: clean-shim
 clean-shim:
 	rm -f shim/pixd shim/*.o shim/handlers/*.o
 
-.PHONY: run test clean-shim
+# Pure-C unit tests of the validators and the renderer (no database needed).
+test/unit/test_validate: test/unit/test_validate.c extension/validate.c extension/render.c extension/validate.h extension/render.h
+	$(CC) -Wall -Wextra -Werror -Iextension -o $@ $(filter %.c,$^)
+
+clean: clean-unit
+clean-unit:
+	rm -f test/unit/test_validate
+
+.PHONY: run test clean-shim clean-unit
 run:
 	./scripts/run.sh
 

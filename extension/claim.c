@@ -14,6 +14,19 @@
  *
  * The scan uses the latest snapshot, not the statement's: a message committed a moment ago is claimable
  * now. That is only sound in READ COMMITTED, which every caller checks first.
+ *
+ * THE DEAD HEAD. Every claim deletes rows at the low end of the ISPB's key range, and their index
+ * entries stay until vacuum removes them. A scan from the start of the range steps over all of them
+ * (killed entries are cheap, but 100 000 of them are not), so under a steady drain a scan from the
+ * start gets slower by the second until autovacuum passes. Each backend therefore remembers, per ISPB,
+ * a hint: the message id of the first live entry its last scan met. Most scans start there
+ * (message_id >= hint) and step over nothing.
+ *   The hint is only a place to start, never a reason to skip a message for long: a row can appear
+ * below it (a requeued batch; an INSERT that took its id before a later one but committed after it),
+ * so a backend scans from the start of the range whenever its hinted scan finds fewer rows than asked
+ * (the queue looks short: be thorough) and at least every PIX_FULL_SCAN_INTERVAL_MS. A requeue made
+ * by this backend lowers its own hint at once. Correctness (no loss, no message in two batches) never
+ * depends on the hint; only the order and latency of rare stragglers does, within that interval.
  */
 #include "claim.h"
 
@@ -26,13 +39,30 @@
 #include "catalog/namespace.h"
 #include "executor/tuptable.h"
 #include "utils/builtins.h"
+#include "utils/hsearch.h"
 #include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#define PIX_FULL_SCAN_INTERVAL_MS 200
+#define PIX_HINTS_MAX 4096
+
+/* Per backend, per ISPB: where the last scan found the first live row, and when we last looked at all. */
+typedef struct claim_hint {
+	char ispb[9]; /* hash key */
+	int64 first_live_id;
+	TimestampTz last_full_scan;
+} claim_hint;
+
+static HTAB *claim_hints = NULL;
 
 static Oid ready_relation(Oid *index_oid);
 static bool lock_and_delete(Relation heap, ItemPointer tid, Snapshot snapshot, TupleTableSlot *scratch);
+static claim_hint *hint_for(const char *ispb);
+static int scan_ready(Relation heap, Relation index, const char *ispb, int64 from_id, int max, int64 *ids,
+					  int64 *first_live_id);
 
 int
 pix_claim_ready(const char *ispb, int max, int64 *ids)
@@ -41,36 +71,117 @@ pix_claim_ready(const char *ispb, int max, int64 *ids)
 	Oid heap_oid = ready_relation(&index_oid);
 	Relation heap = table_open(heap_oid, RowExclusiveLock);
 	Relation index = index_open(index_oid, RowExclusiveLock);
+	claim_hint *hint = hint_for(ispb);
+	TimestampTz now = GetCurrentTimestamp();
+	bool full = now - hint->last_full_scan >= PIX_FULL_SCAN_INTERVAL_MS * (int64) 1000;
+	int64 first_live = -1;
+	int taken;
+
+	taken = scan_ready(heap, index, ispb, full ? PG_INT64_MIN : hint->first_live_id, max, ids, &first_live);
+	if (!full && taken < max) {
+		/* The queue looks short from the hint on: look at all of it before answering "nothing". */
+		int more;
+
+		CommandCounterIncrement(); /* our own deletions of the first scan are not candidates again */
+		more = scan_ready(heap, index, ispb, PG_INT64_MIN, max - taken, ids + taken, &first_live);
+
+		full = true;
+		taken += more;
+	}
+	if (full)
+		hint->last_full_scan = now;
+	if (first_live >= 0)
+		hint->first_live_id = first_live;
+
+	index_close(index, NoLock);
+	table_close(heap, NoLock);
+
+	/* Later statements of this transaction (and replays within it) must see the rows as gone. */
+	CommandCounterIncrement();
+
+	/* Two scans may return ids out of order (a straggler below the hint): keep the batch sorted. */
+	for (int i = 1; i < taken; i++)
+		for (int j = i; j > 0 && ids[j - 1] > ids[j]; j--) {
+			int64 swap = ids[j];
+
+			ids[j] = ids[j - 1];
+			ids[j - 1] = swap;
+		}
+	return taken;
+}
+
+/* A requeue by this backend: start its next scan low enough to see the batch at once. */
+void
+pix_claim_lower_hint(const char *ispb, int64 message_id)
+{
+	claim_hint *hint = hint_for(ispb);
+
+	if (message_id < hint->first_live_id)
+		hint->first_live_id = message_id;
+}
+
+/*
+ * One ordered scan of the ISPB's entries from from_id on. Sets *first_live_id to the id of the first
+ * row visible to the scan (taken or not) if it has not been set yet: below it, this scan met only
+ * entries dead to everyone.
+ */
+static int
+scan_ready(Relation heap, Relation index, const char *ispb, int64 from_id, int max, int64 *ids,
+		   int64 *first_live_id)
+{
 	Snapshot snapshot = RegisterSnapshot(GetLatestSnapshot());
 	TupleTableSlot *slot = table_slot_create(heap, NULL);
 	TupleTableSlot *scratch = table_slot_create(heap, NULL);
 	IndexScanDesc scan;
-	ScanKeyData key;
+	ScanKeyData keys[2];
 	int taken = 0;
 
-	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_TEXTEQ, CStringGetTextDatum(ispb));
-	scan = index_beginscan(heap, index, snapshot, 1, 0);
-	index_rescan(scan, &key, 1, NULL, 0);
+	ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_TEXTEQ, CStringGetTextDatum(ispb));
+	ScanKeyInit(&keys[1], 2, BTGreaterEqualStrategyNumber, F_INT8GE, Int64GetDatum(from_id));
+	scan = index_beginscan(heap, index, snapshot, 2, 0);
+	index_rescan(scan, keys, 2, NULL, 0);
 
 	while (taken < max && index_getnext_slot(scan, ForwardScanDirection, slot)) {
 		bool isnull;
 		Datum message_id = slot_getattr(slot, 2, &isnull);
 
-		if (isnull || !lock_and_delete(heap, &slot->tts_tid, snapshot, scratch))
+		if (isnull)
 			continue;
-		ids[taken++] = DatumGetInt64(message_id);
+		if (*first_live_id < 0 || DatumGetInt64(message_id) < *first_live_id)
+			*first_live_id = DatumGetInt64(message_id);
+		if (lock_and_delete(heap, &slot->tts_tid, snapshot, scratch))
+			ids[taken++] = DatumGetInt64(message_id);
 	}
 
 	index_endscan(scan);
 	ExecDropSingleTupleTableSlot(slot);
 	ExecDropSingleTupleTableSlot(scratch);
 	UnregisterSnapshot(snapshot);
-	index_close(index, NoLock);
-	table_close(heap, NoLock);
-
-	/* Later statements of this transaction (and replays within it) must see the rows as gone. */
-	CommandCounterIncrement();
 	return taken;
+}
+
+/* The backend's hint for an ISPB; the table is dropped and rebuilt if a backend serves very many. */
+static claim_hint *
+hint_for(const char *ispb)
+{
+	claim_hint *hint;
+	bool found;
+
+	if (claim_hints != NULL && hash_get_num_entries(claim_hints) >= PIX_HINTS_MAX) {
+		hash_destroy(claim_hints);
+		claim_hints = NULL;
+	}
+	if (claim_hints == NULL) {
+		HASHCTL ctl = {.keysize = 9, .entrysize = sizeof(claim_hint)};
+
+		claim_hints = hash_create("pix claim hints", 256, &ctl, HASH_ELEM | HASH_STRINGS);
+	}
+	hint = hash_search(claim_hints, ispb, HASH_ENTER, &found);
+	if (!found) {
+		hint->first_live_id = PG_INT64_MIN;
+		hint->last_full_scan = 0;
+	}
+	return hint;
 }
 
 /*

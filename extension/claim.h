@@ -12,4 +12,7 @@
  */
 extern int pix_claim_ready(const char *ispb, int max, int64 *ids);
 
+/* Tells this backend's claims that message_id is ready again (a requeue), so they look from there. */
+extern void pix_claim_lower_hint(const char *ispb, int64 message_id);
+
 #endif

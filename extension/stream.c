@@ -556,6 +556,14 @@ requeue(const char *ispb, const char *iid, Datum pending_ids, TimestampTz now)
 {
 	Datum values[2];
 
+	ArrayType *ids = DatumGetArrayTypeP(pending_ids);
+	Datum *elems;
+	int count;
+
+	deconstruct_array(ids, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &elems, NULL, &count);
+	for (int i = 0; i < count; i++)
+		pix_claim_lower_hint(ispb, DatumGetInt64(elems[i]));
+
 	values[0] = CStringGetTextDatum(ispb);
 	values[1] = pending_ids;
 	execute(&requeue_sql, values, NULL, false, 0);

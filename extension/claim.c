@@ -49,11 +49,15 @@
 #define PIX_FULL_SCAN_INTERVAL_MS 200
 #define PIX_HINTS_MAX 4096
 
-/* Per backend, per ISPB: where the last scan found the first live row, and when we last looked at all. */
+/*
+ * Per backend, per ISPB: where the last scan found the first live row, when we last looked at all of
+ * the range, and when reads last swept the ISPB's idle streams.
+ */
 typedef struct claim_hint {
 	char ispb[9]; /* hash key */
 	int64 first_live_id;
 	TimestampTz last_full_scan;
+	TimestampTz last_sweep;
 } claim_hint;
 
 static HTAB *claim_hints = NULL;
@@ -62,10 +66,10 @@ static Oid ready_relation(Oid *index_oid);
 static bool lock_and_delete(Relation heap, ItemPointer tid, Snapshot snapshot, TupleTableSlot *scratch);
 static claim_hint *hint_for(const char *ispb);
 static int scan_ready(Relation heap, Relation index, const char *ispb, int64 from_id, int max, int64 *ids,
-					  int64 *first_live_id);
+					  int *redelivered, int64 *first_live_id);
 
 int
-pix_claim_ready(const char *ispb, int max, int64 *ids)
+pix_claim_ready(const char *ispb, int max, int64 *ids, int *redelivered)
 {
 	Oid index_oid;
 	Oid heap_oid = ready_relation(&index_oid);
@@ -77,13 +81,15 @@ pix_claim_ready(const char *ispb, int max, int64 *ids)
 	int64 first_live = -1;
 	int taken;
 
-	taken = scan_ready(heap, index, ispb, full ? PG_INT64_MIN : hint->first_live_id, max, ids, &first_live);
+	*redelivered = 0;
+	taken = scan_ready(heap, index, ispb, full ? PG_INT64_MIN : hint->first_live_id, max, ids, redelivered,
+					   &first_live);
 	if (!full && taken < max) {
 		/* The queue looks short from the hint on: look at all of it before answering "nothing". */
 		int more;
 
 		CommandCounterIncrement(); /* our own deletions of the first scan are not candidates again */
-		more = scan_ready(heap, index, ispb, PG_INT64_MIN, max - taken, ids + taken, &first_live);
+		more = scan_ready(heap, index, ispb, PG_INT64_MIN, max - taken, ids + taken, redelivered, &first_live);
 
 		full = true;
 		taken += more;
@@ -110,6 +116,21 @@ pix_claim_ready(const char *ispb, int max, int64 *ids)
 	return taken;
 }
 
+/*
+ * Reads sweep their ISPB's idle streams at most once per interval per backend: expiry is measured in
+ * seconds, and the sweep is a statement of its own. Starts always sweep (they need the true count).
+ */
+bool
+pix_claim_sweep_due(const char *ispb, TimestampTz now, int64 interval_ms)
+{
+	claim_hint *hint = hint_for(ispb);
+
+	if (now - hint->last_sweep < interval_ms * 1000)
+		return false;
+	hint->last_sweep = now;
+	return true;
+}
+
 /* A requeue by this backend: start its next scan low enough to see the batch at once. */
 void
 pix_claim_lower_hint(const char *ispb, int64 message_id)
@@ -127,7 +148,7 @@ pix_claim_lower_hint(const char *ispb, int64 message_id)
  */
 static int
 scan_ready(Relation heap, Relation index, const char *ispb, int64 from_id, int max, int64 *ids,
-		   int64 *first_live_id)
+		   int *redelivered, int64 *first_live_id)
 {
 	Snapshot snapshot = RegisterSnapshot(GetLatestSnapshot());
 	TupleTableSlot *slot = table_slot_create(heap, NULL);
@@ -149,8 +170,11 @@ scan_ready(Relation heap, Relation index, const char *ispb, int64 from_id, int m
 			continue;
 		if (*first_live_id < 0 || DatumGetInt64(message_id) < *first_live_id)
 			*first_live_id = DatumGetInt64(message_id);
-		if (lock_and_delete(heap, &slot->tts_tid, snapshot, scratch))
+		if (lock_and_delete(heap, &slot->tts_tid, snapshot, scratch)) {
 			ids[taken++] = DatumGetInt64(message_id);
+			if (DatumGetBool(slot_getattr(slot, 3, &isnull)) && !isnull)
+				(*redelivered)++;
+		}
 	}
 
 	index_endscan(scan);
@@ -180,6 +204,7 @@ hint_for(const char *ispb)
 	if (!found) {
 		hint->first_live_id = PG_INT64_MIN;
 		hint->last_full_scan = 0;
+		hint->last_sweep = 0;
 	}
 	return hint;
 }

@@ -6,13 +6,19 @@
 
 #include "postgres.h"
 
+#include "datatype/timestamp.h"
+
 /*
  * Deletes up to max rows of pix.ready for ispb, oldest message first, skipping rows that concurrent
- * claimers hold, and writes their message ids to ids (ascending). Returns how many it took.
+ * claimers hold, and writes their message ids to ids (ascending). Returns how many it took, and in
+ * *redelivered how many of them had been requeued before.
  */
-extern int pix_claim_ready(const char *ispb, int max, int64 *ids);
+extern int pix_claim_ready(const char *ispb, int max, int64 *ids, int *redelivered);
 
 /* Tells this backend's claims that message_id is ready again (a requeue), so they look from there. */
 extern void pix_claim_lower_hint(const char *ispb, int64 message_id);
+
+/* True (and remembered) when this backend's reads of ispb have not swept idle streams for interval_ms. */
+extern bool pix_claim_sweep_due(const char *ispb, TimestampTz now, int64 interval_ms);
 
 #endif

@@ -34,21 +34,32 @@ CREATE TABLE pix.message (
 -- The ready queue: one row per message that no open stream holds and nobody confirmed.
 -- Claims delete from it (in C, by index order, skipping rows locked by concurrent claimers);
 -- requeues insert into it again. Narrow and hot, so vacuum it eagerly.
+-- redelivery marks a row put back by a requeue (counted as a redelivery when claimed again).
 CREATE TABLE pix.ready (
     ispb       text COLLATE "C" NOT NULL,
     message_id bigint NOT NULL,
+    redelivery boolean NOT NULL DEFAULT false,
     PRIMARY KEY (ispb, message_id)
 ) WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 2000,
         autovacuum_vacuum_cost_delay = 0, fillfactor = 100);
 
--- One row per ISPB that ever opened a stream: the lock that serializes stream starts of that ISPB.
+-- One row per ISPB that ever opened a stream: the lock that serializes stream starts of that ISPB,
+-- and the counters of its streams removed by pix_purge_history() (so totals survive the purge).
 CREATE TABLE pix.institution (
-    ispb text COLLATE "C" PRIMARY KEY
+    ispb            text COLLATE "C" PRIMARY KEY,
+    purged_streams  bigint NOT NULL DEFAULT 0,
+    purged_expired  bigint NOT NULL DEFAULT 0,
+    purged_delivered   bigint NOT NULL DEFAULT 0,
+    purged_redelivered bigint NOT NULL DEFAULT 0,
+    purged_confirmed   bigint NOT NULL DEFAULT 0,
+    purged_requeued    bigint NOT NULL DEFAULT 0
 );
 
 -- A stream: state 'o' open, 'c' closed by DELETE, 'e' expired.
 -- seq counts the iterations issued; current_iid is the id to use next; pending_ids is the batch
--- delivered with current_iid and not yet confirmed (empty when there is none).
+-- delivered with current_iid and not yet confirmed (empty when there is none). The counters are
+-- messages: delivered (claimed into a batch), of which redelivered (had been requeued before),
+-- confirmed, and requeued (given back by expiry or a stop on the previous id).
 CREATE TABLE pix.stream (
     stream_id    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     ispb         text COLLATE "C" NOT NULL,
@@ -59,6 +70,10 @@ CREATE TABLE pix.stream (
     opened_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
     last_read_at timestamptz NOT NULL DEFAULT clock_timestamp(),
     closed_at    timestamptz,
+    delivered    bigint NOT NULL DEFAULT 0,
+    redelivered  bigint NOT NULL DEFAULT 0,
+    confirmed    bigint NOT NULL DEFAULT 0,
+    requeued     bigint NOT NULL DEFAULT 0,
     CHECK (state IN ('o', 'c', 'e'))
 ) WITH (fillfactor = 50);
 CREATE INDEX stream_open_by_ispb ON pix.stream (ispb) WHERE state = 'o';

@@ -44,9 +44,11 @@
  *
  * EXPIRY
  *   A stream whose last_read_at is older than pix.stream_idle_timeout is dead. Its ids answer gone at
- *   once; its slot and batch are recovered by the next sweep: every start and every read of its ISPB
- *   sweeps that ISPB first (so the requeued batch goes to that very reader), and pix_expire_streams()
- *   sweeps them all. Errors never write, so a call that answers "gone" leaves the sweep to the others.
+ *   once; its slot and batch are recovered by the next sweep: every start of its ISPB sweeps that ISPB
+ *   first (so the count of open streams is true), reads sweep it before claiming (so the requeued batch
+ *   goes to that very reader) at most once a second per backend (a quarter of the timeout if shorter),
+ *   and pix_expire_streams() sweeps them all. Errors never write, so a call that answers "gone" leaves
+ *   the sweep to the others.
  *
  * All functions run in READ COMMITTED: each statement, and the claim scan, sees what is committed now.
  */
@@ -112,29 +114,41 @@ static statement lock_stream_sql = {
 static statement confirm_sql = {
 	"UPDATE pix.iteration SET confirmed_at = $2 WHERE iid = $1", 2, {TEXTOID, TIMESTAMPTZOID}};
 static statement advance_sql = {
-	"UPDATE pix.stream SET seq = seq + 1, current_iid = $2, pending_ids = $3, last_read_at = $4"
+	"UPDATE pix.stream SET seq = seq + 1, current_iid = $2, pending_ids = $3, last_read_at = $4,"
+	"       delivered = delivered + cardinality($3), redelivered = redelivered + $5,"
+	"       confirmed = confirmed + cardinality(pending_ids)"
 	" WHERE stream_id = $1",
-	4, {INT8OID, TEXTOID, INT8ARRAYOID, TIMESTAMPTZOID}};
+	5, {INT8OID, TEXTOID, INT8ARRAYOID, TIMESTAMPTZOID, INT4OID}};
 static statement stay_sql = {
-	"UPDATE pix.stream SET pending_ids = '{}', last_read_at = $2 WHERE stream_id = $1", 2,
-	{INT8OID, TIMESTAMPTZOID}};
+	"UPDATE pix.stream SET pending_ids = '{}', last_read_at = $2,"
+	"       confirmed = confirmed + cardinality(pending_ids)"
+	" WHERE stream_id = $1",
+	2, {INT8OID, TIMESTAMPTZOID}};
 static statement touch_sql = {
 	"UPDATE pix.stream SET last_read_at = $2 WHERE stream_id = $1", 2, {INT8OID, TIMESTAMPTZOID}};
-static statement close_sql = {
-	"UPDATE pix.stream SET state = $2, pending_ids = '{}', closed_at = $3 WHERE stream_id = $1", 3,
-	{INT8OID, CHAROID, TIMESTAMPTZOID}};
+static statement close_confirming_sql = {
+	"UPDATE pix.stream SET state = 'c', pending_ids = '{}', closed_at = $2,"
+	"       confirmed = confirmed + cardinality(pending_ids)"
+	" WHERE stream_id = $1",
+	2, {INT8OID, TIMESTAMPTZOID}};
+static statement close_requeuing_sql = {
+	"UPDATE pix.stream SET state = 'c', pending_ids = '{}', closed_at = $2,"
+	"       requeued = requeued + cardinality(pending_ids)"
+	" WHERE stream_id = $1",
+	2, {INT8OID, TIMESTAMPTZOID}};
 static statement insert_iteration_sql = {
 	"INSERT INTO pix.iteration (iid, stream_id, seq, message_ids, delivered_at)"
 	" VALUES ($1, $2, $3, $4, $5)",
 	5, {TEXTOID, INT8OID, INT4OID, INT8ARRAYOID, TIMESTAMPTZOID}};
 static statement insert_stream_sql = {
-	"INSERT INTO pix.stream (ispb, seq, current_iid, pending_ids, opened_at, last_read_at)"
-	" VALUES ($1, 1, $2, $3, $4, $4) RETURNING stream_id",
-	4, {TEXTOID, TEXTOID, INT8ARRAYOID, TIMESTAMPTZOID}};
+	"INSERT INTO pix.stream (ispb, seq, current_iid, pending_ids, opened_at, last_read_at, delivered,"
+	"                        redelivered)"
+	" VALUES ($1, 1, $2, $3, $4, $4, cardinality($3), $5) RETURNING stream_id",
+	5, {TEXTOID, TEXTOID, INT8ARRAYOID, TIMESTAMPTZOID, INT4OID}};
 static statement bodies_sql = {
 	"SELECT body FROM pix.message WHERE id = ANY ($1) ORDER BY id", 1, {INT8ARRAYOID}};
 static statement requeue_sql = {
-	"INSERT INTO pix.ready (ispb, message_id) SELECT $1, unnest($2::pg_catalog.int8[])", 2,
+	"INSERT INTO pix.ready (ispb, message_id, redelivery) SELECT $1, unnest($2::pg_catalog.int8[]), true", 2,
 	{TEXTOID, INT8ARRAYOID}};
 static statement mark_requeued_sql = {
 	"UPDATE pix.iteration SET requeued_at = $2 WHERE iid = $1", 2, {TEXTOID, TIMESTAMPTZOID}};
@@ -157,8 +171,21 @@ static statement purge_iterations_sql = {
 	" SELECT (SELECT count(*) FROM removed), (SELECT count(*) FROM gone)",
 	1, {TIMESTAMPTZOID}};
 static statement purge_streams_sql = {
-	"DELETE FROM pix.stream s WHERE s.state <> 'o' AND s.closed_at < $1"
-	"   AND NOT EXISTS (SELECT 1 FROM pix.iteration i WHERE i.stream_id = s.stream_id)",
+	"WITH gone AS ("
+	"  DELETE FROM pix.stream s WHERE s.state <> 'o' AND s.closed_at < $1"
+	"     AND NOT EXISTS (SELECT 1 FROM pix.iteration i WHERE i.stream_id = s.stream_id)"
+	"  RETURNING s.*),"
+	" per_ispb AS (SELECT ispb, count(*) AS streams, count(*) FILTER (WHERE state = 'e') AS expired,"
+	"                     sum(delivered) AS delivered, sum(redelivered) AS redelivered,"
+	"                     sum(confirmed) AS confirmed, sum(requeued) AS requeued"
+	"                FROM gone GROUP BY ispb)"
+	" UPDATE pix.institution i SET purged_streams = purged_streams + p.streams,"
+	"        purged_expired = purged_expired + p.expired,"
+	"        purged_delivered = purged_delivered + p.delivered,"
+	"        purged_redelivered = purged_redelivered + p.redelivered,"
+	"        purged_confirmed = purged_confirmed + p.confirmed,"
+	"        purged_requeued = purged_requeued + p.requeued"
+	"   FROM per_ispb p WHERE i.ispb = p.ispb",
 	1, {TIMESTAMPTZOID}};
 
 static int batch_size_arg(FunctionCallInfo fcinfo, int argno);
@@ -197,6 +224,7 @@ pix_stream_start(PG_FUNCTION_ARGS)
 	Datum values[5];
 	read_result r = {.ispb = ispb};
 	int64 open_streams;
+	int redelivered;
 	bool isnull;
 
 	require_read_committed();
@@ -216,11 +244,12 @@ pix_stream_start(PG_FUNCTION_ARGS)
 						errdetail("At most %d streams may be open at once for one ISPB.", pix_max_collectors),
 						errhint("Close a stream with DELETE, or wait for an idle one to expire.")));
 
-	r.count = pix_claim_ready(ispb, max, ids);
+	r.count = pix_claim_ready(ispb, max, ids, &redelivered);
 	pix_iid_new(r.iid);
 	values[1] = CStringGetTextDatum(r.iid);
 	values[2] = ids_array(ids, r.count);
 	values[3] = TimestampTzGetDatum(now);
+	values[4] = Int32GetDatum(redelivered);
 	execute(&insert_stream_sql, values, NULL, false, 0);
 
 	values[1] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
@@ -280,7 +309,8 @@ pix_stream_stop(PG_FUNCTION_ARGS)
 	char *ispb = pix_ispb_arg(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0));
 	TimestampTz now = GetCurrentTimestamp();
 	char iid[PIX_IID_LEN + 1];
-	Datum values[3];
+	Datum values[2];
+	statement *close = &close_confirming_sql;
 	stream_row s;
 	int confirmed = 0;
 
@@ -299,15 +329,15 @@ pix_stream_stop(PG_FUNCTION_ARGS)
 			execute(&confirm_sql, values, NULL, false, 0);
 			confirmed = s.pending_count;
 		}
-	} else if (s.called_seq == s.seq - 1 && s.pending_count > 0)
+	} else if (s.called_seq == s.seq - 1 && s.pending_count > 0) {
 		requeue(s.ispb, s.current_iid, s.pending_ids, now);
-	else
+		close = &close_requeuing_sql;
+	} else
 		raise_gone();
 
 	values[0] = Int64GetDatum(s.stream_id);
-	values[1] = CharGetDatum('c');
-	values[2] = TimestampTzGetDatum(now);
-	execute(&close_sql, values, NULL, false, 0);
+	values[1] = TimestampTzGetDatum(now);
+	execute(close, values, NULL, false, 0);
 	SPI_finish();
 	PG_RETURN_INT32(confirmed);
 }
@@ -321,7 +351,8 @@ Datum
 pix_expire_streams(PG_FUNCTION_ARGS)
 {
 	static statement sweep_all_sql = {
-		"UPDATE pix.stream s SET state = 'e', closed_at = $2, pending_ids = '{}'"
+		"UPDATE pix.stream s SET state = 'e', closed_at = $2, pending_ids = '{}',"
+		"       requeued = s.requeued + cardinality(old.pending_ids)"
 		"  FROM (SELECT stream_id, pending_ids FROM pix.stream"
 		"         WHERE state = 'o' AND last_read_at < $1 FOR UPDATE SKIP LOCKED) old"
 		" WHERE s.stream_id = old.stream_id"
@@ -523,7 +554,8 @@ static void
 sweep_ispb(const char *ispb, int64 except_stream, TimestampTz now)
 {
 	static statement sweep_sql = {
-		"UPDATE pix.stream s SET state = 'e', closed_at = $3, pending_ids = '{}'"
+		"UPDATE pix.stream s SET state = 'e', closed_at = $3, pending_ids = '{}',"
+		"       requeued = s.requeued + cardinality(old.pending_ids)"
 		"  FROM (SELECT stream_id, pending_ids FROM pix.stream"
 		"         WHERE ispb = $1 AND state = 'o' AND last_read_at < $2 AND stream_id <> $4"
 		"           FOR UPDATE SKIP LOCKED) old"
@@ -582,14 +614,16 @@ read_on(stream_row *s, int max, TimestampTz now, read_result *r, MemoryContext o
 {
 	int64 ids[PIX_MAX_BATCH];
 	Datum values[5];
+	int redelivered;
 
 	if (s->pending_count > 0) {
 		values[0] = CStringGetTextDatum(s->current_iid);
 		values[1] = TimestampTzGetDatum(now);
 		execute(&confirm_sql, values, NULL, false, 0);
 	}
-	sweep_ispb(s->ispb, s->stream_id, now);
-	r->count = pix_claim_ready(s->ispb, max, ids);
+	if (pix_claim_sweep_due(s->ispb, now, Min(1000, pix_stream_idle_timeout_ms / 4)))
+		sweep_ispb(s->ispb, s->stream_id, now);
+	r->count = pix_claim_ready(s->ispb, max, ids, &redelivered);
 
 	if (r->count == 0) {
 		strlcpy(r->iid, s->current_iid, sizeof(r->iid));
@@ -609,7 +643,8 @@ read_on(stream_row *s, int max, TimestampTz now, read_result *r, MemoryContext o
 	execute(&insert_iteration_sql, values, NULL, false, 0);
 
 	{
-		Datum advance[4] = {Int64GetDatum(s->stream_id), values[0], values[3], values[4]};
+		Datum advance[5] = {Int64GetDatum(s->stream_id), values[0], values[3], values[4],
+							Int32GetDatum(redelivered)};
 
 		execute(&advance_sql, advance, NULL, false, 0);
 	}

@@ -463,6 +463,7 @@ Datum pix_generate_messages(PG_FUNCTION_ARGS)
 	int32 generated_rows = 0;
 	uint64 inserted = 0;
 
+	pix_require_read_committed();
 	init_call(&cx, ispb);
 	SPI_connect();
 	chunk_context =

@@ -10,6 +10,7 @@
 
 #include "fmgr.h"
 #include "utils/builtins.h"
+#include "access/xact.h"
 #include "utils/guc.h"
 
 #include "validate.h"
@@ -56,4 +57,17 @@ pix_ispb_arg(text *arg)
 		ereport(ERROR, (errcode(ERRCODE_PIX_INVALID_ISPB), errmsg("invalid ISPB"),
 						errdetail("An ISPB is exactly 8 ASCII digits.")));
 	return text_to_cstring(arg);
+}
+
+/*
+ * Every function runs in READ COMMITTED: claims and counts must see what other transactions committed
+ * up to now, which a transaction snapshot would hide. Refusing is clearer than answering wrongly.
+ */
+void
+pix_require_read_committed(void)
+{
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR, (errcode(ERRCODE_PIX_ISOLATION),
+						errmsg("pix functions need READ COMMITTED isolation"),
+						errdetail("Claims must see messages and streams committed by others up to now.")));
 }

@@ -39,4 +39,7 @@ extern int pix_history_retention_s;
 /* Raises PX001 unless the argument is a valid ISPB; returns it as a NUL-terminated string. */
 extern char *pix_ispb_arg(text *arg);
 
+/* Raises PX008 unless the transaction is READ COMMITTED (claims must see what others committed). */
+extern void pix_require_read_committed(void);
+
 #endif

@@ -161,7 +161,7 @@ static statement count_open_sql = {
 static statement purge_iterations_sql = {
 	"WITH old AS ("
 	"  SELECT i.iid FROM pix.iteration i JOIN pix.stream s ON s.stream_id = i.stream_id"
-	"   WHERE (s.state <> 'o' OR i.seq < s.seq)"
+	"   WHERE (s.state <> 'o' OR i.seq < s.seq - 1)"
 	"     AND coalesce(i.confirmed_at, i.requeued_at, i.delivered_at) < $1"
 	"   LIMIT 10000),"
 	" gone AS (DELETE FROM pix.iteration i USING old WHERE i.iid = old.iid"
@@ -190,7 +190,6 @@ static statement purge_streams_sql = {
 
 static int batch_size_arg(FunctionCallInfo fcinfo, int argno);
 static void iid_arg(FunctionCallInfo fcinfo, int argno, char *iid);
-static void require_read_committed(void);
 static void raise_not_found(void) pg_attribute_noreturn();
 static void raise_gone(void) pg_attribute_noreturn();
 static int execute(statement *st, Datum *values, const char *nulls, bool read_only, long limit);
@@ -227,7 +226,7 @@ pix_stream_start(PG_FUNCTION_ARGS)
 	int redelivered;
 	bool isnull;
 
-	require_read_committed();
+	pix_require_read_committed();
 	SPI_connect();
 
 	values[0] = CStringGetTextDatum(ispb);
@@ -280,7 +279,7 @@ pix_stream_next(PG_FUNCTION_ARGS)
 	stream_row s;
 
 	iid_arg(fcinfo, 1, iid);
-	require_read_committed();
+	pix_require_read_committed();
 	SPI_connect();
 
 	if (!lock_stream(iid, &s))
@@ -315,7 +314,7 @@ pix_stream_stop(PG_FUNCTION_ARGS)
 	int confirmed = 0;
 
 	iid_arg(fcinfo, 1, iid);
-	require_read_committed();
+	pix_require_read_committed();
 	SPI_connect();
 
 	if (!lock_stream(iid, &s))
@@ -362,7 +361,7 @@ pix_expire_streams(PG_FUNCTION_ARGS)
 	Datum values[2];
 	int expired;
 
-	require_read_committed();
+	pix_require_read_committed();
 	SPI_connect();
 	values[0] = TimestampTzGetDatum(idle_cutoff(now));
 	values[1] = TimestampTzGetDatum(now);
@@ -386,7 +385,8 @@ pix_expire_streams(PG_FUNCTION_ARGS)
 
 /*
  * pix_purge_history(): removes, in chunks of 10 000 iterations, the history older than
- * pix.history_retention: iterations no stream can use any more, the confirmed messages they carried,
+ * pix.history_retention: iterations no stream can use any more (an open stream's current and previous
+ * ids stay: the previous one may still be retried), the confirmed messages they carried,
  * and closed streams with nothing left. Unconfirmed messages are never touched. Returns the number of
  * messages removed; call it until it returns 0.
  */
@@ -398,7 +398,7 @@ pix_purge_history(PG_FUNCTION_ARGS)
 	int64 removed;
 	bool isnull;
 
-	require_read_committed();
+	pix_require_read_committed();
 	SPI_connect();
 	execute(&purge_iterations_sql, values, NULL, false, 1);
 	removed = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
@@ -432,15 +432,6 @@ iid_arg(FunctionCallInfo fcinfo, int argno, char *iid)
 		raise_not_found();
 	memcpy(iid, VARDATA_ANY(arg), PIX_IID_LEN);
 	iid[PIX_IID_LEN] = '\0';
-}
-
-static void
-require_read_committed(void)
-{
-	if (IsolationUsesXactSnapshot())
-		ereport(ERROR, (errcode(ERRCODE_PIX_ISOLATION),
-						errmsg("pix functions need READ COMMITTED isolation"),
-						errdetail("Claims must see messages and streams committed by others up to now.")));
 }
 
 static void

@@ -1,37 +1,44 @@
 /*
  * claim.c — the hot path: take the oldest ready messages of one ISPB.
  *
- * The access path is fixed in C rather than left to the planner: an ordered scan of pix.ready's primary
- * key (ispb, message_id) from the first entry of the ISPB, exactly as SELECT ... ORDER BY message_id
- * FOR UPDATE SKIP LOCKED followed by DELETE would do when planned well. A plan that flips to another
- * path under some statistics cannot happen here.
+ * The access path is fixed in C rather than left to the planner: ordered scans of pix.ready's primary
+ * key (ispb, fresh, message_id), exactly as SELECT ... ORDER BY FOR UPDATE SKIP LOCKED followed by
+ * DELETE would do when planned well. A plan that flips to another path under some statistics cannot
+ * happen here.
  *
- * Concurrency: each candidate row is locked with LockWaitSkip before it is deleted. A row that another
- * transaction is claiming (locked or deleted, not yet committed) is skipped, so concurrent readers of one
- * ISPB never wait for each other and never take the same row; a row deleted by a committed claimer after
- * our snapshot is reported as TM_Deleted and skipped too. Only one transaction can ever delete a given
- * ready row, which is what keeps a message out of two pending batches (see stream.c).
+ * TWO RANGES PER ISPB. A requeued message (expiry, or a stop on the previous id) is put back with
+ * fresh = false, a newly enqueued one has fresh = true, and false sorts first. Every claim first scans
+ * the whole requeued range, then the fresh range: a redelivered message always goes before newer ones.
+ * The requeued range is small (redeliveries are rare), so scanning all of it costs nothing.
  *
- * The scan uses the latest snapshot, not the statement's: a message committed a moment ago is claimable
- * now. That is only sound in READ COMMITTED, which every caller checks first.
+ * CONCURRENCY. Each candidate row is locked with LockWaitSkip before it is deleted. A row that another
+ * transaction is claiming (locked or deleted, not yet committed) is skipped, so concurrent readers of
+ * one ISPB never wait for each other and never take the same row; a row deleted by a committed claimer
+ * after our snapshot is reported as TM_Deleted and skipped too. Only one transaction can ever delete a
+ * given ready row, which is what keeps a message out of two pending batches (see stream.c).
+ *   The scans use the latest snapshot, not the statement's: a message committed a moment ago is
+ * claimable now. That is only sound in READ COMMITTED, which every caller checks first.
  *
- * THE DEAD HEAD. Every claim deletes rows at the low end of the ISPB's key range, and their index
- * entries stay until vacuum removes them. A scan from the start of the range steps over all of them
- * (killed entries are cheap, but 100 000 of them are not), so under a steady drain a scan from the
- * start gets slower by the second until autovacuum passes. Each backend therefore remembers, per ISPB,
- * a hint: the message id of the first live entry its last scan met. Most scans start there
- * (message_id >= hint) and step over nothing.
- *   The hint is only a place to start, never a reason to skip a message for long: a row can appear
- * below it (a requeued batch; an INSERT that took its id before a later one but committed after it),
- * so a backend scans from the start of the range whenever its hinted scan finds fewer rows than asked
- * (the queue looks short: be thorough) and at least every PIX_FULL_SCAN_INTERVAL_MS. A requeue made
- * by this backend lowers its own hint at once. Correctness (no loss, no message in two batches) never
- * depends on the hint; only the order and latency of rare stragglers does, within that interval.
+ * THE DEAD HEAD. Every claim deletes rows at the low end of the fresh range, and their index entries
+ * stay until vacuum removes them. Entries dead to everyone are marked killed by the first scan that
+ * meets them and skipped cheaply afterwards, but a scan from the start still steps over all of them:
+ * under a steady drain that gets slower by the second until autovacuum passes. So each backend keeps,
+ * per ISPB, a hint: the message id of the first index entry of the fresh range that its last scan did
+ * not find killed — live, being inserted, being claimed, or dead but not yet known to be. The hint
+ * never passes an entry that might still be claimable, so most scans start there (message_id >= hint)
+ * and step over nothing.
+ *   One case can still land below a hint: an INSERT takes its ids when its rows are formed but adds
+ * their ready rows at the end of its statement. So a backend also scans the fresh range from its start
+ * when its hinted scan finds fewer rows than asked (the queue looks short: be thorough), and at least
+ * every PIX_FULL_SCAN_INTERVAL_MS. Correctness (no loss, no message in two batches) never depends on
+ * the hint; at worst such a message waits that long.
  */
 #include "claim.h"
 
 #include "access/genam.h"
+#include "access/itup.h"
 #include "access/relation.h"
+#include "access/relscan.h"
 #include "access/stratnum.h"
 #include "access/table.h"
 #include "access/tableam.h"
@@ -39,8 +46,8 @@
 #include "catalog/namespace.h"
 #include "executor/tuptable.h"
 #include "utils/builtins.h"
-#include "utils/hsearch.h"
 #include "utils/fmgroids.h"
+#include "utils/hsearch.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
@@ -49,71 +56,86 @@
 #define PIX_FULL_SCAN_INTERVAL_MS 200
 #define PIX_HINTS_MAX 4096
 
+/* Attributes of pix.ready and of its primary key (same order). */
+#define READY_ISPB 1
+#define READY_FRESH 2
+#define READY_MESSAGE_ID 3
+
 /*
- * Per backend, per ISPB: where the last scan found the first live row, when we last looked at all of
- * the range, and when reads last swept the ISPB's idle streams.
+ * Per backend, per ISPB: where the fresh range's first entry not known dead was, when we last scanned
+ * all of the range, and when reads last swept the ISPB's idle streams.
  */
 typedef struct claim_hint {
 	char ispb[9]; /* hash key */
-	int64 first_live_id;
+	int64 first_entry_id;
 	TimestampTz last_full_scan;
 	TimestampTz last_sweep;
 } claim_hint;
 
+/* One claim: the relations, the snapshot and the batch being filled. */
+typedef struct claim {
+	Relation heap;
+	Relation index;
+	Snapshot snapshot;
+	TupleTableSlot *slot;
+	TupleTableSlot *scratch;
+	const char *ispb;
+	int max;
+	int taken;
+	int64 *ids;
+} claim;
+
 static HTAB *claim_hints = NULL;
 
 static Oid ready_relation(Oid *index_oid);
-static bool lock_and_delete(Relation heap, ItemPointer tid, Snapshot snapshot, TupleTableSlot *scratch);
 static claim_hint *hint_for(const char *ispb);
-static int scan_ready(Relation heap, Relation index, const char *ispb, int64 from_id, int max, int64 *ids,
-					  int *redelivered, int64 *first_live_id);
+static int scan_range(claim *c, bool fresh, int64 from_id, int64 *first_entry_id);
+static bool lock_and_delete(claim *c, ItemPointer tid);
+static void sort_ids(int64 *ids, int count);
 
 int
 pix_claim_ready(const char *ispb, int max, int64 *ids, int *redelivered)
 {
 	Oid index_oid;
 	Oid heap_oid = ready_relation(&index_oid);
-	Relation heap = table_open(heap_oid, RowExclusiveLock);
-	Relation index = index_open(index_oid, RowExclusiveLock);
 	claim_hint *hint = hint_for(ispb);
 	TimestampTz now = GetCurrentTimestamp();
 	bool full = now - hint->last_full_scan >= PIX_FULL_SCAN_INTERVAL_MS * (int64) 1000;
-	int64 first_live = -1;
-	int taken;
+	int64 first_entry = -1;
+	claim c = {.ispb = ispb, .max = max, .ids = ids};
 
-	*redelivered = 0;
-	taken = scan_ready(heap, index, ispb, full ? PG_INT64_MIN : hint->first_live_id, max, ids, redelivered,
-					   &first_live);
-	if (!full && taken < max) {
+	c.heap = table_open(heap_oid, RowExclusiveLock);
+	c.index = index_open(index_oid, RowExclusiveLock);
+	c.snapshot = RegisterSnapshot(GetLatestSnapshot());
+	c.slot = table_slot_create(c.heap, NULL);
+	c.scratch = table_slot_create(c.heap, NULL);
+
+	*redelivered = scan_range(&c, false, PG_INT64_MIN, NULL);
+	if (c.taken < max)
+		scan_range(&c, true, full ? PG_INT64_MIN : hint->first_entry_id, &first_entry);
+	if (c.taken < max && !full) {
 		/* The queue looks short from the hint on: look at all of it before answering "nothing". */
-		int more;
-
-		CommandCounterIncrement(); /* our own deletions of the first scan are not candidates again */
-		more = scan_ready(heap, index, ispb, PG_INT64_MIN, max - taken, ids + taken, redelivered, &first_live);
-
+		CommandCounterIncrement(); /* what this claim deleted is no candidate again */
+		UnregisterSnapshot(c.snapshot);
+		c.snapshot = RegisterSnapshot(GetLatestSnapshot());
+		scan_range(&c, true, PG_INT64_MIN, &first_entry);
 		full = true;
-		taken += more;
 	}
 	if (full)
 		hint->last_full_scan = now;
-	if (first_live >= 0)
-		hint->first_live_id = first_live;
+	if (first_entry >= 0)
+		hint->first_entry_id = first_entry;
 
-	index_close(index, NoLock);
-	table_close(heap, NoLock);
+	ExecDropSingleTupleTableSlot(c.slot);
+	ExecDropSingleTupleTableSlot(c.scratch);
+	UnregisterSnapshot(c.snapshot);
+	index_close(c.index, NoLock);
+	table_close(c.heap, NoLock);
 
 	/* Later statements of this transaction (and replays within it) must see the rows as gone. */
 	CommandCounterIncrement();
-
-	/* Two scans may return ids out of order (a straggler below the hint): keep the batch sorted. */
-	for (int i = 1; i < taken; i++)
-		for (int j = i; j > 0 && ids[j - 1] > ids[j]; j--) {
-			int64 swap = ids[j];
-
-			ids[j] = ids[j - 1];
-			ids[j - 1] = swap;
-		}
-	return taken;
+	sort_ids(ids, c.taken);
+	return c.taken;
 }
 
 /*
@@ -131,57 +153,82 @@ pix_claim_sweep_due(const char *ispb, TimestampTz now, int64 interval_ms)
 	return true;
 }
 
-/* A requeue by this backend: start its next scan low enough to see the batch at once. */
-void
-pix_claim_lower_hint(const char *ispb, int64 message_id)
+/*
+ * One ordered scan of the ISPB's requeued (fresh = false) or fresh range from from_id on, taking rows
+ * until the batch is full. When first_entry_id is given, lowers it to the message id of the first
+ * index entry the scan met that is not known dead (killed entries never reach us). Returns how many
+ * rows this scan took.
+ */
+static int
+scan_range(claim *c, bool fresh, int64 from_id, int64 *first_entry_id)
 {
-	claim_hint *hint = hint_for(ispb);
+	IndexScanDesc scan;
+	ScanKeyData keys[3];
+	int taken_before = c->taken;
 
-	if (message_id < hint->first_live_id)
-		hint->first_live_id = message_id;
+	ScanKeyInit(&keys[0], READY_ISPB, BTEqualStrategyNumber, F_TEXTEQ, CStringGetTextDatum(c->ispb));
+	ScanKeyInit(&keys[1], READY_FRESH, BTEqualStrategyNumber, F_BOOLEQ, BoolGetDatum(fresh));
+	ScanKeyInit(&keys[2], READY_MESSAGE_ID, BTGreaterEqualStrategyNumber, F_INT8GE, Int64GetDatum(from_id));
+	scan = index_beginscan(c->heap, c->index, c->snapshot, 3, 0);
+	scan->xs_want_itup = first_entry_id != NULL; /* to read message_id off entries we cannot see */
+	index_rescan(scan, keys, 3, NULL, 0);
+
+	while (c->taken < c->max) {
+		bool isnull;
+		Datum message_id;
+
+		/* index_getnext_slot, unrolled to look at each index entry before the heap says anything. */
+		if (!scan->xs_heap_continue) {
+			if (index_getnext_tid(scan, ForwardScanDirection) == NULL)
+				break;
+			if (first_entry_id != NULL) {
+				int64 entry_id = DatumGetInt64(
+					index_getattr(scan->xs_itup, READY_MESSAGE_ID, scan->xs_itupdesc, &isnull));
+
+				if (!isnull && (*first_entry_id < 0 || entry_id < *first_entry_id))
+					*first_entry_id = entry_id;
+			}
+		}
+		if (!index_fetch_heap(scan, c->slot))
+			continue;
+		message_id = slot_getattr(c->slot, READY_MESSAGE_ID, &isnull);
+		if (!isnull && lock_and_delete(c, &c->slot->tts_tid))
+			c->ids[c->taken++] = DatumGetInt64(message_id);
+	}
+	index_endscan(scan);
+	return c->taken - taken_before;
 }
 
 /*
- * One ordered scan of the ISPB's entries from from_id on. Sets *first_live_id to the id of the first
- * row visible to the scan (taken or not) if it has not been set yet: below it, this scan met only
- * entries dead to everyone.
+ * SKIP LOCKED, then DELETE, as the executor does for those clauses. Returns false when the row is not
+ * ours to take: locked or being deleted by another transaction, or already deleted by a committed one.
  */
-static int
-scan_ready(Relation heap, Relation index, const char *ispb, int64 from_id, int max, int64 *ids,
-		   int *redelivered, int64 *first_live_id)
+static bool
+lock_and_delete(claim *c, ItemPointer tid)
 {
-	Snapshot snapshot = RegisterSnapshot(GetLatestSnapshot());
-	TupleTableSlot *slot = table_slot_create(heap, NULL);
-	TupleTableSlot *scratch = table_slot_create(heap, NULL);
-	IndexScanDesc scan;
-	ScanKeyData keys[2];
-	int taken = 0;
+	TM_FailureData failure;
+	TM_Result result;
+	ItemPointerData target = *tid;
 
-	ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_TEXTEQ, CStringGetTextDatum(ispb));
-	ScanKeyInit(&keys[1], 2, BTGreaterEqualStrategyNumber, F_INT8GE, Int64GetDatum(from_id));
-	scan = index_beginscan(heap, index, snapshot, 2, 0);
-	index_rescan(scan, keys, 2, NULL, 0);
+	result = table_tuple_lock(c->heap, &target, c->snapshot, c->scratch, GetCurrentCommandId(true),
+							  LockTupleExclusive, LockWaitSkip, 0, &failure);
+	if (result != TM_Ok)
+		return false;
+	simple_table_tuple_delete(c->heap, &target, c->snapshot);
+	return true;
+}
 
-	while (taken < max && index_getnext_slot(scan, ForwardScanDirection, slot)) {
-		bool isnull;
-		Datum message_id = slot_getattr(slot, 2, &isnull);
+/* Oldest first within the batch: the requeued and fresh ranges, and a late straggler, interleave. */
+static void
+sort_ids(int64 *ids, int count)
+{
+	for (int i = 1; i < count; i++)
+		for (int j = i; j > 0 && ids[j - 1] > ids[j]; j--) {
+			int64 swap = ids[j];
 
-		if (isnull)
-			continue;
-		if (*first_live_id < 0 || DatumGetInt64(message_id) < *first_live_id)
-			*first_live_id = DatumGetInt64(message_id);
-		if (lock_and_delete(heap, &slot->tts_tid, snapshot, scratch)) {
-			ids[taken++] = DatumGetInt64(message_id);
-			if (DatumGetBool(slot_getattr(slot, 3, &isnull)) && !isnull)
-				(*redelivered)++;
+			ids[j] = ids[j - 1];
+			ids[j - 1] = swap;
 		}
-	}
-
-	index_endscan(scan);
-	ExecDropSingleTupleTableSlot(slot);
-	ExecDropSingleTupleTableSlot(scratch);
-	UnregisterSnapshot(snapshot);
-	return taken;
 }
 
 /* The backend's hint for an ISPB; the table is dropped and rebuilt if a backend serves very many. */
@@ -202,7 +249,7 @@ hint_for(const char *ispb)
 	}
 	hint = hash_search(claim_hints, ispb, HASH_ENTER, &found);
 	if (!found) {
-		hint->first_live_id = PG_INT64_MIN;
+		hint->first_entry_id = PG_INT64_MIN;
 		hint->last_full_scan = 0;
 		hint->last_sweep = 0;
 	}
@@ -225,23 +272,4 @@ ready_relation(Oid *index_oid)
 						errmsg("pix.ready or its primary key is missing"),
 						errhint("Reinstall the extension: DROP EXTENSION pix; CREATE EXTENSION pix;")));
 	return heap_oid;
-}
-
-/*
- * SKIP LOCKED, then DELETE, as the executor does for those clauses. Returns false when the row is not
- * ours to take: locked or being deleted by another transaction, or already deleted by a committed one.
- */
-static bool
-lock_and_delete(Relation heap, ItemPointer tid, Snapshot snapshot, TupleTableSlot *scratch)
-{
-	TM_FailureData failure;
-	TM_Result result;
-	ItemPointerData target = *tid;
-
-	result = table_tuple_lock(heap, &target, snapshot, scratch, GetCurrentCommandId(true),
-							  LockTupleExclusive, LockWaitSkip, 0, &failure);
-	if (result != TM_Ok)
-		return false;
-	simple_table_tuple_delete(heap, &target, snapshot);
-	return true;
 }

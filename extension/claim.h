@@ -15,8 +15,6 @@
  */
 extern int pix_claim_ready(const char *ispb, int max, int64 *ids, int *redelivered);
 
-/* Tells this backend's claims that message_id is ready again (a requeue), so they look from there. */
-extern void pix_claim_lower_hint(const char *ispb, int64 message_id);
 
 /* True (and remembered) when this backend's reads of ispb have not swept idle streams for interval_ms. */
 extern bool pix_claim_sweep_due(const char *ispb, TimestampTz now, int64 interval_ms);

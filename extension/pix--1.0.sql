@@ -31,15 +31,15 @@ CREATE TABLE pix.message (
     body                 text NOT NULL DEFAULT ''
 );
 
--- The ready queue: one row per message that no open stream holds and nobody confirmed.
--- Claims delete from it (in C, by index order, skipping rows locked by concurrent claimers);
--- requeues insert into it again. Narrow and hot, so vacuum it eagerly.
--- redelivery marks a row put back by a requeue (counted as a redelivery when claimed again).
+-- The ready queue: one row per message that no open stream holds and nobody confirmed. Claims delete
+-- from it (in C, by index order, skipping rows locked by concurrent claimers). Requeues insert rows
+-- with fresh = false, which sort first: a redelivered message goes before every newer one. Narrow and
+-- hot, so vacuum it eagerly. The column order is the key's order (claim.c reads both by number).
 CREATE TABLE pix.ready (
     ispb       text COLLATE "C" NOT NULL,
+    fresh      boolean NOT NULL DEFAULT true,
     message_id bigint NOT NULL,
-    redelivery boolean NOT NULL DEFAULT false,
-    PRIMARY KEY (ispb, message_id)
+    PRIMARY KEY (ispb, fresh, message_id)
 ) WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 2000,
         autovacuum_vacuum_cost_delay = 0, fillfactor = 100);
 

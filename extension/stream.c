@@ -23,9 +23,9 @@
  *             by one transaction only, so two streams can never claim the same message.
  *   confirm   a call on the stream's current id marks the pending batch's iteration confirmed_at and
  *             empties pending_ids. Nothing is inserted into pix.ready: the messages are done.
- *   requeue   expiry, or a stop on the previous id, moves pending_ids back to pix.ready (the ready
- *             queue is ordered by message id, so a requeued message goes before every newer one), marks
- *             the iteration requeued_at, closes the stream, and NOTIFYs.
+ *   requeue   expiry, or a stop on the previous id, moves pending_ids back to pix.ready in its requeued
+ *             range, which claims take before the fresh one (so a redelivered message goes before
+ *             every newer one), marks the iteration requeued_at, closes the stream, and NOTIFYs.
  *
  * IDS
  *   Each read that delivers messages issues a new id (seq + 1); an empty read keeps the id. A call is
@@ -62,6 +62,7 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "lib/stringinfo.h"
+#include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
@@ -76,6 +77,7 @@ PG_FUNCTION_INFO_V1(pix_expire_streams);
 PG_FUNCTION_INFO_V1(pix_purge_history);
 
 #define PIX_NOTIFY_CHANNEL "pix_message"
+#define PIX_PURGE_CHUNK 10000
 
 /* A prepared statement, planned once per backend and kept (SPI_keepplan). */
 typedef struct statement {
@@ -148,7 +150,7 @@ static statement insert_stream_sql = {
 static statement bodies_sql = {
 	"SELECT body FROM pix.message WHERE id = ANY ($1) ORDER BY id", 1, {INT8ARRAYOID}};
 static statement requeue_sql = {
-	"INSERT INTO pix.ready (ispb, message_id, redelivery) SELECT $1, unnest($2::pg_catalog.int8[]), true", 2,
+	"INSERT INTO pix.ready (ispb, fresh, message_id) SELECT $1, false, unnest($2::pg_catalog.int8[])", 2,
 	{TEXTOID, INT8ARRAYOID}};
 static statement mark_requeued_sql = {
 	"UPDATE pix.iteration SET requeued_at = $2 WHERE iid = $1", 2, {TEXTOID, TIMESTAMPTZOID}};
@@ -163,7 +165,7 @@ static statement purge_iterations_sql = {
 	"  SELECT i.iid FROM pix.iteration i JOIN pix.stream s ON s.stream_id = i.stream_id"
 	"   WHERE (s.state <> 'o' OR i.seq < s.seq - 1)"
 	"     AND coalesce(i.confirmed_at, i.requeued_at, i.delivered_at) < $1"
-	"   LIMIT 10000),"
+	"   LIMIT " CppAsString2(PIX_PURGE_CHUNK) "),"
 	" gone AS (DELETE FROM pix.iteration i USING old WHERE i.iid = old.iid"
 	"          RETURNING i.message_ids, i.confirmed_at),"
 	" removed AS (DELETE FROM pix.message m WHERE m.id IN"
@@ -384,24 +386,31 @@ pix_expire_streams(PG_FUNCTION_ARGS)
 }
 
 /*
- * pix_purge_history(): removes, in chunks of 10 000 iterations, the history older than
- * pix.history_retention: iterations no stream can use any more (an open stream's current and previous
- * ids stay: the previous one may still be retried), the confirmed messages they carried,
- * and closed streams with nothing left. Unconfirmed messages are never touched. Returns the number of
- * messages removed; call it until it returns 0.
+ * pix_purge_history(): removes the history older than pix.history_retention: iterations no stream can
+ * use any more (an open stream's current and previous ids stay: the previous one may still be
+ * retried), the confirmed messages they carried, and closed streams with nothing left (their counters
+ * move to pix.institution). Works in chunks of 10 000 iterations, each a statement of its own, until a
+ * chunk comes back short. Unconfirmed messages are never touched. Returns the messages removed.
  */
 Datum
 pix_purge_history(PG_FUNCTION_ARGS)
 {
 	TimestampTz cutoff = GetCurrentTimestamp() - (TimestampTz) pix_history_retention_s * USECS_PER_SEC;
 	Datum values[1] = {TimestampTzGetDatum(cutoff)};
-	int64 removed;
-	bool isnull;
+	int64 removed = 0;
+	int64 iterations;
 
 	pix_require_read_committed();
 	SPI_connect();
-	execute(&purge_iterations_sql, values, NULL, false, 1);
-	removed = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	do {
+		bool isnull;
+
+		CHECK_FOR_INTERRUPTS();
+		execute(&purge_iterations_sql, values, NULL, false, 1);
+		removed += DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		iterations = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+		SPI_freetuptable(SPI_tuptable);
+	} while (iterations >= PIX_PURGE_CHUNK);
 	execute(&purge_streams_sql, values, NULL, false, 0);
 	SPI_finish();
 	PG_RETURN_INT64(removed);
@@ -573,19 +582,11 @@ sweep_ispb(const char *ispb, int64 except_stream, TimestampTz now)
 	}
 }
 
-/* Puts a batch back on the ready queue (it sorts by message id: the head) and wakes the collectors. */
+/* Puts a batch back at the head of the ready queue (the requeued range) and wakes the collectors. */
 static void
 requeue(const char *ispb, const char *iid, Datum pending_ids, TimestampTz now)
 {
 	Datum values[2];
-
-	ArrayType *ids = DatumGetArrayTypeP(pending_ids);
-	Datum *elems;
-	int count;
-
-	deconstruct_array(ids, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &elems, NULL, &count);
-	for (int i = 0; i < count; i++)
-		pix_claim_lower_hint(ispb, DatumGetInt64(elems[i]));
 
 	values[0] = CStringGetTextDatum(ispb);
 	values[1] = pending_ids;

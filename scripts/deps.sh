@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Install the Debian 12 packages pix stream needs to build, run and test. Idempotent and quiet when
+# everything is already there. Works as root; uses sudo otherwise.
+set -euo pipefail
+
+PACKAGES=(
+    postgresql-15 postgresql-server-dev-15 postgresql-client-15 libpq-dev
+    libh2o-evloop-dev libssl-dev zlib1g-dev pkg-config make gcc
+    python3 curl libipc-run-perl wrk
+)
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+    status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)
+    if [[ "$status" != "installed" ]]; then
+        missing+=("$pkg")
+    fi
+done
+
+if ((${#missing[@]} == 0)); then
+    exit 0
+fi
+
+if ((EUID == 0)); then
+    SUDO=()
+elif command -v sudo >/dev/null 2>&1; then
+    SUDO=(sudo)
+else
+    echo "deps.sh: missing packages (${missing[*]}) and neither root nor sudo is available" >&2
+    exit 1
+fi
+
+echo "deps.sh: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+echo "deps.sh: done" >&2

@@ -1,0 +1,373 @@
+"""Stream semantics over HTTP: implicit confirmation, retries, DELETE, ordering, long polling, expiry."""
+
+import socket
+import threading
+import time
+
+from pixe2e import (SLOW, Collector, Pixd, PixTestCase, conninfo, create_database, drop_database, generate,
+                    insert_messages, insert_sql, log, make_message, messages_of, new_ispb, psql, queued_ids,
+                    run_threads)
+
+
+class TestConfirmation(PixTestCase):
+    def test_oldest_first_one_by_one(self):
+        ispb = new_ispb()
+        ids = insert_messages(self.db, ispb, 3)
+        ids += insert_messages(self.db, ispb, 2)
+        c = self.collector(ispb)
+        got = self.assertMessagesFor(c.start(), ispb, count=1)
+        for _ in range(4):
+            got += self.assertMessagesFor(c.next(), ispb, count=1)
+        self.assertEqual(got, ids)
+        self.assertEqual(c.next().status, 204)
+
+    def test_only_messages_of_the_ispb(self):
+        a, b = new_ispb(), new_ispb()
+        generate(self.db, b, 5)
+        ids_a = insert_messages(self.db, a, 2)
+        generate(self.db, b, 5)
+        c = self.collector(a, accept="multipart/json")
+        self.assertEqual(self.assertMessagesFor(c.start(), a, count=2), ids_a)
+        self.assertEqual(c.next().status, 204)
+
+    def test_next_call_confirms_and_retry_replays_the_same_batch(self):
+        ispb = new_ispb()
+        ids = insert_messages(self.db, ispb, 3)
+        c = self.collector(ispb)
+        self.assertEqual(self.assertMessagesFor(c.start(), ispb), ids[:1])
+        p1 = c.pull_next
+        r2 = c.next()  # confirms ids[0], delivers ids[1]
+        self.assertEqual(self.assertMessagesFor(r2, ispb), ids[1:2])
+        p2 = c.pull_next
+        self.assertNotEqual(p1, p2, "a read that delivers messages issues a new id")
+        for _ in range(3):  # the collector lost the answer, several times
+            again = c.retry()
+            self.assertEqual(again.status, 200, repr(again))
+            self.assertEqual(again.body, r2.body, "a retry replays the same batch, byte for byte")
+            self.assertEqual(again.header("Pull-Next"), p2, "and the same Pull-Next")
+        # nothing new was claimed by the retries: another stream sees ids[2] at once
+        other = self.collector(ispb)
+        self.assertEqual(self.assertMessagesFor(other.start(), ispb), ids[2:3])
+        # the first stream goes on from p2: nothing left (ids[1] confirmed now)
+        self.assertEqual(c.next().status, 204)
+        self.assertEqual(other.next().status, 204)
+        # the confirmed messages never come back, even to a new stream
+        self.assertEqual(self.collector(ispb).start().status, 204)
+
+    def test_retry_after_an_empty_read(self):
+        ispb = new_ispb()
+        ids = insert_messages(self.db, ispb, 1)
+        c = self.collector(ispb)
+        self.assertEqual(self.assertMessagesFor(c.start(), ispb), ids)
+        p1 = c.pull_next
+        r = c.next()
+        self.assertEqual(r.status, 204)
+        # an empty read confirmed the batch; the id to use next is its Pull-Next (which may be p1 itself)
+        self.assertEqual(c.next().status, 204)
+        if c.pull_next != p1:
+            r = self.http.get(p1)
+            self.assertIn(r.status, (204, 410), repr(r))
+
+    def test_delete_on_current_id_confirms(self):
+        ispb = new_ispb()
+        ids = insert_messages(self.db, ispb, 2)
+        c = self.collector(ispb)
+        self.assertEqual(self.assertMessagesFor(c.start(), ispb), ids[:1])
+        r = c.delete()
+        self.assertEqual(r.status, 200, repr(r))
+        self.assertEqual(r.json(), {})
+        d = self.collector(ispb, accept="multipart/json")
+        self.assertEqual(self.assertMessagesFor(d.start(), ispb), ids[1:], "ids[0] was confirmed by DELETE")
+
+    def test_delete_on_previous_id_requeues_the_batch_to_the_head(self):
+        ispb = new_ispb()
+        ids = insert_messages(self.db, ispb, 4)
+        c = self.collector(ispb)
+        self.assertEqual(self.assertMessagesFor(c.start(), ispb), ids[:1])
+        p1 = c.pull_next
+        self.assertEqual(self.assertMessagesFor(c.next(), ispb), ids[1:2])  # confirms ids[0]
+        p2 = c.pull_next
+        # the collector never got the answer to p1: it closes from p1
+        r = c.delete(p1)
+        self.assertEqual(r.status, 200, repr(r))
+        self.assertEqual(r.json(), {})
+        self.assertProblem(self.http.get(p2), 410)
+        self.assertProblem(self.http.get(p1), 410)
+        d = self.collector(ispb, accept="multipart/json")
+        self.assertEqual(self.assertMessagesFor(d.start(), ispb), ids[1:], "ids[1] back at the head, then the rest")
+
+    def test_requeued_message_goes_before_newer_ones_in_multipart(self):
+        ispb = new_ispb()
+        ids = insert_messages(self.db, ispb, 3)
+        c = self.collector(ispb, accept="multipart/json")
+        self.assertEqual(self.assertMessagesFor(c.start(), ispb), ids)
+        p1 = c.pull_next
+        newer = insert_messages(self.db, ispb, 2)
+        # ids confirmed by the next call; newer claimed
+        self.assertEqual(self.assertMessagesFor(c.next(), ispb), newer)
+        self.assertEqual(c.delete(p1).status, 200)  # newer go back
+        later = insert_messages(self.db, ispb, 1)
+        d = self.collector(ispb, accept="multipart/json")
+        self.assertEqual(self.assertMessagesFor(d.start(), ispb), newer + later)
+
+    def test_old_ids_are_gone(self):
+        ispb = new_ispb()
+        insert_messages(self.db, ispb, 4)
+        c = self.collector(ispb)
+        c.start()
+        p1 = c.pull_next
+        c.next()
+        c.next()
+        # p1 is two reads old: neither current nor previous
+        self.assertProblem(self.http.get(p1), 410)
+        self.assertEqual(c.next().status, 200)
+
+
+class TestLongPolling(PixTestCase):
+    def test_message_inserted_while_waiting_is_answered_promptly(self):
+        db = "pix_e2e_lp"
+        pixd = Pixd(create_database(db), wait_ms=8000).start()
+        self.addCleanup(drop_database, db)
+        self.addCleanup(pixd.stop)
+        for path in ("start", "next"):
+            ispb = new_ispb()
+            c = Collector(pixd, ispb)
+            self.addCleanup(c.close)
+            if path == "next":
+                insert_messages(db, ispb, 1)
+                self.assertEqual(c.start().status, 200)
+            box = {}
+
+            def read():
+                box["r"] = c.start() if path == "start" else c.next()
+                box["t"] = time.monotonic()
+
+            t = threading.Thread(target=read, daemon=True)
+            t0 = time.monotonic()
+            t.start()
+            time.sleep(0.7)
+            self.assertTrue(t.is_alive(), "the read should be parked")
+            msg = make_message(ispb)
+            psql(insert_sql([msg]), dbname=db)
+            t_commit = time.monotonic()
+            t.join(12 * SLOW)
+            self.assertFalse(t.is_alive())
+            r = box["r"]
+            self.assertEqual(r.status, 200, repr(r))
+            self.assertEqual(self.assertMessagesFor(r, ispb), [msg["endToEndId"]])
+            latency = box["t"] - t_commit
+            log(f"\n    wake-up latency ({path}): {latency * 1000:.1f} ms after the INSERT committed "
+                f"(psql exit); {(box['t'] - t0) * 1000:.0f} ms after the request")
+            self.assertLess(box["t"] - t0, 8.0, "answered before the deadline")
+
+    def test_default_wait_is_8_seconds(self):
+        db = "pix_e2e_lp8"
+        pixd = Pixd(create_database(db), wait_ms=None).start()  # no --wait-ms: the default
+        self.addCleanup(drop_database, db)
+        self.addCleanup(pixd.stop)
+        ispb = new_ispb()
+        c = Collector(pixd, ispb)
+        self.addCleanup(c.close)
+        r = c.start()
+        self.assertEqual(r.status, 204, repr(r))
+        log(f"\n    default wait: 204 after {r.elapsed * 1000:.0f} ms")
+        self.assertGreaterEqual(r.elapsed, 7.9)
+        self.assertLess(r.elapsed, 8.0 + 2.0 * SLOW)
+
+    def test_six_parked_collectors_six_messages(self):
+        db = "pix_e2e_six"
+        pixd = Pixd(create_database(db), wait_ms=8000).start()
+        self.addCleanup(drop_database, db)
+        self.addCleanup(pixd.stop)
+        ispb = new_ispb()
+        cs = [Collector(pixd, ispb) for _ in range(6)]
+        for c in cs:
+            self.addCleanup(c.close)
+        box = {}
+
+        def produce():
+            time.sleep(1.0)
+            box["ids"] = insert_messages(db, ispb, 6)
+            box["t"] = time.monotonic()
+
+        t0 = time.monotonic()
+        results = run_threads([c.start for c in cs] + [produce], timeout=20 * SLOW)
+        rs = results[:6]
+        got = []
+        for r in rs:
+            self.assertEqual(r.status, 200, f"every parked collector gets one: {r!r}")
+            got += self.assertMessagesFor(r, ispb, count=1)
+        self.assertEqual(sorted(got), sorted(box["ids"]), "each message once, none twice")
+        slowest = max(r.elapsed for r in rs) - (box["t"] - t0)
+        log(f"\n    6 parked collectors: last answer {slowest * 1000:.0f} ms after the INSERT")
+        self.assertTrue(all(r.elapsed < 8.0 for r in rs), "all before the deadline")
+        # a 7th start is refused while the 6 are open
+        self.assertProblem(Collector(pixd, ispb).start(), 429)
+
+    def test_lost_listener_connection_does_not_strand_a_collector(self):
+        """The server's LISTEN connection dies while a collector waits and a message arrives meanwhile:
+        the collector still gets it before its wait ends."""
+        db = "pix_e2e_listen"
+        pixd = Pixd(create_database(db), wait_ms=6000).start()
+        self.addCleanup(drop_database, db)
+        self.addCleanup(pixd.stop)
+        ispb = new_ispb()
+        c = Collector(pixd, ispb)
+        self.addCleanup(c.close)
+        box = {}
+
+        def read():
+            box["r"] = c.start()
+
+        t = threading.Thread(target=read, daemon=True)
+        t.start()
+        time.sleep(0.7)
+        killed = psql(f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{db}' "
+                      "AND query ILIKE 'LISTEN%'").strip()
+        self.assertEqual(killed, "1", "the server's LISTEN connection should be visible in pg_stat_activity")
+        t_insert = time.monotonic()
+        ids = insert_messages(db, ispb, 1)
+        t.join(10 * SLOW)
+        r = box["r"]
+        log(f"\n    after losing LISTEN: answered {r.status} {(time.monotonic() - t_insert) * 1000:.0f} ms "
+            f"after the INSERT")
+        self.assertEqual(r.status, 200, repr(r))
+        self.assertEqual(self.assertMessagesFor(r, ispb), ids)
+        self.assertLess(r.elapsed, 6.0, "before the deadline")
+        # and notifications work again afterwards
+        box.clear()
+        t = threading.Thread(target=lambda: box.setdefault("r", c.next()), daemon=True)
+        t.start()
+        time.sleep(0.7)
+        ids = insert_messages(db, ispb, 1)
+        t_insert = time.monotonic()
+        t.join(10 * SLOW)
+        self.assertEqual(self.assertMessagesFor(box["r"], ispb), ids)
+        self.assertLess(time.monotonic() - t_insert, 2.0, "woken by NOTIFY again, not by the deadline")
+
+    def test_parked_collector_not_woken_by_another_ispb(self):
+        ispb, other = new_ispb(), new_ispb()
+        c = self.collector(ispb)
+        box = {}
+
+        def read():
+            box["r"] = c.start()
+
+        t = threading.Thread(target=read, daemon=True)
+        t.start()
+        time.sleep(0.3)
+        insert_messages(self.db, other, 1)
+        t.join(10 * SLOW)
+        self.assertEqual(box["r"].status, 204, repr(box["r"]))
+
+
+class TestExpiry(PixTestCase):
+    """pix.stream_idle_timeout = 4s on a database of its own, and a server waiting 3 s (a wait shorter
+    than the idle timeout, as in production: 8 s and 60 s)."""
+    DB = "pix_e2e_expiry"
+    IDLE = 4.0
+    WAIT = 3.0
+
+    @classmethod
+    def setUpClass(cls):
+        cls.xdb = cls.DB
+        create_database(cls.xdb, {"pix.stream_idle_timeout": f"{int(cls.IDLE)}s"})
+        cls.xpixd = Pixd(conninfo(cls.xdb), wait_ms=int(cls.WAIT * 1000)).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.xpixd.stop()
+        drop_database(cls.xdb)
+
+    def test_expired_batch_goes_to_the_next_reader_then_410(self):
+        ispb = new_ispb()
+        ids = insert_messages(self.xdb, ispb, 2)
+        c1 = self.collector(ispb, pixd=self.xpixd)
+        self.assertEqual(self.assertMessagesFor(c1.start(), ispb), ids[:1])
+        time.sleep(self.IDLE + 0.6)
+        c2 = self.collector(ispb, pixd=self.xpixd, accept="multipart/json")
+        r = c2.start()
+        self.assertEqual(self.assertMessagesFor(r, ispb), ids, "the expired batch first, same endToEndId")
+        self.assertLess(r.elapsed, 1.0, "no need to wait: the batch was requeued")
+        self.assertProblem(c1.client.get(c1.pull_next), 410)
+        self.assertProblem(c1.client.delete(c1.pull_next), 410)
+
+    def test_expired_stream_frees_its_slot(self):
+        ispb = new_ispb()
+        insert_messages(self.xdb, ispb, 6)
+        cs = [self.collector(ispb, pixd=self.xpixd) for _ in range(6)]
+        for c in cs:
+            self.assertEqual(c.start().status, 200)
+        self.assertProblem(self.collector(ispb, pixd=self.xpixd).start(), 429)
+        time.sleep(self.IDLE + 0.6)
+        c7 = self.collector(ispb, pixd=self.xpixd, accept="multipart/json")
+        r = c7.start()
+        self.assertEqual(r.status, 200, repr(r))
+        self.assertEqual(len(messages_of(r)), 6, "all six expired batches come back")
+
+    def test_a_stream_read_in_time_does_not_expire(self):
+        ispb = new_ispb()
+        ids = insert_messages(self.xdb, ispb, 3)
+        c = self.collector(ispb, pixd=self.xpixd)
+        got = self.assertMessagesFor(c.start(), ispb)
+        for _ in range(2):
+            time.sleep(self.IDLE - 1.5)
+            got += self.assertMessagesFor(c.next(), ispb)
+        self.assertEqual(got, ids)
+
+    def test_parked_reader_gets_the_expired_batch_by_its_deadline(self):
+        """c1 takes the message at t0 and vanishes; c2 starts reading at t0 + 1.5 s and waits up to 3 s.
+        c1's stream expires at t0 + 4 s, before c2's wait ends (t0 + 4.5 s), while c2's own stream (read
+        at t0 + 1.5 s) is alive: a message is available before the wait ends, so the answer is 200 (woken
+        by a sweep, or at the latest by the read at the deadline), not 204."""
+        ispb = new_ispb()
+        ids = insert_messages(self.xdb, ispb, 1)
+        c1 = self.collector(ispb, pixd=self.xpixd)
+        t0 = time.monotonic()
+        self.assertEqual(self.assertMessagesFor(c1.start(), ispb), ids)
+        time.sleep(1.5 - (time.monotonic() - t0))
+        c2 = self.collector(ispb, pixd=self.xpixd)
+        r = c2.start()
+        log(f"\n    parked reader answered {r.status} after {r.elapsed * 1000:.0f} ms "
+            f"({(time.monotonic() - t0 - self.IDLE) * 1000:.0f} ms after the other stream expired)")
+        self.assertEqual(r.status, 200, f"the expired batch should reach the parked reader: {r!r}")
+        self.assertEqual(self.assertMessagesFor(r, ispb), ids)
+
+    def test_collector_hanging_up_while_parked_loses_nothing(self):
+        ispb = new_ispb()
+        s = socket.create_connection(("127.0.0.1", self.xpixd.port))
+        s.sendall(f"GET /api/pix/{ispb}/stream/start HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        time.sleep(0.5)
+        s.close()  # hang up while parked
+        t_insert = time.monotonic()
+        ids = insert_messages(self.xdb, ispb, 1)  # wakes the dropped request: its claim cannot be written
+        time.sleep(0.5)
+        self.assertEqual(self.xpixd.client().get("/health").status, 200)
+        self.assertTrue(self.xpixd.alive())
+        # whatever the dropped request claimed comes back once its stream expires
+        c = self.collector(ispb, pixd=self.xpixd)
+        r = c.start()
+        deadline = time.monotonic() + self.IDLE + 3 * self.WAIT
+        while r.status == 204 and time.monotonic() < deadline:
+            r = c.next()
+        self.assertEqual(r.status, 200, repr(r))
+        self.assertEqual(self.assertMessagesFor(r, ispb), ids)
+        log(f"\n    message claimed for a hung-up collector redelivered {time.monotonic() - t_insert:.1f} s "
+            f"after the INSERT (idle timeout {self.IDLE:.0f} s)")
+
+
+class TestQueuedOrder(PixTestCase):
+    def test_generator_messages_in_enqueue_order(self):
+        ispb = new_ispb()
+        generate(self.db, ispb, 25)
+        expected = queued_ids(self.db, ispb)
+        c = self.collector(ispb, accept="multipart/json")
+        got = self.assertMessagesFor(c.start(), ispb, count=10)
+        got += self.assertMessagesFor(c.next(), ispb, count=10)
+        got += self.assertMessagesFor(c.next(), ispb, count=5)
+        self.assertEqual(got, expected)
+
+
+if __name__ == "__main__":
+    import unittest
+    unittest.main()

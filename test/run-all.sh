@@ -1,0 +1,270 @@
+#!/usr/bin/env bash
+# `make test`: every suite against a throw-away PostgreSQL cluster.
+#   1. build (make) and install the extension (make install)
+#   2. pg_regress suites (sql/ + expected/), then isolation specs (specs/ + expected/)
+#   3. unit tests: each test/unit/*.c and shim/tests/*.c is compiled into a program and run. It ends
+#      its output with "N passed, N failed". It is linked with the .c file next to each header it includes with quotes
+#      from shim/ or extension/ (x.h -> x.c), or with what a comment line "UNIT_SOURCES: a.c b.c" names;
+#      "UNIT_CFLAGS: ..." adds compiler flags.
+#   4. the end-to-end suite over HTTP (test/e2e/run.py) against the real shim/pixd
+# Ends with a line "N passed, N failed" (individual tests) and a non-zero status when anything failed.
+#
+# Environment: PIX_TEST_ONLY="regress isolation unit e2e" (a subset), PIX_E2E_ARGS (passed to
+# test/e2e/run.py, e.g. a test name pattern "-k Accept"), PIX_VALGRIND=1 (run every shim of the
+# end-to-end suite under valgrind; slow), PIX_KEEP_TMP=1|0 (keep the temporary directory always|never;
+# by default it is kept when something failed).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+export PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
+PIX_TEST_ONLY=${PIX_TEST_ONLY:-regress isolation unit e2e}
+JOBS=$(nproc 2>/dev/null || echo 2)
+
+say() { printf '\n=== %s\n' "$*"; }
+
+TOTAL_PASS=0
+TOTAL_FAIL=0
+SUMMARY=()
+record() { # suite passed failed
+    TOTAL_PASS=$((TOTAL_PASS + $2))
+    TOTAL_FAIL=$((TOTAL_FAIL + $3))
+    SUMMARY+=("$(printf '%-12s %4d passed, %4d failed' "$1" "$2" "$3")")
+}
+wanted() { [[ " $PIX_TEST_ONLY " == *" $1 "* ]]; }
+
+TMP=
+PGDIR=
+# shellcheck disable=SC2317  # invoked through trap
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM HUP
+    if [[ -n "$TMP" ]]; then
+        # Shims the end-to-end suite started and did not stop (it records their pids here).
+        local f pid
+        for f in "$TMP"/e2e/pixd.*; do
+            [[ -e "$f" ]] || continue
+            pid=${f##*.}
+            if [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null; then
+                kill -TERM "$pid" 2>/dev/null || true
+                sleep 0.5
+                kill -KILL "$pid" 2>/dev/null || true
+            fi
+        done
+        # Every cluster under $TMP: ours and the ones the end-to-end suite made.
+        local d
+        for d in "$TMP" "$TMP"/*/ "$TMP"/e2e/*/; do
+            [[ -f "$d/data/PG_VERSION" ]] || continue
+            ./scripts/cluster.sh stop "${d%/}" 2>/dev/null || true
+        done
+        # Kept when something failed (the servers' logs are in $TMP/e2e), unless PIX_KEEP_TMP=0.
+        if ! keep_tmp; then
+            rm -rf "$TMP"
+        fi
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+keep_tmp() { [[ "${PIX_KEEP_TMP:-}" == 1 ]] || { ((TOTAL_FAIL > 0)) && [[ "${PIX_KEEP_TMP:-}" != 0 ]]; }; }
+
+finish() {
+    if [[ -n "$TMP" ]] && keep_tmp; then
+        say "logs kept in $TMP (the cluster's postgres.log; every pixd's log in e2e/)"
+    fi
+    say "summary"
+    local line
+    for line in "${SUMMARY[@]}"; do
+        echo "$line"
+    done
+    echo "$TOTAL_PASS passed, $TOTAL_FAIL failed"
+    if ((TOTAL_FAIL > 0)); then
+        exit 1
+    fi
+    exit 0
+}
+
+# Count pg_regress result lines ("test x ... ok", "     x ... FAILED", "... failed (ignored)").
+count_regress() { # output-file suite make-status
+    local out=$1 suite=$2 status=$3 ok bad
+    ok=$(grep -cE '\.\.\. ok( |$)' "$out" || true)
+    bad=$(grep -cE '\.\.\. (FAILED|failed)' "$out" || true)
+    if ((status != 0 && bad == 0)); then
+        bad=1 # pg_regress itself failed (could not connect, CREATE EXTENSION failed, ...)
+    fi
+    record "$suite" "$ok" "$bad"
+}
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+./scripts/deps.sh
+
+say "build"
+if ! make -j"$JOBS"; then
+    record build 0 1
+    finish
+fi
+if ((EUID == 0)); then
+    make install >/dev/null
+else
+    sudo make install >/dev/null
+fi
+
+TMP=$(mktemp -d /tmp/pix-test.XXXXXX)
+chmod 0755 "$TMP"
+mkdir -p "$TMP/e2e"
+PGDIR=$TMP/pg
+PGPORT_TEST=$(free_port)
+say "throw-away cluster in $PGDIR, port $PGPORT_TEST"
+if ! ./scripts/cluster.sh start "$PGDIR" "$PGPORT_TEST" >/dev/null; then
+    record cluster 0 1
+    finish
+fi
+export PGHOST=$PGDIR PGPORT=$PGPORT_TEST PGUSER=postgres
+
+# ---- pg_regress -------------------------------------------------------------------------------
+if wanted regress; then
+    if compgen -G 'sql/*.sql' >/dev/null; then
+        say "pg_regress (sql/)"
+        rm -f regression.diffs regression.out
+        set +e
+        make installcheck ISOLATION= PGHOST="$PGHOST" PGPORT="$PGPORT" PGUSER=postgres 2>&1 |
+            tee "$TMP/regress.out"
+        status=${PIPESTATUS[0]}
+        set -e
+        count_regress "$TMP/regress.out" regress "$status"
+        if ((status != 0)) && [[ -f regression.diffs ]]; then
+            say "regression.diffs"
+            cat regression.diffs
+        fi
+    else
+        say "pg_regress: no sql/*.sql yet, skipped"
+    fi
+fi
+
+# ---- isolation --------------------------------------------------------------------------------
+if wanted isolation; then
+    if compgen -G 'specs/*.spec' >/dev/null; then
+        say "isolation (specs/)"
+        rm -rf output_iso
+        set +e
+        make installcheck REGRESS= PGHOST="$PGHOST" PGPORT="$PGPORT" PGUSER=postgres 2>&1 |
+            tee "$TMP/isolation.out"
+        status=${PIPESTATUS[0]}
+        set -e
+        count_regress "$TMP/isolation.out" isolation "$status"
+        if ((status != 0)) && [[ -f output_iso/regression.diffs ]]; then
+            say "output_iso/regression.diffs"
+            cat output_iso/regression.diffs
+        fi
+    else
+        say "isolation: no specs/*.spec yet, skipped"
+    fi
+fi
+
+# ---- unit tests -------------------------------------------------------------------------------
+if wanted unit; then
+    unit_srcs=()
+    for src in test/unit/*.c shim/tests/*.c; do
+        [[ -f "$src" ]] && unit_srcs+=("$src")
+    done
+    if ((${#unit_srcs[@]} > 0)); then
+        say "unit tests (test/unit/, shim/tests/)"
+        mkdir -p "$TMP/unit"
+        read -r -a pc_cflags <<<"$(pkg-config --cflags libh2o-evloop openssl)"
+        read -r -a pc_libs <<<"$(pkg-config --libs libh2o-evloop openssl)"
+        base_cflags=(-std=gnu11 -O1 -g -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare
+            -Wno-missing-field-initializers -DH2O_USE_LIBUV=0 -I. -Ishim -Iextension
+            "-I$(pg_config --includedir)" "${pc_cflags[@]}")
+        base_libs=("${pc_libs[@]}" "-L$(pg_config --libdir)" -lpq -lz -lm)
+        u_pass=0
+        u_fail=0
+        for src in "${unit_srcs[@]}"; do
+            name=$(basename "$src" .c)
+            if grep -q 'UNIT_SOURCES:' "$src"; then
+                read -r -a extra_src <<<"$(sed -n 's/.*UNIT_SOURCES:[[:space:]]*\([^*]*\).*/\1/p' "$src" | head -n1)"
+            else
+                # By default: the .c next to each quoted include found in shim/ or extension/.
+                extra_src=()
+                while read -r hdr; do
+                    for dir in shim extension; do
+                        if [[ -f "$dir/$hdr" && -f "$dir/${hdr%.h}.c" ]]; then
+                            extra_src+=("$dir/${hdr%.h}.c")
+                            break
+                        fi
+                    done
+                done < <(sed -n 's/^[[:space:]]*#[[:space:]]*include[[:space:]]*"\([^"]*\.h\)".*/\1/p' "$src")
+            fi
+            read -r -a extra_cflags <<<"$(sed -n 's/.*UNIT_CFLAGS:[[:space:]]*\([^*]*\).*/\1/p' "$src" | head -n1)"
+            echo "--- $name"
+            if ! gcc "${base_cflags[@]}" "${extra_cflags[@]}" -o "$TMP/unit/$name" "$src" "${extra_src[@]}" \
+                "${base_libs[@]}"; then
+                echo "$name: does not compile"
+                u_fail=$((u_fail + 1))
+                continue
+            fi
+            set +e
+            timeout 120 "$TMP/unit/$name" 2>&1 | tee "$TMP/unit/$name.out"
+            status=${PIPESTATUS[0]}
+            set -e
+            line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$TMP/unit/$name.out" | tail -n1 || true)
+            if [[ -n "$line" ]]; then
+                read -r p _ f _ <<<"$line"
+                u_pass=$((u_pass + p))
+                u_fail=$((u_fail + f))
+                if ((status != 0 && f == 0)); then
+                    echo "$name: exit status $status"
+                    u_fail=$((u_fail + 1))
+                fi
+            elif ((status == 0)); then
+                u_pass=$((u_pass + 1))
+            else
+                echo "$name: exit status $status"
+                u_fail=$((u_fail + 1))
+            fi
+        done
+        record unit "$u_pass" "$u_fail"
+    else
+        say "unit tests: no test/unit/*.c or shim/tests/*.c yet, skipped"
+    fi
+fi
+
+# ---- end to end -------------------------------------------------------------------------------
+if wanted e2e; then
+    say "end-to-end (test/e2e/) against shim/pixd"
+    if [[ ! -x shim/pixd ]]; then
+        echo "shim/pixd was not built"
+        record e2e 0 1
+    else
+        export PIX_PG="host=$PGDIR port=$PGPORT_TEST user=postgres"
+        export PIX_PIXD=$ROOT/shim/pixd
+        export PIX_E2E_TMP=$TMP/e2e
+        if [[ "${PIX_VALGRIND:-}" == 1 ]]; then
+            command -v valgrind >/dev/null || { echo "PIX_VALGRIND=1 needs valgrind (apt-get install valgrind)"; exit 1; }
+            export PIX_PIXD_WRAPPER="valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect"
+        fi
+        read -r -a e2e_args <<<"${PIX_E2E_ARGS:-}"
+        set +e
+        timeout 900 python3 test/e2e/run.py "${e2e_args[@]}" 2>&1 | tee "$TMP/e2e.out"
+        status=${PIPESTATUS[0]}
+        set -e
+        line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$TMP/e2e.out" | tail -n1 || true)
+        if [[ -n "$line" ]]; then
+            read -r p _ f _ <<<"$line"
+            if ((status != 0 && f == 0)); then
+                f=1
+            fi
+            record e2e "$p" "$f"
+        else
+            echo "the end-to-end suite ended without a summary (status $status)"
+            record e2e 0 1
+        fi
+    fi
+fi
+
+finish

@@ -62,7 +62,6 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "lib/stringinfo.h"
-#include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
@@ -170,7 +169,7 @@ static statement purge_iterations_sql = {
 	"          RETURNING i.message_ids, i.confirmed_at),"
 	" removed AS (DELETE FROM pix.message m WHERE m.id IN"
 	"             (SELECT unnest(message_ids) FROM gone WHERE confirmed_at IS NOT NULL) RETURNING 1)"
-	" SELECT (SELECT count(*) FROM removed), (SELECT count(*) FROM gone)",
+	" SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM removed)",
 	1, {TIMESTAMPTZOID}};
 static statement purge_streams_sql = {
 	"WITH gone AS ("
@@ -386,34 +385,28 @@ pix_expire_streams(PG_FUNCTION_ARGS)
 }
 
 /*
- * pix_purge_history(): removes the history older than pix.history_retention: iterations no stream can
- * use any more (an open stream's current and previous ids stay: the previous one may still be
- * retried), the confirmed messages they carried, and closed streams with nothing left (their counters
- * move to pix.institution). Works in chunks of 10 000 iterations, each a statement of its own, until a
- * chunk comes back short. Unconfirmed messages are never touched. Returns the messages removed.
+ * pix_purge_history(): removes one chunk (10 000 iterations) of the history older than
+ * pix.history_retention: iterations no stream can use any more (an open stream's current and previous
+ * ids stay: the previous one may still be retried), the confirmed messages they carried, and closed
+ * streams with nothing left (their counters move to pix.institution). Unconfirmed messages are never
+ * touched. Returns how many iterations it removed: call it again until it returns 0. One chunk per
+ * call keeps each call short (well under a client's statement timeout) and its locks brief.
  */
 Datum
 pix_purge_history(PG_FUNCTION_ARGS)
 {
 	TimestampTz cutoff = GetCurrentTimestamp() - (TimestampTz) pix_history_retention_s * USECS_PER_SEC;
 	Datum values[1] = {TimestampTzGetDatum(cutoff)};
-	int64 removed = 0;
 	int64 iterations;
+	bool isnull;
 
 	pix_require_read_committed();
 	SPI_connect();
-	do {
-		bool isnull;
-
-		CHECK_FOR_INTERRUPTS();
-		execute(&purge_iterations_sql, values, NULL, false, 1);
-		removed += DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		iterations = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-		SPI_freetuptable(SPI_tuptable);
-	} while (iterations >= PIX_PURGE_CHUNK);
+	execute(&purge_iterations_sql, values, NULL, false, 1);
+	iterations = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	execute(&purge_streams_sql, values, NULL, false, 0);
 	SPI_finish();
-	PG_RETURN_INT64(removed);
+	PG_RETURN_INT64(iterations);
 }
 
 /* ------------------------------------------------------------------------------------------------

@@ -1,0 +1,480 @@
+/*
+ * database.c — the query pool: --pool connections, prepared statements, a bounded FIFO.
+ *
+ * A connection goes DOWN -> CONNECTING -> PREPARING (one PQsendPrepare per statement, in order)
+ * -> IDLE <-> BUSY, and back to DOWN on any error, from where a timer reconnects it with a growing
+ * backoff. Invariants:
+ *   - pool.idle lists exactly the IDLE connections; a query waits in pool.queue only while no
+ *     connection is IDLE, so dispatch() is the one place where the two meet.
+ *   - A BUSY connection has one query sent; conn->query points to its owner until the first result
+ *     is delivered or the owner cancels. Results for a cancelled query are read and dropped.
+ *   - query_timer is linked while PREPARING or BUSY: a connection stuck longer than
+ *     --query-timeout-ms is closed (the only way to abandon a query in libpq without blocking).
+ *   - pool.down is set when a failure leaves no connection PREPARING, IDLE or BUSY, and
+ *     cleared when one becomes IDLE. While down every submission is refused at once (503):
+ *     PostgreSQL being away costs a client a round trip, not a wait. The queued queries are
+ *     failed from a 0 ms timer because db_submit promises never to call a callback itself.
+ *   - A connection reset for being stuck reconnects at once and does not count as a failure:
+ *     PostgreSQL answered until then, so the pool does not go down for one slow query.
+ *   - queue_len <= --max-queue; each queued query has a wait timer of --query-timeout-ms.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include "database.h"
+#include "pgconn.h"
+
+#define OID_TEXT 25
+#define OID_INT4 23
+
+enum conn_state { CONN_DOWN, CONN_CONNECTING, CONN_PREPARING, CONN_IDLE, CONN_BUSY };
+
+struct db_conn {
+	struct pgconn pc;
+	int index;
+	enum conn_state state;
+	int preparing; /* while PREPARING: -1 session settings, then each statement in turn */
+	db_query_t *query;
+	h2o_linklist_t idle_link;
+	h2o_timeout_entry_t query_timer;
+	h2o_timeout_entry_t retry_timer;
+	int backoff;        /* index into retry_ms */
+	int failure_logged; /* quiet while failing over and over */
+	int resetting;      /* closed by us (stuck), not by a failure: reconnect at once */
+};
+
+struct statement {
+	const char *name;
+	const char *sql;
+	int nparams;
+	Oid types[3];
+};
+
+static void conn_connect(struct db_conn *c);
+static void on_conn_open(struct pgconn *pc);
+static void on_conn_readable(struct pgconn *pc);
+static void on_conn_failed(struct pgconn *pc, const char *why);
+static void on_query_timeout(h2o_timeout_entry_t *entry);
+static void on_retry_timer(h2o_timeout_entry_t *entry);
+static void on_wait_timeout(h2o_timeout_entry_t *entry);
+static void on_fail_queue(h2o_timeout_entry_t *entry);
+static void read_results(struct db_conn *c);
+static void handle_result(struct db_conn *c, PGresult *res);
+static void result_stream_ended(struct db_conn *c);
+static int send_prepare(struct db_conn *c);
+static int send_query(struct db_conn *c, db_query_t *q);
+static void become_idle(struct db_conn *c);
+static void dispatch(void);
+static void schedule_retry(struct db_conn *c);
+static void update_down(void);
+static db_query_t *queue_pop(void);
+
+static const struct statement statements[DB_NSTMT] = {
+    [DB_STREAM_START] = {"pix_stream_start",
+                         "SELECT interation_id, pull_next, message_count, body FROM "
+                         "pix_stream_start($1, $2)",
+                         2,
+                         {OID_TEXT, OID_INT4}},
+    [DB_STREAM_NEXT] = {"pix_stream_next",
+                        "SELECT interation_id, pull_next, message_count, body FROM "
+                        "pix_stream_next($1, $2, $3)",
+                        3,
+                        {OID_TEXT, OID_TEXT, OID_INT4}},
+    [DB_STREAM_STOP] = {"pix_stream_stop",
+                        "SELECT pix_stream_stop($1, $2)",
+                        2,
+                        {OID_TEXT, OID_TEXT}},
+    [DB_GENERATE] = {"pix_generate_messages",
+                     "SELECT pix_generate_messages($1, $2)",
+                     2,
+                     {OID_TEXT, OID_INT4}},
+    [DB_HEALTH] = {"pix_health", "SELECT 1", 0, {0}},
+};
+
+/* Reconnect delays; the last one repeats while PostgreSQL stays away. */
+static const int retry_ms[] = {50, 200, 500, 1000, 2000};
+#define N_RETRY (int)(sizeof(retry_ms) / sizeof(retry_ms[0]))
+
+static struct {
+	struct db_conn *conns;
+	int size;
+	h2o_linklist_t idle;
+	h2o_linklist_t queue;
+	int queue_len;
+	int down;
+	int stopping;
+	h2o_timeout_t query_timeout;
+	h2o_timeout_t wait_timeout;
+	h2o_timeout_t retry_timeouts[N_RETRY];
+	h2o_timeout_t deferred; /* 0 ms */
+	h2o_timeout_entry_t fail_queue_entry;
+} pool;
+
+void db_init(void)
+{
+	pool.size = pixd_config.pool_size;
+	pool.conns = calloc(pool.size, sizeof(*pool.conns));
+	if (pool.conns == NULL)
+		h2o_fatal("out of memory");
+	h2o_linklist_init_anchor(&pool.idle);
+	h2o_linklist_init_anchor(&pool.queue);
+	h2o_timeout_init(pixd_loop, &pool.query_timeout, pixd_config.query_timeout_ms);
+	h2o_timeout_init(pixd_loop, &pool.wait_timeout, pixd_config.query_timeout_ms);
+	for (int i = 0; i < N_RETRY; i++)
+		h2o_timeout_init(pixd_loop, &pool.retry_timeouts[i], retry_ms[i]);
+	h2o_timeout_init(pixd_loop, &pool.deferred, 0);
+	pool.fail_queue_entry.cb = on_fail_queue;
+	for (int i = 0; i < pool.size; i++) {
+		struct db_conn *c = &pool.conns[i];
+		c->index = i;
+		c->pc.data = c;
+		c->pc.on_open = on_conn_open;
+		c->pc.on_readable = on_conn_readable;
+		c->pc.on_failed = on_conn_failed;
+		c->query_timer.cb = on_query_timeout;
+		c->retry_timer.cb = on_retry_timer;
+		conn_connect(c);
+	}
+}
+
+static void conn_connect(struct db_conn *c)
+{
+	c->state = CONN_CONNECTING;
+	if (pgconn_start(&c->pc, pixd_config.db_conninfo) != 0)
+		on_conn_failed(&c->pc, c->pc.error);
+}
+
+static void on_conn_open(struct pgconn *pc)
+{
+	struct db_conn *c = pc->data;
+
+	c->state = CONN_PREPARING;
+	c->preparing = -1;
+	h2o_timeout_link(pixd_loop, &pool.query_timeout, &c->query_timer);
+	if (send_prepare(c) != 0)
+		pgconn_fail(&c->pc, PQerrorMessage(c->pc.pg));
+}
+
+/*
+ * The session settings come first. statement_timeout, a little under --query-timeout-ms, makes
+ * PostgreSQL itself abandon (roll back) a slow call, so a 503 for a timeout means "nothing
+ * happened"; our own timer then only catches a connection that stopped answering altogether, and
+ * client_connection_check_interval lets the backend of such a reset connection notice and stop.
+ */
+static int send_prepare(struct db_conn *c)
+{
+	const struct statement *s;
+
+	if (c->preparing < 0) {
+		char sql[160];
+		snprintf(sql, sizeof(sql),
+		         "SET statement_timeout = %d; SET client_connection_check_interval = 1000",
+		         pixd_config.query_timeout_ms - pixd_config.query_timeout_ms / 10);
+		if (!PQsendQuery(c->pc.pg, sql))
+			return -1;
+		return pgconn_flush(&c->pc);
+	}
+	s = &statements[c->preparing];
+	if (!PQsendPrepare(c->pc.pg, s->name, s->sql, s->nparams, s->types))
+		return -1;
+	return pgconn_flush(&c->pc);
+}
+
+static void on_conn_readable(struct pgconn *pc)
+{
+	struct db_conn *c = pc->data;
+	PGnotify *n;
+
+	if (pgconn_consume(pc) != 0) {
+		pgconn_fail(pc, PQerrorMessage(pc->pg));
+		return;
+	}
+	while ((n = PQnotifies(pc->pg)) != NULL)
+		PQfreemem(n);
+	read_results(c);
+}
+
+/* Takes every complete result libpq has; stops when it needs more input or the connection ended. */
+static void read_results(struct db_conn *c)
+{
+	while (c->state == CONN_PREPARING || c->state == CONN_BUSY) {
+		PGresult *res;
+
+		if (PQisBusy(c->pc.pg))
+			return;
+		res = PQgetResult(c->pc.pg);
+		if (res == NULL) {
+			result_stream_ended(c);
+			continue;
+		}
+		handle_result(c, res);
+		PQclear(res);
+	}
+}
+
+static void handle_result(struct db_conn *c, PGresult *res)
+{
+	db_query_t *q;
+
+	if (c->state == CONN_PREPARING) {
+		if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+			char why[300];
+			snprintf(why, sizeof(why), "cannot prepare %s: %s",
+			         c->preparing < 0 ? "the session" : statements[c->preparing].name,
+			         PQresultErrorMessage(res));
+			pgconn_fail(&c->pc, why);
+		}
+		return;
+	}
+	q = c->query;
+	if (q == NULL)
+		return; /* cancelled, or a second result of the same query */
+	c->query = NULL;
+	q->_conn = NULL;
+	if (PQresultStatus(res) == PGRES_FATAL_ERROR)
+		pixd_metrics.db_errors++;
+	q->cb(q, res, DB_FAIL_NONE);
+}
+
+/* PQgetResult returned NULL: the statement is complete and the connection free for the next. */
+static void result_stream_ended(struct db_conn *c)
+{
+	if (c->state == CONN_PREPARING) {
+		if (++c->preparing < DB_NSTMT) {
+			if (send_prepare(c) != 0)
+				pgconn_fail(&c->pc, PQerrorMessage(c->pc.pg));
+			return;
+		}
+		h2o_timeout_unlink(&c->query_timer);
+		if (c->failure_logged || pool.down)
+			pixd_log("database: connection %d ready", c->index);
+		c->failure_logged = 0;
+		c->backoff = 0;
+		pool.down = 0;
+		become_idle(c);
+		return;
+	}
+	h2o_timeout_unlink(&c->query_timer);
+	c->query = NULL;
+	become_idle(c);
+}
+
+static void become_idle(struct db_conn *c)
+{
+	c->state = CONN_IDLE;
+	h2o_linklist_insert(&pool.idle, &c->idle_link);
+	dispatch();
+}
+
+/* Pairs waiting queries with idle connections, oldest query first. */
+static void dispatch(void)
+{
+	while (!h2o_linklist_is_empty(&pool.idle) && !h2o_linklist_is_empty(&pool.queue)) {
+		struct db_conn *c = H2O_STRUCT_FROM_MEMBER(struct db_conn, idle_link, pool.idle.next);
+		db_query_t *q = queue_pop();
+
+		if (send_query(c, q) != 0) {
+			/* Never sent: it keeps its place at the head; the connection is retried. */
+			h2o_linklist_insert(pool.queue.next, &q->_queued);
+			pool.queue_len++;
+			h2o_timeout_link(pixd_loop, &pool.wait_timeout, &q->_wait_timer);
+			pgconn_fail(&c->pc, PQerrorMessage(c->pc.pg));
+		}
+	}
+}
+
+static db_query_t *queue_pop(void)
+{
+	db_query_t *q = H2O_STRUCT_FROM_MEMBER(db_query_t, _queued, pool.queue.next);
+
+	h2o_linklist_unlink(&q->_queued);
+	h2o_timeout_unlink(&q->_wait_timer);
+	pool.queue_len--;
+	return q;
+}
+
+/* Sends q on the idle connection c; -1 (nothing attached) if libpq refuses. */
+static int send_query(struct db_conn *c, db_query_t *q)
+{
+	const struct statement *s = &statements[q->stmt];
+
+	if (!PQsendQueryPrepared(c->pc.pg, s->name, s->nparams, q->params, NULL, NULL, 0) ||
+	    pgconn_flush(&c->pc) != 0)
+		return -1;
+	h2o_linklist_unlink(&c->idle_link);
+	c->state = CONN_BUSY;
+	c->query = q;
+	q->_conn = c;
+	h2o_timeout_link(pixd_loop, &pool.query_timeout, &c->query_timer);
+	pixd_metrics.db_queries++;
+	return 0;
+}
+
+enum db_submit_status db_submit(db_query_t *q)
+{
+	if (pool.down || pool.stopping) {
+		pixd_metrics.db_rejected++;
+		return DB_UNAVAILABLE;
+	}
+	if (pool.queue_len >= pixd_config.max_queue) {
+		pixd_metrics.db_rejected++;
+		return DB_OVERLOADED;
+	}
+	q->_conn = NULL;
+	q->_wait_timer = (h2o_timeout_entry_t){0};
+	q->_wait_timer.cb = on_wait_timeout;
+	h2o_linklist_insert(&pool.queue, &q->_queued);
+	pool.queue_len++;
+	h2o_timeout_link(pixd_loop, &pool.wait_timeout, &q->_wait_timer);
+	dispatch();
+	return DB_SUBMITTED;
+}
+
+void db_cancel(db_query_t *q)
+{
+	if (h2o_linklist_is_linked(&q->_queued)) {
+		h2o_linklist_unlink(&q->_queued);
+		h2o_timeout_unlink(&q->_wait_timer);
+		pool.queue_len--;
+	}
+	if (q->_conn != NULL) {
+		q->_conn->query = NULL;
+		q->_conn = NULL;
+	}
+}
+
+static void on_wait_timeout(h2o_timeout_entry_t *entry)
+{
+	db_query_t *q = H2O_STRUCT_FROM_MEMBER(db_query_t, _wait_timer, entry);
+
+	h2o_linklist_unlink(&q->_queued);
+	pool.queue_len--;
+	pixd_metrics.db_timeouts++;
+	q->cb(q, NULL, DB_FAIL_TIMEOUT);
+}
+
+static void on_query_timeout(h2o_timeout_entry_t *entry)
+{
+	struct db_conn *c = H2O_STRUCT_FROM_MEMBER(struct db_conn, query_timer, entry);
+	db_query_t *q = c->query;
+
+	pixd_log("database: connection %d stuck for %d ms; resetting it", c->index,
+	         pixd_config.query_timeout_ms);
+	pixd_metrics.db_timeouts++;
+	c->query = NULL;
+	if (q != NULL)
+		q->_conn = NULL;
+	c->resetting = 1;
+	pgconn_fail(&c->pc, "query timeout");
+	if (q != NULL)
+		q->cb(q, NULL, DB_FAIL_TIMEOUT);
+}
+
+/* Every way a connection ends leads here (pgconn already closed it). */
+static void on_conn_failed(struct pgconn *pc, const char *why)
+{
+	struct db_conn *c = pc->data;
+	db_query_t *q = c->query;
+
+	if (h2o_linklist_is_linked(&c->idle_link))
+		h2o_linklist_unlink(&c->idle_link);
+	h2o_timeout_unlink(&c->query_timer);
+	c->query = NULL;
+	c->state = CONN_DOWN;
+	if (!c->failure_logged && !pool.stopping) {
+		pixd_log("database: connection %d: %s", c->index, why);
+		c->failure_logged = 1;
+	}
+	if (c->resetting && !pool.stopping) {
+		/* PostgreSQL answered until now; only this session is stuck. Not a reason to go down. */
+		c->resetting = 0;
+		conn_connect(c);
+	} else {
+		schedule_retry(c);
+		update_down();
+	}
+	if (q != NULL) {
+		q->_conn = NULL;
+		q->cb(q, NULL, DB_FAIL_LOST);
+	}
+}
+
+static void schedule_retry(struct db_conn *c)
+{
+	if (pool.stopping)
+		return;
+	h2o_timeout_link(pixd_loop, &pool.retry_timeouts[c->backoff], &c->retry_timer);
+	if (c->backoff < N_RETRY - 1)
+		c->backoff++;
+}
+
+static void on_retry_timer(h2o_timeout_entry_t *entry)
+{
+	struct db_conn *c = H2O_STRUCT_FROM_MEMBER(struct db_conn, retry_timer, entry);
+
+	pixd_metrics.db_reconnects++;
+	conn_connect(c);
+}
+
+static void update_down(void)
+{
+	for (int i = 0; i < pool.size; i++)
+		if (pool.conns[i].state >= CONN_PREPARING)
+			return;
+	if (!pool.down && !pool.stopping)
+		pixd_log("database: unreachable; answering 503 until a connection is back");
+	pool.down = 1;
+	if (pool.queue_len > 0 && !h2o_timeout_is_linked(&pool.fail_queue_entry))
+		h2o_timeout_link(pixd_loop, &pool.deferred, &pool.fail_queue_entry);
+}
+
+static void on_fail_queue(h2o_timeout_entry_t *entry)
+{
+	while (pool.down && !h2o_linklist_is_empty(&pool.queue)) {
+		db_query_t *q = queue_pop();
+		q->cb(q, NULL, DB_FAIL_LOST);
+	}
+}
+
+void db_shutdown(void)
+{
+	pool.stopping = 1;
+	for (int i = 0; i < pool.size; i++) {
+		struct db_conn *c = &pool.conns[i];
+		h2o_timeout_unlink(&c->retry_timer);
+		if (c->state != CONN_DOWN)
+			pgconn_fail(&c->pc, "server shutting down");
+	}
+	while (!h2o_linklist_is_empty(&pool.queue)) {
+		db_query_t *q = queue_pop();
+		q->cb(q, NULL, DB_FAIL_LOST);
+	}
+	h2o_timeout_unlink(&pool.fail_queue_entry);
+}
+
+int db_ready_connections(void)
+{
+	int n = 0;
+
+	for (int i = 0; i < pool.size; i++)
+		n += pool.conns[i].state >= CONN_IDLE;
+	return n;
+}
+
+int db_busy_connections(void)
+{
+	int n = 0;
+
+	for (int i = 0; i < pool.size; i++)
+		n += pool.conns[i].state == CONN_BUSY;
+	return n;
+}
+
+int db_queue_length(void)
+{
+	return pool.queue_len;
+}
+
+int db_is_down(void)
+{
+	return pool.down;
+}

@@ -1,0 +1,65 @@
+/*
+ * database.h — the bounded pool of non-blocking libpq connections that runs the pix functions.
+ *
+ * A query is one prepared statement with text parameters. Its owner (a request) embeds a
+ * db_query_t, keeps the parameter strings alive until the callback, and calls db_cancel when it
+ * goes away first: after that the pool never touches the query again, and a result that still
+ * arrives is read and dropped (its connection stays usable).
+ *
+ * db_submit never calls the callback itself; the callback runs later, from the loop, exactly once
+ * unless the query was cancelled. The PGresult belongs to the pool and is freed after the callback.
+ */
+#ifndef PIXD_DATABASE_H
+#define PIXD_DATABASE_H
+
+#include <libpq-fe.h>
+#include "pixd.h"
+
+enum db_stmt {
+	DB_STREAM_START, /* ispb, max_messages */
+	DB_STREAM_NEXT,  /* ispb, interation_id, max_messages */
+	DB_STREAM_STOP,  /* ispb, interation_id */
+	DB_GENERATE,     /* ispb, number */
+	DB_HEALTH,       /* (none) */
+	DB_NSTMT
+};
+
+/* Why a query ended without a result. */
+enum db_failure {
+	DB_FAIL_NONE,    /* a result arrived (possibly an error result: check PQresultStatus) */
+	DB_FAIL_LOST,    /* the connection broke, or the pool went down while it waited */
+	DB_FAIL_TIMEOUT, /* it ran or waited longer than --query-timeout-ms */
+};
+
+enum db_submit_status {
+	DB_SUBMITTED,
+	DB_UNAVAILABLE, /* no connection to PostgreSQL: answer 503 now */
+	DB_OVERLOADED,  /* every connection busy and the queue full: answer 503 now */
+};
+
+typedef struct st_db_query db_query_t;
+typedef void (*db_result_cb)(db_query_t *q, PGresult *res, enum db_failure failure);
+
+struct st_db_query {
+	enum db_stmt stmt;
+	const char *params[3];
+	db_result_cb cb;
+	/* owned by the pool */
+	h2o_linklist_t _queued;          /* in the FIFO while waiting for a connection */
+	h2o_timeout_entry_t _wait_timer; /* linked while in the FIFO */
+	struct db_conn *_conn;           /* set while sent on a connection */
+};
+
+void db_init(void);
+enum db_submit_status db_submit(db_query_t *q);
+void db_cancel(db_query_t *q);
+/* Closes every connection; queries still waiting or running get DB_FAIL_LOST. */
+void db_shutdown(void);
+
+/* For /metrics and logs. */
+int db_ready_connections(void);
+int db_busy_connections(void);
+int db_queue_length(void);
+int db_is_down(void);
+
+#endif

@@ -1,0 +1,255 @@
+/*
+ * event_loop.c — the h2o evloop: listener, accept, SIGTERM/SIGINT, graceful shutdown.
+ *
+ * Signals arrive through a signalfd watched by the loop, so the shutdown runs as an ordinary
+ * callback, never inside a signal handler. Shutdown, in order:
+ *   1. stop accepting (the listening socket is closed: new connections are refused);
+ *   2. parked reads answer 204 with their Pull-Next at once, reads with a query in flight answer
+ *      when it returns, and no read parks any more;
+ *   3. the loop keeps running until every request taken has been answered (in-flight queries
+ *      finish; each is bounded by --query-timeout-ms), then a short drain lets h2o write the last
+ *      responses; then the database connections close and the process exits 0.
+ * A second signal exits at once (status 1).
+ *
+ * Connections are counted (the socket's on_close hook, as h2o's own server does); at
+ * --max-connections the listener stops reading, so extra clients wait in the kernel's backlog
+ * instead of the loop spinning on accept() failing with EMFILE.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include "event_loop.h"
+#include "parking.h"
+#include "request_handler.h"
+
+#define DRAIN_MS 100
+
+static void on_accept(h2o_socket_t *listener, const char *err);
+static void on_signal(h2o_socket_t *sock, const char *err);
+static void begin_shutdown(void);
+static int watch_signals(void);
+static int split_hostport(const char *hostport, char *host, size_t hostlen, const char **port);
+static void on_connection_closed(void *data);
+static void update_accepting(void);
+static void raise_fd_limit(void);
+
+static h2o_globalconf_t config;
+static h2o_accept_ctx_t accept_ctx;
+static h2o_socket_t *listener;
+static h2o_socket_t *signals;
+static int num_connections;
+
+void event_loop_init(void)
+{
+	h2o_config_init(&config);
+	config.server_name = h2o_iovec_init(H2O_STRLIT("pixd"));
+	/* Only POST /api/util/msgs takes a body, and ignores it. */
+	config.max_request_entity_size = 64 * 1024;
+	request_handler_register(&config);
+	pixd_loop = h2o_evloop_create();
+	h2o_context_init(&pixd_ctx, pixd_loop, &config);
+	accept_ctx.ctx = &pixd_ctx;
+	accept_ctx.hosts = config.hosts;
+}
+
+static int split_hostport(const char *hostport, char *host, size_t hostlen, const char **port)
+{
+	const char *colon = strrchr(hostport, ':');
+	const char *h = hostport;
+	size_t len;
+
+	if (colon == NULL)
+		return -1;
+	len = colon - hostport;
+	if (len >= 2 && h[0] == '[' && h[len - 1] == ']') {
+		h++;
+		len -= 2;
+	}
+	if (len >= hostlen)
+		return -1;
+	memcpy(host, h, len);
+	host[len] = '\0';
+	*port = colon + 1;
+	{
+		char *end;
+		long n = strtol(*port, &end, 10);
+		return **port != '\0' && *end == '\0' && n >= 1 && n <= 65535 ? 0 : -1;
+	}
+}
+
+int event_loop_listen(const char *hostport)
+{
+	char host[256];
+	const char *port;
+	struct addrinfo hints = {0}, *ai;
+	int fd, on = 1, rc;
+
+	if (split_hostport(hostport, host, sizeof(host), &port) != 0) {
+		fprintf(stderr, "pixd: --listen wants host:port, got \"%s\"\n", hostport);
+		return -1;
+	}
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+	if ((rc = getaddrinfo(host[0] != '\0' ? host : NULL, port, &hints, &ai)) != 0) {
+		fprintf(stderr, "pixd: cannot resolve %s: %s\n", hostport, gai_strerror(rc));
+		return -1;
+	}
+	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) != 0 ||
+	    bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, SOMAXCONN) != 0) {
+		fprintf(stderr, "pixd: cannot listen on %s: %s\n", hostport, strerror(errno));
+		freeaddrinfo(ai);
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	freeaddrinfo(ai);
+	raise_fd_limit();
+	listener = h2o_evloop_socket_create(pixd_loop, fd, H2O_SOCKET_FLAG_DONT_READ);
+	h2o_socket_read_start(listener, on_accept);
+	return 0;
+}
+
+static void on_accept(h2o_socket_t *sock, const char *err)
+{
+	if (err != NULL)
+		return;
+	/* A bounded batch per wake-up keeps one busy listener from starving the other sockets. */
+	for (int i = 0; i < 64 && num_connections < pixd_config.max_connections; i++) {
+		h2o_socket_t *conn = h2o_evloop_socket_accept(sock);
+		if (conn == NULL)
+			break;
+		num_connections++;
+		conn->on_close.cb = on_connection_closed;
+		h2o_accept(&accept_ctx, conn);
+	}
+	update_accepting();
+}
+
+int event_loop_connections(void)
+{
+	return num_connections;
+}
+
+static void on_connection_closed(void *data)
+{
+	num_connections--;
+	update_accepting();
+}
+
+static void update_accepting(void)
+{
+	if (listener == NULL)
+		return;
+	if (num_connections < pixd_config.max_connections) {
+		if (!h2o_socket_is_reading(listener))
+			h2o_socket_read_start(listener, on_accept);
+	} else if (h2o_socket_is_reading(listener)) {
+		h2o_socket_read_stop(listener);
+	}
+}
+
+/* Each connection is a descriptor: make room for --max-connections plus the database's. */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+	rlim_t want = (rlim_t)pixd_config.max_connections + pixd_config.pool_size + 64;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want)
+		return;
+	rl.rlim_cur = rl.rlim_max < want ? rl.rlim_max : want;
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want)
+		return;
+	pixd_config.max_connections = (int)rl.rlim_cur - pixd_config.pool_size - 64;
+	if (pixd_config.max_connections < 1)
+		pixd_config.max_connections = 1;
+	pixd_log("open-file limit %lu: --max-connections lowered to %d", (unsigned long)rl.rlim_cur,
+	         pixd_config.max_connections);
+}
+
+static int watch_signals(void)
+{
+	sigset_t mask;
+	int fd;
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	if (sigprocmask(SIG_BLOCK, &mask, NULL) != 0 ||
+	    (fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC)) < 0) {
+		perror("pixd: signalfd");
+		return -1;
+	}
+	signals = h2o_evloop_socket_create(pixd_loop, fd, H2O_SOCKET_FLAG_DONT_READ);
+	h2o_socket_read_start(signals, on_signal);
+	return 0;
+}
+
+static void on_signal(h2o_socket_t *sock, const char *err)
+{
+	struct signalfd_siginfo info;
+
+	while (read(h2o_socket_get_fd(sock), &info, sizeof(info)) == sizeof(info)) {
+		if (pixd_shutting_down) {
+			pixd_log("second signal: exiting now");
+			_exit(1);
+		}
+		pixd_log("signal %d: shutting down gracefully", (int)info.ssi_signo);
+		begin_shutdown();
+	}
+}
+
+static void begin_shutdown(void)
+{
+	pixd_shutting_down = 1;
+	if (listener != NULL) {
+		h2o_socket_read_stop(listener);
+		h2o_socket_close(listener);
+		listener = NULL;
+	}
+	h2o_context_request_shutdown(&pixd_ctx);
+	parking_shutdown();
+}
+
+int event_loop_run(void)
+{
+	uint64_t drain_until = 0;
+
+	if (watch_signals() != 0)
+		return 1;
+	for (;;) {
+		h2o_evloop_run(pixd_loop, pixd_shutting_down ? 10 : 1000);
+		if (!pixd_shutting_down || request_handler_in_flight() > 0)
+			continue;
+		if (drain_until == 0)
+			drain_until = h2o_now(pixd_loop) + DRAIN_MS;
+		else if (h2o_now(pixd_loop) >= drain_until)
+			break;
+	}
+	pixd_log("every request answered; bye");
+	return 0;
+}
+
+void event_loop_dispose(void)
+{
+	if (signals != NULL) {
+		h2o_socket_close(signals);
+		signals = NULL;
+	}
+	/* One more pass lets the loop finish closing the sockets closed above and in shutdown. */
+	h2o_evloop_run(pixd_loop, 0);
+	/*
+	 * Not h2o_context_dispose: idle keep-alive connections still hold its timers (it asserts).
+	 * They are closed by the exit; the configuration is all that is worth freeing.
+	 */
+	h2o_config_dispose(&config);
+}

@@ -1,0 +1,19 @@
+/*
+ * handlers.h — one function per route, called by the router (request_handler.c) once the path
+ * and method matched. Each answers the request, now or after its query; the path segments they get
+ * point into the request and are not validated yet.
+ */
+#ifndef PIXD_HANDLERS_H
+#define PIXD_HANDLERS_H
+
+#include "pixd.h"
+
+void handle_stream_start(h2o_req_t *req, h2o_iovec_t ispb);
+void handle_stream_next(h2o_req_t *req, h2o_iovec_t ispb, h2o_iovec_t iid);
+void handle_stream_stop(h2o_req_t *req, h2o_iovec_t ispb, h2o_iovec_t iid);
+void handle_util_msgs(h2o_req_t *req, h2o_iovec_t ispb, h2o_iovec_t number);
+void handle_health(h2o_req_t *req);
+void handle_metrics(h2o_req_t *req);
+void handle_openapi(h2o_req_t *req);
+
+#endif

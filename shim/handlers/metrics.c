@@ -1,0 +1,86 @@
+/*
+ * handlers/metrics.c — GET /metrics: the server's counters and gauges in Prometheus text format
+ * (version 0.0.4). Answered from memory, no query: it works while the database is down.
+ */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include "database.h"
+#include "event_loop.h"
+#include "handlers.h"
+#include "listener.h"
+#include "parking.h"
+#include "request_handler.h"
+
+struct text {
+	char buf[4096];
+	size_t len;
+};
+
+static void put(struct text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void counter(struct text *t, const char *name, const char *help, uint64_t value);
+static void gauge(struct text *t, const char *name, const char *help, long value);
+
+static void put(struct text *t, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (t->len >= sizeof(t->buf))
+		return;
+	va_start(ap, fmt);
+	n = vsnprintf(t->buf + t->len, sizeof(t->buf) - t->len, fmt, ap);
+	va_end(ap);
+	if (n > 0)
+		t->len += (size_t)n < sizeof(t->buf) - t->len ? (size_t)n : sizeof(t->buf) - t->len;
+}
+
+static void counter(struct text *t, const char *name, const char *help, uint64_t value)
+{
+	put(t, "# HELP %s %s\n# TYPE %s counter\n%s %" PRIu64 "\n", name, help, name, name, value);
+}
+
+static void gauge(struct text *t, const char *name, const char *help, long value)
+{
+	put(t, "# HELP %s %s\n# TYPE %s gauge\n%s %ld\n", name, help, name, name, value);
+}
+
+void handle_metrics(h2o_req_t *req)
+{
+	static struct text t; /* 4 KB off the stack; the loop is single-threaded */
+	const struct pixd_metrics *m = &pixd_metrics;
+
+	t.len = 0;
+	counter(&t, "pixd_requests_total", "HTTP requests received.", m->requests);
+	put(&t, "# HELP pixd_responses_total HTTP responses sent, by status class.\n"
+	        "# TYPE pixd_responses_total counter\n");
+	for (int c = 1; c <= 5; c++)
+		put(&t, "pixd_responses_total{class=\"%dxx\"} %" PRIu64 "\n", c, m->responses_by_class[c]);
+	counter(&t, "pixd_reads_200_total", "Reads answered with messages.", m->reads_200);
+	counter(&t, "pixd_reads_204_total", "Reads answered empty after the wait.", m->reads_204);
+	counter(&t, "pixd_parks_total", "Times a read found nothing and parked.", m->parks);
+	counter(&t, "pixd_wakeups_total", "Parked reads woken to read again.", m->wakeups);
+	counter(&t, "pixd_notifications_total", "NOTIFY pix_message received.", m->notifications);
+	counter(&t, "pixd_clients_gone_total", "Requests whose client left before the answer.",
+	        m->clients_gone);
+	counter(&t, "pixd_db_queries_total", "Queries sent to PostgreSQL.", m->db_queries);
+	counter(&t, "pixd_db_errors_total", "Queries that returned an error.", m->db_errors);
+	counter(&t, "pixd_db_timeouts_total", "Queries given up after --query-timeout-ms.",
+	        m->db_timeouts);
+	counter(&t, "pixd_db_rejected_total", "Requests answered 503 at once (pool down or full).",
+	        m->db_rejected);
+	counter(&t, "pixd_db_reconnects_total", "Reconnection attempts.", m->db_reconnects);
+	gauge(&t, "pixd_connections", "Open client connections.", event_loop_connections());
+	gauge(&t, "pixd_requests_in_flight", "Requests taken and not answered yet.",
+	      request_handler_in_flight());
+	gauge(&t, "pixd_reads_in_progress", "Reads querying or parked.", parking_joined_count());
+	gauge(&t, "pixd_reads_parked", "Reads waiting for a message.", parking_parked_count());
+	gauge(&t, "pixd_db_up", "1 while the pool accepts queries.", !db_is_down());
+	gauge(&t, "pixd_db_connections_ready", "Pool connections ready or busy.",
+	      db_ready_connections());
+	gauge(&t, "pixd_db_connections_busy", "Pool connections running a query.",
+	      db_busy_connections());
+	gauge(&t, "pixd_db_queue_length", "Queries waiting for a connection.", db_queue_length());
+	gauge(&t, "pixd_listener_up", "1 while LISTEN pix_message is active.", listener_is_listening());
+	respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", t.buf, t.len);
+}

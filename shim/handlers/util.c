@@ -1,0 +1,94 @@
+/*
+ * handlers/util.c — POST /api/util/msgs/{ispb}/{number}: pix_generate_messages, 201 {"inserted":N}.
+ *
+ * {number} is checked here strictly (ASCII digits only, 1..--max-generate) so that junk never costs
+ * a query; the database checks again against pix.max_generate (PX002 -> 400), which should match.
+ * The request body, if any, is ignored.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "database.h"
+#include "handlers.h"
+#include "request_handler.h"
+
+#define NUMBER_MAX_DIGITS 9 /* fits an int4 whatever --max-generate says */
+
+struct generate_ctx {
+	struct async_req base;
+	db_query_t query;
+	char ispb[PIXD_ISPB_LEN + 1];
+	char number[12];
+};
+
+static long parse_number(h2o_iovec_t s);
+static void detach_generate(struct async_req *a);
+static void on_generate_result(db_query_t *q, PGresult *res, enum db_failure failure);
+
+/* The decimal value of s, or -1 unless s is 1..NUMBER_MAX_DIGITS ASCII digits. */
+static long parse_number(h2o_iovec_t s)
+{
+	long n = 0;
+
+	if (s.len == 0 || s.len > NUMBER_MAX_DIGITS)
+		return -1;
+	for (size_t i = 0; i < s.len; i++) {
+		if (s.base[i] < '0' || s.base[i] > '9')
+			return -1;
+		n = n * 10 + (s.base[i] - '0');
+	}
+	return n;
+}
+
+void handle_util_msgs(h2o_req_t *req, h2o_iovec_t ispb, h2o_iovec_t number)
+{
+	long n = parse_number(number);
+	struct generate_ctx *ctx;
+	enum db_submit_status st;
+	char detail[128];
+
+	if (!is_ispb(ispb.base, ispb.len)) {
+		respond_bad_ispb(req);
+		return;
+	}
+	if (n < 1 || n > pixd_config.max_generate) {
+		snprintf(detail, sizeof(detail), "number must be a decimal integer from 1 to %d",
+		         pixd_config.max_generate);
+		respond_problem(req, 400, detail);
+		return;
+	}
+	ctx = async_req_new(req, sizeof(*ctx), detach_generate);
+	memcpy(ctx->ispb, ispb.base, PIXD_ISPB_LEN);
+	snprintf(ctx->number, sizeof(ctx->number), "%ld", n);
+	ctx->query.stmt = DB_GENERATE;
+	ctx->query.params[0] = ctx->ispb;
+	ctx->query.params[1] = ctx->number;
+	ctx->query.cb = on_generate_result;
+	st = db_submit(&ctx->query);
+	if (st != DB_SUBMITTED)
+		respond_db_rejected(async_req_answer(&ctx->base), st);
+}
+
+static void detach_generate(struct async_req *a)
+{
+	db_cancel(&((struct generate_ctx *)a)->query);
+}
+
+static void on_generate_result(db_query_t *q, PGresult *res, enum db_failure failure)
+{
+	struct generate_ctx *ctx = H2O_STRUCT_FROM_MEMBER(struct generate_ctx, query, q);
+	h2o_req_t *req = async_req_answer(&ctx->base);
+	char body[64];
+
+	if (failure != DB_FAIL_NONE) {
+		respond_db_failure(req, failure);
+	} else if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		respond_db_error(req, res);
+	} else if (PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) {
+		pixd_log("pix_generate_messages returned no count");
+		respond_problem(req, 500, "internal error");
+	} else {
+		snprintf(body, sizeof(body), "{\"inserted\":%ld}", strtol(PQgetvalue(res, 0, 0), NULL, 10));
+		respond_json(req, 201, body);
+	}
+}

@@ -1,0 +1,16 @@
+/*
+ * listener.h — the one connection that runs LISTEN pix_message and wakes parked reads.
+ *
+ * Every enqueue path in the extension runs NOTIFY pix_message, '<ispb>'. A notification wakes the
+ * reads parked for that ISPB. Notifications sent while this connection is down are lost, so
+ * every (re)connection wakes all parked reads, and while it stays down they are woken once a
+ * second.
+ */
+#ifndef PIXD_LISTENER_H
+#define PIXD_LISTENER_H
+
+void listener_init(void);
+void listener_shutdown(void);
+int listener_is_listening(void);
+
+#endif

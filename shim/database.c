@@ -88,6 +88,9 @@ static const struct statement statements[DB_NSTMT] = {
                      2,
                      {OID_TEXT, OID_INT4}},
     [DB_HEALTH] = {"pix_health", "SELECT 1", 0, {0}},
+    [DB_EXPIRE] = {"pix_expire_streams", "SELECT pix_expire_streams()", 0, {0}},
+    [DB_PURGE] = {"pix_purge_history", "SELECT pix_purge_history()", 0, {0}},
+    [DB_METRICS] = {"pix_metrics", "SELECT metric, ispb, value FROM pix_metrics()", 0, {0}},
 };
 
 /* Reconnect delays; the last one repeats while PostgreSQL stays away. */
@@ -239,7 +242,7 @@ static void handle_result(struct db_conn *c, PGresult *res)
 static void result_stream_ended(struct db_conn *c)
 {
 	if (c->state == CONN_PREPARING) {
-		if (++c->preparing < DB_NSTMT) {
+		if (++c->preparing < DB_NPREPARED) {
 			if (send_prepare(c) != 0)
 				pgconn_fail(&c->pc, PQerrorMessage(c->pc.pg));
 			return;
@@ -296,9 +299,12 @@ static db_query_t *queue_pop(void)
 static int send_query(struct db_conn *c, db_query_t *q)
 {
 	const struct statement *s = &statements[q->stmt];
+	int sent = q->stmt < DB_NPREPARED
+	               ? PQsendQueryPrepared(c->pc.pg, s->name, s->nparams, q->params, NULL, NULL, 0)
+	               : PQsendQueryParams(c->pc.pg, s->sql, s->nparams, s->types, q->params, NULL, NULL,
+	                                   0);
 
-	if (!PQsendQueryPrepared(c->pc.pg, s->name, s->nparams, q->params, NULL, NULL, 0) ||
-	    pgconn_flush(&c->pc) != 0)
+	if (!sent || pgconn_flush(&c->pc) != 0)
 		return -1;
 	h2o_linklist_unlink(&c->idle_link);
 	c->state = CONN_BUSY;

@@ -21,6 +21,12 @@ enum db_stmt {
 	DB_STREAM_STOP,  /* ispb, interation_id */
 	DB_GENERATE,     /* ispb, number */
 	DB_HEALTH,       /* (none) */
+	DB_NPREPARED,    /* the statements above are prepared on every connection; the ones below,
+	                    run a few times a minute, are sent as they are (a missing function is then an
+	                    error result, not a connection that cannot be prepared) */
+	DB_EXPIRE = DB_NPREPARED, /* (none) */
+	DB_PURGE,                 /* (none) */
+	DB_METRICS,               /* (none) */
 	DB_NSTMT
 };
 

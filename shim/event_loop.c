@@ -37,6 +37,7 @@ static void on_signal(h2o_socket_t *sock, const char *err);
 static void begin_shutdown(void);
 static int watch_signals(void);
 static int split_hostport(const char *hostport, char *host, size_t hostlen, const char **port);
+static int port_is_valid(const char *port);
 static void on_connection_closed(void *data);
 static void update_accepting(void);
 static void raise_fd_limit(void);
@@ -85,6 +86,18 @@ static int split_hostport(const char *hostport, char *host, size_t hostlen, cons
 	}
 }
 
+/* getaddrinfo takes "99999" and wraps it modulo 65536: a typo must not listen somewhere else. */
+static int port_is_valid(const char *port)
+{
+	char *end;
+	long n;
+
+	if (port == NULL || *port < '0' || *port > '9')
+		return 0;
+	n = strtol(port, &end, 10);
+	return *end == '\0' && n >= 1 && n <= 65535;
+}
+
 int event_loop_listen(const char *hostport)
 {
 	char host[256];
@@ -92,8 +105,9 @@ int event_loop_listen(const char *hostport)
 	struct addrinfo hints = {0}, *ai;
 	int fd, on = 1, rc;
 
-	if (split_hostport(hostport, host, sizeof(host), &port) != 0) {
-		fprintf(stderr, "pixd: --listen wants host:port, got \"%s\"\n", hostport);
+	if (split_hostport(hostport, host, sizeof(host), &port) != 0 || !port_is_valid(port)) {
+		fprintf(stderr, "pixd: --listen wants host:port with a port from 1 to 65535, got \"%s\"\n",
+		        hostport);
 		return -1;
 	}
 	hints.ai_family = AF_UNSPEC;

@@ -16,4 +16,7 @@ void handle_health(h2o_req_t *req);
 void handle_metrics(h2o_req_t *req);
 void handle_openapi(h2o_req_t *req);
 
+/* Counts a response for /metrics: by route and status class, and its latency in the histogram. */
+void metrics_observe(h2o_req_t *req, int status, double ms);
+
 #endif

@@ -17,6 +17,7 @@
 #include <libpq-fe.h>
 #include "database.h"
 #include "event_loop.h"
+#include "maintenance.h"
 #include "listener.h"
 #include "parking.h"
 #include "pgconn.h"
@@ -225,9 +226,11 @@ int main(int argc, char **argv)
 	parking_init();
 	db_init();
 	listener_init();
+	maintenance_init();
 	pixd_log("pixd listening on %s (pool %d, wait %d ms)", pixd_config.listen,
 	         pixd_config.pool_size, pixd_config.wait_ms);
 	rc = event_loop_run();
+	maintenance_shutdown();
 	listener_shutdown();
 	db_shutdown();
 	event_loop_dispose();

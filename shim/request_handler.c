@@ -30,6 +30,7 @@ static int method_is(h2o_req_t *req, const char *m);
 static void route_api(h2o_req_t *req, h2o_iovec_t *segs, size_t n);
 static void respond_not_allowed(h2o_req_t *req, const char *allow);
 static int gzip_body(h2o_req_t *req, const char *body, size_t len, h2o_iovec_t *out);
+static double request_ms(h2o_req_t *req);
 static void access_log(h2o_req_t *req, const char *method, size_t method_len, const char *path,
                        size_t path_len, int status);
 static void async_dispose(void *p);
@@ -220,6 +221,7 @@ void respond(h2o_req_t *req, int status, const char *content_type, const char *b
 		req->res.content_length = 0;
 	}
 	pixd_metrics.responses_by_class[status / 100 < 6 ? status / 100 : 5]++;
+	metrics_observe(req, status, request_ms(req));
 	access_log(req, req->method.base, req->method.len, req->input.path.base, req->input.path.len,
 	           status);
 	h2o_start_response(req, &generator);
@@ -348,14 +350,22 @@ static int gzip_body(h2o_req_t *req, const char *body, size_t len, h2o_iovec_t *
 	return 0;
 }
 
+/* Milliseconds since h2o read the request's first byte. */
+static double request_ms(h2o_req_t *req)
+{
+	struct timeval now;
+
+	gettimeofday(&now, NULL);
+	return (now.tv_sec - req->timestamps.request_begin_at.tv_sec) * 1e3 +
+	       (now.tv_usec - req->timestamps.request_begin_at.tv_usec) / 1e3;
+}
+
 /* "2024-02-21T19:27:00.123Z GET /path 200 1.234ms"; bytes outside printable ASCII as %XX. */
 static void access_log(h2o_req_t *req, const char *method, size_t method_len, const char *path,
                        size_t path_len, int status)
 {
 	char clean[256];
 	size_t j = 0;
-	struct timeval now;
-	double ms;
 
 	if (!pixd_config.access_log)
 		return;
@@ -367,11 +377,8 @@ static void access_log(h2o_req_t *req, const char *method, size_t method_len, co
 			j += snprintf(clean + j, sizeof(clean) - j, "%%%02X", ch);
 	}
 	clean[j] = '\0';
-	gettimeofday(&now, NULL);
-	ms = (now.tv_sec - req->timestamps.request_begin_at.tv_sec) * 1e3 +
-	     (now.tv_usec - req->timestamps.request_begin_at.tv_usec) / 1e3;
 	pixd_log("%.*s %s %d %.3fms", (int)(method_len < 16 ? method_len : 16), method, clean, status,
-	         ms);
+	         request_ms(req));
 }
 
 static const char *reason_phrase(int status)

@@ -1,21 +1,45 @@
 /*
  * handlers/metrics.c — GET /metrics: the server's counters and gauges in Prometheus text format
- * (version 0.0.4). Answered from memory, no query: it works while the database is down.
+ * (version 0.0.4), then the database's (pix_metrics(): open streams, ready and pending messages per
+ * ISPB, delivered / confirmed / redelivered / requeued / expired totals), which maintenance.c
+ * refreshes every few seconds. Answered from memory, no query: it works while the database is down,
+ * and pix_db_metrics_age_seconds says how old the database's part is.
+ *
+ * Routes are a fixed set (the contract's), so labels stay bounded whatever clients send.
  */
+#define _GNU_SOURCE /* memmem */
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 #include "database.h"
 #include "event_loop.h"
 #include "handlers.h"
 #include "listener.h"
+#include "maintenance.h"
 #include "parking.h"
 #include "request_handler.h"
 
 struct text {
-	char buf[4096];
+	char buf[32768];
 	size_t len;
 };
+
+enum route { R_START, R_NEXT, R_STOP, R_MSGS, R_HEALTH, R_METRICS, R_OPENAPI, R_OTHER, R_N };
+static const char *const route_names[R_N] = {"stream_start", "stream_next", "stream_stop", "util_msgs",
+                                             "health",       "metrics",     "openapi",     "other"};
+/* Upper bounds (seconds) of the latency histogram; a long poll lands near --wait-ms. */
+static const double latency_bounds[] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 9};
+#define N_BOUNDS (sizeof(latency_bounds) / sizeof(latency_bounds[0]))
+
+static struct {
+	uint64_t responses[R_N][6]; /* by route and status / 100 */
+	uint64_t latency[R_N][N_BOUNDS + 1];
+	double latency_sum[R_N];
+} observed;
+
+static enum route route_of(h2o_req_t *req);
+static void put_observed(struct text *t);
 
 static void put(struct text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void counter(struct text *t, const char *name, const char *help, uint64_t value);
@@ -45,9 +69,81 @@ static void gauge(struct text *t, const char *name, const char *help, long value
 	put(t, "# HELP %s %s\n# TYPE %s gauge\n%s %ld\n", name, help, name, name, value);
 }
 
+static int path_is(h2o_iovec_t path, const char *prefix, const char *suffix)
+{
+	size_t p = strlen(prefix), s = strlen(suffix);
+
+	return path.len >= p + s && memcmp(path.base, prefix, p) == 0 &&
+	       memcmp(path.base + path.len - s, suffix, s) == 0;
+}
+
+static enum route route_of(h2o_req_t *req)
+{
+	h2o_iovec_t path = req->path_normalized;
+
+	if (path_is(path, "/api/pix/", "/stream/start"))
+		return R_START;
+	if (path_is(path, "/api/pix/", "") && memmem(path.base, path.len, "/stream/", 8) != NULL)
+		return h2o_memis(req->method.base, req->method.len, H2O_STRLIT("DELETE")) ? R_STOP : R_NEXT;
+	if (path_is(path, "/api/util/msgs/", ""))
+		return R_MSGS;
+	if (h2o_memis(path.base, path.len, H2O_STRLIT("/health")))
+		return R_HEALTH;
+	if (h2o_memis(path.base, path.len, H2O_STRLIT("/metrics")))
+		return R_METRICS;
+	if (h2o_memis(path.base, path.len, H2O_STRLIT("/openapi.json")))
+		return R_OPENAPI;
+	return R_OTHER;
+}
+
+void metrics_observe(h2o_req_t *req, int status, double ms)
+{
+	enum route r = route_of(req);
+	size_t b = 0;
+
+	observed.responses[r][status / 100 < 6 ? status / 100 : 5]++;
+	while (b < N_BOUNDS && ms / 1000.0 > latency_bounds[b])
+		b++;
+	observed.latency[r][b]++;
+	observed.latency_sum[r] += ms / 1000.0;
+}
+
+static void put_observed(struct text *t)
+{
+	put(t, "# HELP pixd_http_responses_total HTTP responses by route and status class.\n"
+	       "# TYPE pixd_http_responses_total counter\n");
+	for (int r = 0; r < R_N; r++)
+		for (int c = 1; c <= 5; c++)
+			if (observed.responses[r][c] > 0)
+				put(t, "pixd_http_responses_total{route=\"%s\",class=\"%dxx\"} %" PRIu64 "\n",
+				    route_names[r], c, observed.responses[r][c]);
+	put(t, "# HELP pixd_http_request_duration_seconds Time from request to response, by route.\n"
+	       "# TYPE pixd_http_request_duration_seconds histogram\n");
+	for (int r = 0; r < R_N; r++) {
+		uint64_t cumulative = 0;
+
+		for (size_t b = 0; b <= N_BOUNDS; b++) {
+			cumulative += observed.latency[r][b];
+			if (b < N_BOUNDS)
+				put(t, "pixd_http_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"} %" PRIu64 "\n",
+				    route_names[r], latency_bounds[b], cumulative);
+			else
+				put(t, "pixd_http_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} %" PRIu64 "\n",
+				    route_names[r], cumulative);
+		}
+		put(t, "pixd_http_request_duration_seconds_sum{route=\"%s\"} %.6f\n", route_names[r],
+		    observed.latency_sum[r]);
+		put(t, "pixd_http_request_duration_seconds_count{route=\"%s\"} %" PRIu64 "\n", route_names[r],
+		    cumulative);
+	}
+}
+
 void handle_metrics(h2o_req_t *req)
 {
-	static struct text t; /* 4 KB off the stack; the loop is single-threaded */
+	static struct text t; /* off the stack; the loop is single-threaded */
+	size_t db_len;
+	double db_age;
+	const char *db_text = maintenance_db_metrics(&db_len, &db_age);
 	const struct pixd_metrics *m = &pixd_metrics;
 
 	t.len = 0;
@@ -82,5 +178,10 @@ void handle_metrics(h2o_req_t *req)
 	      db_busy_connections());
 	gauge(&t, "pixd_db_queue_length", "Queries waiting for a connection.", db_queue_length());
 	gauge(&t, "pixd_listener_up", "1 while LISTEN pix_message is active.", listener_is_listening());
+	put_observed(&t);
+	put(&t, "# HELP pix_db_metrics_age_seconds Age of the database samples below (-1: none yet).\n"
+	        "# TYPE pix_db_metrics_age_seconds gauge\npix_db_metrics_age_seconds %.3f\n",
+	    db_age);
+	put(&t, "%.*s", (int)db_len, db_text);
 	respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", t.buf, t.len);
 }

@@ -5,7 +5,7 @@
  * and each wake-up calls pix_stream_next again with the interation_id the empty read returned (an
  * empty read keeps the same id, so nothing is confirmed twice and no id is skipped). The first
  * read that returns messages answers 200 with the body as the database rendered it; at the
- * deadline the read answers 204 with the last Pull-Next.
+ * deadline the read reads one last time and answers 200 or 204 (with the last Pull-Next).
  *
  * Lifetime of a read's state (read_ctx, in req->pool): from the handler until h2o frees the
  * request. It is reachable from the outside only through its query (the pool) and its parking slot
@@ -239,9 +239,19 @@ static int on_wake(struct parking_slot *slot)
 	return db_submit(&ctx->query) == DB_SUBMITTED ? 0 : -1;
 }
 
+/*
+ * The wait is over: one last read before answering. A notification can be missed (the listener was
+ * reconnecting), and a stream of this ISPB can expire without one reaching us in time; this read
+ * sweeps and claims like any other. Its result is the answer: 200 with what it found, else 204
+ * (parking_park answers at once now that the deadline passed). When stopping, answer at once.
+ */
 static void on_deadline(struct parking_slot *slot)
 {
-	answer_empty(H2O_STRUCT_FROM_MEMBER(struct read_ctx, slot, slot));
+	struct read_ctx *ctx = H2O_STRUCT_FROM_MEMBER(struct read_ctx, slot, slot);
+
+	if (!pixd_shutting_down && db_submit(&ctx->query) == DB_SUBMITTED)
+		return;
+	answer_empty(ctx);
 }
 
 static void answer_empty(struct read_ctx *ctx)

@@ -1,0 +1,179 @@
+/*
+ * maintenance.c — the server's own calls, on a one-second tick: expiry, history purge, and the
+ * database's share of /metrics.
+ *
+ * - pix_expire_streams() every second. Reads and starts expire their own ISPB's idle streams, but
+ *   an ISPB whose collectors are all parked makes no calls: this call is what requeues a dead
+ *   collector's batch there, and its NOTIFY is what wakes the parked ones to take it.
+ * - pix_purge_history() once a minute, and again on the next tick as long as it removed something
+ *   (it removes one chunk per call, so a large backlog of history is worked off a chunk a second).
+ * - pix_metrics() every PIXD_DB_METRICS_S seconds, kept as ready-made Prometheus text that /metrics
+ *   appends: a scrape costs no query and works while the database is away (the samples then carry
+ *   their age in pix_db_metrics_age_seconds).
+ *
+ * Each call is a static query with no request behind it; a call still in flight is never sent
+ * again, so a slow database gets at most one of each. Failures are logged once and retried on a
+ * later tick. Nothing here decides anything: every decision stays in the extension.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "database.h"
+#include "maintenance.h"
+
+#define PIXD_TICK_MS 1000
+#define PIXD_PURGE_EVERY_S 60
+#define PIXD_DB_METRICS_S 5
+#define PIXD_DB_METRICS_MAX 16384
+
+struct call {
+	db_query_t query;
+	int in_flight;
+	int failing; /* logged once until it works again */
+};
+
+static void on_tick(h2o_timeout_entry_t *entry);
+static void submit(struct call *c, enum db_stmt stmt);
+static struct call *call_of(db_query_t *q);
+static int call_ok(struct call *c, PGresult *res, enum db_failure failure);
+static void on_expire_result(db_query_t *q, PGresult *res, enum db_failure failure);
+static void on_purge_result(db_query_t *q, PGresult *res, enum db_failure failure);
+static void on_metrics_result(db_query_t *q, PGresult *res, enum db_failure failure);
+
+static struct {
+	h2o_timeout_t tick;
+	h2o_timeout_entry_t tick_entry;
+	struct call expire, purge, metrics;
+	long ticks;
+	int purge_more; /* the last purge removed something: call again on the next tick */
+	char db_metrics[PIXD_DB_METRICS_MAX];
+	size_t db_metrics_len;
+	uint64_t db_metrics_at; /* loop time (ms) of the last refresh; 0 = never */
+} m;
+
+void maintenance_init(void)
+{
+	h2o_timeout_init(pixd_loop, &m.tick, PIXD_TICK_MS);
+	m.tick_entry.cb = on_tick;
+	m.expire.query.cb = on_expire_result;
+	m.purge.query.cb = on_purge_result;
+	m.metrics.query.cb = on_metrics_result;
+	h2o_timeout_link(pixd_loop, &m.tick, &m.tick_entry);
+}
+
+void maintenance_shutdown(void)
+{
+	h2o_timeout_unlink(&m.tick_entry);
+	db_cancel(&m.expire.query);
+	db_cancel(&m.purge.query);
+	db_cancel(&m.metrics.query);
+	m.expire.in_flight = m.purge.in_flight = m.metrics.in_flight = 0;
+}
+
+static void on_tick(h2o_timeout_entry_t *entry)
+{
+	m.ticks++;
+	if (!pixd_shutting_down) {
+		submit(&m.expire, DB_EXPIRE);
+		if (m.purge_more || m.ticks % PIXD_PURGE_EVERY_S == 1)
+			submit(&m.purge, DB_PURGE);
+		if (m.ticks % PIXD_DB_METRICS_S == 1)
+			submit(&m.metrics, DB_METRICS);
+	}
+	h2o_timeout_link(pixd_loop, &m.tick, &m.tick_entry);
+}
+
+static void submit(struct call *c, enum db_stmt stmt)
+{
+	if (c->in_flight)
+		return;
+	c->query.stmt = stmt;
+	if (db_submit(&c->query) == DB_SUBMITTED)
+		c->in_flight = 1;
+}
+
+static struct call *call_of(db_query_t *q)
+{
+	return H2O_STRUCT_FROM_MEMBER(struct call, query, q);
+}
+
+/* Ends the call; 1 when it returned rows, else logs why (once per run of failures). */
+static int call_ok(struct call *c, PGresult *res, enum db_failure failure)
+{
+	c->in_flight = 0;
+	if (failure == DB_FAIL_NONE && PQresultStatus(res) == PGRES_TUPLES_OK) {
+		c->failing = 0;
+		return 1;
+	}
+	if (!c->failing)
+		pixd_log("maintenance: %s failed: %s", c == &m.expire ? "pix_expire_streams"
+		                                       : c == &m.purge  ? "pix_purge_history"
+		                                                        : "pix_metrics",
+		         failure == DB_FAIL_NONE ? PQresultErrorMessage(res) : "no database answer\n");
+	c->failing = 1;
+	return 0;
+}
+
+static void on_expire_result(db_query_t *q, PGresult *res, enum db_failure failure)
+{
+	struct call *c = call_of(q);
+
+	if (call_ok(c, res, failure) && PQntuples(res) == 1 && atoi(PQgetvalue(res, 0, 0)) > 0)
+		pixd_log("maintenance: %s idle stream(s) expired", PQgetvalue(res, 0, 0));
+}
+
+static void on_purge_result(db_query_t *q, PGresult *res, enum db_failure failure)
+{
+	struct call *c = call_of(q);
+
+	m.purge_more = call_ok(c, res, failure) && PQntuples(res) == 1 && atol(PQgetvalue(res, 0, 0)) > 0;
+}
+
+/* Appends one sample; a label value is an ISPB (8 digits, checked) or absent. */
+static void put_sample(const char *metric, const char *ispb, const char *value)
+{
+	size_t room = sizeof(m.db_metrics) - m.db_metrics_len;
+	int n;
+
+	if (ispb[0] != '\0' && strspn(ispb, "0123456789") == strlen(ispb))
+		n = snprintf(m.db_metrics + m.db_metrics_len, room, "%s{ispb=\"%s\"} %s\n", metric, ispb,
+		             value);
+	else
+		n = snprintf(m.db_metrics + m.db_metrics_len, room, "%s %s\n", metric, value);
+	if (n > 0 && (size_t)n < room)
+		m.db_metrics_len += (size_t)n;
+}
+
+static void on_metrics_result(db_query_t *q, PGresult *res, enum db_failure failure)
+{
+	struct call *c = call_of(q);
+	const char *previous = "";
+
+	if (!call_ok(c, res, failure) || PQnfields(res) != 3)
+		return;
+	m.db_metrics_len = 0;
+	m.db_metrics[0] = '\0';
+	for (int i = 0; i < PQntuples(res); i++) {
+		const char *metric = PQgetvalue(res, i, 0);
+
+		if (strspn(metric, "abcdefghijklmnopqrstuvwxyz_") != strlen(metric))
+			continue; /* only names the extension makes; never echo anything else */
+		if (strcmp(metric, previous) != 0) {
+			int n = snprintf(m.db_metrics + m.db_metrics_len, sizeof(m.db_metrics) - m.db_metrics_len,
+			                 "# TYPE %s %s\n", metric,
+			                 strstr(metric, "_total") != NULL ? "counter" : "gauge");
+			if (n > 0 && (size_t)n < sizeof(m.db_metrics) - m.db_metrics_len)
+				m.db_metrics_len += (size_t)n;
+			previous = metric;
+		}
+		put_sample(metric, PQgetvalue(res, i, 1), PQgetvalue(res, i, 2));
+	}
+	m.db_metrics_at = h2o_now(pixd_loop);
+}
+
+const char *maintenance_db_metrics(size_t *len, double *age_seconds)
+{
+	*len = m.db_metrics_len;
+	*age_seconds = m.db_metrics_at == 0 ? -1 : (double)(h2o_now(pixd_loop) - m.db_metrics_at) / 1000.0;
+	return m.db_metrics;
+}

@@ -56,3 +56,31 @@ run:
 
 test:
 	./test/run-all.sh
+
+# ---- pixbench: the end-to-end load generator (bench/pixbench/, see BENCHMARKS.md) -------------
+PIXBENCH_SRCS = $(wildcard bench/pixbench/*.c)
+PIXBENCH_CFLAGS = -std=gnu11 -O2 -g -D_GNU_SOURCE -Wall -Wextra -Werror -I$(shell $(PG_CONFIG) --includedir)
+PIXBENCH_LIBS = -L$(shell $(PG_CONFIG) --libdir) -lpq -lz -lm -lpthread
+
+all: bench/pixbench/pixbench
+
+bench/pixbench/pixbench: $(PIXBENCH_SRCS) bench/pixbench/pixbench.h
+	$(CC) $(PIXBENCH_CFLAGS) -o $@ $(PIXBENCH_SRCS) $(PIXBENCH_LIBS)
+
+clean: clean-pixbench
+clean-pixbench:
+	rm -f bench/pixbench/pixbench
+.PHONY: clean-pixbench
+
+# ---- reliability: fuzzing, fault injection, security (test/fuzz, test/fault, test/security) ------
+#   make fuzz [FUZZ_SECONDS=20]   libFuzzer harnesses, FUZZ_SECONDS each (clang; ~1.5 min at 20)
+#   make test-security            least-privilege role, id entropy, limits, configuration (~40 s)
+#   make test-fault               fault scenarios under a drain; rewrites RELIABILITY.md (~5 min)
+FUZZ_SECONDS ?= 20
+.PHONY: fuzz test-security test-fault
+fuzz:
+	./test/fuzz/run.sh $(FUZZ_SECONDS)
+test-security:
+	./test/security/run.sh
+test-fault:
+	./test/fault/run.sh

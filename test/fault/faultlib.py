@@ -1,0 +1,518 @@
+"""Shared machinery of the fault-injection suite (test/fault/): a private PostgreSQL cluster, the shim,
+an exactly-once drain (collectors following Pull-Next, producers inserting), and the invariant check.
+
+Standard library only. Loopback only. Every loop is bounded in count and time.
+
+Vocabulary: a *drain* is N ISPBs x 6 collectors reading with Pull-Next while producers insert; a
+*receipt* is one endToEndId seen by a collector in a 200; a *duplicate* is an endToEndId received more
+than once; it is *explained* when the database's delivery history shows that an earlier delivery of it
+was requeued (the stream that held it expired or was stopped on its previous id) -- the contract's
+"redelivered after expiry". Anything else is a violation.
+"""
+
+import http.client
+import json
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+PGBIN = os.environ.get("PGBIN", "/usr/lib/postgresql/15/bin")
+PSQL = next((p for p in (os.path.join(PGBIN, "psql"), "/usr/lib/postgresql/15/bin/psql", "/usr/bin/psql")
+             if os.path.exists(p)), "psql")
+PIXD = os.environ.get("PIX_PIXD", os.path.join(ROOT, "shim", "pixd"))
+PGDIR = os.environ.get("PIX_FAULT_PGDIR", "/tmp/pgF1")
+PGPORT = int(os.environ.get("PIX_FAULT_PGPORT", "5495"))
+HTTP_PORT = int(os.environ.get("PIX_FAULT_HTTP_PORT", "3495"))
+LOGDIR = os.environ.get("PIX_FAULT_LOGDIR", "/tmp/pgF-logs")
+IDLE_TIMEOUT = "2s"
+WAIT_MS = 1000
+os.makedirs(LOGDIR, exist_ok=True)
+
+
+def log(*a):
+    print(time.strftime("%H:%M:%S"), *a, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# PostgreSQL
+
+
+def cluster_start(pgdir=PGDIR, port=PGPORT):
+    out = subprocess.run([os.path.join(ROOT, "scripts", "cluster.sh"), "start", pgdir, str(port)],
+                         check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120)
+    return out.stdout.strip().splitlines()[-1]
+
+
+def cluster_stop(pgdir=PGDIR):
+    subprocess.run([os.path.join(ROOT, "scripts", "cluster.sh"), "stop", pgdir],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+
+
+def base(pgdir=PGDIR, port=PGPORT, user="postgres"):
+    return f"host={pgdir} port={port} user={user}"
+
+
+def psql(sql, dbname="postgres", user="postgres", check=True, timeout=60, pgdir=PGDIR, port=PGPORT):
+    out = subprocess.run([PSQL, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+                          f"{base(pgdir, port, user)} dbname={dbname} connect_timeout=3", "-c", sql],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout)
+    if check and out.returncode != 0:
+        raise RuntimeError(f"psql failed: {out.stderr.strip()}\nSQL: {sql[:300]}")
+    return out.stdout if out.returncode == 0 else None
+
+
+def create_database(name, idle_timeout=IDLE_TIMEOUT):
+    assert re.fullmatch(r"[a-z_][a-z0-9_]*", name)
+    psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    psql(f"CREATE DATABASE {name}")
+    psql("CREATE EXTENSION pix", dbname=name)
+    psql(f"ALTER DATABASE {name} SET pix.stream_idle_timeout = '{idle_timeout}'")
+    return f"{base()} dbname={name}"
+
+
+def pg_ctl(*args, timeout=90):
+    return subprocess.run(["runuser", "-u", "postgres", "--", os.path.join(PGBIN, "pg_ctl"), "-D",
+                           os.path.join(PGDIR, "data"), "-l", os.path.join(PGDIR, "postgres.log"), *args],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
+
+
+def postmaster_pid():
+    with open(os.path.join(PGDIR, "data", "postmaster.pid")) as f:
+        return int(f.readline())
+
+
+def postgres_pids():
+    """The postmaster and its children (backends, auxiliary processes), by pid."""
+    pm = postmaster_pid()
+    pids = [pm]
+    try:
+        with open(f"/proc/{pm}/task/{pm}/children") as f:
+            pids += [int(p) for p in f.read().split()]
+    except OSError:
+        pass
+    return pids
+
+
+# ---------------------------------------------------------------------------------------------
+# The shim
+
+
+class Pixd:
+    def __init__(self, db, port=HTTP_PORT, extra=(), nofile=None, name="pixd"):
+        self.db, self.port, self.extra, self.nofile, self.name = db, port, list(extra), nofile, name
+        self.proc = None
+        self.log_path = os.path.join(LOGDIR, f"{name}-{port}.log")
+        self.starts = 0
+
+    def start(self, timeout=10):
+        args = [PIXD, "--listen", f"127.0.0.1:{self.port}", "--db", self.db, "--wait-ms", str(WAIT_MS),
+                "--no-access-log"] + self.extra
+
+        def pre():
+            if self.nofile:
+                import resource
+                resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
+
+        logf = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                                     preexec_fn=pre)
+        logf.close()
+        self.starts += 1
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"pixd exited {self.proc.returncode} at start; see {self.log_path}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("pixd does not listen")
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self):
+        if self.alive():
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self):
+        """SIGTERM; returns the exit status (None when it had to be killed)."""
+        if not self.alive():
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return None
+
+    def crashed(self):
+        """True when the process died by a signal we did not send (a crash)."""
+        return self.proc is not None and self.proc.poll() is not None and self.proc.returncode not in (0, -9)
+
+
+def http_get(port, path, headers=None, timeout=10, method="GET"):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        c.request(method, path, headers=headers or {})
+        r = c.getresponse()
+        return r.status, dict((k.lower(), v) for k, v in r.getheaders()), r.read()
+    finally:
+        c.close()
+
+
+def wait_health(port, want=200, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if http_get(port, "/health", timeout=3)[0] == want:
+                return True
+        except OSError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
+# ---------------------------------------------------------------------------------------------
+# The drain
+
+
+class Stats:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.receipts = {}  # endToEndId -> count
+        self.status = {}  # HTTP status -> count
+        self.conn_errors = 0
+        self.kills = {"mid-request": 0, "mid-long-poll": 0, "after-batch": 0}
+        self.violations = []
+        self.produced_calls = 0
+        self.reads_ok = 0
+        self.latencies = []  # (time, seconds) of 200 reads
+
+    def count(self, status):
+        with self.lock:
+            self.status[status] = self.status.get(status, 0) + 1
+
+    def violation(self, text):
+        with self.lock:
+            if len(self.violations) < 50:
+                self.violations.append(text)
+
+
+class Collector(threading.Thread):
+    """Follows Pull-Next. On 503 or a broken connection it calls the same URI again (the retry the
+    contract defines); on 410 it starts a new stream; on 429 it waits. kill_rate > 0 makes it "die"
+    at random moments and come back as a new collector (a new stream)."""
+
+    def __init__(self, drain, ispb, idx, kill_rate=0.0):
+        super().__init__(daemon=True)
+        self.d, self.ispb, self.idx, self.kill_rate = drain, ispb, idx, kill_rate
+        self.accept = "multipart/json" if idx % 2 == 0 else "application/json"
+        self.uri = None
+        self.idle = False
+        self.conn = None
+        self.rng = random.Random(hash((ispb, idx, time.time())))
+
+    def _close(self):
+        if self.conn:
+            self.conn.close()
+            self.conn = None
+
+    def _request(self, method, uri, timeout=20):
+        if self.conn is None:
+            self.conn = http.client.HTTPConnection("127.0.0.1", self.d.port, timeout=timeout)
+        self.conn.request(method, uri, headers={"Accept": self.accept})
+        r = self.conn.getresponse()
+        body = r.read()
+        if r.will_close:
+            self._close()
+        return r.status, r.getheader("Pull-Next"), body
+
+    def _raw_kill(self, uri, hold):
+        """Sends a request and hangs up after `hold` seconds without reading (a collector killed)."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.d.port), timeout=3) as s:
+                s.sendall(f"GET {uri} HTTP/1.1\r\nHost: x\r\nAccept: {self.accept}\r\n\r\n".encode())
+                time.sleep(hold)
+        except OSError:
+            pass
+
+    def _maybe_die(self):
+        if self.kill_rate <= 0 or self.rng.random() >= self.kill_rate:
+            return False
+        mode = self.rng.choice(["mid-request", "mid-long-poll", "after-batch"])
+        uri = self.uri or f"/api/pix/{self.ispb}/stream/start"
+        if mode == "mid-request":
+            self._raw_kill(uri, self.rng.uniform(0, 0.03))
+        elif mode == "mid-long-poll":
+            self._raw_kill(uri, self.rng.uniform(0.2, 0.8))
+        # after-batch: simply never call Pull-Next again
+        with self.d.stats.lock:
+            self.d.stats.kills[mode] += 1
+        self._close()
+        self.uri = None  # the process is gone; a new collector starts a new stream
+        return True
+
+    def run(self):
+        st = self.d.stats
+        deadline = time.monotonic() + self.d.max_seconds
+        while not self.d.stop_collectors.is_set() and time.monotonic() < deadline:
+            if self._maybe_die():
+                continue
+            uri = self.uri or f"/api/pix/{self.ispb}/stream/start"
+            t0 = time.monotonic()
+            try:
+                status, pull_next, body = self._request("GET", uri)
+            except (OSError, http.client.HTTPException):
+                with st.lock:
+                    st.conn_errors += 1
+                self._close()
+                time.sleep(0.2)
+                continue  # retry the same URI
+            st.count(status)
+            if status == 200:
+                try:
+                    v = json.loads(body)
+                except ValueError:
+                    st.violation(f"200 with a body that is not JSON: {body[:100]!r}")
+                    continue
+                msgs = v if isinstance(v, list) else [v]
+                with st.lock:
+                    st.reads_ok += 1
+                    st.latencies.append((time.monotonic(), time.monotonic() - t0))
+                    for m in msgs:
+                        e2e = m.get("endToEndId")
+                        st.receipts[e2e] = st.receipts.get(e2e, 0) + 1
+                        if m.get("recebedor", {}).get("ispb") != self.ispb:
+                            st.violations.append(f"message for another ISPB: {e2e}")
+                self.idle = False
+                self.uri = pull_next
+            elif status == 204:
+                self.idle = True
+                self.uri = pull_next
+            elif status == 410:
+                self.uri = None
+            elif status == 429:
+                time.sleep(0.3)
+            elif status == 503:
+                time.sleep(0.2)
+            else:
+                st.violation(f"{status} on {uri}: {body[:200]!r}")
+                self.uri = None
+                time.sleep(0.2)
+            if status in (200, 204) and not pull_next:
+                st.violation(f"{status} without Pull-Next on {uri}")
+        # Leaving: DELETE on Pull-Next confirms the last batch and closes the stream.
+        if self.uri:
+            for _ in range(5):
+                try:
+                    status, _, _ = self._request("DELETE", self.uri, timeout=10)
+                    st.count(f"DELETE {status}")
+                    if status != 503:
+                        break
+                except (OSError, http.client.HTTPException):
+                    self._close()
+                time.sleep(0.3)
+        self._close()
+
+
+class Producer(threading.Thread):
+    """Inserts messages: via POST /api/util/msgs (through the shim) or via SQL (psql), until told to stop."""
+
+    def __init__(self, drain, via, period):
+        super().__init__(daemon=True)
+        self.d, self.via, self.period = drain, via, period
+
+    def run(self):
+        rng = random.Random()
+        deadline = time.monotonic() + self.d.max_seconds
+        while not self.d.stop_producers.is_set() and time.monotonic() < deadline:
+            ispb = rng.choice(self.d.ispbs)
+            n = rng.randint(1, 15)
+            try:
+                if self.via == "http":
+                    status, _, _ = http_get(self.d.port, f"/api/util/msgs/{ispb}/{n}", method="POST", timeout=10)
+                    self.d.stats.count(f"POST {status}")
+                    if status >= 500 and status != 503:
+                        self.d.stats.violation(f"POST answered {status}")
+                else:
+                    psql(f"SELECT pix_generate_messages('{ispb}', {n})", dbname=self.d.dbname, check=False,
+                         timeout=15)
+                with self.d.stats.lock:
+                    self.d.stats.produced_calls += 1
+            except (OSError, http.client.HTTPException, subprocess.TimeoutExpired):
+                pass
+            time.sleep(self.period)
+
+
+INVARIANT_SQL = """
+WITH pending AS (
+    SELECT p.id, count(*) AS n FROM pix.stream s, unnest(s.pending_ids) AS p(id)
+     WHERE s.state = 'o' GROUP BY p.id),
+ready AS (SELECT message_id AS id, count(*) AS n FROM pix.ready GROUP BY message_id),
+conf AS (
+    SELECT m.id, count(*) AS n, min(i.confirmed_at) AS first_confirmed
+      FROM pix.iteration i, unnest(i.message_ids) AS m(id)
+     WHERE i.confirmed_at IS NOT NULL GROUP BY m.id),
+deliv AS (
+    SELECT m.id, count(*) AS n, count(*) FILTER (WHERE i.requeued_at IS NOT NULL) AS requeued,
+           max(i.delivered_at) AS last_delivered
+      FROM pix.iteration i, unnest(i.message_ids) AS m(id) GROUP BY m.id),
+places AS (
+    SELECT msg.id, coalesce(r.n, 0) AS in_ready, coalesce(p.n, 0) AS in_pending,
+           coalesce(c.n, 0) AS confirmations, c.first_confirmed,
+           coalesce(d.n, 0) AS deliveries, coalesce(d.requeued, 0) AS requeued, d.last_delivered
+      FROM pix.message msg
+      LEFT JOIN ready r ON r.id = msg.id LEFT JOIN pending p ON p.id = msg.id
+      LEFT JOIN conf c ON c.id = msg.id LEFT JOIN deliv d ON d.id = msg.id)
+SELECT json_build_object(
+  'total', count(*),
+  'confirmed', count(*) FILTER (WHERE confirmations > 0),
+  'waiting', count(*) FILTER (WHERE confirmations = 0 AND in_ready + in_pending = 1),
+  'lost', count(*) FILTER (WHERE confirmations = 0 AND in_ready + in_pending = 0),
+  'in_two_streams', count(*) FILTER (WHERE in_pending > 1),
+  'in_two_places', count(*) FILTER (WHERE in_ready + in_pending > 1),
+  'confirmed_but_queued', count(*) FILTER (WHERE confirmations > 0 AND in_ready + in_pending > 0),
+  'confirmed_twice', count(*) FILTER (WHERE confirmations > 1),
+  'delivered_after_confirmed', count(*) FILTER (WHERE last_delivered > first_confirmed),
+  'redelivered', count(*) FILTER (WHERE deliveries > 1),
+  'requeued_deliveries', coalesce(sum(requeued), 0))
+FROM places
+"""
+
+SAMPLE_SQL = """
+SELECT json_build_object(
+  'in_two_streams', (SELECT count(*) FROM (SELECT p.id FROM pix.stream s, unnest(s.pending_ids) p(id)
+                      WHERE s.state = 'o' GROUP BY p.id HAVING count(*) > 1) x),
+  'ready_and_pending', (SELECT count(*) FROM pix.ready r WHERE EXISTS (
+                      SELECT 1 FROM pix.stream s WHERE s.state = 'o' AND r.message_id = ANY (s.pending_ids))))
+"""
+
+
+def requeued_e2e_ids(dbname):
+    """endToEndIds with at least one requeued delivery (the explanation of a client-side duplicate)."""
+    out = psql("""SELECT DISTINCT msg.end_to_end_id FROM pix.iteration i, unnest(i.message_ids) m(id)
+                  JOIN pix.message msg ON msg.id = m.id WHERE i.requeued_at IS NOT NULL""", dbname=dbname)
+    return set(line for line in out.splitlines() if line)
+
+
+class Drain:
+    def __init__(self, name, dbname, port=HTTP_PORT, n_ispbs=3, collectors_per_ispb=6, kill_rate=0.0,
+                 http_producers=1, sql_producers=1, produce_period=0.15, max_seconds=240):
+        self.name, self.dbname, self.port = name, dbname, port
+        self.ispbs = ["%08d" % random.randrange(10_000_000, 99_999_999) for _ in range(n_ispbs)]
+        self.stats = Stats()
+        self.stop_producers = threading.Event()
+        self.stop_collectors = threading.Event()
+        self.stop_sampler = threading.Event()
+        self.max_seconds = max_seconds
+        self.collectors = [Collector(self, ispb, i, kill_rate) for ispb in self.ispbs
+                           for i in range(collectors_per_ispb)]
+        self.producers = ([Producer(self, "http", produce_period) for _ in range(http_producers)] +
+                          [Producer(self, "sql", produce_period * 2) for _ in range(sql_producers)])
+        self.samples = 0
+        self.sampler = threading.Thread(target=self._sample, daemon=True)
+        self.t0 = None
+
+    def _sample(self):
+        """Checks, once a second while the drain runs, that no message is in two open streams' pending
+        batches nor both ready and pending (one statement: one snapshot)."""
+        while not self.stop_sampler.wait(1.0):
+            try:
+                out = psql(SAMPLE_SQL, dbname=self.dbname, check=False, timeout=10)
+            except subprocess.TimeoutExpired:
+                continue
+            if not out:
+                continue  # database down: nothing to sample
+            v = json.loads(out)
+            self.samples += 1
+            if v["in_two_streams"] or v["ready_and_pending"]:
+                self.stats.violation(f"sample: {v}")
+
+    def start(self):
+        self.t0 = time.monotonic()
+        for t in self.collectors + self.producers + [self.sampler]:
+            t.start()
+
+    def finish(self, drain_timeout=40):
+        """Stops producing, lets collectors empty the queue, stops them (each DELETEs its Pull-Next),
+        and runs the invariant check. Returns a dict of figures."""
+        self.stop_producers.set()
+        for p in self.producers:
+            p.join(20)
+        deadline = time.monotonic() + drain_timeout
+        drained = False
+        while time.monotonic() < deadline:
+            ispbs = ", ".join(f"'{i}'" for i in self.ispbs)
+            out = psql(f"SELECT count(*) FROM pix.message m WHERE m.recebedor_ispb IN ({ispbs}) AND NOT EXISTS "
+                       "(SELECT 1 FROM pix.iteration i WHERE i.confirmed_at IS NOT NULL AND m.id = ANY (i.message_ids))",
+                       dbname=self.dbname, check=False, timeout=20)
+            if out is not None and int(out) == 0 and all(c.idle for c in self.collectors):
+                drained = True
+                break
+            time.sleep(0.5)
+        self.stop_collectors.set()
+        for c in self.collectors:
+            c.join(30)
+        self.stop_sampler.set()
+        self.sampler.join(15)
+        elapsed = time.monotonic() - self.t0
+        inv = json.loads(psql(INVARIANT_SQL, dbname=self.dbname, timeout=60))
+        requeued = requeued_e2e_ids(self.dbname)
+        st = self.stats
+        dups = {k: v for k, v in st.receipts.items() if v > 1}
+        unexplained = sorted(k for k in dups if k not in requeued)
+        for k in unexplained[:10]:
+            st.violation(f"duplicate without a requeue: {k} received {dups[k]} times")
+        bad5xx = sum(v for k, v in st.status.items() if isinstance(k, int) and k >= 500 and k != 503)
+        if bad5xx:
+            st.violation(f"{bad5xx} 5xx other than 503")
+        for key in ("lost", "in_two_streams", "in_two_places", "confirmed_but_queued", "confirmed_twice",
+                    "delivered_after_confirmed"):
+            if inv[key]:
+                st.violation(f"invariant: {key} = {inv[key]}")
+        if inv["total"] - inv["confirmed"] - inv["waiting"] != inv["lost"]:
+            st.violation(f"accounting: {inv}")
+        received_distinct = len(st.receipts)
+        # End to end: a message confirmed must have reached a collector (else it was lost on the way).
+        out = psql("""SELECT DISTINCT msg.end_to_end_id FROM pix.iteration i, unnest(i.message_ids) m(id)
+                      JOIN pix.message msg ON msg.id = m.id WHERE i.confirmed_at IS NOT NULL""",
+                   dbname=self.dbname, timeout=60)
+        confirmed_ids = set(line for line in out.splitlines() if line)
+        never_received = confirmed_ids - set(st.receipts)
+        if never_received:
+            st.violation(f"{len(never_received)} confirmed messages no collector received, e.g. "
+                         f"{sorted(never_received)[:3]}")
+        return {
+            "name": self.name,
+            "seconds": round(elapsed, 1),
+            "ispbs": len(self.ispbs),
+            "collectors": len(self.collectors),
+            "in": inv["total"],
+            "out": inv["confirmed"],
+            "still_queued": inv["waiting"],
+            "lost": inv["lost"] + len(never_received),
+            "confirmed_never_received": len(never_received),
+            "received": sum(st.receipts.values()),
+            "received_distinct": received_distinct,
+            "dup_client": len(dups),
+            "dup_unexplained": len(unexplained),
+            "redelivered_db": inv["redelivered"],
+            "requeued_deliveries": inv["requeued_deliveries"],
+            "in_two_streams": inv["in_two_streams"],
+            "delivered_after_confirmed": inv["delivered_after_confirmed"],
+            "status": {str(k): v for k, v in sorted(st.status.items(), key=lambda kv: str(kv[0]))},
+            "conn_errors": st.conn_errors,
+            "kills": dict(st.kills),
+            "samples": self.samples,
+            "drained": drained,
+            "violations": list(st.violations),
+        }

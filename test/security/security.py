@@ -1,0 +1,370 @@
+#!/usr/bin/env python3
+"""Security tests of pix stream (run by test/security/run.sh).
+
+A private cluster in /tmp/pgF2 (port 5595, unix socket only) and pixd on 127.0.0.1:3595, connected as
+the least-privilege login role `pix_http` (member of the extension's `pix_client`). Each test prints
+"ok"/"FAIL" lines; the end is "N passed, N failed".
+
+  least_privilege      the shim logged in as pix_http serves every route; pix_http cannot SELECT,
+                       INSERT, UPDATE, DELETE or TRUNCATE any pix.* table, cannot create objects where
+                       its unqualified calls would resolve, and a role outside pix_client cannot execute
+                       the functions; every function is SECURITY DEFINER with a fixed search_path
+  id_entropy           the source of ids (pg_strong_random, OpenSSL build) is shown; 10 000 ids have the
+                       documented shape, no duplicate, and flat per-character frequencies (chi-square)
+  other_ispb_id        an id used under another ISPB answers 404 with the body of an unknown id
+                       (and of a malformed one), for GET and DELETE; the stream is unharmed
+  no_sql_from_request  grep: the shim sends SQL only as prepared statements from a table of literals,
+                       with request data as parameters; no SQL text is ever formatted
+  request_limits       oversized URI, header, header count, body: 4xx, never 5xx; server alive
+  bad_configuration    bad --listen / --pool / --wait-ms / --db and a taken port refuse to start
+                       (non-zero exit, quickly); an unreachable database is NOT a start failure: the
+                       server starts and answers 503 + Retry-After
+"""
+
+import collections
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fault"))
+import faultlib as fl  # noqa: E402
+
+ROOT = fl.ROOT
+PGDIR = "/tmp/pgF2"
+PGPORT = 5595
+HTTP_PORT = 3595
+DB = "pix_sec"
+ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+ID_RE = re.compile(r"[0-9a-hjkmnp-tv-z]{20}")
+
+results = []
+
+
+def check(name, cond, detail=""):
+    results.append((name, bool(cond)))
+    print(f"{'ok  ' if cond else 'FAIL'} {name}{(': ' + detail) if detail else ''}", flush=True)
+    return cond
+
+
+def psql(sql, user="postgres", dbname=DB, check_rc=True):
+    out = subprocess.run([fl.PSQL, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+                          f"host={PGDIR} port={PGPORT} user={user} dbname={dbname}", "-c", sql],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120)
+    if check_rc and out.returncode != 0:
+        raise RuntimeError(f"psql: {out.stderr.strip()} ({sql[:200]})")
+    return out
+
+
+def http(method, path, headers=None, port=HTTP_PORT):
+    return fl.http_get(port, path, headers=headers, method=method, timeout=15)
+
+
+def setup():
+    fl.cluster_start(PGDIR, PGPORT)
+    psql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)", dbname="postgres")
+    psql(f"CREATE DATABASE {DB}", dbname="postgres")
+    psql("CREATE EXTENSION pix")
+    psql("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'pix_http') THEN "
+         "CREATE ROLE pix_http LOGIN IN ROLE pix_client; END IF; "
+         "IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'pix_outsider') THEN "
+         "CREATE ROLE pix_outsider LOGIN; END IF; END $$")
+    psql(f"ALTER DATABASE {DB} SET pix.stream_idle_timeout = '30s'")
+    pixd = fl.Pixd(f"host={PGDIR} port={PGPORT} user=pix_http dbname={DB}", port=HTTP_PORT,
+                   name="pixd-security").start()
+    return pixd
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def test_least_privilege(pixd):
+    ispb = "41000001"
+    st, _, body = http("POST", f"/api/util/msgs/{ispb}/12")
+    check("pix_http: POST /api/util/msgs -> 201", st == 201, f"{st} {body[:100]!r}")
+    st, h, body = http("GET", f"/api/pix/{ispb}/stream/start", {"Accept": "multipart/json"})
+    check("pix_http: stream/start -> 200 with a batch", st == 200 and body.startswith(b"["), f"{st}")
+    pn = h.get("pull-next", "")
+    st2, h2, body2 = http("GET", pn, {"Accept": "multipart/json"})
+    check("pix_http: Pull-Next -> 200 (confirms the first batch)", st2 == 200, f"{st2}")
+    st3, h3, _ = http("GET", pn, {"Accept": "multipart/json"})
+    check("pix_http: retry of the previous id replays the same Pull-Next", st3 == 200 and
+          h3.get("pull-next") == h2.get("pull-next"), f"{st3}")
+    st4, _, body4 = http("DELETE", h2["pull-next"])
+    check("pix_http: DELETE -> 200 {}", st4 == 200 and body4.strip() == b"{}", f"{st4} {body4!r}")
+    st5, _, _ = http("GET", h2["pull-next"])
+    check("pix_http: a closed stream -> 410", st5 == 410, f"{st5}")
+    for path in ("/health", "/metrics", "/openapi.json"):
+        st, _, _ = http("GET", path)
+        check(f"pix_http: GET {path} -> 200", st == 200, f"{st}")
+    codes = [http("GET", f"/api/pix/{ispb}/stream/start", {"Accept": "application/json"})[0] for _ in range(7)]
+    check("pix_http: a 7th open stream -> 429", codes.count(429) >= 1, f"{codes}")
+
+    tables = [t for t in psql("SELECT tablename FROM pg_tables WHERE schemaname = 'pix' ORDER BY 1").stdout.split()]
+    check("the extension has tables in schema pix", len(tables) >= 4, f"{tables}")
+    for t in tables:
+        for verb, sql in (("SELECT", f"SELECT * FROM pix.{t} LIMIT 1"),
+                          ("INSERT", f"INSERT INTO pix.{t} DEFAULT VALUES"),
+                          ("UPDATE", f"UPDATE pix.{t} SET {first_column(t)} = {first_column(t)}"),
+                          ("DELETE", f"DELETE FROM pix.{t}"),
+                          ("TRUNCATE", f"TRUNCATE pix.{t}")):
+            out = psql(sql, user="pix_http", check_rc=False)
+            check(f"pix_http cannot {verb} pix.{t}", out.returncode != 0 and "permission denied" in out.stderr,
+                  out.stderr.strip()[:100])
+    for v in psql("SELECT viewname FROM pg_views WHERE schemaname = 'pix'").stdout.split():
+        out = psql(f"SELECT * FROM pix.{v} LIMIT 1", user="pix_http", check_rc=False)
+        check(f"pix_http cannot SELECT the view pix.{v}", out.returncode != 0 and "permission denied" in out.stderr,
+              out.stderr.strip()[:100])
+    # Unqualified calls (the shim's statements say pix_stream_start(...)) must not be hijackable.
+    out = psql(f"SELECT has_database_privilege('pix_http', '{DB}', 'CREATE'), "
+               "has_schema_privilege('pix_http', 'public', 'CREATE'), "
+               "(SELECT count(*) FROM pg_namespace WHERE nspname = 'pix_http')").stdout.strip()
+    check("pix_http can create no schema and nothing in public (no function shadowing)", out == "f|f|0", out)
+    # A login role outside pix_client can do nothing.
+    out = psql("SELECT * FROM pix_stream_start('41000002', 1)", user="pix_outsider", check_rc=False)
+    check("a role outside pix_client cannot execute pix_stream_start", "permission denied" in out.stderr,
+          out.stderr.strip()[:100])
+    out = psql("SELECT pix_generate_messages('41000002', 1)", user="pix_outsider", check_rc=False)
+    check("a role outside pix_client cannot execute pix_generate_messages", "permission denied" in out.stderr,
+          out.stderr.strip()[:100])
+    bad = psql("""SELECT p.proname FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.deptype = 'e'
+                  JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'pix'
+                  WHERE p.prorettype <> 'trigger'::regtype
+                    AND (NOT p.prosecdef OR NOT EXISTS (SELECT 1 FROM unnest(p.proconfig) c
+                                                        WHERE c LIKE 'search_path=%'))""").stdout.split()
+    check("every pix function is SECURITY DEFINER with a fixed search_path", not bad, f"{bad}")
+    granted = psql("""SELECT string_agg(DISTINCT p.proname, ',') FROM pg_proc p
+                      JOIN pg_depend d ON d.objid = p.oid AND d.deptype = 'e'
+                      JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'pix'
+                      WHERE has_function_privilege('public', p.oid, 'EXECUTE')
+                        AND p.prorettype <> 'trigger'::regtype""").stdout.strip()
+    check("PUBLIC can execute no pix function (trigger functions aside: they cannot be called)",
+          granted == "", granted)
+
+
+def first_column(table):
+    return psql(f"SELECT attname FROM pg_attribute WHERE attrelid = 'pix.{table}'::regclass AND attnum > 0 "
+                "AND NOT attisdropped ORDER BY attnum LIMIT 1").stdout.strip()
+
+
+def test_id_entropy(pixd):
+    src = open(os.path.join(ROOT, "extension", "iteration_id.c")).read()
+    lines = [line.strip() for line in src.splitlines() if "pg_strong_random" in line or "iid_alphabet[" in line]
+    print("     source (extension/iteration_id.c):\n       " + "\n       ".join(lines))
+    check("ids come from pg_strong_random", "pg_strong_random(raw" in src, "")
+    conf = subprocess.run(["pg_config", "--configure"], stdout=subprocess.PIPE, text=True).stdout
+    check("PostgreSQL is built --with-openssl (pg_strong_random = OpenSSL RAND_bytes)", "--with-openssl" in conf)
+    n = 10_000
+    out = psql(f"SELECT (pix_stream_start(lpad(i::text, 8, '0'), 1)).interation_id "
+               f"FROM generate_series(50000001, {50000000 + n}) i").stdout.split()
+    check(f"{n} ids sampled", len(out) == n, f"{len(out)}")
+    shape = [i for i in out if not ID_RE.fullmatch(i)]
+    check("every id is 20 characters of 0-9a-z without i l o u", not shape, f"{shape[:3]}")
+    check("no duplicate id", len(set(out)) == len(out), f"{len(out) - len(set(out))} duplicates")
+    # Frequencies: each of 32 letters is equally likely at each of the 20 positions.
+    pooled = collections.Counter("".join(out))
+    exp = n * 20 / 32
+    chi = sum((pooled.get(c, 0) - exp) ** 2 / exp for c in ALPHABET)
+    # 31 degrees of freedom: P(chi2 > 61.1) = 0.001
+    check("pooled per-character frequencies are flat (chi-square, 31 df, < 61.1)", chi < 61.1, f"chi2 = {chi:.1f}")
+    worst = 0.0
+    for pos in range(20):
+        cnt = collections.Counter(i[pos] for i in out)
+        e = n / 32
+        worst = max(worst, sum((cnt.get(c, 0) - e) ** 2 / e for c in ALPHABET))
+    # 20 tests: P(max > 73.4) ~ 20 * 0.00005 = 0.001
+    check("per-position frequencies are flat (max chi-square over 20 positions < 73.4)", worst < 73.4,
+          f"max chi2 = {worst:.1f}")
+    bits = 20 * 5
+    check(f"ids carry {bits} bits (the contract asks for at least 60)", bits >= 60)
+
+
+def test_other_ispb_id(pixd):
+    a, b = "42000001", "42000002"
+    http("POST", f"/api/util/msgs/{a}/3")
+    st, h, _ = http("GET", f"/api/pix/{a}/stream/start")
+    check("stream of ISPB A opened", st == 200, f"{st}")
+    iid = h["pull-next"].rsplit("/", 1)[1]
+    other = http("GET", f"/api/pix/{b}/stream/{iid}")
+    unknown = http("GET", f"/api/pix/{b}/stream/{'a' * 20}")
+    malformed = http("GET", f"/api/pix/{b}/stream/not-an-id!")
+    too_long = http("GET", f"/api/pix/{b}/stream/{'a' * 200}")
+    check("A's id under ISPB B -> 404", other[0] == 404, f"{other[0]}")
+    same = other[2] == unknown[2] == malformed[2] == too_long[2]
+    check("same 404 body for another ISPB's, unknown, malformed and too-long ids", same and unknown[0] == 404,
+          f"{other[2]!r} / {unknown[2]!r} / {malformed[2]!r} / {too_long[2]!r}")
+    drop = {"date"}
+    hdr = lambda r: sorted((k, v) for k, v in r[1].items() if k not in drop)  # noqa: E731
+    check("same 404 headers (but Date) for all of them", hdr(other) == hdr(unknown) == hdr(malformed), "")
+    d_other = http("DELETE", f"/api/pix/{b}/stream/{iid}")
+    d_unknown = http("DELETE", f"/api/pix/{b}/stream/{'a' * 20}")
+    check("DELETE with A's id under B -> the same 404 as an unknown id", d_other[0] == 404 and d_other[2] == d_unknown[2],
+          f"{d_other[0]} {d_other[2]!r}")
+    st, h2, _ = http("GET", h["pull-next"])
+    check("A's stream is unharmed by the attempts (its Pull-Next still works)", st in (200, 204), f"{st}")
+    # timing: no oracle either way (coarse: medians within 5 ms)
+    def med(path):
+        ts = []
+        for _ in range(30):
+            t = time.monotonic()
+            http("GET", path)
+            ts.append(time.monotonic() - t)
+        return sorted(ts)[15]
+    m1, m2 = med(f"/api/pix/{b}/stream/{h2['pull-next'].rsplit('/', 1)[1]}"), med(f"/api/pix/{b}/stream/{'b' * 20}")
+    check("no coarse timing oracle between another ISPB's id and an unknown one (medians within 5 ms)",
+          abs(m1 - m2) < 0.005, f"{m1 * 1000:.2f} ms vs {m2 * 1000:.2f} ms")
+
+
+def test_no_sql_from_request(pixd):
+    files = [os.path.join(dp, f) for dp, _, fs in os.walk(os.path.join(ROOT, "shim")) for f in fs
+             if f.endswith(".c") and "/tests" not in dp]
+    calls = []
+    bad = []
+    for path in files:
+        src = open(path).read()
+        rel = os.path.relpath(path, ROOT)
+        for m in re.finditer(r"\b(PQ(?:exec|execParams|sendQuery|sendQueryParams|prepare|sendPrepare|"
+                             r"sendQueryPrepared|execPrepared|escape\w*))\s*\(([^;]*)", src):
+            fn, args = m.group(1), m.group(2)
+            line = src.count("\n", 0, m.start()) + 1
+            calls.append(f"{rel}:{line} {fn}")
+            if fn in ("PQexec", "PQsendQuery"):
+                # only a string literal is allowed as the query text
+                sql_arg = args.split(",", 1)[1].strip() if "," in args else ""
+                if not sql_arg.startswith('"'):
+                    bad.append(f"{rel}:{line} {fn} with a non-literal query: {args[:80]}")
+            elif fn in ("PQexecParams", "PQsendQueryParams") or fn.startswith("PQescape"):
+                bad.append(f"{rel}:{line} {fn} (SQL text at run time)")
+            elif fn in ("PQprepare", "PQsendPrepare"):
+                if "s->sql" not in args:
+                    bad.append(f"{rel}:{line} {fn} with SQL not from the statements table: {args[:80]}")
+        # no SQL keyword inside a printf-style format
+        # A formatted string that mentions SQL is only a problem if it reaches libpq as query text.
+        pq_args = " ".join(a for _, a in re.findall(
+            r"\b(PQexec\w*|PQsendQuery\w*|PQprepare|PQsendPrepare)\s*\(([^;]*)", src))
+        for m in re.finditer(r"\b(s?n?printf|asprintf|h2o_concat)\s*\(\s*(\w+)([^;]*)", src):
+            if re.search(r"\b(SELECT|INSERT|UPDATE|DELETE\s+FROM|LISTEN|NOTIFY|CALL)\b", m.group(3)) and \
+                    re.search(rf"\b{re.escape(m.group(2))}\b", pq_args):
+                line = src.count("\n", 0, m.start()) + 1
+                bad.append(f"{rel}:{line} SQL formatted into {m.group(2)}, which is passed to libpq")
+    print("     libpq query calls in shim/: " + "; ".join(calls))
+    check("every query is a prepared statement or a constant literal (no SQL built from request text)",
+          not bad, "; ".join(bad))
+    db = open(os.path.join(ROOT, "shim", "database.c")).read()
+    table = re.search(r"statements\[DB_NSTMT\]\s*=\s*\{(.*?)\n\};", db, re.S)
+    ok = table is not None and all(s.startswith('"') for s in re.findall(r'\{"[^"]+",\s*("[^"]*"|\w+)', table.group(1)))
+    check("the statements table holds only string literals", ok, "")
+    check("params are passed to PQsendQueryPrepared (text, no SQL)", "PQsendQueryPrepared(c->pc.pg, s->name, "
+          "s->nparams, q->params" in db)
+
+
+def test_request_limits(pixd):
+    cases = [
+        ("100 kB URI", ("GET /api/pix/" + "1" * 100_000 + "/stream/start HTTP/1.1\r\nHost: x\r\n\r\n").encode()),
+        ("1 MB header", ("GET /health HTTP/1.1\r\nX-A: " + "a" * 1_000_000 + "\r\n\r\n").encode()),
+        ("64 kB Accept", ("GET /api/pix/41000003/stream/start HTTP/1.1\r\nAccept: " + "a/b," * 16000 + "\r\n\r\n").encode()),
+        ("1000 headers", ("GET /health HTTP/1.1\r\n" + "".join(f"X-{i}: v\r\n" for i in range(1000)) + "\r\n").encode()),
+        ("200 Accept lines", ("GET /api/pix/41000003/stream/start HTTP/1.1\r\n" + "Accept: text/html\r\n" * 200 + "\r\n").encode()),
+        ("200 kB body", b"POST /api/util/msgs/41000003/1 HTTP/1.1\r\nContent-Length: 200000\r\n\r\n" + b"x" * 200_000),
+        ("2 GB Content-Length", b"POST /api/util/msgs/41000003/1 HTTP/1.1\r\nContent-Length: 2000000000\r\n\r\nxx"),
+    ]
+    import http_fuzz  # noqa: E402  (test/fault/http_fuzz.py)
+    for name, data in cases:
+        t = time.monotonic()
+        try:
+            resp = http_fuzz.exchange(HTTP_PORT, data, timeout=8)
+        except OSError as e:
+            resp = b""
+            print(f"     {name}: {e}")
+        st, _ = http_fuzz.parse_response(resp)
+        check(f"{name}: answered 4xx, not 5xx, not dropped", st is not None and 400 <= st < 500,
+              f"{st} in {time.monotonic() - t:.2f} s")
+    st, _, _ = http("GET", "/health")
+    check("alive and healthy after the oversized requests", pixd.alive() and st == 200, f"{st}")
+
+
+def test_bad_configuration(pixd):
+    def start(args, env=None, timeout=3):
+        t = time.monotonic()
+        p = subprocess.run([fl.PIXD] + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           timeout=timeout, env=dict(os.environ, **(env or {})))
+        return p.returncode, p.stderr.strip().splitlines()[-1:] or [""], time.monotonic() - t
+
+    db = f"host={PGDIR} port={PGPORT} user=pix_http dbname={DB}"
+    bad = [
+        ["--listen", "nohostport"], ["--listen", "127.0.0.1:"], ["--listen", "127.0.0.1:99999"],
+        ["--listen", "256.1.1.1:3596"], ["--listen", "[::1:3596"], ["--listen", ""],
+        ["--listen", f"127.0.0.1:{HTTP_PORT}"],  # taken by the running pixd
+        ["--pool", "0"], ["--pool", "-1"], ["--pool", "abc"], ["--pool", "65"], ["--pool", "4x"], ["--pool", ""],
+        ["--wait-ms", "8001"], ["--wait-ms", "-1"], ["--max-queue", "-5"], ["--query-timeout-ms", "0"],
+        ["--db", "host='unterminated"], ["--db", "nosuchoption=1"], ["--db", "=x"],
+        ["--no-such-flag"], ["extra-argument"],
+    ]
+    for args in bad:
+        full = (["--db", db] if "--db" not in args else []) + (
+            ["--listen", "127.0.0.1:3596"] if "--listen" not in args else []) + args
+        try:
+            rc, err, dt = start(full)
+        except subprocess.TimeoutExpired:
+            rc, err, dt = None, ["still running after 3 s (it started)"], 3
+        check(f"refuses to start with {' '.join(args)!r}", rc not in (0, None) and dt < 5, f"exit {rc}: {err[0][:90]}")
+    rc, err, dt = start(["--listen", "127.0.0.1:3596", "--pool", "4"], env={"PIXD_POOL": "0"})
+    check("refuses a bad PIXD_POOL in the environment even when the flag is right", rc not in (0, None),
+          f"exit {rc}: {err[0][:90]}")
+    # An unreachable database is not a start failure: start, answer 503 + Retry-After, keep running.
+    p = fl.Pixd(f"host=/tmp/pgF-nonexistent port=5599 user=pix_http dbname={DB} connect_timeout=1", port=3596,
+                name="pixd-unreachable")
+    try:
+        p.start()
+        time.sleep(1.0)
+        st, h, body = http("GET", "/health", port=3596)
+        check("unreachable database: started, /health -> 503 + Retry-After", st == 503 and "retry-after" in h, f"{st}")
+        st, h, body = http("GET", "/api/pix/41000004/stream/start", port=3596)
+        check("unreachable database: stream/start -> 503 problem+json + Retry-After",
+              st == 503 and "retry-after" in h and h.get("content-type", "").startswith("application/problem+json"),
+              f"{st} {body[:80]!r}")
+        st, _, _ = http("GET", "/api/pix/4100000X/stream/start", port=3596)
+        check("unreachable database: bad input is still 400 (not 503)", st == 400, f"{st}")
+        check("unreachable database: still running", p.alive())
+        rc = p.stop()
+        check("unreachable database: SIGTERM exits 0", rc == 0, f"{rc}")
+    finally:
+        if p.alive():
+            p.kill()
+    # Not listening on anything but what it was told: it binds exactly the given address.
+    out = subprocess.run(["ss", "-ltnp"], stdout=subprocess.PIPE, text=True).stdout
+    mine = [line for line in out.splitlines() if f"pid={pixd.proc.pid}," in line]
+    check("pixd listens only on 127.0.0.1:3595", len(mine) == 1 and f"127.0.0.1:{HTTP_PORT}" in mine[0], f"{mine}")
+
+
+def main():
+    only = sys.argv[1:]
+    pixd = setup()
+    try:
+        for name, fn in [("least_privilege", test_least_privilege), ("id_entropy", test_id_entropy),
+                         ("other_ispb_id", test_other_ispb_id), ("no_sql_from_request", test_no_sql_from_request),
+                         ("request_limits", test_request_limits), ("bad_configuration", test_bad_configuration)]:
+            if only and name not in only:
+                continue
+            print(f"--- {name}", flush=True)
+            try:
+                fn(pixd)
+            except Exception as e:  # noqa: BLE001
+                import traceback
+                traceback.print_exc()
+                check(f"{name} ran to the end", False, repr(e))
+        rc = pixd.stop()
+        check("pixd (as pix_http) exits 0 on SIGTERM", rc == 0, f"{rc}")
+    finally:
+        if pixd.alive():
+            pixd.kill()
+        fl.cluster_stop(PGDIR)
+    passed = sum(ok for _, ok in results)
+    print(f"{passed} passed, {len(results) - passed} failed")
+    sys.exit(0 if passed == len(results) else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,505 @@
+#!/usr/bin/env bash
+# End-to-end benchmarks of pix stream over real HTTP (shim/pixd) and PostgreSQL, driven by
+# bench/pixbench/pixbench. Each scenario starts a throw-away cluster, installs the extension,
+# starts the shim on loopback, runs, prints a Markdown table, and stops everything.
+#
+#   bench/pixbench.sh SCENARIO [options]
+#
+# Scenarios:
+#   drain          N messages on one ISPB, 6 multipart collectors, vs pix_stream_next in pgbench
+#                  (bench/pgbench/pix_next.sql) measured in the same run; bar: >= 0.7x
+#   wake           6 parked collectors per ISPB, one message per INSERT; bar: p99 <= 5 ms
+#   parked         10 000 parked long polls (6 per ISPB); bars: shim RSS <= 50 MB, 204 at deadline +-100 ms
+#   icom-capacity  4 000 messages/minute (60 s; --full: 10 min); bar: >= 99% delivered within 200 ms
+#   scaling        throughput vs collectors 1..6, vs ISPBs 1..256, vs backlog
+#   soak           a mixed run (120 s; --full: 10 min): table sizes, dead tuples, shim RSS, latency
+#   check          short drain + wake + expiry runs, verdicts only (for the test suite)
+#   all            every scenario above except check, then charts
+#   charts         redraw bench/charts/*.png from the results directory
+#
+# Options: --quick (shorter runs), --full (the issue's full lengths), --out DIR (results, default
+# /tmp/pixbench-results), --pg-port P (5496), --http-port P (3496), --no-install (skip make install).
+# Exit status: non-zero when a run's verdict is FAIL (the tables still print).
+set -euo pipefail
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+PB="$top/bench/pixbench/pixbench"
+PGBIN=/usr/lib/postgresql/15/bin
+PG_PORT=5496
+HTTP_PORT=3496
+OUT=/tmp/pixbench-results
+MODE=default
+INSTALL=1
+scenario=${1:-}
+[[ -n "$scenario" ]] || { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+shift
+while (($#)); do
+    case "$1" in
+        --quick) MODE=quick; shift ;;
+        --full) MODE=full; shift ;;
+        --out) OUT=$2; shift 2 ;;
+        --pg-port) PG_PORT=$2; shift 2 ;;
+        --http-port) HTTP_PORT=$2; shift 2 ;;
+        --no-install) INSTALL=0; shift ;;
+        -h | --help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "unknown option $1" >&2; exit 2 ;;
+    esac
+done
+q() { [[ $MODE == quick ]]; }
+full() { [[ $MODE == full ]]; }
+
+mkdir -p "$OUT"
+dir=$(mktemp -d /tmp/pxb.XXXXXX)
+shim_pid=
+failures=0
+cleanup() {
+    stop_shim
+    "$top/scripts/cluster.sh" stop "$dir" >/dev/null 2>&1 || true
+    [[ -f "$dir/postgres.log" ]] && cp "$dir/postgres.log" "$OUT/$scenario-postgres.log"
+    grep -E 'terminated by signal|PANIC' "$dir/postgres.log" 2>/dev/null >&2 || true
+    rm -rf "$dir"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { echo "pixbench.sh: $*" >&2; }
+
+setup_cluster() {
+    ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+    # only what this script needs: the extension is built by `make install`
+    make -s -C "$top" shim/pixd bench/pixbench/pixbench >/dev/null
+    if ((INSTALL)); then make -s -C "$top" install >/dev/null; fi
+    conninfo=$("$top/scripts/cluster.sh" start "$dir" "$PG_PORT" 2>/dev/null)
+    export PGHOST=$dir PGPORT=$PG_PORT PGUSER=postgres
+    psql -qX -d postgres -c "CREATE DATABASE pix" >/dev/null
+    DB="host=$dir port=$PG_PORT dbname=pix user=postgres"
+    sql "CREATE EXTENSION pix"
+    sql "ALTER DATABASE pix SET pix.max_generate = 100000"
+}
+sql() { psql -qXAt -d pix -v ON_ERROR_STOP=1 -c "$1"; }
+
+start_shim() { # WAIT_MS [extra pixd options]
+    local wait=$1
+    shift
+    stop_shim
+    if curl -s -o /dev/null "http://127.0.0.1:$HTTP_PORT/health" 2>/dev/null; then
+        log "port $HTTP_PORT is already in use: choose another with --http-port"
+        exit 2
+    fi
+    "$top/shim/pixd" --listen "127.0.0.1:$HTTP_PORT" --db "$DB" --wait-ms "$wait" --no-access-log "$@" \
+        >>"$OUT/pixd.log" 2>&1 &
+    shim_pid=$!
+    SHIM_WAIT=$wait
+    local i
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$shim_pid" 2>/dev/null || break
+        curl -sf "http://127.0.0.1:$HTTP_PORT/health" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    log "pixd did not become healthy (see $OUT/pixd.log)"
+    exit 2
+}
+stop_shim() {
+    if [[ -n "${shim_pid:-}" ]]; then
+        kill "$shim_pid" 2>/dev/null || true
+        wait "$shim_pid" 2>/dev/null || true
+        shim_pid=
+    fi
+}
+
+# Runs pixbench; its report goes to $OUT/NAME.txt; prints nothing; sets R (the result line) and V.
+pb() { # NAME pixbench-options...
+    local name=$1
+    shift
+    local rc=0
+    "$PB" --http "127.0.0.1:$HTTP_PORT" --db "$DB" --shim-pid "$shim_pid" --wait-ms "$SHIM_WAIT" \
+        --label "$name" "$@" >"$OUT/$name.txt" 2>"$OUT/$name.err" || rc=$?
+    R=$(grep '^result:' "$OUT/$name.txt" || true)
+    V=$(grep '^verdict:' "$OUT/$name.txt" || echo "verdict: FAIL (pixbench exit $rc, see $OUT/$name.err)")
+    if ((rc != 0)); then
+        failures=$((failures + 1))
+        log "$name: $V"
+        grep -m5 -E '^(violation|lost)' "$OUT/$name.err" >&2 || true
+    fi
+}
+# A field of the last result line.
+f() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$R"; }
+verdict_word() { awk '{print $2}' <<<"$V"; }
+
+header() {
+    echo "# $1 — $(date -u +%Y-%m-%dT%H:%MZ), commit $(git -C "$top" rev-parse --short HEAD 2>/dev/null || echo none)"
+    echo "# machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); load $(cut -d' ' -f1-3 /proc/loadavg); PostgreSQL $(sql 'SHOW server_version'); fsync $(sql 'SHOW fsync'), synchronous_commit $(sql 'SHOW synchronous_commit')"
+    echo
+}
+
+# ---- drain ------------------------------------------------------------------------------------
+# SQL level: pix_next.sql (6 clients, batches of 10) against a backlog on 11111111. Each client runs a
+# fixed number of transactions that cannot exhaust the backlog (so every one claims a full batch),
+# timed by the wall clock like pixbench's drain.
+sql_level_drain() { # BACKLOG -> msgs/s
+    local backlog=$1 left n before after t0 t1 txs
+    left=$backlog
+    while ((left > 0)); do
+        n=$((left > 100000 ? 100000 : left))
+        sql "SELECT pix_generate_messages('11111111', $n)" >/dev/null
+        left=$((left - n))
+    done
+    sql "VACUUM ANALYZE pix.ready" >/dev/null
+    txs=$((backlog * 8 / 10 / 60))
+    before=$(sql "SELECT count(*) FROM pix.ready WHERE ispb = '11111111'")
+    t0=$(date +%s%N)
+    PGDATABASE=pix "$PGBIN/pgbench" -n -M prepared -c 6 -j 2 -t "$txs" -D started=0 \
+        -f "$top/bench/pgbench/pix_next.sql" >"$OUT/pgbench-drain.txt" 2>&1
+    t1=$(date +%s%N)
+    after=$(sql "SELECT count(*) FROM pix.ready WHERE ispb = '11111111'")
+    # close what pgbench left open (its streams hold slots and pending batches)
+    sql "UPDATE pix.stream SET last_read_at = '-infinity' WHERE state = 'o' AND ispb = '11111111'" >/dev/null
+    sql "SELECT pix_expire_streams()" >/dev/null
+    sql "DELETE FROM pix.ready WHERE ispb = '11111111'" >/dev/null
+    echo $(((before - after) * 1000000000 / (t1 - t0)))
+}
+
+scenario_drain() {
+    local n=100000 rounds=2
+    q && n=20000 rounds=1
+    full && n=300000
+    setup_cluster
+    start_shim 8000
+    header "drain: $n messages on one ISPB, 6 collectors, vs SQL-level pix_stream_next (pgbench, 6 clients, batch 10)"
+    local -a sqlr e2er
+    local base=30000000 r e2e_args
+    for ((r = 1; r <= rounds; r++)); do
+        log "drain round $r: SQL level"
+        sqlr+=("$(sql_level_drain $((n * 2)))")
+        log "drain round $r: end to end"
+        pb "drain-e2e-$r" --ispbs 1 --ispb-base $((base + r)) --collectors 6 --preload "$n" --accept multipart
+        e2er+=("$(f msgs_per_s)") && e2e_cpu+=("shim $(f shim_cpu_pct)%, pg $(f pg_cpu_pct)%, pixbench $(f self_cpu_pct)%")
+        e2e_v+=("$(verdict_word)")
+        e2e_req+=("$(f reqs_per_s)")
+    done
+    pb drain-e2e-gzip --ispbs 1 --ispb-base $((base + 10)) --collectors 6 --preload "$n" --accept multipart --gzip
+    local gz=$(f msgs_per_s) gzv=$(verdict_word) gzcpu="shim $(f shim_cpu_pct)%, pg $(f pg_cpu_pct)%"
+    pb drain-e2e-single --ispbs 1 --ispb-base $((base + 11)) --collectors 6 --preload $((n / 10)) --accept single
+    local single=$(f msgs_per_s) singlev=$(verdict_word) singlecpu="shim $(f shim_cpu_pct)%, pg $(f pg_cpu_pct)%"
+    local sql_mean e2e_mean
+    sql_mean=$(printf '%s\n' "${sqlr[@]}" | awk '{s+=$1} END {printf "%.0f", s/NR}')
+    e2e_mean=$(printf '%s\n' "${e2er[@]}" | awk '{s+=$1} END {printf "%.0f", s/NR}')
+    local ratio
+    ratio=$(awk "BEGIN {printf \"%.2f\", $e2e_mean / $sql_mean}")
+    echo "| run | msgs/s | vs SQL level | verdict | CPU (of one core) |"
+    echo "|---|---:|---:|---|---|"
+    for ((r = 0; r < rounds; r++)); do
+        echo "| SQL level, pgbench pix_next.sql, round $((r + 1)) | ${sqlr[r]} | 1.00x | — | — |"
+        echo "| end to end, multipart, round $((r + 1)) (${e2e_req[r]} req/s) | ${e2er[r]%.*} | $(awk "BEGIN {printf \"%.2fx\", ${e2er[r]} / ${sqlr[r]}}") | ${e2e_v[r]} | ${e2e_cpu[r]} |"
+    done
+    echo "| end to end, multipart + gzip | ${gz%.*} | $(awk "BEGIN {printf \"%.2fx\", $gz / $sql_mean}") | $gzv | $gzcpu |"
+    echo "| end to end, single ($((n / 10)) messages) | ${single%.*} | $(awk "BEGIN {printf \"%.2fx\", $single / $sql_mean}") | $singlev | $singlecpu |"
+    echo
+    local bar=PASS
+    awk "BEGIN {exit !($ratio >= 0.7)}" || bar=MISSED
+    echo "**Bar (end to end >= 0.7x SQL level): $bar — mean ${e2e_mean} vs ${sql_mean} msgs/s = ${ratio}x.**"
+    printf '%s\n' "sql $sql_mean" "e2e $e2e_mean" "gzip ${gz%.*}" "single ${single%.*}" >"$OUT/drain.dat"
+}
+
+# ---- wake --------------------------------------------------------------------------------------
+scenario_wake() {
+    local secs=20 rate=50 m=4
+    q && secs=8
+    full && secs=60
+    setup_cluster
+    start_shim 8000
+    header "wake: $m ISPBs x 6 parked collectors, one message per INSERT at $rate/s for ${secs}s (round robin over the ISPBs)"
+    echo "| collectors | messages | p50 ms | p95 ms | p99 ms | max ms | verdict | CPU |"
+    echo "|---|---:|---:|---:|---:|---:|---|---|"
+    local mode p99s=()
+    for mode in multipart single; do
+        pb "wake-$mode" --ispbs $m --ispb-base 40000000 --collectors 6 --rate $rate --duration "$secs" \
+            --batch 1 --producers 1 --accept $mode --latency-file "$OUT/wake-$mode.lat"
+        echo "| $mode | $(f delivered) | $(f p50_ms) | $(f p95_ms) | $(f p99_ms) | $(f max_ms) | $(verdict_word) | shim $(f shim_cpu_pct)%, pg $(f pg_cpu_pct)% |"
+        p99s+=("$(f p99_ms)")
+    done
+    # the same load with one parked collector per ISPB: what waking all six costs
+    pb "wake-1collector" --ispbs $m --ispb-base 40000100 --collectors 1 --rate $rate --duration "$secs" \
+        --batch 1 --producers 1 --accept multipart --latency-file "$OUT/wake-1collector.lat"
+    echo "| multipart, 1 collector per ISPB (comparison) | $(f delivered) | $(f p50_ms) | $(f p95_ms) | $(f p99_ms) | $(f max_ms) | $(verdict_word) | shim $(f shim_cpu_pct)%, pg $(f pg_cpu_pct)% |"
+    echo
+    local bar=PASS p
+    for p in "${p99s[@]}"; do awk "BEGIN {exit !($p <= 5)}" || bar=MISSED; done
+    echo "**Bar (p99 <= 5 ms): $bar (multipart ${p99s[0]} ms, single ${p99s[1]} ms).**"
+}
+
+# ---- parked ------------------------------------------------------------------------------------
+scenario_parked() {
+    local total=10000 ispbs=1667
+    q && total=3000 ispbs=500
+    setup_cluster
+    start_shim 8000
+    header "parked: $total parked long polls ($ispbs ISPBs x 6), shim --wait-ms 8000"
+    # ramp over 6 s: each start is a commit, and the shim answers 503 beyond --max-queue (1024)
+    pb parked --ispbs $ispbs --ispb-base 50000000 --collectors 6 --total $total --duration 12 \
+        --ramp-ms 6000 --stop-wait-ms 9000 --progress 1 --csv "$OUT/parked.csv"
+    local late=$(f polls_late) early=$(f polls_early) polls=$(f polls) rss=$(f shim_rss_max_kb)
+    echo "| long polls | 204s | 204 elapsed ms min / p50 / max | outside +-100 ms | shim RSS max | 503 | verdict |"
+    echo "|---:|---:|---|---:|---:|---:|---|"
+    echo "| $(f collectors) | $polls | $(f poll_min_ms) / $(f poll_p50_ms) / $(f poll_max_ms) | $((late + early)) ($late late, $early early) | $(awk "BEGIN {printf \"%.1f MB\", $rss/1024}") | $(f r503) | $(verdict_word) |"
+    echo
+    local b1=PASS b2=PASS
+    awk "BEGIN {exit !($rss <= 51200)}" || b1=MISSED
+    ((late + early == 0)) || b2=MISSED
+    echo "**Bar (shim RSS <= 50 MB): $b1. Bar (every 204 at its deadline +-100 ms, measured from the request): $b2.**"
+}
+
+# ---- icom-capacity -----------------------------------------------------------------------------
+scenario_icom() {
+    local secs=60
+    q && secs=20
+    full && secs=600
+    setup_cluster
+    start_shim 8000
+    header "icom-capacity: 4 000 messages/minute for ${secs}s, one ISPB, 6 multipart collectors"
+    pb icom --ispbs 1 --ispb-base 60000000 --collectors 6 --rate 66.667 --duration "$secs" --batch 1 \
+        --within-ms 200 --progress 10 --csv "$OUT/icom.csv" --latency-file "$OUT/icom.lat"
+    echo "| messages | within 200 ms | p50 ms | p99 ms | max ms | verdict | CPU |"
+    echo "|---:|---:|---:|---:|---:|---|---|"
+    echo "| $(f delivered) | $(f within_pct)% | $(f p50_ms) | $(f p99_ms) | $(f max_ms) | $(verdict_word) | shim $(f shim_cpu_pct)%, pg $(f pg_cpu_pct)% |"
+    echo
+    local bar=PASS
+    awk "BEGIN {exit !($(f within_pct) >= 99)}" || bar=MISSED
+    echo "**Bar (>= 99% within 200 ms): $bar.**"
+}
+
+# ---- scaling -----------------------------------------------------------------------------------
+scenario_scaling() {
+    local n=30000
+    q && n=10000
+    setup_cluster
+    start_shim 8000
+    header "scaling: drain throughput (multipart) vs collectors, ISPBs and backlog"
+    local c m b base=70000000
+    echo "### vs collectors (one ISPB, $n messages)"
+    echo
+    echo "| collectors | msgs/s | req/s | shim CPU | pg CPU | verdict |"
+    echo "|---:|---:|---:|---:|---:|---|"
+    : >"$OUT/scaling-collectors.dat"
+    for c in 1 2 3 4 5 6; do
+        base=$((base + 1))
+        pb "scale-c$c" --ispbs 1 --ispb-base $base --collectors $c --preload $n
+        echo "| $c | $(f msgs_per_s) | $(f reqs_per_s) | $(f shim_cpu_pct)% | $(f pg_cpu_pct)% | $(verdict_word) |"
+        echo "$c $(f msgs_per_s)" >>"$OUT/scaling-collectors.dat"
+    done
+    echo
+    echo "### vs ISPBs ($n messages spread evenly, 2 collectors per ISPB)"
+    echo
+    echo "| ISPBs | connections | msgs/s | req/s | shim CPU | pg CPU | verdict |"
+    echo "|---:|---:|---:|---:|---:|---:|---|"
+    : >"$OUT/scaling-ispbs.dat"
+    for m in 1 4 16 64 256; do
+        base=$((base + 1000))
+        pb "scale-m$m" --ispbs $m --ispb-base $base --collectors 2 --preload $n
+        echo "| $m | $(f collectors) | $(f msgs_per_s) | $(f reqs_per_s) | $(f shim_cpu_pct)% | $(f pg_cpu_pct)% | $(verdict_word) |"
+        echo "$m $(f msgs_per_s)" >>"$OUT/scaling-ispbs.dat"
+    done
+    echo
+    local backlogs="1000 10000 100000 1000000"
+    q && backlogs="1000 10000 100000"
+    full && backlogs="1000 10000 100000 1000000 5000000"
+    echo "### vs backlog (one ISPB, 6 collectors; untracked backlog from pix_generate_messages; the first min(backlog, 20 000) delivered)"
+    echo
+    echo "| backlog | msgs/s | req/s | shim CPU | pg CPU | verdict |"
+    echo "|---:|---:|---:|---:|---:|---|"
+    : >"$OUT/scaling-backlog.dat"
+    for b in $backlogs; do
+        base=$((base + 1000))
+        local k=$((b < 20000 ? b : 20000))
+        pb "scale-b$b" --ispbs 1 --ispb-base $base --collectors 6 --backlog $b --stop-after $k --duration 600
+        echo "| $b | $(f msgs_per_s) | $(f reqs_per_s) | $(f shim_cpu_pct)% | $(f pg_cpu_pct)% | $(verdict_word) |"
+        echo "$b $(f msgs_per_s)" >>"$OUT/scaling-backlog.dat"
+    done
+}
+
+# ---- soak --------------------------------------------------------------------------------------
+scenario_soak() {
+    local secs=120
+    q && secs=40
+    full && secs=600
+    setup_cluster
+    sql "ALTER DATABASE pix SET pix.stream_idle_timeout = '5s'"
+    start_shim 8000
+    header "soak: 8 ISPBs x 6 multipart collectors, 300 msgs/s (2 producers), streams restarted (DELETE + start) every 50 reads; phase 1 steady ${secs}s, phase 2 churn $((secs / 2))s where a collector also walks away without DELETE every 120 reads (idle timeout 5 s)"
+    pb soak-steady --ispbs 8 --ispb-base 80000000 --collectors 6 --rate 300 --producers 2 --duration "$secs" \
+        --restart-every 50 --progress 10 --csv "$OUT/soak-steady.csv" --table-stats --drain-timeout 30
+    local steady=$R steadyv=$(verdict_word)
+    pb soak --ispbs 8 --ispb-base 81000000 --collectors 6 --rate 300 --producers 2 --duration $((secs / 2)) \
+        --restart-every 50 --abandon-every 120 --progress 10 --csv "$OUT/soak.csv" --table-stats \
+        --drain-timeout 30
+    echo "| phase | messages | msgs/s | p50 ms | p99 ms | max ms | 429 | redeliveries after expiry | shim RSS max | verdict |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    local churn=$R churnv=$(verdict_word)
+    R=$steady
+    echo "| steady | $(f delivered) | $(f msgs_per_s) | $(f p50_ms) | $(f p99_ms) | $(f max_ms) | $(f r429) | $(f redeliveries) | $(awk "BEGIN {printf \"%.1f MB\", $(f shim_rss_max_kb)/1024}") | $steadyv |"
+    R=$churn
+    echo "| churn | $(f delivered) | $(f msgs_per_s) | $(f p50_ms) | $(f p99_ms) | $(f max_ms) | $(f r429) | $(f redeliveries) | $(awk "BEGIN {printf \"%.1f MB\", $(f shim_rss_max_kb)/1024}") | $churnv |"
+    local phase
+    for phase in soak-steady soak; do
+        echo
+        echo "Over time, $phase (every 10 s):"
+        echo
+        echo "| t s | msgs/s | p99 ms | shim RSS MB | message MB | ready kB (dead) | stream kB (dead) | iteration MB (dead) |"
+        echo "|---:|---:|---:|---:|---:|---:|---:|---:|"
+        awk -F, 'NR > 1 {printf "| %s | %.0f | %.2f | %.1f | %.1f | %.0f (%s) | %.0f (%s) | %.1f (%s) |\n",
+            $1, $4, $7, $11/1024, $14/1048576, $17/1024, $19, $20/1024, $22, $23/1048576, $25}' "$OUT/$phase.csv"
+    done
+}
+
+# ---- check (test suite) ------------------------------------------------------------------------
+scenario_check() {
+    setup_cluster
+    sql "ALTER DATABASE pix SET pix.stream_idle_timeout = '2s'"
+    start_shim 1000
+    pb check-drain --ispbs 2 --ispb-base 90000000 --collectors 6 --preload 3000 --accept mixed --quiet
+    echo "drain:  $V"
+    pb check-wake --ispbs 2 --ispb-base 90000010 --collectors 6 --rate 20 --duration 3 --accept mixed --quiet
+    echo "wake:   $V"
+    pb check-expiry --ispbs 1 --ispb-base 90000020 --collectors 3 --rate 100 --duration 4 --abandon-every 5 \
+        --drain-timeout 20 --quiet
+    echo "expiry: $V"
+    echo "$((3 - failures)) passed, $failures failed"
+}
+
+# ---- charts ------------------------------------------------------------------------------------
+charts() {
+    local cdir="$top/bench/charts"
+    mkdir -p "$cdir"
+    command -v gnuplot >/dev/null || { log "gnuplot not found: no charts"; return 0; }
+    local term='set terminal pngcairo size 900,500 font "DejaVu Sans,11"'
+    gnuplot -e "$term" 2>/dev/null || term='set terminal png size 900,500'
+    if [[ -s "$OUT/drain.dat" ]]; then
+        gnuplot <<GP
+$term
+set output "$cdir/drain.png"
+set title "drain: messages/s, one ISPB, 6 collectors (higher is better)"
+set style data histograms
+set style fill solid 0.7
+set boxwidth 0.6
+set yrange [0:*]
+set grid ytics
+unset key
+plot "$OUT/drain.dat" using 2:xtic(1) lc rgb "#3070b0"
+GP
+    fi
+    local lats=()
+    for f in wake-multipart wake-single wake-1collector icom; do [[ -s "$OUT/$f.lat" ]] && lats+=("$f"); done
+    if ((${#lats[@]})); then
+        local plot="" sep=""
+        for f in "${lats[@]}"; do
+            local n
+            n=$(wc -l <"$OUT/$f.lat")
+            plot+="$sep\"$OUT/$f.lat\" using 1:(\$0/$n*100) with lines lw 2 title \"$f\""
+            sep=", "
+        done
+        gnuplot <<GP
+$term
+set output "$cdir/latency-cdf.png"
+set title "commit -> delivery latency, cumulative (wake: 6 parked collectors/ISPB; icom: 4000 msgs/min)"
+set xlabel "ms (log)"
+set ylabel "% of messages"
+set logscale x
+set grid
+set key bottom right
+plot $plot
+GP
+    fi
+    local s
+    for s in collectors ispbs backlog; do
+        [[ -s "$OUT/scaling-$s.dat" ]] || continue
+        local logx=""
+        [[ $s != collectors ]] && logx="set logscale x"
+        gnuplot <<GP
+$term
+set output "$cdir/scaling-$s.png"
+set title "drain throughput vs $s"
+set xlabel "$s"
+set ylabel "messages/s"
+$logx
+set yrange [0:*]
+set grid
+unset key
+plot "$OUT/scaling-$s.dat" using 1:2 with linespoints lw 2 pt 7
+GP
+    done
+    local phase
+    for phase in soak-steady soak; do
+        [[ -s "$OUT/$phase.csv" ]] || continue
+        gnuplot <<GP
+$term
+set terminal pngcairo size 900,750 font "DejaVu Sans,11"
+set output "$cdir/$phase.png"
+set datafile separator ","
+set multiplot layout 3,1 title "$phase"
+set grid
+set key top left
+set ylabel "ms"
+plot "$OUT/$phase.csv" every ::1 using 1:7 with linespoints title "p99 commit->delivery (interval)", \
+     "" every ::1 using 1:6 with linespoints title "p50"
+set ylabel "dead tuples"
+plot "$OUT/$phase.csv" every ::1 using 1:19 with linespoints title "pix.ready dead", \
+     "" every ::1 using 1:25 with linespoints title "pix.iteration dead", \
+     "" every ::1 using 1:22 with linespoints title "pix.stream dead"
+set xlabel "s"
+set ylabel "MB"
+plot "$OUT/$phase.csv" every ::1 using 1:(\$11/1024) with linespoints title "shim RSS", \
+     "" every ::1 using 1:(\$14/1048576) with linespoints title "pix.message", \
+     "" every ::1 using 1:(\$23/1048576) with linespoints title "pix.iteration", \
+     "" every ::1 using 1:(\$17/1048576) with linespoints title "pix.ready"
+unset multiplot
+GP
+    done
+    if [[ -s "$OUT/parked.csv" ]]; then
+        gnuplot <<GP
+$term
+set output "$cdir/parked-rss.png"
+set datafile separator ","
+set title "parked: shim RSS while long polls park (MB)"
+set xlabel "s"
+set ylabel "MB"
+set grid
+set yrange [0:*]
+unset key
+plot "$OUT/parked.csv" every ::1 using 1:(\$11/1024) with linespoints lw 2
+GP
+    fi
+    log "charts in $cdir"
+}
+
+run_one() {
+    case "$1" in
+        drain) scenario_drain ;;
+        wake) scenario_wake ;;
+        parked) scenario_parked ;;
+        icom-capacity) scenario_icom ;;
+        scaling) scenario_scaling ;;
+        soak) scenario_soak ;;
+        check) scenario_check ;;
+        *) echo "unknown scenario $1" >&2; exit 2 ;;
+    esac
+}
+
+case "$scenario" in
+    charts) charts ;;
+    all)
+        for s in drain wake parked icom-capacity scaling soak; do
+            "$0" "$s" --out "$OUT" --pg-port "$PG_PORT" --http-port "$HTTP_PORT" \
+                $( ((INSTALL)) || echo --no-install) $([[ $MODE != default ]] && echo "--$MODE") |
+                tee "$OUT/$s.md" || failures=$((failures + 1))
+            echo
+            INSTALL=0
+        done
+        charts
+        ;;
+    *)
+        exec > >(tee "$OUT/$scenario.md")
+        run_one "$scenario"
+        [[ $scenario == check ]] || charts
+        ;;
+esac
+((failures == 0))

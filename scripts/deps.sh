@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Install the Debian 12 packages pix stream needs to build, run and test. Idempotent and quiet when
-# everything is already there. Works as root; uses sudo otherwise.
+# Install the Debian 12 packages pix stream needs to build and run; with --test, also what the test
+# suites need (clang and its fuzzer runtime, docker-compose to check the compose file). Idempotent and
+# quiet when everything is already there. Works as root; uses sudo otherwise.
 set -euo pipefail
 
 PACKAGES=(
@@ -8,6 +9,9 @@ PACKAGES=(
     libh2o-evloop-dev libssl-dev zlib1g-dev pkg-config make gcc
     python3 curl libipc-run-perl wrk
 )
+if [[ "${1:-}" == --test ]]; then
+    PACKAGES+=(clang libclang-rt-14-dev docker-compose iproute2 procps)
+fi
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

@@ -20,7 +20,7 @@
 
 static void on_deadline(h2o_timeout_entry_t *entry);
 static h2o_linklist_t *bucket_of(const char *ispb);
-static void wake_slot(struct parking_slot *s);
+static int wake_slot(struct parking_slot *s);
 static void unpark(struct parking_slot *s);
 
 static struct {
@@ -55,10 +55,14 @@ int parking_join(struct parking_slot *s, const char *ispb)
 	s->ispb[PIXD_ISPB_LEN] = '\0';
 	s->deadline = (h2o_timeout_entry_t){0};
 	s->deadline.cb = on_deadline;
-	s->parked = s->notified = s->deadline_started = s->expired = 0;
+	s->parked = s->notified = s->expired = 0;
 	h2o_linklist_insert(bucket_of(s->ispb), &s->link);
 	s->joined = 1;
 	lot.joined_count++;
+	/* The wait counts from the request, not from its first empty answer: "up to 8 s" is the
+	 * collector's 8 s, however long the first query queued. */
+	s->deadline_started = 1;
+	h2o_timeout_link(pixd_loop, &lot.wait, &s->deadline);
 	return 0;
 }
 
@@ -73,10 +77,6 @@ enum park_outcome parking_park(struct parking_slot *s)
 	s->parked = 1;
 	lot.parked_count++;
 	pixd_metrics.parks++;
-	if (!s->deadline_started) {
-		s->deadline_started = 1;
-		h2o_timeout_link(pixd_loop, &lot.wait, &s->deadline);
-	}
 	return PARK_WAITING;
 }
 
@@ -110,11 +110,12 @@ static void on_deadline(h2o_timeout_entry_t *entry)
 	}
 }
 
-static void wake_slot(struct parking_slot *s)
+/* 1 when s was parked and now reads again; a reading slot only notes it must read once more. */
+static int wake_slot(struct parking_slot *s)
 {
 	if (!s->parked) {
 		s->notified = 1;
-		return;
+		return 0;
 	}
 	unpark(s);
 	pixd_metrics.wakeups++;
@@ -123,10 +124,36 @@ static void wake_slot(struct parking_slot *s)
 		 */
 		s->parked = 1;
 		lot.parked_count++;
+		return 0;
+	}
+	return 1;
+}
+
+/*
+ * A NOTIFY for ispb: every read of it that is querying right now reads again when its query comes
+ * back empty (that query may have missed the new message), and ONE parked read wakes. A read that
+ * then answers 200 wakes the next one (parking_wake_next), so a batch of messages is passed along
+ * the parked readers one by one, and a single message costs one query, not one per parked reader.
+ */
+void parking_wake(const char *ispb)
+{
+	h2o_linklist_t *bucket = bucket_of(ispb);
+	h2o_linklist_t *node, *next;
+	int woken = 0;
+
+	for (node = bucket->next; node != bucket; node = next) {
+		struct parking_slot *s = H2O_STRUCT_FROM_MEMBER(struct parking_slot, link, node);
+		next = node->next;
+		if (strcmp(s->ispb, ispb) != 0)
+			continue;
+		if (!s->parked)
+			s->notified = 1;
+		else if (!woken)
+			woken = wake_slot(s);
 	}
 }
 
-void parking_wake(const char *ispb)
+void parking_wake_next(const char *ispb)
 {
 	h2o_linklist_t *bucket = bucket_of(ispb);
 	h2o_linklist_t *node, *next;
@@ -134,8 +161,8 @@ void parking_wake(const char *ispb)
 	for (node = bucket->next; node != bucket; node = next) {
 		struct parking_slot *s = H2O_STRUCT_FROM_MEMBER(struct parking_slot, link, node);
 		next = node->next;
-		if (strcmp(s->ispb, ispb) == 0)
-			wake_slot(s);
+		if (s->parked && strcmp(s->ispb, ispb) == 0 && wake_slot(s))
+			return;
 	}
 }
 

@@ -7,9 +7,11 @@
 #      from shim/ or extension/ (x.h -> x.c), or with what a comment line "UNIT_SOURCES: a.c b.c" names;
 #      "UNIT_CFLAGS: ..." adds compiler flags.
 #   4. the end-to-end suite over HTTP (test/e2e/run.py) against the real shim/pixd
+#   5. security (test/security), fuzzing (test/fuzz, PIX_FUZZ_SECONDS per harness), pixbench's
+#      correctness check (bench/pixbench.sh check) and the compose file (docker-compose config)
 # Ends with a line "N passed, N failed" (individual tests) and a non-zero status when anything failed.
 #
-# Environment: PIX_TEST_ONLY="regress isolation unit e2e" (a subset), PIX_E2E_ARGS (passed to
+# Environment: PIX_TEST_ONLY="regress isolation unit e2e security fuzz bench docker" (a subset), PIX_E2E_ARGS (passed to
 # test/e2e/run.py, e.g. a test name pattern "-k Accept"), PIX_VALGRIND=1 (run every shim of the
 # end-to-end suite under valgrind; slow), PIX_KEEP_TMP=1|0 (keep the temporary directory always|never;
 # by default it is kept when something failed).
@@ -18,7 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 export PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
-PIX_TEST_ONLY=${PIX_TEST_ONLY:-regress isolation unit e2e}
+PIX_TEST_ONLY=${PIX_TEST_ONLY:-regress isolation unit e2e security fuzz bench docker}
 JOBS=$(nproc 2>/dev/null || echo 2)
 
 say() { printf '\n=== %s\n' "$*"; }
@@ -102,12 +104,51 @@ free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-./scripts/deps.sh
+./scripts/deps.sh --test
 
 say "build"
 if ! make -j"$JOBS"; then
     record build 0 1
-    finish
+    # ---- suites with a runner of their own: each ends with "N passed, N failed" --------------------
+# security: least-privilege role, id entropy, limits, configuration (test/security, ~40 s)
+# fuzz: every libFuzzer harness for PIX_FUZZ_SECONDS (10) seconds with its committed corpus
+# bench: pixbench's short drain, wake and expiry runs as a correctness check (verdicts, no timing)
+# docker: the compose file is accepted by docker-compose
+run_suite() { # name command...
+    local name=$1 out="$TMP/$1.out" status line p f
+    shift
+    say "$name: $*"
+    set +e
+    timeout 900 "$@" 2>&1 | tee "$out"
+    status=${PIPESTATUS[0]}
+    set -e
+    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$out" | tail -n1 || true)
+    if [[ -n "$line" ]]; then
+        read -r p _ f _ <<<"$line"
+        f=${f%,}
+        if ((status != 0 && f == 0)); then
+            f=1
+        fi
+        record "$name" "$p" "$f"
+    else
+        echo "$name ended without a summary (status $status)"
+        record "$name" 0 1
+    fi
+}
+docker_check() {
+    if docker-compose -f docker/compose.yaml config >/dev/null; then
+        echo "1 passed, 0 failed"
+    else
+        echo "0 passed, 1 failed"
+        return 1
+    fi
+}
+if wanted security; then run_suite security test/security/run.sh; fi
+if wanted fuzz; then run_suite fuzz test/fuzz/run.sh "${PIX_FUZZ_SECONDS:-10}"; fi
+if wanted bench; then run_suite bench bench/pixbench.sh check --no-install; fi
+if wanted docker; then run_suite docker docker_check; fi
+
+finish
 fi
 if ((EUID == 0)); then
     make install >/dev/null
@@ -123,7 +164,46 @@ PGPORT_TEST=$(free_port)
 say "throw-away cluster in $PGDIR, port $PGPORT_TEST"
 if ! ./scripts/cluster.sh start "$PGDIR" "$PGPORT_TEST" >/dev/null; then
     record cluster 0 1
-    finish
+    # ---- suites with a runner of their own: each ends with "N passed, N failed" --------------------
+# security: least-privilege role, id entropy, limits, configuration (test/security, ~40 s)
+# fuzz: every libFuzzer harness for PIX_FUZZ_SECONDS (10) seconds with its committed corpus
+# bench: pixbench's short drain, wake and expiry runs as a correctness check (verdicts, no timing)
+# docker: the compose file is accepted by docker-compose
+run_suite() { # name command...
+    local name=$1 out="$TMP/$1.out" status line p f
+    shift
+    say "$name: $*"
+    set +e
+    timeout 900 "$@" 2>&1 | tee "$out"
+    status=${PIPESTATUS[0]}
+    set -e
+    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$out" | tail -n1 || true)
+    if [[ -n "$line" ]]; then
+        read -r p _ f _ <<<"$line"
+        f=${f%,}
+        if ((status != 0 && f == 0)); then
+            f=1
+        fi
+        record "$name" "$p" "$f"
+    else
+        echo "$name ended without a summary (status $status)"
+        record "$name" 0 1
+    fi
+}
+docker_check() {
+    if docker-compose -f docker/compose.yaml config >/dev/null; then
+        echo "1 passed, 0 failed"
+    else
+        echo "0 passed, 1 failed"
+        return 1
+    fi
+}
+if wanted security; then run_suite security test/security/run.sh; fi
+if wanted fuzz; then run_suite fuzz test/fuzz/run.sh "${PIX_FUZZ_SECONDS:-10}"; fi
+if wanted bench; then run_suite bench bench/pixbench.sh check --no-install; fi
+if wanted docker; then run_suite docker docker_check; fi
+
+finish
 fi
 export PGHOST=$PGDIR PGPORT=$PGPORT_TEST PGUSER=postgres
 
@@ -266,5 +346,44 @@ if wanted e2e; then
         fi
     fi
 fi
+
+# ---- suites with a runner of their own: each ends with "N passed, N failed" --------------------
+# security: least-privilege role, id entropy, limits, configuration (test/security, ~40 s)
+# fuzz: every libFuzzer harness for PIX_FUZZ_SECONDS (10) seconds with its committed corpus
+# bench: pixbench's short drain, wake and expiry runs as a correctness check (verdicts, no timing)
+# docker: the compose file is accepted by docker-compose
+run_suite() { # name command...
+    local name=$1 out="$TMP/$1.out" status line p f
+    shift
+    say "$name: $*"
+    set +e
+    timeout 900 "$@" 2>&1 | tee "$out"
+    status=${PIPESTATUS[0]}
+    set -e
+    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$out" | tail -n1 || true)
+    if [[ -n "$line" ]]; then
+        read -r p _ f _ <<<"$line"
+        f=${f%,}
+        if ((status != 0 && f == 0)); then
+            f=1
+        fi
+        record "$name" "$p" "$f"
+    else
+        echo "$name ended without a summary (status $status)"
+        record "$name" 0 1
+    fi
+}
+docker_check() {
+    if docker-compose -f docker/compose.yaml config >/dev/null; then
+        echo "1 passed, 0 failed"
+    else
+        echo "0 passed, 1 failed"
+        return 1
+    fi
+}
+if wanted security; then run_suite security test/security/run.sh; fi
+if wanted fuzz; then run_suite fuzz test/fuzz/run.sh "${PIX_FUZZ_SECONDS:-10}"; fi
+if wanted bench; then run_suite bench bench/pixbench.sh check --no-install; fi
+if wanted docker; then run_suite docker docker_check; fi
 
 finish

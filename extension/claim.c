@@ -28,10 +28,11 @@
  * never passes an entry that might still be claimable, so most scans start there (message_id >= hint)
  * and step over nothing.
  *   One case can still land below a hint: an INSERT takes its ids when its rows are formed but adds
- * their ready rows at the end of its statement. So a backend also scans the fresh range from its start
- * when its hinted scan finds fewer rows than asked (the queue looks short: be thorough), and at least
- * every PIX_FULL_SCAN_INTERVAL_MS. Correctness (no loss, no message in two batches) never depends on
- * the hint; at worst such a message waits that long.
+ * their ready rows at the end of its statement, so for the length of one statement a lower id can
+ * appear behind a higher one that was claimed. So a backend scans the fresh range from its start at
+ * least every PIX_FULL_SCAN_INTERVAL_MS (not whenever the queue looks short: near an empty queue that
+ * would mean stepping over every dead entry on every read until vacuum). Correctness (no loss, no
+ * message in two batches) never depends on the hint; at worst such a message waits that long.
  */
 #include "claim.h"
 
@@ -113,14 +114,6 @@ pix_claim_ready(const char *ispb, int max, int64 *ids, int *redelivered)
 	*redelivered = scan_range(&c, false, PG_INT64_MIN, NULL);
 	if (c.taken < max)
 		scan_range(&c, true, full ? PG_INT64_MIN : hint->first_entry_id, &first_entry);
-	if (c.taken < max && !full) {
-		/* The queue looks short from the hint on: look at all of it before answering "nothing". */
-		CommandCounterIncrement(); /* what this claim deleted is no candidate again */
-		UnregisterSnapshot(c.snapshot);
-		c.snapshot = RegisterSnapshot(GetLatestSnapshot());
-		scan_range(&c, true, PG_INT64_MIN, &first_entry);
-		full = true;
-	}
 	if (full)
 		hint->last_full_scan = now;
 	if (first_entry >= 0)

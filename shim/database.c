@@ -168,11 +168,15 @@ static int send_prepare(struct db_conn *c)
 	const struct statement *s;
 
 	if (c->preparing < 0) {
-		char sql[160];
-		snprintf(sql, sizeof(sql),
-		         "SET statement_timeout = %d; SET client_connection_check_interval = 1000",
+		char timeout_ms[16];
+		const char *params[1] = {timeout_ms};
+
+		snprintf(timeout_ms, sizeof(timeout_ms), "%d",
 		         pixd_config.query_timeout_ms - pixd_config.query_timeout_ms / 10);
-		if (!PQsendQuery(c->pc.pg, sql))
+		if (!PQsendQueryParams(c->pc.pg,
+		                       "SELECT set_config('statement_timeout', $1, false),"
+		                       " set_config('client_connection_check_interval', '1000', false)",
+		                       1, NULL, params, NULL, NULL, 0))
 			return -1;
 		return pgconn_flush(&c->pc);
 	}
@@ -219,7 +223,7 @@ static void handle_result(struct db_conn *c, PGresult *res)
 	db_query_t *q;
 
 	if (c->state == CONN_PREPARING) {
-		if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+		if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK) {
 			char why[300];
 			snprintf(why, sizeof(why), "cannot prepare %s: %s",
 			         c->preparing < 0 ? "the session" : statements[c->preparing].name,

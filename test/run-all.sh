@@ -119,7 +119,11 @@ run_suite() { # name command...
     shift
     say "$name: $*"
     set +e
-    timeout 900 "$@" 2>&1 | tee "$out"
+    if declare -F "$1" >/dev/null; then
+        "$@" 2>&1 | tee "$out"
+    else
+        timeout 900 "$@" 2>&1 | tee "$out"
+    fi
     status=${PIPESTATUS[0]}
     set -e
     line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$out" | tail -n1 || true)
@@ -174,7 +178,11 @@ run_suite() { # name command...
     shift
     say "$name: $*"
     set +e
-    timeout 900 "$@" 2>&1 | tee "$out"
+    if declare -F "$1" >/dev/null; then
+        "$@" 2>&1 | tee "$out"
+    else
+        timeout 900 "$@" 2>&1 | tee "$out"
+    fi
     status=${PIPESTATUS[0]}
     set -e
     line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$out" | tail -n1 || true)
@@ -357,7 +365,11 @@ run_suite() { # name command...
     shift
     say "$name: $*"
     set +e
-    timeout 900 "$@" 2>&1 | tee "$out"
+    if declare -F "$1" >/dev/null; then
+        "$@" 2>&1 | tee "$out"
+    else
+        timeout 900 "$@" 2>&1 | tee "$out"
+    fi
     status=${PIPESTATUS[0]}
     set -e
     line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$out" | tail -n1 || true)

@@ -13,7 +13,8 @@ the least-privilege login role `pix_http` (member of the extension's `pix_client
                        documented shape, no duplicate, and flat per-character frequencies (chi-square)
   other_ispb_id        an id used under another ISPB answers 404 with the body of an unknown id
                        (and of a malformed one), for GET and DELETE; the stream is unharmed
-  no_sql_from_request  grep: the shim sends SQL only as prepared statements from a table of literals,
+  no_sql_from_request  grep: the shim sends SQL only as prepared statements from a table of literals
+                       (or literal text with parameters),
                        with request data as parameters; no SQL text is ever formatted
   request_limits       oversized URI, header, header count, body: 4xx, never 5xx; server alive
   bad_configuration    bad --listen / --pool / --wait-ms / --db and a taken port refuse to start
@@ -235,7 +236,12 @@ def test_no_sql_from_request(pixd):
                 sql_arg = args.split(",", 1)[1].strip() if "," in args else ""
                 if not sql_arg.startswith('"'):
                     bad.append(f"{rel}:{line} {fn} with a non-literal query: {args[:80]}")
-            elif fn in ("PQexecParams", "PQsendQueryParams") or fn.startswith("PQescape"):
+            elif fn in ("PQexecParams", "PQsendQueryParams"):
+                # parameters are fine; the query text itself must be a literal or the statements table's
+                sql_arg = args.split(",", 1)[1].strip() if "," in args else ""
+                if not (sql_arg.startswith('"') or sql_arg.startswith("s->sql")):
+                    bad.append(f"{rel}:{line} {fn} with query text built at run time: {args[:80]}")
+            elif fn.startswith("PQescape"):
                 bad.append(f"{rel}:{line} {fn} (SQL text at run time)")
             elif fn in ("PQprepare", "PQsendPrepare"):
                 if "s->sql" not in args:

@@ -79,11 +79,14 @@ if [[ -z "$(psql_admin -tAc "SELECT 1 FROM pg_database WHERE datname = '$PIX_DBN
     say "creating database $PIX_DBNAME"
     psql_admin -c "CREATE DATABASE $PIX_DBNAME"
 fi
+# The extension (updated in place when this tree has a newer version), and the least-privilege role
+# the server logs in as: it may execute the pix functions and nothing else.
 PGOPTIONS="-c client_min_messages=warning" "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 "host=$PIX_PGDIR port=$PIX_PGPORT dbname=$PIX_DBNAME user=postgres" \
-    -c "CREATE EXTENSION IF NOT EXISTS pix"
+    -c "CREATE EXTENSION IF NOT EXISTS pix" -c "ALTER EXTENSION pix UPDATE" \
+    -c "DO \$\$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pix_http') THEN CREATE ROLE pix_http LOGIN IN ROLE pix_client; END IF; END \$\$"
 
-db="host=$PIX_PGDIR port=$PIX_PGPORT dbname=$PIX_DBNAME user=postgres"
-say "database:  psql \"$db\""
+db="host=$PIX_PGDIR port=$PIX_PGPORT dbname=$PIX_DBNAME user=pix_http"
+say "database:  psql \"host=$PIX_PGDIR port=$PIX_PGPORT dbname=$PIX_DBNAME user=postgres\" (the server logs in as pix_http)"
 say "server:    http://$PIX_LISTEN  (Ctrl-C stops the server and the cluster)"
 # In a session of its own, so that Ctrl-C reaches this script only, which then sends pixd exactly
 # one SIGTERM (a second signal makes pixd exit at once instead of gracefully).

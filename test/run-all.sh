@@ -109,50 +109,7 @@ free_port() {
 say "build"
 if ! make -j"$JOBS"; then
     record build 0 1
-    # ---- suites with a runner of their own: each ends with "N passed, N failed" --------------------
-# security: least-privilege role, id entropy, limits, configuration (test/security, ~40 s)
-# fuzz: every libFuzzer harness for PIX_FUZZ_SECONDS (10) seconds with its committed corpus
-# bench: pixbench's short drain, wake and expiry runs as a correctness check (verdicts, no timing)
-# docker: the compose file is accepted by docker-compose
-run_suite() { # name command...
-    local name=$1 out="$TMP/$1.out" status line p f
-    shift
-    say "$name: $*"
-    set +e
-    if declare -F "$1" >/dev/null; then
-        "$@" 2>&1 | tee "$out"
-    else
-        timeout 900 "$@" 2>&1 | tee "$out"
-    fi
-    status=${PIPESTATUS[0]}
-    set -e
-    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$out" | tail -n1 || true)
-    if [[ -n "$line" ]]; then
-        read -r p _ f _ <<<"$line"
-        f=${f%,}
-        if ((status != 0 && f == 0)); then
-            f=1
-        fi
-        record "$name" "$p" "$f"
-    else
-        echo "$name ended without a summary (status $status)"
-        record "$name" 0 1
-    fi
-}
-docker_check() {
-    if docker-compose -f docker/compose.yaml config >/dev/null; then
-        echo "1 passed, 0 failed"
-    else
-        echo "0 passed, 1 failed"
-        return 1
-    fi
-}
-if wanted security; then run_suite security test/security/run.sh; fi
-if wanted fuzz; then run_suite fuzz test/fuzz/run.sh "${PIX_FUZZ_SECONDS:-10}"; fi
-if wanted bench; then run_suite bench bench/pixbench.sh check --no-install; fi
-if wanted docker; then run_suite docker docker_check; fi
-
-finish
+    finish
 fi
 if ((EUID == 0)); then
     make install >/dev/null
@@ -168,92 +125,32 @@ PGPORT_TEST=$(free_port)
 say "throw-away cluster in $PGDIR, port $PGPORT_TEST"
 if ! ./scripts/cluster.sh start "$PGDIR" "$PGPORT_TEST" >/dev/null; then
     record cluster 0 1
-    # ---- suites with a runner of their own: each ends with "N passed, N failed" --------------------
-# security: least-privilege role, id entropy, limits, configuration (test/security, ~40 s)
-# fuzz: every libFuzzer harness for PIX_FUZZ_SECONDS (10) seconds with its committed corpus
-# bench: pixbench's short drain, wake and expiry runs as a correctness check (verdicts, no timing)
-# docker: the compose file is accepted by docker-compose
-run_suite() { # name command...
-    local name=$1 out="$TMP/$1.out" status line p f
-    shift
-    say "$name: $*"
-    set +e
-    if declare -F "$1" >/dev/null; then
-        "$@" 2>&1 | tee "$out"
-    else
-        timeout 900 "$@" 2>&1 | tee "$out"
-    fi
-    status=${PIPESTATUS[0]}
-    set -e
-    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$out" | tail -n1 || true)
-    if [[ -n "$line" ]]; then
-        read -r p _ f _ <<<"$line"
-        f=${f%,}
-        if ((status != 0 && f == 0)); then
-            f=1
-        fi
-        record "$name" "$p" "$f"
-    else
-        echo "$name ended without a summary (status $status)"
-        record "$name" 0 1
-    fi
-}
-docker_check() {
-    if docker-compose -f docker/compose.yaml config >/dev/null; then
-        echo "1 passed, 0 failed"
-    else
-        echo "0 passed, 1 failed"
-        return 1
-    fi
-}
-if wanted security; then run_suite security test/security/run.sh; fi
-if wanted fuzz; then run_suite fuzz test/fuzz/run.sh "${PIX_FUZZ_SECONDS:-10}"; fi
-if wanted bench; then run_suite bench bench/pixbench.sh check --no-install; fi
-if wanted docker; then run_suite docker docker_check; fi
-
-finish
+    finish
 fi
 export PGHOST=$PGDIR PGPORT=$PGPORT_TEST PGUSER=postgres
 
-# ---- pg_regress -------------------------------------------------------------------------------
-if wanted regress; then
-    if compgen -G 'sql/*.sql' >/dev/null; then
-        say "pg_regress (sql/)"
-        rm -f regression.diffs regression.out
-        set +e
-        make installcheck ISOLATION= PGHOST="$PGHOST" PGPORT="$PGPORT" PGUSER=postgres 2>&1 |
-            tee "$TMP/regress.out"
-        status=${PIPESTATUS[0]}
-        set -e
-        count_regress "$TMP/regress.out" regress "$status"
-        if ((status != 0)) && [[ -f regression.diffs ]]; then
-            say "regression.diffs"
-            cat regression.diffs
-        fi
-    else
-        say "pg_regress: no sql/*.sql yet, skipped"
+# ---- pg_regress and isolation: one make installcheck each, so one failing does not hide the other --
+pg_suite() { # name pattern directory-of-diffs make-variable-to-empty
+    local name=$1 pattern=$2 diffs=$3/regression.diffs empty=$4 status
+    if ! compgen -G "$pattern" >/dev/null; then
+        say "$name: no $pattern yet, skipped"
+        return
     fi
-fi
-
-# ---- isolation --------------------------------------------------------------------------------
-if wanted isolation; then
-    if compgen -G 'specs/*.spec' >/dev/null; then
-        say "isolation (specs/)"
-        rm -rf output_iso
-        set +e
-        make installcheck REGRESS= PGHOST="$PGHOST" PGPORT="$PGPORT" PGUSER=postgres 2>&1 |
-            tee "$TMP/isolation.out"
-        status=${PIPESTATUS[0]}
-        set -e
-        count_regress "$TMP/isolation.out" isolation "$status"
-        if ((status != 0)) && [[ -f output_iso/regression.diffs ]]; then
-            say "output_iso/regression.diffs"
-            cat output_iso/regression.diffs
-        fi
-    else
-        say "isolation: no specs/*.spec yet, skipped"
+    say "$name ($pattern)"
+    rm -f "$diffs"
+    set +e
+    make installcheck "$empty=" PGHOST="$PGHOST" PGPORT="$PGPORT" PGUSER=postgres 2>&1 |
+        tee "$TMP/$name.out"
+    status=${PIPESTATUS[0]}
+    set -e
+    count_regress "$TMP/$name.out" "$name" "$status"
+    if ((status != 0)) && [[ -f "$diffs" ]]; then
+        say "$diffs"
+        cat "$diffs"
     fi
-fi
+}
+if wanted regress; then pg_suite regress 'sql/*.sql' . ISOLATION; fi
+if wanted isolation; then pg_suite isolation 'specs/*.spec' output_iso REGRESS; fi
 
 # ---- unit tests -------------------------------------------------------------------------------
 if wanted unit; then

@@ -38,9 +38,16 @@ shim/%.o: shim/%.c $(wildcard shim/*.h)
 shim/pixd: $(SHIM_OBJS)
 	$(CC) $(SHIM_EXTRA_CFLAGS) -o $@ $^ $(SHIM_LIBS)
 
+# GET /openapi.json serves openapi/openapi.json (the single source) compiled in: od turns it into a
+# list of byte values that handlers/openapi.c #includes. Generated, git-ignored, rebuilt when the
+# JSON changes.
+shim/handlers/openapi.o: shim/handlers/openapi.json.inc
+shim/handlers/openapi.json.inc: openapi/openapi.json
+	od -An -v -tx1 $< | sed 's/[0-9a-f][0-9a-f]/0x&,/g' > $@.tmp && mv $@.tmp $@
+
 clean: clean-shim
 clean-shim:
-	rm -f shim/pixd shim/*.o shim/handlers/*.o
+	rm -f shim/pixd shim/*.o shim/handlers/*.o shim/handlers/openapi.json.inc
 
 # Pure-C unit tests of the validators and the renderer (no database needed).
 test/unit/test_validate: test/unit/test_validate.c extension/validate.c extension/render.c extension/validate.h extension/render.h

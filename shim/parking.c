@@ -130,39 +130,23 @@ static int wake_slot(struct parking_slot *s)
 }
 
 /*
- * A NOTIFY for ispb: every read of it that is querying right now reads again when its query comes
- * back empty (that query may have missed the new message), and ONE parked read wakes. A read that
- * then answers 200 wakes the next one (parking_wake_next), so a batch of messages is passed along
- * the parked readers one by one, and a single message costs one query, not one per parked reader.
+ * A NOTIFY for ispb wakes every parked read of it, and every read of it that is querying right now
+ * reads again if its query comes back empty (that query may have missed the new message). Waking
+ * only one per NOTIFY would be cheaper, but a read woken for one message can take an older one that
+ * nobody was woken for, and a message can then wait for the next NOTIFY (measured: p99 320 ms at
+ * 12 messages/s per ISPB). Every parked collector reading once per message costs database work, not
+ * latency, and only while the collectors are idle.
  */
 void parking_wake(const char *ispb)
 {
 	h2o_linklist_t *bucket = bucket_of(ispb);
 	h2o_linklist_t *node, *next;
-	int woken = 0;
 
 	for (node = bucket->next; node != bucket; node = next) {
 		struct parking_slot *s = H2O_STRUCT_FROM_MEMBER(struct parking_slot, link, node);
 		next = node->next;
-		if (strcmp(s->ispb, ispb) != 0)
-			continue;
-		if (!s->parked)
-			s->notified = 1;
-		else if (!woken)
-			woken = wake_slot(s);
-	}
-}
-
-void parking_wake_next(const char *ispb)
-{
-	h2o_linklist_t *bucket = bucket_of(ispb);
-	h2o_linklist_t *node, *next;
-
-	for (node = bucket->next; node != bucket; node = next) {
-		struct parking_slot *s = H2O_STRUCT_FROM_MEMBER(struct parking_slot, link, node);
-		next = node->next;
-		if (s->parked && strcmp(s->ispb, ispb) == 0 && wake_slot(s))
-			return;
+		if (strcmp(s->ispb, ispb) == 0)
+			wake_slot(s);
 	}
 }
 

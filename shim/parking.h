@@ -6,11 +6,10 @@
  * client goes away. A slot is embedded in the read's state: no allocation, O(1) join and leave.
  *
  * Per slot: joined (indexed by ISPB, deadline running) > parked (waiting) or reading (a query in
- * flight). A notification marks every reading slot of its ISPB (notified: read again as soon as the
- * current read comes back empty) and wakes one parked slot (on_wake: read again); a read that finds
- * messages wakes the next parked one (parking_wake_next). The deadline, --wait-ms after the request
- * joined, calls on_deadline on a parked slot and makes a reading one answer when its read comes
- * back empty.
+ * flight). A notification wakes every parked slot of its ISPB (on_wake: read again) and marks every
+ * reading one (notified: read again as soon as the current read comes back empty). The deadline,
+ * --wait-ms after the request joined, calls on_deadline on a parked slot and makes a reading one
+ * answer when its read comes back empty.
  */
 #ifndef PIXD_PARKING_H
 #define PIXD_PARKING_H
@@ -45,8 +44,6 @@ enum park_outcome parking_park(struct parking_slot *s);
 /* Idempotent: safe from a dispose callback whatever the state. */
 void parking_leave(struct parking_slot *s);
 void parking_wake(const char *ispb);
-/* A read of ispb found messages: there may be more, wake one more parked read of it. */
-void parking_wake_next(const char *ispb);
 void parking_wake_all(void);
 /* Graceful shutdown: every parked read answers now; reading ones answer when their read returns. */
 void parking_shutdown(void);

@@ -199,7 +199,6 @@ static void answer_messages(struct read_ctx *ctx, const PGresult *res)
 {
 	h2o_req_t *req = read_finish(ctx);
 
-	parking_wake_next(ctx->ispb);
 	pixd_metrics.reads_200++;
 	add_header(req, "Pull-Next", PQgetvalue(res, 0, 1), PQgetlength(res, 0, 1));
 	respond(req, 200, "application/json", PQgetvalue(res, 0, 3), PQgetlength(res, 0, 3));

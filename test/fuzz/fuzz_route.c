@@ -92,10 +92,6 @@ void parking_leave(struct parking_slot *s)
 {
 	s->joined = 0;
 }
-void parking_wake_next(const char *ispb)
-{
-	(void)ispb;
-}
 void metrics_observe(h2o_req_t *req, int status, double ms)
 {
 	(void)req;

@@ -1,38 +1,40 @@
 /*
  * claim.c — the hot path: take the oldest ready messages of one ISPB.
  *
- * The access path is fixed in C rather than left to the planner: ordered scans of pix.ready's primary
- * key (ispb, fresh, message_id), exactly as SELECT ... ORDER BY FOR UPDATE SKIP LOCKED followed by
- * DELETE would do when planned well. A plan that flips to another path under some statistics cannot
- * happen here.
+ * The access path is fixed in C rather than left to the planner: ordered scans of pix.ready's
+ * primary key (ispb, fresh, message_id), exactly as SELECT ... ORDER BY FOR UPDATE SKIP LOCKED
+ * followed by DELETE would do when planned well. A plan that flips to another path under some
+ * statistics cannot happen here.
  *
  * TWO RANGES PER ISPB. A requeued message (expiry, or a stop on the previous id) is put back with
- * fresh = false, a newly enqueued one has fresh = true, and false sorts first. Every claim first scans
- * the whole requeued range, then the fresh range: a redelivered message always goes before newer ones.
- * The requeued range is small (redeliveries are rare), so scanning all of it costs nothing.
+ * fresh = false, a newly enqueued one has fresh = true, and false sorts first. Every claim first
+ * scans the whole requeued range, then the fresh range: a redelivered message always goes before
+ * newer ones. The requeued range is small (redeliveries are rare), so scanning all of it costs
+ * nothing.
  *
- * CONCURRENCY. Each candidate row is locked with LockWaitSkip before it is deleted. A row that another
- * transaction is claiming (locked or deleted, not yet committed) is skipped, so concurrent readers of
- * one ISPB never wait for each other and never take the same row; a row deleted by a committed claimer
- * after our snapshot is reported as TM_Deleted and skipped too. Only one transaction can ever delete a
- * given ready row, which is what keeps a message out of two pending batches (see stream.c).
- *   The scans use the latest snapshot, not the statement's: a message committed a moment ago is
- * claimable now. That is only sound in READ COMMITTED, which every caller checks first.
+ * CONCURRENCY. Each candidate row is locked with LockWaitSkip before it is deleted. A row that
+ * another transaction is claiming (locked or deleted, not yet committed) is skipped, so concurrent
+ * readers of one ISPB never wait for each other and never take the same row; a row deleted by a
+ * committed claimer after our snapshot is reported as TM_Deleted and skipped too. Only one
+ * transaction can ever delete a given ready row, which is what keeps a message out of two pending
+ * batches (see stream.c). The scans use the latest snapshot, not the statement's: a message
+ * committed a moment ago is claimable now. That is only sound in READ COMMITTED, which every caller
+ * checks first.
  *
- * THE DEAD HEAD. Every claim deletes rows at the low end of the fresh range, and their index entries
- * stay until vacuum removes them. Entries dead to everyone are marked killed by the first scan that
- * meets them and skipped cheaply afterwards, but a scan from the start still steps over all of them:
- * under a steady drain that gets slower by the second until autovacuum passes. So each backend keeps,
- * per ISPB, a hint: the message id of the first index entry of the fresh range that its last scan did
- * not find killed — live, being inserted, being claimed, or dead but not yet known to be. The hint
- * never passes an entry that might still be claimable, so most scans start there (message_id >= hint)
- * and step over nothing.
- *   One case can still land below a hint: an INSERT takes its ids when its rows are formed but adds
- * their ready rows at the end of its statement, so for the length of one statement a lower id can
- * appear behind a higher one that was claimed. So a backend scans the fresh range from its start at
- * least every PIX_FULL_SCAN_INTERVAL_MS (not whenever the queue looks short: near an empty queue that
- * would mean stepping over every dead entry on every read until vacuum). Correctness (no loss, no
- * message in two batches) never depends on the hint; at worst such a message waits that long.
+ * THE DEAD HEAD. Every claim deletes rows at the low end of the fresh range, and their index
+ * entries stay until vacuum removes them. Entries dead to everyone are marked killed by the first
+ * scan that meets them and skipped cheaply afterwards, but a scan from the start still steps over
+ * all of them: under a steady drain that gets slower by the second until autovacuum passes. So each
+ * backend keeps, per ISPB, a hint: the message id of the first index entry of the fresh range that
+ * its last scan did not find killed — live, being inserted, being claimed, or dead but not yet
+ * known to be. The hint never passes an entry that might still be claimable, so most scans start
+ * there (message_id >= hint) and step over nothing. One case can still land below a hint: an INSERT
+ * takes its ids when its rows are formed but adds their ready rows at the end of its statement, so
+ * for the length of one statement a lower id can appear behind a higher one that was claimed. So a
+ * backend scans the fresh range from its start at least every PIX_FULL_SCAN_INTERVAL_MS (not
+ * whenever the queue looks short: near an empty queue that would mean stepping over every dead
+ * entry on every read until vacuum). Correctness (no loss, no message in two batches) never depends
+ * on the hint; at worst such a message waits that long.
  */
 #include "claim.h"
 
@@ -63,8 +65,8 @@
 #define READY_MESSAGE_ID 3
 
 /*
- * Per backend, per ISPB: where the fresh range's first entry not known dead was, when we last scanned
- * all of the range, and when reads last swept the ISPB's idle streams.
+ * Per backend, per ISPB: where the fresh range's first entry not known dead was, when we last
+ * scanned all of the range, and when reads last swept the ISPB's idle streams.
  */
 typedef struct claim_hint {
 	char ispb[9]; /* hash key */
@@ -94,14 +96,13 @@ static int scan_range(claim *c, bool fresh, int64 from_id, int64 *first_entry_id
 static bool lock_and_delete(claim *c, ItemPointer tid);
 static void sort_ids(int64 *ids, int count);
 
-int
-pix_claim_ready(const char *ispb, int max, int64 *ids, int *redelivered)
+int pix_claim_ready(const char *ispb, int max, int64 *ids, int *redelivered)
 {
 	Oid index_oid;
 	Oid heap_oid = ready_relation(&index_oid);
 	claim_hint *hint = hint_for(ispb);
 	TimestampTz now = GetCurrentTimestamp();
-	bool full = now - hint->last_full_scan >= PIX_FULL_SCAN_INTERVAL_MS * (int64) 1000;
+	bool full = now - hint->last_full_scan >= PIX_FULL_SCAN_INTERVAL_MS * (int64)1000;
 	int64 first_entry = -1;
 	claim c = {.ispb = ispb, .max = max, .ids = ids};
 
@@ -132,11 +133,11 @@ pix_claim_ready(const char *ispb, int max, int64 *ids, int *redelivered)
 }
 
 /*
- * Reads sweep their ISPB's idle streams at most once per interval per backend: expiry is measured in
- * seconds, and the sweep is a statement of its own. Starts always sweep (they need the true count).
+ * Reads sweep their ISPB's idle streams at most once per interval per backend: expiry is measured
+ * in seconds, and the sweep is a statement of its own. Starts always sweep (they need the true
+ * count).
  */
-bool
-pix_claim_sweep_due(const char *ispb, TimestampTz now, int64 interval_ms)
+bool pix_claim_sweep_due(const char *ispb, TimestampTz now, int64 interval_ms)
 {
 	claim_hint *hint = hint_for(ispb);
 
@@ -147,21 +148,22 @@ pix_claim_sweep_due(const char *ispb, TimestampTz now, int64 interval_ms)
 }
 
 /*
- * One ordered scan of the ISPB's requeued (fresh = false) or fresh range from from_id on, taking rows
- * until the batch is full. When first_entry_id is given, lowers it to the message id of the first
- * index entry the scan met that is not known dead (killed entries never reach us). Returns how many
- * rows this scan took.
+ * One ordered scan of the ISPB's requeued (fresh = false) or fresh range from from_id on, taking
+ * rows until the batch is full. When first_entry_id is given, lowers it to the message id of the
+ * first index entry the scan met that is not known dead (killed entries never reach us). Returns
+ * how many rows this scan took.
  */
-static int
-scan_range(claim *c, bool fresh, int64 from_id, int64 *first_entry_id)
+static int scan_range(claim *c, bool fresh, int64 from_id, int64 *first_entry_id)
 {
 	IndexScanDesc scan;
 	ScanKeyData keys[3];
 	int taken_before = c->taken;
 
-	ScanKeyInit(&keys[0], READY_ISPB, BTEqualStrategyNumber, F_TEXTEQ, CStringGetTextDatum(c->ispb));
+	ScanKeyInit(&keys[0], READY_ISPB, BTEqualStrategyNumber, F_TEXTEQ,
+	            CStringGetTextDatum(c->ispb));
 	ScanKeyInit(&keys[1], READY_FRESH, BTEqualStrategyNumber, F_BOOLEQ, BoolGetDatum(fresh));
-	ScanKeyInit(&keys[2], READY_MESSAGE_ID, BTGreaterEqualStrategyNumber, F_INT8GE, Int64GetDatum(from_id));
+	ScanKeyInit(&keys[2], READY_MESSAGE_ID, BTGreaterEqualStrategyNumber, F_INT8GE,
+	            Int64GetDatum(from_id));
 	scan = index_beginscan(c->heap, c->index, c->snapshot, 3, 0);
 	scan->xs_want_itup = first_entry_id != NULL; /* to read message_id off entries we cannot see */
 	index_rescan(scan, keys, 3, NULL, 0);
@@ -170,13 +172,14 @@ scan_range(claim *c, bool fresh, int64 from_id, int64 *first_entry_id)
 		bool isnull;
 		Datum message_id;
 
-		/* index_getnext_slot, unrolled to look at each index entry before the heap says anything. */
+		/* index_getnext_slot, unrolled to look at each index entry before the heap says anything.
+		 */
 		if (!scan->xs_heap_continue) {
 			if (index_getnext_tid(scan, ForwardScanDirection) == NULL)
 				break;
 			if (first_entry_id != NULL) {
 				int64 entry_id = DatumGetInt64(
-					index_getattr(scan->xs_itup, READY_MESSAGE_ID, scan->xs_itupdesc, &isnull));
+				    index_getattr(scan->xs_itup, READY_MESSAGE_ID, scan->xs_itupdesc, &isnull));
 
 				if (!isnull && (*first_entry_id < 0 || entry_id < *first_entry_id))
 					*first_entry_id = entry_id;
@@ -193,27 +196,27 @@ scan_range(claim *c, bool fresh, int64 from_id, int64 *first_entry_id)
 }
 
 /*
- * SKIP LOCKED, then DELETE, as the executor does for those clauses. Returns false when the row is not
- * ours to take: locked or being deleted by another transaction, or already deleted by a committed one.
+ * SKIP LOCKED, then DELETE, as the executor does for those clauses. Returns false when the row is
+ * not ours to take: locked or being deleted by another transaction, or already deleted by a
+ * committed one.
  */
-static bool
-lock_and_delete(claim *c, ItemPointer tid)
+static bool lock_and_delete(claim *c, ItemPointer tid)
 {
 	TM_FailureData failure;
 	TM_Result result;
 	ItemPointerData target = *tid;
 
 	result = table_tuple_lock(c->heap, &target, c->snapshot, c->scratch, GetCurrentCommandId(true),
-							  LockTupleExclusive, LockWaitSkip, 0, &failure);
+	                          LockTupleExclusive, LockWaitSkip, 0, &failure);
 	if (result != TM_Ok)
 		return false;
 	simple_table_tuple_delete(c->heap, &target, c->snapshot);
 	return true;
 }
 
-/* Oldest first within the batch: the requeued and fresh ranges, and a late straggler, interleave. */
-static void
-sort_ids(int64 *ids, int count)
+/* Oldest first within the batch: the requeued and fresh ranges, and a late straggler, interleave.
+ */
+static void sort_ids(int64 *ids, int count)
 {
 	for (int i = 1; i < count; i++)
 		for (int j = i; j > 0 && ids[j - 1] > ids[j]; j--) {
@@ -224,9 +227,9 @@ sort_ids(int64 *ids, int count)
 		}
 }
 
-/* The backend's hint for an ISPB; the table is dropped and rebuilt if a backend serves very many. */
-static claim_hint *
-hint_for(const char *ispb)
+/* The backend's hint for an ISPB; the table is dropped and rebuilt if a backend serves very many.
+ */
+static claim_hint *hint_for(const char *ispb)
 {
 	claim_hint *hint;
 	bool found;
@@ -250,19 +253,19 @@ hint_for(const char *ispb)
 }
 
 /*
- * Looked up on every call: a cached OID would go stale if the extension were dropped and created again
- * in the same session, and two syscache lookups cost next to nothing.
+ * Looked up on every call: a cached OID would go stale if the extension were dropped and created
+ * again in the same session, and two syscache lookups cost next to nothing.
  */
-static Oid
-ready_relation(Oid *index_oid)
+static Oid ready_relation(Oid *index_oid)
 {
 	Oid schema = get_namespace_oid("pix", false);
 	Oid heap_oid = get_relname_relid("ready", schema);
 
 	*index_oid = get_relname_relid("ready_pkey", schema);
 	if (!OidIsValid(heap_oid) || !OidIsValid(*index_oid))
-		ereport(ERROR, (errcode(ERRCODE_UNDEFINED_TABLE),
-						errmsg("pix.ready or its primary key is missing"),
-						errhint("Reinstall the extension: DROP EXTENSION pix; CREATE EXTENSION pix;")));
+		ereport(ERROR,
+		        (errcode(ERRCODE_UNDEFINED_TABLE),
+		         errmsg("pix.ready or its primary key is missing"),
+		         errhint("Reinstall the extension: DROP EXTENSION pix; CREATE EXTENSION pix;")));
 	return heap_oid;
 }

@@ -15,8 +15,8 @@
  */
 extern int pix_claim_ready(const char *ispb, int max, int64 *ids, int *redelivered);
 
-
-/* True (and remembered) when this backend's reads of ispb have not swept idle streams for interval_ms. */
+/* True (and remembered) when this backend's reads of ispb have not swept idle streams for
+ * interval_ms. */
 extern bool pix_claim_sweep_due(const char *ispb, TimestampTz now, int64 interval_ms);
 
 #endif

@@ -1,10 +1,10 @@
 /*
- * pix.c — the extension's entry point: module magic, configuration (every GUC, in one place) and the
- * argument checks every SQL function shares.
+ * pix.c — the extension's entry point: module magic, configuration (every GUC, in one place) and
+ * the argument checks every SQL function shares.
  *
- * The state machine (streams, claims, confirmation, expiry) and its invariants are explained at the top
- * of stream.c; the claim's access path in claim.c; message validation and rendering in message.c,
- * validate.c and render.c; the generator in generate.c.
+ * The state machine (streams, claims, confirmation, expiry) and its invariants are explained at the
+ * top of stream.c; the claim's access path in claim.c; message validation and rendering in
+ * message.c, validate.c and render.c; the generator in generate.c.
  */
 #include "pix.h"
 
@@ -25,49 +25,53 @@ int pix_history_retention_s = 7 * 24 * 3600;
 void _PG_init(void);
 
 /*
- * Registers the GUCs. They are PGC_SUSET: the limits protect every collector of an institution, so a
- * client session may not raise them for itself; set them with ALTER DATABASE/ROLE or postgresql.conf.
+ * Registers the GUCs. They are PGC_SUSET: the limits protect every collector of an institution, so
+ * a client session may not raise them for itself; set them with ALTER DATABASE/ROLE or
+ * postgresql.conf.
  */
-void
-_PG_init(void)
+void _PG_init(void)
 {
 	DefineCustomIntVariable("pix.max_collectors", "Open streams allowed per ISPB.", NULL,
-							&pix_max_collectors, 6, 1, 1000, PGC_SUSET, 0, NULL, NULL, NULL);
-	DefineCustomIntVariable("pix.stream_idle_timeout",
-							"A stream not read for this long expires and its pending batch is requeued.",
-							NULL, &pix_stream_idle_timeout_ms, 60000, 1, 24 * 3600 * 1000, PGC_SUSET,
-							GUC_UNIT_MS, NULL, NULL, NULL);
-	DefineCustomIntVariable("pix.max_generate", "Largest number of messages pix_generate_messages makes per call.",
-							NULL, &pix_max_generate, 10000, 1, 1000000, PGC_SUSET, 0, NULL, NULL, NULL);
-	DefineCustomIntVariable("pix.history_retention",
-							"Confirmed messages are kept this long for audit, then pix_purge_history() removes them.",
-							NULL, &pix_history_retention_s, 7 * 24 * 3600, 0, PG_INT32_MAX, PGC_SUSET,
-							GUC_UNIT_S, NULL, NULL, NULL);
+	                        &pix_max_collectors, 6, 1, 1000, PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable(
+	    "pix.stream_idle_timeout",
+	    "A stream not read for this long expires and its pending batch is requeued.", NULL,
+	    &pix_stream_idle_timeout_ms, 60000, 1, 24 * 3600 * 1000, PGC_SUSET, GUC_UNIT_MS, NULL, NULL,
+	    NULL);
+	DefineCustomIntVariable(
+	    "pix.max_generate", "Largest number of messages pix_generate_messages makes per call.",
+	    NULL, &pix_max_generate, 10000, 1, 1000000, PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable(
+	    "pix.history_retention",
+	    "Confirmed messages are kept this long for audit, then pix_purge_history() removes them.",
+	    NULL, &pix_history_retention_s, 7 * 24 * 3600, 0, PG_INT32_MAX, PGC_SUSET, GUC_UNIT_S, NULL,
+	    NULL, NULL);
 	MarkGUCPrefixReserved("pix");
 }
 
 /*
- * Every function takes the ISPB first and checks it first, so a malformed one is always a 400, whatever
- * else is wrong with the call. The text may be huge or not valid in any encoding: only its bytes are read.
+ * Every function takes the ISPB first and checks it first, so a malformed one is always a 400,
+ * whatever else is wrong with the call. The text may be huge or not valid in any encoding: only its
+ * bytes are read.
  */
-char *
-pix_ispb_arg(text *arg)
+char *pix_ispb_arg(text *arg)
 {
 	if (arg == NULL || !pix_valid_ispb(VARDATA_ANY(arg), VARSIZE_ANY_EXHDR(arg)))
 		ereport(ERROR, (errcode(ERRCODE_PIX_INVALID_ISPB), errmsg("invalid ISPB"),
-						errdetail("An ISPB is exactly 8 ASCII digits.")));
+		                errdetail("An ISPB is exactly 8 ASCII digits.")));
 	return text_to_cstring(arg);
 }
 
 /*
- * Every function runs in READ COMMITTED: claims and counts must see what other transactions committed
- * up to now, which a transaction snapshot would hide. Refusing is clearer than answering wrongly.
+ * Every function runs in READ COMMITTED: claims and counts must see what other transactions
+ * committed up to now, which a transaction snapshot would hide. Refusing is clearer than answering
+ * wrongly.
  */
-void
-pix_require_read_committed(void)
+void pix_require_read_committed(void)
 {
 	if (IsolationUsesXactSnapshot())
-		ereport(ERROR, (errcode(ERRCODE_PIX_ISOLATION),
-						errmsg("pix functions need READ COMMITTED isolation"),
-						errdetail("Claims must see messages and streams committed by others up to now.")));
+		ereport(ERROR,
+		        (errcode(ERRCODE_PIX_ISOLATION),
+		         errmsg("pix functions need READ COMMITTED isolation"),
+		         errdetail("Claims must see messages and streams committed by others up to now.")));
 }

@@ -19,11 +19,11 @@
 #include "postgres.h"
 
 /* SQLSTATEs, one per condition of the contract (class PX). The HTTP mapping is in README.md. */
-#define ERRCODE_PIX_INVALID_ISPB MAKE_SQLSTATE('P', 'X', '0', '0', '1')		/* 400 */
-#define ERRCODE_PIX_INVALID_COUNT MAKE_SQLSTATE('P', 'X', '0', '0', '2')	/* 400 */
+#define ERRCODE_PIX_INVALID_ISPB MAKE_SQLSTATE('P', 'X', '0', '0', '1')     /* 400 */
+#define ERRCODE_PIX_INVALID_COUNT MAKE_SQLSTATE('P', 'X', '0', '0', '2')    /* 400 */
 #define ERRCODE_PIX_TOO_MANY_STREAMS MAKE_SQLSTATE('P', 'X', '0', '0', '3') /* 429 */
 #define ERRCODE_PIX_STREAM_NOT_FOUND MAKE_SQLSTATE('P', 'X', '0', '0', '4') /* 404 */
-#define ERRCODE_PIX_STREAM_GONE MAKE_SQLSTATE('P', 'X', '0', '0', '5')		/* 410 */
+#define ERRCODE_PIX_STREAM_GONE MAKE_SQLSTATE('P', 'X', '0', '0', '5')      /* 410 */
 #define ERRCODE_PIX_INVALID_MESSAGE MAKE_SQLSTATE('P', 'X', '0', '0', '6')
 #define ERRCODE_PIX_IMMUTABLE MAKE_SQLSTATE('P', 'X', '0', '0', '7')
 #define ERRCODE_PIX_ISOLATION MAKE_SQLSTATE('P', 'X', '0', '0', '8')

@@ -1,5 +1,6 @@
 /*
- * stream.c — streams: start, read, stop, expiry and history purge. The state machine of the product.
+ * stream.c — streams: start, read, stop, expiry and history purge. The state machine of the
+ * product.
  *
  * STORAGE
  *   pix.message    append-only log of immutable messages (id = enqueue order). Never updated.
@@ -11,46 +12,49 @@
  *
  * THE INVARIANT
  *   At every committed state, each message that is not confirmed is in exactly one place: a row of
- *   pix.ready, or the pending_ids of exactly one open stream. A confirmed message is in neither and never
- *   returns to either. Hence no message is lost (it stays somewhere until confirmed) and no message is
- *   held by two live streams.
+ *   pix.ready, or the pending_ids of exactly one open stream. A confirmed message is in neither and
+ * never returns to either. Hence no message is lost (it stays somewhere until confirmed) and no
+ * message is held by two live streams.
  *
  * TRANSITIONS (each inside one function call, one transaction)
  *   enqueue   INSERT into pix.message; the statement trigger inserts its pix.ready rows and NOTIFYs
  *             pix_message with the ISPB.
- *   claim     claim.c deletes up to n ready rows of the ISPB (skipping rows other claimers hold) and the
- *             same transaction stores their ids as the stream's pending_ids. A ready row can be deleted
+ *   claim     claim.c deletes up to n ready rows of the ISPB (skipping rows other claimers hold)
+ * and the same transaction stores their ids as the stream's pending_ids. A ready row can be deleted
  *             by one transaction only, so two streams can never claim the same message.
- *   confirm   a call on the stream's current id marks the pending batch's iteration confirmed_at and
- *             empties pending_ids. Nothing is inserted into pix.ready: the messages are done.
- *   requeue   expiry, or a stop on the previous id, moves pending_ids back to pix.ready in its requeued
- *             range, which claims take before the fresh one (so a redelivered message goes before
- *             every newer one), marks the iteration requeued_at, closes the stream, and NOTIFYs.
+ *   confirm   a call on the stream's current id marks the pending batch's iteration confirmed_at
+ * and empties pending_ids. Nothing is inserted into pix.ready: the messages are done. requeue
+ * expiry, or a stop on the previous id, moves pending_ids back to pix.ready in its requeued range,
+ * which claims take before the fresh one (so a redelivered message goes before every newer one),
+ * marks the iteration requeued_at, closes the stream, and NOTIFYs.
  *
  * IDS
- *   Each read that delivers messages issues a new id (seq + 1); an empty read keeps the id. A call is
- *   classified by the seq of the iteration its id names: seq == stream.seq is the current id (confirm
- *   and read on); seq == stream.seq - 1 while a batch is pending is the previous id (the collector lost
- *   our answer: replay it, confirm nothing); anything older, or any id of a closed or expired stream, is
- *   gone (PX005). Unknown, malformed and other ISPBs' ids are not found (PX004), with the same message.
+ *   Each read that delivers messages issues a new id (seq + 1); an empty read keeps the id. A call
+ * is classified by the seq of the iteration its id names: seq == stream.seq is the current id
+ * (confirm and read on); seq == stream.seq - 1 while a batch is pending is the previous id (the
+ * collector lost our answer: replay it, confirm nothing); anything older, or any id of a closed or
+ * expired stream, is gone (PX005). Unknown, malformed and other ISPBs' ids are not found (PX004),
+ * with the same message.
  *
  * LOCKING
- *   Every call on a stream first locks its pix.stream row (FOR NO KEY UPDATE), so calls on one stream
- *   are serialized: a retry racing a new read, a stop racing a read, an expiry racing a read all see the
- *   other's committed outcome. Starts of one ISPB are serialized by its pix.institution row so the count
- *   of open streams cannot be overrun by concurrent starts; the lock is held to commit, after the new
- *   stream row is written. Reads of one ISPB never lock anything shared: claims skip locked ready rows,
- *   and the expiry sweep skips stream rows that their readers hold (a stream being read is alive).
+ *   Every call on a stream first locks its pix.stream row (FOR NO KEY UPDATE), so calls on one
+ * stream are serialized: a retry racing a new read, a stop racing a read, an expiry racing a read
+ * all see the other's committed outcome. Starts of one ISPB are serialized by its pix.institution
+ * row so the count of open streams cannot be overrun by concurrent starts; the lock is held to
+ * commit, after the new stream row is written. Reads of one ISPB never lock anything shared: claims
+ * skip locked ready rows, and the expiry sweep skips stream rows that their readers hold (a stream
+ * being read is alive).
  *
  * EXPIRY
- *   A stream whose last_read_at is older than pix.stream_idle_timeout is dead. Its ids answer gone at
- *   once; its slot and batch are recovered by the next sweep: every start of its ISPB sweeps that ISPB
- *   first (so the count of open streams is true), reads sweep it before claiming (so the requeued batch
- *   goes to that very reader) at most once a second per backend (a quarter of the timeout if shorter),
- *   and pix_expire_streams() sweeps them all. Errors never write, so a call that answers "gone" leaves
- *   the sweep to the others.
+ *   A stream whose last_read_at is older than pix.stream_idle_timeout is dead. Its ids answer gone
+ * at once; its slot and batch are recovered by the next sweep: every start of its ISPB sweeps that
+ * ISPB first (so the count of open streams is true), reads sweep it before claiming (so the
+ * requeued batch goes to that very reader) at most once a second per backend (a quarter of the
+ * timeout if shorter), and pix_expire_streams() sweeps them all. Errors never write, so a call that
+ * answers "gone" leaves the sweep to the others.
  *
- * All functions run in READ COMMITTED: each statement, and the claim scan, sees what is committed now.
+ * All functions run in READ COMMITTED: each statement, and the claim scan, sees what is committed
+ * now.
  */
 #include "pix.h"
 
@@ -108,86 +112,100 @@ typedef struct read_result {
 } read_result;
 
 static statement lock_stream_sql = {
-	"SELECT s.stream_id, s.ispb, s.state, s.seq, s.current_iid, s.pending_ids, s.last_read_at, i.seq"
-	"  FROM pix.iteration i JOIN pix.stream s ON s.stream_id = i.stream_id"
-	" WHERE i.iid = $1 FOR NO KEY UPDATE OF s",
-	1, {TEXTOID}};
+    "SELECT s.stream_id, s.ispb, s.state, s.seq, s.current_iid, s.pending_ids, s.last_read_at, "
+    "i.seq"
+    "  FROM pix.iteration i JOIN pix.stream s ON s.stream_id = i.stream_id"
+    " WHERE i.iid = $1 FOR NO KEY UPDATE OF s",
+    1,
+    {TEXTOID}};
 static statement confirm_sql = {
-	"UPDATE pix.iteration SET confirmed_at = $2 WHERE iid = $1", 2, {TEXTOID, TIMESTAMPTZOID}};
+    "UPDATE pix.iteration SET confirmed_at = $2 WHERE iid = $1", 2, {TEXTOID, TIMESTAMPTZOID}};
 static statement advance_sql = {
-	"UPDATE pix.stream SET seq = seq + 1, current_iid = $2, pending_ids = $3, last_read_at = $4,"
-	"       delivered = delivered + cardinality($3), redelivered = redelivered + $5,"
-	"       confirmed = confirmed + cardinality(pending_ids)"
-	" WHERE stream_id = $1",
-	5, {INT8OID, TEXTOID, INT8ARRAYOID, TIMESTAMPTZOID, INT4OID}};
-static statement stay_sql = {
-	"UPDATE pix.stream SET pending_ids = '{}', last_read_at = $2,"
-	"       confirmed = confirmed + cardinality(pending_ids)"
-	" WHERE stream_id = $1",
-	2, {INT8OID, TIMESTAMPTZOID}};
+    "UPDATE pix.stream SET seq = seq + 1, current_iid = $2, pending_ids = $3, last_read_at = $4,"
+    "       delivered = delivered + cardinality($3), redelivered = redelivered + $5,"
+    "       confirmed = confirmed + cardinality(pending_ids)"
+    " WHERE stream_id = $1",
+    5,
+    {INT8OID, TEXTOID, INT8ARRAYOID, TIMESTAMPTZOID, INT4OID}};
+static statement stay_sql = {"UPDATE pix.stream SET pending_ids = '{}', last_read_at = $2,"
+                             "       confirmed = confirmed + cardinality(pending_ids)"
+                             " WHERE stream_id = $1",
+                             2,
+                             {INT8OID, TIMESTAMPTZOID}};
 static statement touch_sql = {
-	"UPDATE pix.stream SET last_read_at = $2 WHERE stream_id = $1", 2, {INT8OID, TIMESTAMPTZOID}};
+    "UPDATE pix.stream SET last_read_at = $2 WHERE stream_id = $1", 2, {INT8OID, TIMESTAMPTZOID}};
 static statement close_confirming_sql = {
-	"UPDATE pix.stream SET state = 'c', pending_ids = '{}', closed_at = $2,"
-	"       confirmed = confirmed + cardinality(pending_ids)"
-	" WHERE stream_id = $1",
-	2, {INT8OID, TIMESTAMPTZOID}};
+    "UPDATE pix.stream SET state = 'c', pending_ids = '{}', closed_at = $2,"
+    "       confirmed = confirmed + cardinality(pending_ids)"
+    " WHERE stream_id = $1",
+    2,
+    {INT8OID, TIMESTAMPTZOID}};
 static statement close_requeuing_sql = {
-	"UPDATE pix.stream SET state = 'c', pending_ids = '{}', closed_at = $2,"
-	"       requeued = requeued + cardinality(pending_ids)"
-	" WHERE stream_id = $1",
-	2, {INT8OID, TIMESTAMPTZOID}};
+    "UPDATE pix.stream SET state = 'c', pending_ids = '{}', closed_at = $2,"
+    "       requeued = requeued + cardinality(pending_ids)"
+    " WHERE stream_id = $1",
+    2,
+    {INT8OID, TIMESTAMPTZOID}};
 static statement insert_iteration_sql = {
-	"INSERT INTO pix.iteration (iid, stream_id, seq, message_ids, delivered_at)"
-	" VALUES ($1, $2, $3, $4, $5)",
-	5, {TEXTOID, INT8OID, INT4OID, INT8ARRAYOID, TIMESTAMPTZOID}};
+    "INSERT INTO pix.iteration (iid, stream_id, seq, message_ids, delivered_at)"
+    " VALUES ($1, $2, $3, $4, $5)",
+    5,
+    {TEXTOID, INT8OID, INT4OID, INT8ARRAYOID, TIMESTAMPTZOID}};
 static statement insert_stream_sql = {
-	"INSERT INTO pix.stream (ispb, seq, current_iid, pending_ids, opened_at, last_read_at, delivered,"
-	"                        redelivered)"
-	" VALUES ($1, 1, $2, $3, $4, $4, cardinality($3), $5) RETURNING stream_id",
-	5, {TEXTOID, TEXTOID, INT8ARRAYOID, TIMESTAMPTZOID, INT4OID}};
+    "INSERT INTO pix.stream (ispb, seq, current_iid, pending_ids, opened_at, last_read_at, "
+    "delivered,"
+    "                        redelivered)"
+    " VALUES ($1, 1, $2, $3, $4, $4, cardinality($3), $5) RETURNING stream_id",
+    5,
+    {TEXTOID, TEXTOID, INT8ARRAYOID, TIMESTAMPTZOID, INT4OID}};
 static statement bodies_sql = {
-	"SELECT body FROM pix.message WHERE id = ANY ($1) ORDER BY id", 1, {INT8ARRAYOID}};
-static statement requeue_sql = {
-	"INSERT INTO pix.ready (ispb, fresh, message_id) SELECT $1, false, unnest($2::pg_catalog.int8[])", 2,
-	{TEXTOID, INT8ARRAYOID}};
+    "SELECT body FROM pix.message WHERE id = ANY ($1) ORDER BY id", 1, {INT8ARRAYOID}};
+static statement requeue_sql = {"INSERT INTO pix.ready (ispb, fresh, message_id) SELECT $1, false, "
+                                "unnest($2::pg_catalog.int8[])",
+                                2,
+                                {TEXTOID, INT8ARRAYOID}};
 static statement mark_requeued_sql = {
-	"UPDATE pix.iteration SET requeued_at = $2 WHERE iid = $1", 2, {TEXTOID, TIMESTAMPTZOID}};
+    "UPDATE pix.iteration SET requeued_at = $2 WHERE iid = $1", 2, {TEXTOID, TIMESTAMPTZOID}};
 static statement lock_institution_sql = {
-	"SELECT 1 FROM pix.institution WHERE ispb = $1 FOR UPDATE", 1, {TEXTOID}};
+    "SELECT 1 FROM pix.institution WHERE ispb = $1 FOR UPDATE", 1, {TEXTOID}};
 static statement insert_institution_sql = {
-	"INSERT INTO pix.institution (ispb) VALUES ($1) ON CONFLICT DO NOTHING", 1, {TEXTOID}};
+    "INSERT INTO pix.institution (ispb) VALUES ($1) ON CONFLICT DO NOTHING", 1, {TEXTOID}};
 static statement count_open_sql = {
-	"SELECT count(*) FROM pix.stream WHERE ispb = $1 AND state = 'o'", 1, {TEXTOID}};
+    "SELECT count(*) FROM pix.stream WHERE ispb = $1 AND state = 'o'", 1, {TEXTOID}};
 static statement purge_iterations_sql = {
-	"WITH old AS ("
-	"  SELECT i.iid FROM pix.iteration i JOIN pix.stream s ON s.stream_id = i.stream_id"
-	"   WHERE (s.state <> 'o' OR i.seq < s.seq - 1)"
-	"     AND coalesce(i.confirmed_at, i.requeued_at, i.delivered_at) < $1"
-	"   LIMIT " CppAsString2(PIX_PURGE_CHUNK) "),"
-	" gone AS (DELETE FROM pix.iteration i USING old WHERE i.iid = old.iid"
-	"          RETURNING i.message_ids, i.confirmed_at),"
-	" removed AS (DELETE FROM pix.message m WHERE m.id IN"
-	"             (SELECT unnest(message_ids) FROM gone WHERE confirmed_at IS NOT NULL) RETURNING 1)"
-	" SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM removed)",
-	1, {TIMESTAMPTZOID}};
+    "WITH old AS ("
+    "  SELECT i.iid FROM pix.iteration i JOIN pix.stream s ON s.stream_id = i.stream_id"
+    "   WHERE (s.state <> 'o' OR i.seq < s.seq - 1)"
+    "     AND coalesce(i.confirmed_at, i.requeued_at, i.delivered_at) < $1"
+    "   LIMIT " CppAsString2(
+        PIX_PURGE_CHUNK) "),"
+                         " gone AS (DELETE FROM pix.iteration i USING old WHERE i.iid = old.iid"
+                         "          RETURNING i.message_ids, i.confirmed_at),"
+                         " removed AS (DELETE FROM pix.message m WHERE m.id IN"
+                         "             (SELECT unnest(message_ids) FROM gone WHERE confirmed_at IS "
+                         "NOT NULL) RETURNING 1)"
+                         " SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM removed)",
+    1,
+    {TIMESTAMPTZOID}};
 static statement purge_streams_sql = {
-	"WITH gone AS ("
-	"  DELETE FROM pix.stream s WHERE s.state <> 'o' AND s.closed_at < $1"
-	"     AND NOT EXISTS (SELECT 1 FROM pix.iteration i WHERE i.stream_id = s.stream_id)"
-	"  RETURNING s.*),"
-	" per_ispb AS (SELECT ispb, count(*) AS streams, count(*) FILTER (WHERE state = 'e') AS expired,"
-	"                     sum(delivered) AS delivered, sum(redelivered) AS redelivered,"
-	"                     sum(confirmed) AS confirmed, sum(requeued) AS requeued"
-	"                FROM gone GROUP BY ispb)"
-	" UPDATE pix.institution i SET purged_streams = purged_streams + p.streams,"
-	"        purged_expired = purged_expired + p.expired,"
-	"        purged_delivered = purged_delivered + p.delivered,"
-	"        purged_redelivered = purged_redelivered + p.redelivered,"
-	"        purged_confirmed = purged_confirmed + p.confirmed,"
-	"        purged_requeued = purged_requeued + p.requeued"
-	"   FROM per_ispb p WHERE i.ispb = p.ispb",
-	1, {TIMESTAMPTZOID}};
+    "WITH gone AS ("
+    "  DELETE FROM pix.stream s WHERE s.state <> 'o' AND s.closed_at < $1"
+    "     AND NOT EXISTS (SELECT 1 FROM pix.iteration i WHERE i.stream_id = s.stream_id)"
+    "  RETURNING s.*),"
+    " per_ispb AS (SELECT ispb, count(*) AS streams, count(*) FILTER (WHERE state = 'e') AS "
+    "expired,"
+    "                     sum(delivered) AS delivered, sum(redelivered) AS redelivered,"
+    "                     sum(confirmed) AS confirmed, sum(requeued) AS requeued"
+    "                FROM gone GROUP BY ispb)"
+    " UPDATE pix.institution i SET purged_streams = purged_streams + p.streams,"
+    "        purged_expired = purged_expired + p.expired,"
+    "        purged_delivered = purged_delivered + p.delivered,"
+    "        purged_redelivered = purged_redelivered + p.redelivered,"
+    "        purged_confirmed = purged_confirmed + p.confirmed,"
+    "        purged_requeued = purged_requeued + p.requeued"
+    "   FROM per_ispb p WHERE i.ispb = p.ispb",
+    1,
+    {TIMESTAMPTZOID}};
 
 static int batch_size_arg(FunctionCallInfo fcinfo, int argno);
 static void iid_arg(FunctionCallInfo fcinfo, int argno, char *iid);
@@ -208,13 +226,13 @@ static Datum read_result_datum(FunctionCallInfo fcinfo, const read_result *r);
 
 /* ------------------------------------------------------------------------------------------------
  * SQL-callable functions
- * ------------------------------------------------------------------------------------------------ */
+ * ------------------------------------------------------------------------------------------------
+ */
 
 /*
  * pix_stream_start(ispb, max_messages) opens a stream and reads from it. Always issues an id.
  */
-Datum
-pix_stream_start(PG_FUNCTION_ARGS)
+Datum pix_stream_start(PG_FUNCTION_ARGS)
 {
 	char *ispb = pix_ispb_arg(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0));
 	int max = batch_size_arg(fcinfo, 1);
@@ -237,12 +255,14 @@ pix_stream_start(PG_FUNCTION_ARGS)
 	}
 	sweep_ispb(ispb, 0, now);
 	execute(&count_open_sql, values, NULL, false, 1);
-	open_streams = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	open_streams =
+	    DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	if (open_streams >= pix_max_collectors)
 		ereport(ERROR, (errcode(ERRCODE_PIX_TOO_MANY_STREAMS),
-						errmsg("too many open streams for ISPB %s", ispb),
-						errdetail("At most %d streams may be open at once for one ISPB.", pix_max_collectors),
-						errhint("Close a stream with DELETE, or wait for an idle one to expire.")));
+		                errmsg("too many open streams for ISPB %s", ispb),
+		                errdetail("At most %d streams may be open at once for one ISPB.",
+		                          pix_max_collectors),
+		                errhint("Close a stream with DELETE, or wait for an idle one to expire.")));
 
 	r.count = pix_claim_ready(ispb, max, ids, &redelivered);
 	pix_iid_new(r.iid);
@@ -268,8 +288,7 @@ pix_stream_start(PG_FUNCTION_ARGS)
  * pix_stream_next(ispb, interation_id, max_messages): the current id confirms and reads on; the
  * previous id replays the pending batch.
  */
-Datum
-pix_stream_next(PG_FUNCTION_ARGS)
+Datum pix_stream_next(PG_FUNCTION_ARGS)
 {
 	char *ispb = pix_ispb_arg(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0));
 	int max = batch_size_arg(fcinfo, 2);
@@ -299,12 +318,11 @@ pix_stream_next(PG_FUNCTION_ARGS)
 }
 
 /*
- * pix_stream_stop(ispb, interation_id): on the current id, confirms the pending batch and closes; on
- * the previous id (the collector never got the last batch), closes and requeues that batch. Returns
- * how many messages this call confirmed.
+ * pix_stream_stop(ispb, interation_id): on the current id, confirms the pending batch and closes;
+ * on the previous id (the collector never got the last batch), closes and requeues that batch.
+ * Returns how many messages this call confirmed.
  */
-Datum
-pix_stream_stop(PG_FUNCTION_ARGS)
+Datum pix_stream_stop(PG_FUNCTION_ARGS)
 {
 	char *ispb = pix_ispb_arg(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0));
 	TimestampTz now = GetCurrentTimestamp();
@@ -344,20 +362,20 @@ pix_stream_stop(PG_FUNCTION_ARGS)
 
 /*
  * pix_expire_streams(): expires every idle stream of every ISPB now and requeues their batches.
- * Reads and starts do this lazily for their own ISPB; the HTTP server also calls this periodically so
- * that slots and batches come back even where no collector is reading.
+ * Reads and starts do this lazily for their own ISPB; the HTTP server also calls this periodically
+ * so that slots and batches come back even where no collector is reading.
  */
-Datum
-pix_expire_streams(PG_FUNCTION_ARGS)
+Datum pix_expire_streams(PG_FUNCTION_ARGS)
 {
 	static statement sweep_all_sql = {
-		"UPDATE pix.stream s SET state = 'e', closed_at = $2, pending_ids = '{}',"
-		"       requeued = s.requeued + cardinality(old.pending_ids)"
-		"  FROM (SELECT stream_id, pending_ids FROM pix.stream"
-		"         WHERE state = 'o' AND last_read_at < $1 FOR UPDATE SKIP LOCKED) old"
-		" WHERE s.stream_id = old.stream_id"
-		" RETURNING s.ispb, s.current_iid, old.pending_ids",
-		2, {TIMESTAMPTZOID, TIMESTAMPTZOID}};
+	    "UPDATE pix.stream s SET state = 'e', closed_at = $2, pending_ids = '{}',"
+	    "       requeued = s.requeued + cardinality(old.pending_ids)"
+	    "  FROM (SELECT stream_id, pending_ids FROM pix.stream"
+	    "         WHERE state = 'o' AND last_read_at < $1 FOR UPDATE SKIP LOCKED) old"
+	    " WHERE s.stream_id = old.stream_id"
+	    " RETURNING s.ispb, s.current_iid, old.pending_ids",
+	    2,
+	    {TIMESTAMPTZOID, TIMESTAMPTZOID}};
 	TimestampTz now = GetCurrentTimestamp();
 	Datum values[2];
 	int expired;
@@ -386,16 +404,17 @@ pix_expire_streams(PG_FUNCTION_ARGS)
 
 /*
  * pix_purge_history(): removes one chunk (10 000 iterations) of the history older than
- * pix.history_retention: iterations no stream can use any more (an open stream's current and previous
- * ids stay: the previous one may still be retried), the confirmed messages they carried, and closed
- * streams with nothing left (their counters move to pix.institution). Unconfirmed messages are never
- * touched. Returns how many iterations it removed: call it again until it returns 0. One chunk per
- * call keeps each call short (well under a client's statement timeout) and its locks brief.
+ * pix.history_retention: iterations no stream can use any more (an open stream's current and
+ * previous ids stay: the previous one may still be retried), the confirmed messages they carried,
+ * and closed streams with nothing left (their counters move to pix.institution). Unconfirmed
+ * messages are never touched. Returns how many iterations it removed: call it again until it
+ * returns 0. One chunk per call keeps each call short (well under a client's statement timeout) and
+ * its locks brief.
  */
-Datum
-pix_purge_history(PG_FUNCTION_ARGS)
+Datum pix_purge_history(PG_FUNCTION_ARGS)
 {
-	TimestampTz cutoff = GetCurrentTimestamp() - (TimestampTz) pix_history_retention_s * USECS_PER_SEC;
+	TimestampTz cutoff =
+	    GetCurrentTimestamp() - (TimestampTz)pix_history_retention_s * USECS_PER_SEC;
 	Datum values[1] = {TimestampTzGetDatum(cutoff)};
 	int64 iterations;
 	bool isnull;
@@ -403,7 +422,8 @@ pix_purge_history(PG_FUNCTION_ARGS)
 	pix_require_read_committed();
 	SPI_connect();
 	execute(&purge_iterations_sql, values, NULL, false, 1);
-	iterations = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	iterations =
+	    DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	execute(&purge_streams_sql, values, NULL, false, 0);
 	SPI_finish();
 	PG_RETURN_INT64(iterations);
@@ -411,22 +431,22 @@ pix_purge_history(PG_FUNCTION_ARGS)
 
 /* ------------------------------------------------------------------------------------------------
  * Arguments
- * ------------------------------------------------------------------------------------------------ */
+ * ------------------------------------------------------------------------------------------------
+ */
 
-static int
-batch_size_arg(FunctionCallInfo fcinfo, int argno)
+static int batch_size_arg(FunctionCallInfo fcinfo, int argno)
 {
 	int32 n = PG_ARGISNULL(argno) ? 0 : PG_GETARG_INT32(argno);
 
 	if (n < 1 || n > PIX_MAX_BATCH)
 		ereport(ERROR, (errcode(ERRCODE_PIX_INVALID_COUNT), errmsg("invalid max_messages"),
-						errdetail("max_messages must be between 1 and %d.", PIX_MAX_BATCH)));
+		                errdetail("max_messages must be between 1 and %d.", PIX_MAX_BATCH)));
 	return n;
 }
 
-/* Copies a well-formed id into iid; anything else is "not found", like an id that does not exist. */
-static void
-iid_arg(FunctionCallInfo fcinfo, int argno, char *iid)
+/* Copies a well-formed id into iid; anything else is "not found", like an id that does not exist.
+ */
+static void iid_arg(FunctionCallInfo fcinfo, int argno, char *iid)
 {
 	text *arg = PG_ARGISNULL(argno) ? NULL : PG_GETARG_TEXT_PP(argno);
 
@@ -436,30 +456,28 @@ iid_arg(FunctionCallInfo fcinfo, int argno, char *iid)
 	iid[PIX_IID_LEN] = '\0';
 }
 
-static void
-raise_not_found(void)
+static void raise_not_found(void)
 {
 	ereport(ERROR, (errcode(ERRCODE_PIX_STREAM_NOT_FOUND), errmsg("stream not found"),
-					errdetail("No open stream of this ISPB has this interation id.")));
+	                errdetail("No open stream of this ISPB has this interation id.")));
 	pg_unreachable();
 }
 
-static void
-raise_gone(void)
+static void raise_gone(void)
 {
 	ereport(ERROR, (errcode(ERRCODE_PIX_STREAM_GONE), errmsg("stream gone"),
-					errdetail("This interation id was closed, expired or superseded."),
-					errhint("Start a new stream.")));
+	                errdetail("This interation id was closed, expired or superseded."),
+	                errhint("Start a new stream.")));
 	pg_unreachable();
 }
 
 /* ------------------------------------------------------------------------------------------------
  * Stream state
- * ------------------------------------------------------------------------------------------------ */
+ * ------------------------------------------------------------------------------------------------
+ */
 
 /* Runs a kept plan, preparing it on first use. Returns SPI_processed; errors are not expected. */
-static int
-execute(statement *st, Datum *values, const char *nulls, bool read_only, long limit)
+static int execute(statement *st, Datum *values, const char *nulls, bool read_only, long limit)
 {
 	int rc;
 
@@ -467,19 +485,19 @@ execute(statement *st, Datum *values, const char *nulls, bool read_only, long li
 		SPIPlanPtr plan = SPI_prepare(st->sql, st->nargs, st->types);
 
 		if (plan == NULL)
-			elog(ERROR, "pix: could not prepare \"%s\": %s", st->sql, SPI_result_code_string(SPI_result));
+			elog(ERROR, "pix: could not prepare \"%s\": %s", st->sql,
+			     SPI_result_code_string(SPI_result));
 		SPI_keepplan(plan);
 		st->plan = plan;
 	}
 	rc = SPI_execute_plan(st->plan, values, nulls, read_only, limit);
 	if (rc < 0)
 		elog(ERROR, "pix: \"%s\" failed: %s", st->sql, SPI_result_code_string(rc));
-	return (int) SPI_processed;
+	return (int)SPI_processed;
 }
 
 /* Finds the stream an id names and locks its row. False when no iteration has this id. */
-static bool
-lock_stream(const char *iid, stream_row *s)
+static bool lock_stream(const char *iid, stream_row *s)
 {
 	Datum values[1] = {CStringGetTextDatum(iid)};
 	HeapTuple row;
@@ -506,8 +524,7 @@ lock_stream(const char *iid, stream_row *s)
 }
 
 /* Another ISPB's stream is "not found" (no oracle); a closed, expired or idle one is "gone". */
-static void
-check_stream(const stream_row *s, const char *ispb)
+static void check_stream(const stream_row *s, const char *ispb)
 {
 	if (strcmp(s->ispb, ispb) != 0)
 		raise_not_found();
@@ -515,24 +532,22 @@ check_stream(const stream_row *s, const char *ispb)
 		raise_gone();
 }
 
-static TimestampTz
-idle_cutoff(TimestampTz now)
+static TimestampTz idle_cutoff(TimestampTz now)
 {
-	return now - (TimestampTz) pix_stream_idle_timeout_ms * 1000;
+	return now - (TimestampTz)pix_stream_idle_timeout_ms * 1000;
 }
 
-static Datum
-ids_array(const int64 *ids, int count)
+static Datum ids_array(const int64 *ids, int count)
 {
 	Datum elems[PIX_MAX_BATCH];
 
 	for (int i = 0; i < count; i++)
 		elems[i] = Int64GetDatum(ids[i]);
-	return PointerGetDatum(construct_array(elems, count, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	return PointerGetDatum(
+	    construct_array(elems, count, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 }
 
-static int
-array_length_of(Datum array)
+static int array_length_of(Datum array)
 {
 	ArrayType *a = DatumGetArrayTypeP(array);
 
@@ -540,21 +555,22 @@ array_length_of(Datum array)
 }
 
 /*
- * Expires this ISPB's idle streams (but never the caller's own, which it has just checked and is about
- * to touch) and requeues their batches, so the caller's claim sees them at the head of the queue.
+ * Expires this ISPB's idle streams (but never the caller's own, which it has just checked and is
+ * about to touch) and requeues their batches, so the caller's claim sees them at the head of the
+ * queue.
  */
-static void
-sweep_ispb(const char *ispb, int64 except_stream, TimestampTz now)
+static void sweep_ispb(const char *ispb, int64 except_stream, TimestampTz now)
 {
 	static statement sweep_sql = {
-		"UPDATE pix.stream s SET state = 'e', closed_at = $3, pending_ids = '{}',"
-		"       requeued = s.requeued + cardinality(old.pending_ids)"
-		"  FROM (SELECT stream_id, pending_ids FROM pix.stream"
-		"         WHERE ispb = $1 AND state = 'o' AND last_read_at < $2 AND stream_id <> $4"
-		"           FOR UPDATE SKIP LOCKED) old"
-		" WHERE s.stream_id = old.stream_id"
-		" RETURNING s.current_iid, old.pending_ids",
-		4, {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID}};
+	    "UPDATE pix.stream s SET state = 'e', closed_at = $3, pending_ids = '{}',"
+	    "       requeued = s.requeued + cardinality(old.pending_ids)"
+	    "  FROM (SELECT stream_id, pending_ids FROM pix.stream"
+	    "         WHERE ispb = $1 AND state = 'o' AND last_read_at < $2 AND stream_id <> $4"
+	    "           FOR UPDATE SKIP LOCKED) old"
+	    " WHERE s.stream_id = old.stream_id"
+	    " RETURNING s.current_iid, old.pending_ids",
+	    4,
+	    {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID}};
 	Datum values[4];
 	SPITupleTable *rows;
 	int expired;
@@ -575,9 +591,9 @@ sweep_ispb(const char *ispb, int64 except_stream, TimestampTz now)
 	}
 }
 
-/* Puts a batch back at the head of the ready queue (the requeued range) and wakes the collectors. */
-static void
-requeue(const char *ispb, const char *iid, Datum pending_ids, TimestampTz now)
+/* Puts a batch back at the head of the ready queue (the requeued range) and wakes the collectors.
+ */
+static void requeue(const char *ispb, const char *iid, Datum pending_ids, TimestampTz now)
 {
 	Datum values[2];
 
@@ -594,8 +610,7 @@ requeue(const char *ispb, const char *iid, Datum pending_ids, TimestampTz now)
  * A call on the current id: confirm what is pending, then claim the next batch. A read that finds
  * nothing keeps the id (the collector will call it again) with nothing pending.
  */
-static void
-read_on(stream_row *s, int max, TimestampTz now, read_result *r, MemoryContext outer)
+static void read_on(stream_row *s, int max, TimestampTz now, read_result *r, MemoryContext outer)
 {
 	int64 ids[PIX_MAX_BATCH];
 	Datum values[5];
@@ -629,16 +644,16 @@ read_on(stream_row *s, int max, TimestampTz now, read_result *r, MemoryContext o
 
 	{
 		Datum advance[5] = {Int64GetDatum(s->stream_id), values[0], values[3], values[4],
-							Int32GetDatum(redelivered)};
+		                    Int32GetDatum(redelivered)};
 
 		execute(&advance_sql, advance, NULL, false, 0);
 	}
 	r->body = render_batch(values[3], max, outer);
 }
 
-/* A call on the previous id: the same batch and the same next id again; nothing confirmed or claimed. */
-static void
-replay(stream_row *s, int max, TimestampTz now, read_result *r, MemoryContext outer)
+/* A call on the previous id: the same batch and the same next id again; nothing confirmed or
+ * claimed. */
+static void replay(stream_row *s, int max, TimestampTz now, read_result *r, MemoryContext outer)
 {
 	Datum values[2];
 
@@ -654,8 +669,7 @@ replay(stream_row *s, int max, TimestampTz now, read_result *r, MemoryContext ou
  * The body exactly as HTTP serves it: one object when the caller asked for one message, else an
  * array (even of one). Bodies were rendered and validated at INSERT, so this only copies bytes.
  */
-static char *
-render_batch(Datum ids, int max, MemoryContext outer)
+static char *render_batch(Datum ids, int max, MemoryContext outer)
 {
 	Datum values[1] = {ids};
 	int found = execute(&bodies_sql, values, NULL, false, 0);
@@ -668,7 +682,8 @@ render_batch(Datum ids, int max, MemoryContext outer)
 		appendStringInfoChar(&body, '[');
 	for (int i = 0; i < found; i++) {
 		bool isnull;
-		text *one = DatumGetTextPP(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+		text *one =
+		    DatumGetTextPP(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
 
 		if (i > 0)
 			appendStringInfoChar(&body, ',');
@@ -680,8 +695,7 @@ render_batch(Datum ids, int max, MemoryContext outer)
 	return body.data;
 }
 
-static Datum
-read_result_datum(FunctionCallInfo fcinfo, const read_result *r)
+static Datum read_result_datum(FunctionCallInfo fcinfo, const read_result *r)
 {
 	TupleDesc desc;
 	Datum values[4];
@@ -693,6 +707,6 @@ read_result_datum(FunctionCallInfo fcinfo, const read_result *r)
 	values[0] = CStringGetTextDatum(r->iid);
 	values[1] = CStringGetTextDatum(psprintf("/api/pix/%s/stream/%s", r->ispb, r->iid));
 	values[2] = Int32GetDatum(r->count);
-	values[3] = r->body ? CStringGetTextDatum(r->body) : (Datum) 0;
+	values[3] = r->body ? CStringGetTextDatum(r->body) : (Datum)0;
 	return HeapTupleGetDatum(heap_form_tuple(desc, values, nulls));
 }

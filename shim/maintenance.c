@@ -106,9 +106,10 @@ static int call_ok(struct call *c, PGresult *res, enum db_failure failure)
 		return 1;
 	}
 	if (!c->failing)
-		pixd_log("maintenance: %s failed: %s", c == &m.expire ? "pix_expire_streams"
-		                                       : c == &m.purge  ? "pix_purge_history"
-		                                                        : "pix_metrics",
+		pixd_log("maintenance: %s failed: %s",
+		         c == &m.expire  ? "pix_expire_streams"
+		         : c == &m.purge ? "pix_purge_history"
+		                         : "pix_metrics",
 		         failure == DB_FAIL_NONE ? PQresultErrorMessage(res) : "no database answer\n");
 	c->failing = 1;
 	return 0;
@@ -126,7 +127,8 @@ static void on_purge_result(db_query_t *q, PGresult *res, enum db_failure failur
 {
 	struct call *c = call_of(q);
 
-	m.purge_more = call_ok(c, res, failure) && PQntuples(res) == 1 && atol(PQgetvalue(res, 0, 0)) > 0;
+	m.purge_more =
+	    call_ok(c, res, failure) && PQntuples(res) == 1 && atol(PQgetvalue(res, 0, 0)) > 0;
 }
 
 /* Appends one sample; a label value is an ISPB (8 digits, checked) or absent. */
@@ -159,8 +161,8 @@ static void on_metrics_result(db_query_t *q, PGresult *res, enum db_failure fail
 		if (strspn(metric, "abcdefghijklmnopqrstuvwxyz_") != strlen(metric))
 			continue; /* only names the extension makes; never echo anything else */
 		if (strcmp(metric, previous) != 0) {
-			int n = snprintf(m.db_metrics + m.db_metrics_len, sizeof(m.db_metrics) - m.db_metrics_len,
-			                 "# TYPE %s %s\n", metric,
+			int n = snprintf(m.db_metrics + m.db_metrics_len,
+			                 sizeof(m.db_metrics) - m.db_metrics_len, "# TYPE %s %s\n", metric,
 			                 strstr(metric, "_total") != NULL ? "counter" : "gauge");
 			if (n > 0 && (size_t)n < sizeof(m.db_metrics) - m.db_metrics_len)
 				m.db_metrics_len += (size_t)n;
@@ -174,6 +176,7 @@ static void on_metrics_result(db_query_t *q, PGresult *res, enum db_failure fail
 const char *maintenance_db_metrics(size_t *len, double *age_seconds)
 {
 	*len = m.db_metrics_len;
-	*age_seconds = m.db_metrics_at == 0 ? -1 : (double)(h2o_now(pixd_loop) - m.db_metrics_at) / 1000.0;
+	*age_seconds =
+	    m.db_metrics_at == 0 ? -1 : (double)(h2o_now(pixd_loop) - m.db_metrics_at) / 1000.0;
 	return m.db_metrics;
 }

@@ -31,7 +31,7 @@ struct collector {
 	int id, ispb_idx, fd;
 	uint8_t conn, phase, multipart, is_delete, is_start, restarting;
 	uint16_t gen;
-	int64_t next_at;       /* scheduled (re)issue, 0 = none */
+	int64_t next_at; /* scheduled (re)issue, 0 = none */
 	int64_t sent_at, deadline, stop_deadline;
 	int reads, errors_in_row;
 	int reads_since_abandon; /* not reset by a restart */
@@ -58,7 +58,7 @@ struct run_result run;
 
 static struct collector *cols;
 static int ncols, epfd, stopping;
-static uint32_t *poll_us;  /* elapsed of each 204 (µs) */
+static uint32_t *poll_us; /* elapsed of each 204 (µs) */
 static long npoll, poll_cap;
 static char *inflated;
 static size_t inflated_cap;
@@ -142,13 +142,13 @@ static void send_request(struct collector *c, int is_delete)
 	c->is_start = !is_delete && strstr(c->path, "/stream/start") != NULL;
 	if (is_delete)
 		c->wlen = snprintf(c->wbuf, sizeof c->wbuf,
-				   "DELETE %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Length: 0\r\n\r\n", c->path,
-				   cfg.http_host, cfg.http_port);
+		                   "DELETE %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Length: 0\r\n\r\n",
+		                   c->path, cfg.http_host, cfg.http_port);
 	else
 		c->wlen = snprintf(c->wbuf, sizeof c->wbuf,
-				   "GET %s HTTP/1.1\r\nHost: %s:%d\r\nAccept: %s\r\n%s\r\n", c->path,
-				   cfg.http_host, cfg.http_port, accepts[c->multipart ? 0 : 1],
-				   cfg.gzip ? "Accept-Encoding: gzip\r\n" : "");
+		                   "GET %s HTTP/1.1\r\nHost: %s:%d\r\nAccept: %s\r\n%s\r\n", c->path,
+		                   cfg.http_host, cfg.http_port, accepts[c->multipart ? 0 : 1],
+		                   cfg.gzip ? "Accept-Encoding: gzip\r\n" : "");
 	c->woff = 0;
 	c->rlen = 0;
 	c->sent_at = now_ns();
@@ -188,8 +188,8 @@ static void fail_io(struct collector *c, const char *why)
 	cnt.conn_errors++;
 	if (++c->errors_in_row > 50) {
 		cnt.protocol_errors++;
-		violation("collector %d gave up after 50 failed requests in a row (last: %s %s)", c->id, why,
-			  c->path);
+		violation("collector %d gave up after 50 failed requests in a row (last: %s %s)", c->id,
+		          why, c->path);
 		c->phase = P_DONE;
 		return;
 	}
@@ -201,7 +201,8 @@ static void fail_io(struct collector *c, const char *why)
 }
 
 /* ---- parsing ------------------------------------------------------------------------------ */
-static int header_is(const char *line, size_t len, const char *name, const char **value, size_t *vlen)
+static int header_is(const char *line, size_t len, const char *name, const char **value,
+                     size_t *vlen)
 {
 	size_t n = strlen(name);
 	if (len <= n || strncasecmp(line, name, n) != 0 || line[n] != ':')
@@ -216,7 +217,8 @@ static int header_is(const char *line, size_t len, const char *name, const char 
 	return 1;
 }
 
-/* Decodes a chunked body into a buffer of its own. Returns 1 complete, 0 need more, -1 malformed. */
+/* Decodes a chunked body into a buffer of its own. Returns 1 complete, 0 need more, -1 malformed.
+ */
 static char *dechunked;
 static size_t dechunked_cap;
 
@@ -378,8 +380,8 @@ static int pull_next_ok(struct collector *c, const struct response *res)
 	int n = snprintf(want, sizeof want, "/api/pix/%s/stream/", ispb);
 	if (strncmp(res->pull_next, want, n) != 0 || !res->pull_next[n]) {
 		cnt.protocol_errors++;
-		violation("%s %s -> %d without a valid Pull-Next (got '%s')", c->is_delete ? "DELETE" : "GET",
-			  c->path, res->status, res->pull_next);
+		violation("%s %s -> %d without a valid Pull-Next (got '%s')",
+		          c->is_delete ? "DELETE" : "GET", c->path, res->status, res->pull_next);
 		return 0;
 	}
 	return 1;
@@ -410,7 +412,7 @@ static void show_unexpected(struct collector *c, const struct response *res)
 {
 	int blen = res->body_len < 200 ? (int)res->body_len : 200;
 	violation("%s %s -> %d %.*s", c->is_delete ? "DELETE" : "GET", c->path, res->status, blen,
-		  res->body ? res->body : "");
+	          res->body ? res->body : "");
 }
 
 static void on_read_response(struct collector *c, struct response *res, int64_t t)
@@ -439,11 +441,11 @@ static void on_read_response(struct collector *c, struct response *res, int64_t 
 			ledger_confirm(c->id, c->gen, c->pending, c->npending);
 		c->npending = 0;
 		int n = ledger_deliver(c->id, c->gen, c->ispb_idx, body, blen, c->multipart, t, &c->pending,
-				       &c->npending, &c->pcap);
+		                       &c->npending, &c->pcap);
 		if (n < 0) {
 			cnt.bad_body++;
 			violation("GET %s (%s) -> 200 with a body of the wrong shape: %.*s", c->path,
-				  c->multipart ? "multipart" : "single", (int)(blen < 200 ? blen : 200), body);
+			          c->multipart ? "multipart" : "single", (int)(blen < 200 ? blen : 200), body);
 		} else
 			run.last_delivery_ns = t;
 		snprintf(c->path, sizeof c->path, "%s", res->pull_next);
@@ -702,20 +704,22 @@ static void sample_and_report(int64_t t0, int final)
 	if (s.shim_rss_kb > run.max_shim_rss_kb)
 		run.max_shim_rss_kb = s.shim_rss_kb;
 	if (cfg.progress_s > 0 && !final && !cfg.quiet)
-		fprintf(stderr,
-			"[%6.1fs] committed %ld delivered %ld (%.0f/s) requests %.0f/s p50 %.2f p99 %.2f ms | "
-			"204 %ld 429 %ld 410 %ld 5xx %ld | shim %.0f%% %.1f MB, pg %.0f%% | open %d\n",
-			(s.t - t0) / 1e9, __atomic_load_n(&tracked_committed, __ATOMIC_RELAXED), d,
-			(d - last_delivered) / dt, (r - last_requests) / dt, p50, p99, cnt.r204, cnt.r429, cnt.r410,
-			cnt.r5xx + cnt.r503, shim_cpu, s.shim_rss_kb / 1024.0, pg_cpu, alive_collectors());
+		fprintf(
+		    stderr,
+		    "[%6.1fs] committed %ld delivered %ld (%.0f/s) requests %.0f/s p50 %.2f p99 %.2f ms | "
+		    "204 %ld 429 %ld 410 %ld 5xx %ld | shim %.0f%% %.1f MB, pg %.0f%% | open %d\n",
+		    (s.t - t0) / 1e9, __atomic_load_n(&tracked_committed, __ATOMIC_RELAXED), d,
+		    (d - last_delivered) / dt, (r - last_requests) / dt, p50, p99, cnt.r204, cnt.r429,
+		    cnt.r410, cnt.r5xx + cnt.r503, shim_cpu, s.shim_rss_kb / 1024.0, pg_cpu,
+		    alive_collectors());
 	if (csv && !final) {
 		char tables[512] = "";
 		if (cfg.table_stats)
 			monitor_table_stats(tables, sizeof tables, 0);
-		fprintf(csv, "%.1f,%ld,%ld,%.1f,%.1f,%.3f,%.3f,%ld,%.1f,%.1f,%ld,%ld,%ld%s\n", (s.t - t0) / 1e9,
-			__atomic_load_n(&tracked_committed, __ATOMIC_RELAXED), d, (d - last_delivered) / dt,
-			(r - last_requests) / dt, p50, p99, nlat, shim_cpu, pg_cpu, s.shim_rss_kb, cnt.r204,
-			cnt.r429, tables);
+		fprintf(csv, "%.1f,%ld,%ld,%.1f,%.1f,%.3f,%.3f,%ld,%.1f,%.1f,%ld,%ld,%ld%s\n",
+		        (s.t - t0) / 1e9, __atomic_load_n(&tracked_committed, __ATOMIC_RELAXED), d,
+		        (d - last_delivered) / dt, (r - last_requests) / dt, p50, p99, nlat, shim_cpu,
+		        pg_cpu, s.shim_rss_kb, cnt.r204, cnt.r429, tables);
 		fflush(csv);
 	}
 	last_sample = s;
@@ -748,9 +752,10 @@ int collectors_run(void)
 		char tables[512] = "";
 		if (cfg.table_stats)
 			monitor_table_stats(tables, sizeof tables, 1);
-		fprintf(csv, "t_s,committed,delivered,msgs_per_s,reqs_per_s,p50_ms,p99_ms,latency_samples,"
-			     "shim_cpu_pct,pg_cpu_pct,shim_rss_kb,r204,r429%s\n",
-			tables);
+		fprintf(csv,
+		        "t_s,committed,delivered,msgs_per_s,reqs_per_s,p50_ms,p99_ms,latency_samples,"
+		        "shim_cpu_pct,pg_cpu_pct,shim_rss_kb,r204,r429%s\n",
+		        tables);
 	}
 	int64_t t0 = now_ns();
 	for (int i = 0; i < ncols; i++) {
@@ -773,7 +778,7 @@ int collectors_run(void)
 	int64_t next_progress = t0 + progress_every;
 	struct epoll_event evs[1024];
 	int64_t absolute_end = run_end + (int64_t)((cfg.drain_timeout_s + 120) * 1e9) +
-			       (int64_t)(cfg.stop_wait_ms + cfg.ramp_ms) * MS;
+	                       (int64_t)(cfg.stop_wait_ms + cfg.ramp_ms) * MS;
 
 	for (long iter = 0; iter < 2000000000L; iter++) {
 		int n = epoll_wait(epfd, evs, 1024, 2);
@@ -790,7 +795,7 @@ int collectors_run(void)
 					cnt.timeouts++;
 					fail_io(c, "timeout");
 				} else if (stopping && c->stop_deadline && t > c->stop_deadline &&
-					   c->conn == C_WAITING && !c->is_delete) {
+				           c->conn == C_WAITING && !c->is_delete) {
 					/* abandon the long poll, DELETE its id over a new connection */
 					c->stop_deadline = 0;
 					close_conn(c);
@@ -813,7 +818,7 @@ int collectors_run(void)
 				if (producers_done_at && all_tracked_delivered() && cnt.delivered > 0)
 					stop = 1;
 				else if (producers_done_at &&
-					 t > producers_done_at + (int64_t)(cfg.drain_timeout_s * 1e9))
+				         t > producers_done_at + (int64_t)(cfg.drain_timeout_s * 1e9))
 					stop = 1, run.drain_timed_out = 1;
 			} else if (t >= run_end)
 				stop = 1;

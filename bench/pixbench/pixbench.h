@@ -34,34 +34,34 @@ enum accept_mode { ACCEPT_MULTIPART, ACCEPT_SINGLE, ACCEPT_MIXED };
 struct config {
 	char http_host[64];
 	int http_port;
-	const char *db;           /* libpq conninfo, for producers, backlog and monitoring */
-	int ispbs;                /* M */
-	long ispb_base;           /* first ISPB number */
-	int collectors;           /* C per ISPB, 0..6+ */
-	int total_collectors;     /* cap on M x C (0 = none) */
+	const char *db;       /* libpq conninfo, for producers, backlog and monitoring */
+	int ispbs;            /* M */
+	long ispb_base;       /* first ISPB number */
+	int collectors;       /* C per ISPB, 0..6+ */
+	int total_collectors; /* cap on M x C (0 = none) */
 	enum accept_mode accept;
 	int gzip;
-	long preload;             /* tracked messages inserted before the collectors start */
-	long backlog;             /* untracked messages generated before the collectors start */
-	long messages;            /* tracked messages produced during the run (0 = rate x duration) */
-	double rate;              /* msgs/s over all producers (0 = as fast as possible) */
+	long preload;  /* tracked messages inserted before the collectors start */
+	long backlog;  /* untracked messages generated before the collectors start */
+	long messages; /* tracked messages produced during the run (0 = rate x duration) */
+	double rate;   /* msgs/s over all producers (0 = as fast as possible) */
 	int producers;
-	int batch;                /* rows per INSERT */
-	double duration_s;        /* producing / running time */
-	double drain_timeout_s;   /* after producers stop: wait this long for deliveries */
-	long stop_after;          /* stop once this many messages (any) were delivered */
-	int wait_ms;              /* the server's long-poll wait, for the 204-deadline check */
-	int ramp_ms;              /* spread the collectors' first requests over this long */
-	int stop_wait_ms;         /* at stop, wait this long for in-flight reads before abandoning */
-	int restart_every;        /* a collector DELETEs and starts again after N reads (0 = never) */
-	int abandon_every;        /* a collector walks away from its stream after N reads (0 = never) */
+	int batch;              /* rows per INSERT */
+	double duration_s;      /* producing / running time */
+	double drain_timeout_s; /* after producers stop: wait this long for deliveries */
+	long stop_after;        /* stop once this many messages (any) were delivered */
+	int wait_ms;            /* the server's long-poll wait, for the 204-deadline check */
+	int ramp_ms;            /* spread the collectors' first requests over this long */
+	int stop_wait_ms;       /* at stop, wait this long for in-flight reads before abandoning */
+	int restart_every;      /* a collector DELETEs and starts again after N reads (0 = never) */
+	int abandon_every;      /* a collector walks away from its stream after N reads (0 = never) */
 	int request_timeout_ms;
-	double within_ms;         /* report the share of deliveries within this latency */
-	double progress_s;        /* progress line every N s (0 = never) */
-	const char *csv;          /* time series CSV */
-	int table_stats;          /* sample pix table sizes and dead tuples */
+	double within_ms;  /* report the share of deliveries within this latency */
+	double progress_s; /* progress line every N s (0 = never) */
+	const char *csv;   /* time series CSV */
+	int table_stats;   /* sample pix table sizes and dead tuples */
 	int shim_pid, pg_pid;
-	const char *label;        /* first column of the result line */
+	const char *label; /* first column of the result line */
 	int quiet;
 };
 
@@ -77,31 +77,31 @@ void sleep_until_ns(int64_t t);
 enum msg_state { M_NEW = 0, M_PENDING, M_CONFIRMED, M_ORPHANED };
 
 struct ledger_entry {
-	int64_t commit_ns;  /* 0 not yet committed, -1 insert failed (producer thread writes) */
-	int64_t recv_ns;    /* first delivery */
-	uint32_t holder;    /* collector id << 16 | stream generation, while pending */
-	int32_t ispb_idx;   /* expected receiver (producer writes before the insert) */
+	int64_t commit_ns; /* 0 not yet committed, -1 insert failed (producer thread writes) */
+	int64_t recv_ns;   /* first delivery */
+	uint32_t holder;   /* collector id << 16 | stream generation, while pending */
+	int32_t ispb_idx;  /* expected receiver (producer writes before the insert) */
 	uint8_t state;
 	uint8_t deliveries;
 };
 
 struct counters {
-	long delivered;            /* distinct tracked messages delivered at least once */
-	long deliveries;           /* every message copy received (tracked + untracked) */
-	long untracked;            /* distinct untracked messages */
-	long replays;              /* the same batch again after a retry of the same id */
-	long redelivered_expiry;   /* a batch orphaned by an expiry/abandon, delivered again */
-	long dup_after_confirm;    /* VIOLATION: delivered again after its confirmation */
-	long dup_live;             /* VIOLATION: held by two live streams */
-	long untracked_dups;       /* an untracked message seen twice */
-	long wrong_ispb;           /* VIOLATION */
-	long foreign;              /* tracked-looking message of another run: reported */
-	long bad_body;             /* VIOLATION: unparsable body, wrong shape, > 10 */
+	long delivered;          /* distinct tracked messages delivered at least once */
+	long deliveries;         /* every message copy received (tracked + untracked) */
+	long untracked;          /* distinct untracked messages */
+	long replays;            /* the same batch again after a retry of the same id */
+	long redelivered_expiry; /* a batch orphaned by an expiry/abandon, delivered again */
+	long dup_after_confirm;  /* VIOLATION: delivered again after its confirmation */
+	long dup_live;           /* VIOLATION: held by two live streams */
+	long untracked_dups;     /* an untracked message seen twice */
+	long wrong_ispb;         /* VIOLATION */
+	long foreign;            /* tracked-looking message of another run: reported */
+	long bad_body;           /* VIOLATION: unparsable body, wrong shape, > 10 */
 	long requests, r200, r204, r400, r404, r406, r410, r429, r503, r5xx, rother;
 	long deletes_ok;
 	long conn_errors, timeouts;
-	long protocol_errors;      /* VIOLATION: missing Pull-Next, bad content type, ... */
-	long orphaned_now;         /* orphaned batches' messages not yet delivered again */
+	long protocol_errors; /* VIOLATION: missing Pull-Next, bad content type, ... */
+	long orphaned_now;    /* orphaned batches' messages not yet delivered again */
 	long restarts, abandons;
 	/* 204 timing: elapsed - wait_ms, in ms */
 	long polls_204, polls_204_late, polls_204_early;
@@ -111,13 +111,13 @@ extern struct ledger_entry *ledger;
 extern long ledger_cap;
 extern char run_nonce[4];
 extern struct counters cnt;
-extern long tracked_committed;   /* atomic: producers */
-extern long tracked_failed;      /* atomic */
+extern long tracked_committed; /* atomic: producers */
+extern long tracked_failed;    /* atomic */
 
 int ledger_init(long cap);
 /* Parses a body and records every message. Returns messages in it, -1 on a malformed body. */
 int ledger_deliver(int collector, uint16_t gen, int ispb_idx, const char *body, size_t len,
-		   int multipart, int64_t t, uint32_t **pending, int *npending, int *pcap);
+                   int multipart, int64_t t, uint32_t **pending, int *npending, int *pcap);
 void ledger_confirm(int collector, uint16_t gen, const uint32_t *pending, int n);
 void ledger_orphan(int collector, uint16_t gen, const uint32_t *pending, int n);
 long ledger_undelivered(long *orphaned, long *unconfirmed);
@@ -146,7 +146,11 @@ int monitor_table_stats(char *out, size_t outlen, int header);
 void monitor_close(void);
 
 /* ---- stats.c ------------------------------------------------------------------------------ */
-struct proc_sample { int64_t t; double shim_cpu_s, pg_cpu_s, self_cpu_s; long shim_rss_kb; };
+struct proc_sample {
+	int64_t t;
+	double shim_cpu_s, pg_cpu_s, self_cpu_s;
+	long shim_rss_kb;
+};
 int find_shim_pid(void);
 void proc_sample(struct proc_sample *s);
 double percentile_u32(uint32_t *v, long n, double p); /* sorts v; returns value */

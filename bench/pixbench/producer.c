@@ -81,10 +81,10 @@ static void cpf_format(unsigned long seed, char out[12])
 }
 
 static const char INSERT_HEAD[] =
-	"INSERT INTO pix.message (end_to_end_id, valor, pagador_nome, pagador_cpf_cnpj, pagador_ispb, "
-	"pagador_agencia, pagador_conta, pagador_tipo_conta, recebedor_nome, recebedor_cpf_cnpj, "
-	"recebedor_ispb, recebedor_agencia, recebedor_conta, recebedor_tipo_conta, campo_livre, tx_id, "
-	"data_hora_pagamento) VALUES ";
+    "INSERT INTO pix.message (end_to_end_id, valor, pagador_nome, pagador_cpf_cnpj, pagador_ispb, "
+    "pagador_agencia, pagador_conta, pagador_tipo_conta, recebedor_nome, recebedor_cpf_cnpj, "
+    "recebedor_ispb, recebedor_agencia, recebedor_conta, recebedor_tipo_conta, campo_livre, tx_id, "
+    "data_hora_pagamento) VALUES ";
 
 /* Appends one row for ledger index idx; returns the new length. buf has room for 400 bytes. */
 static size_t row_format(char *buf, long idx, int ispb_idx, int first)
@@ -95,11 +95,12 @@ static size_t row_format(char *buf, long idx, int ispb_idx, int first)
 	cpf_format(idx * 2 + 1, cpf1);
 	cpf_format(idx * 2 + 2, cpf2);
 	long cents = idx % 99999 + 1;
-	return snprintf(buf, 400,
-			"%s('%s', %ld.%02ld, 'Pagador Bench', '%s', '%s', '0001', '%ld', 'CACC', "
-			"'Recebedor Bench José', '%s', '%s', '0361', '%ld', 'SVGS', '', 'pixbench%ld', now())",
-			first ? "" : ", ", e2e, cents / 100, cents % 100, cpf1, PB_PAYER_ISPB, 1000 + idx % 9000000,
-			cpf2, ispb, 2000 + idx % 9000000, idx);
+	return snprintf(
+	    buf, 400,
+	    "%s('%s', %ld.%02ld, 'Pagador Bench', '%s', '%s', '0001', '%ld', 'CACC', "
+	    "'Recebedor Bench José', '%s', '%s', '0361', '%ld', 'SVGS', '', 'pixbench%ld', now())",
+	    first ? "" : ", ", e2e, cents / 100, cents % 100, cpf1, PB_PAYER_ISPB, 1000 + idx % 9000000,
+	    cpf2, ispb, 2000 + idx % 9000000, idx);
 }
 
 static PGconn *connect_db(void)
@@ -156,7 +157,7 @@ int preload_tracked(long n)
 	next_index = n;
 	if (!cfg.quiet)
 		fprintf(stderr, "pixbench: preloaded %ld tracked messages in %.1f s\n", n,
-			(now_ns() - t0) / 1e9);
+		        (now_ns() - t0) / 1e9);
 	free(sql);
 	PQfinish(c);
 	return rc;
@@ -192,7 +193,7 @@ int generate_backlog(long n)
 	}
 	if (!cfg.quiet)
 		fprintf(stderr, "pixbench: generated a backlog of %ld untracked messages in %.1f s\n", n,
-			(now_ns() - t0) / 1e9);
+		        (now_ns() - t0) / 1e9);
 	PQfinish(c);
 	return 0;
 }
@@ -308,17 +309,18 @@ int monitor_table_stats(char *out, size_t outlen, int header)
 		size_t n = 0;
 		for (int i = 0; i < 4; i++)
 			n += snprintf(out + n, outlen - n, ",%s_bytes,%s_live,%s_dead", tables[i], tables[i],
-				      tables[i]);
+			              tables[i]);
 		return 0;
 	}
 	out[0] = 0;
 	if (!mon)
 		return -1;
-	PGresult *r = PQexec(mon,
-			     "SELECT c.relname, pg_total_relation_size(c.oid), coalesce(s.n_live_tup, 0), "
-			     "coalesce(s.n_dead_tup, 0) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-			     "LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid "
-			     "WHERE n.nspname = 'pix' AND c.relname IN ('message', 'ready', 'stream', 'iteration')");
+	PGresult *r = PQexec(
+	    mon,
+	    "SELECT c.relname, pg_total_relation_size(c.oid), coalesce(s.n_live_tup, 0), "
+	    "coalesce(s.n_dead_tup, 0) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+	    "LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid "
+	    "WHERE n.nspname = 'pix' AND c.relname IN ('message', 'ready', 'stream', 'iteration')");
 	if (PQresultStatus(r) != PGRES_TUPLES_OK) {
 		PQclear(r);
 		return -1;

@@ -58,8 +58,8 @@ static int read_stat(int pid, int *ppid, double *cpu, double *children)
 	char state;
 	long pp, ut, st, cut, cst;
 	/* fields after comm: 3 state, 4 ppid, ... 14 utime, 15 stime, 16 cutime, 17 cstime */
-	if (sscanf(p + 2, "%c %ld %*d %*d %*d %*d %*u %*u %*u %*u %*u %ld %ld %ld %ld", &state, &pp, &ut,
-		   &st, &cut, &cst) != 6)
+	if (sscanf(p + 2, "%c %ld %*d %*d %*d %*d %*u %*u %*u %*u %*u %ld %ld %ld %ld", &state, &pp,
+	           &ut, &st, &cut, &cst) != 6)
 		return -1;
 	double hz = (double)sysconf(_SC_CLK_TCK);
 	*ppid = (int)pp;

@@ -137,7 +137,7 @@ static void record_tracked(long idx, uint32_t me, int ispb_idx, int64_t t)
 	if (exp != ispb_idx) {
 		cnt.wrong_ispb++;
 		violation("message #%ld for ISPB index %d delivered to a stream of ISPB index %d", idx, exp,
-			  ispb_idx);
+		          ispb_idx);
 	}
 	if (e->deliveries < 255)
 		e->deliveries++;
@@ -158,7 +158,8 @@ static void record_tracked(long idx, uint32_t me, int ispb_idx, int64_t t)
 		break;
 	case M_CONFIRMED:
 		cnt.dup_after_confirm++;
-		violation("message #%ld delivered again after its confirmation (collector %u)", idx, me >> 16);
+		violation("message #%ld delivered again after its confirmation (collector %u)", idx,
+		          me >> 16);
 		e->holder = me;
 		e->state = M_PENDING;
 		break;
@@ -186,7 +187,7 @@ static const char *find(const char *p, const char *end, const char *needle)
 }
 
 int ledger_deliver(int collector, uint16_t gen, int ispb_idx, const char *body, size_t len,
-		   int multipart, int64_t t, uint32_t **pending, int *npending, int *pcap)
+                   int multipart, int64_t t, uint32_t **pending, int *npending, int *pcap)
 {
 	const char *p = body, *end = body + len;
 	while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
@@ -251,8 +252,8 @@ void ledger_confirm(int collector, uint16_t gen, const uint32_t *pending, int n)
 		if (e->holder != me) {
 			cnt.dup_live++;
 			violation("message #%u confirmed by collector %d while another stream (collector %u) "
-				  "had received it",
-				  pending[i], collector, e->holder >> 16);
+			          "had received it",
+			          pending[i], collector, e->holder >> 16);
 			continue;
 		}
 		e->state = M_CONFIRMED;
@@ -287,7 +288,8 @@ long ledger_undelivered(long *orphaned, long *unconfirmed)
 			if (shown++ < 5) {
 				char e2e[PB_E2E_LEN + 1];
 				e2e_format(i, e2e);
-				fprintf(stderr, "lost: message #%ld (%.21s...%s) never delivered\n", i, e2e, e2e + 21);
+				fprintf(stderr, "lost: message #%ld (%.21s...%s) never delivered\n", i, e2e,
+				        e2e + 21);
 			}
 		} else if (e->state == M_ORPHANED)
 			o++;

@@ -26,10 +26,12 @@ struct text {
 };
 
 enum route { R_START, R_NEXT, R_STOP, R_MSGS, R_HEALTH, R_METRICS, R_OPENAPI, R_OTHER, R_N };
-static const char *const route_names[R_N] = {"stream_start", "stream_next", "stream_stop", "util_msgs",
-                                             "health",       "metrics",     "openapi",     "other"};
+static const char *const route_names[R_N] = {"stream_start", "stream_next", "stream_stop",
+                                             "util_msgs",    "health",      "metrics",
+                                             "openapi",      "other"};
 /* Upper bounds (seconds) of the latency histogram; a long poll lands near --wait-ms. */
-static const double latency_bounds[] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 9};
+static const double latency_bounds[] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                        0.25,  0.5,   1,    2.5,   5,    9};
 #define N_BOUNDS (sizeof(latency_bounds) / sizeof(latency_bounds[0]))
 
 static struct {
@@ -125,16 +127,20 @@ static void put_observed(struct text *t)
 		for (size_t b = 0; b <= N_BOUNDS; b++) {
 			cumulative += observed.latency[r][b];
 			if (b < N_BOUNDS)
-				put(t, "pixd_http_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"} %" PRIu64 "\n",
+				put(t,
+				    "pixd_http_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"} %" PRIu64
+				    "\n",
 				    route_names[r], latency_bounds[b], cumulative);
 			else
-				put(t, "pixd_http_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} %" PRIu64 "\n",
+				put(t,
+				    "pixd_http_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} %" PRIu64
+				    "\n",
 				    route_names[r], cumulative);
 		}
 		put(t, "pixd_http_request_duration_seconds_sum{route=\"%s\"} %.6f\n", route_names[r],
 		    observed.latency_sum[r]);
-		put(t, "pixd_http_request_duration_seconds_count{route=\"%s\"} %" PRIu64 "\n", route_names[r],
-		    cumulative);
+		put(t, "pixd_http_request_duration_seconds_count{route=\"%s\"} %" PRIu64 "\n",
+		    route_names[r], cumulative);
 	}
 }
 
@@ -179,8 +185,9 @@ void handle_metrics(h2o_req_t *req)
 	gauge(&t, "pixd_db_queue_length", "Queries waiting for a connection.", db_queue_length());
 	gauge(&t, "pixd_listener_up", "1 while LISTEN pix_message is active.", listener_is_listening());
 	put_observed(&t);
-	put(&t, "# HELP pix_db_metrics_age_seconds Age of the database samples below (-1: none yet).\n"
-	        "# TYPE pix_db_metrics_age_seconds gauge\npix_db_metrics_age_seconds %.3f\n",
+	put(&t,
+	    "# HELP pix_db_metrics_age_seconds Age of the database samples below (-1: none yet).\n"
+	    "# TYPE pix_db_metrics_age_seconds gauge\npix_db_metrics_age_seconds %.3f\n",
 	    db_age);
 	put(&t, "%.*s", (int)db_len, db_text);
 	respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", t.buf, t.len);

@@ -7,8 +7,8 @@
  *   - the result is one of ACCEPT_NOTHING, ACCEPT_SINGLE, ACCEPT_MULTI, and gzip is 0 or 1;
  *   - metamorphic properties RFC 9110 implies, when the input holds no quote (quotes make ',' and
  *     case significant): the lines joined with ',' into one line negotiate the same (a header over
- *     several lines is one list); upper-casing everything negotiates the same (tokens and media types
- *     are case-insensitive); a blank input means "anything" (single).
+ *     several lines is one list); upper-casing everything negotiates the same (tokens and media
+ * types are case-insensitive); a blank input means "anything" (single).
  */
 #include <ctype.h>
 #include <stdint.h>

@@ -75,7 +75,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		pix_complete_cpf(cpf);
 		pix_complete_cnpj(cnpj);
 		if (strlen(cpf) != 11 || strlen(cnpj) != 14 || ref_valid(cpf) != pix_valid_cpf_cnpj(cpf) ||
-			ref_valid(cnpj) != pix_valid_cnpj(cnpj)) {
+		    ref_valid(cnpj) != pix_valid_cnpj(cnpj)) {
 			fprintf(stderr, "complete: %s %s\n", cpf, cnpj);
 			abort();
 		}

@@ -75,10 +75,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				break;
 		}
 	}
-	m = (pix_message){fields[0], fields[1],
-					  {fields[2], fields[3], fields[4], fields[5], fields[6], fields[7]},
-					  {fields[8], fields[9], fields[10], fields[11], fields[12], fields[13]},
-					  fields[14], fields[15], fields[16]};
+	m = (pix_message){fields[0],
+	                  fields[1],
+	                  {fields[2], fields[3], fields[4], fields[5], fields[6], fields[7]},
+	                  {fields[8], fields[9], fields[10], fields[11], fields[12], fields[13]},
+	                  fields[14],
+	                  fields[15],
+	                  fields[16]};
 
 	problem = pix_message_problem(&m);
 	if (problem != NULL && (problem[0] == '\0' || strchr(problem, ':') == NULL))

@@ -1,7 +1,7 @@
 /*
  * fuzz_route.c — libFuzzer harness for the shim's request side: routing and path splitting
- * (shim/request_handler.c), the {number} and interationId checks and the read/stop/generate handlers
- * (shim/handlers/util.c, shim/handlers/stream.c), the problem+json responses and gzip.
+ * (shim/request_handler.c), the {number} and interationId checks and the read/stop/generate
+ * handlers (shim/handlers/util.c, shim/handlers/stream.c), the problem+json responses and gzip.
  *
  * The shim's files are included as they are (their static functions become reachable) and the
  * harness stands in for what surrounds them: the database pool (db_submit records the query and
@@ -17,9 +17,9 @@
  * Checked on every request, against an independent reference router written from SPEC.md:
  *   exactly one response; its status is the one the reference predicts (200/201/204/400/404/405/
  *   406/503, never 500); 405 carries Allow; error bodies are application/problem+json objects whose
- *   "status" is the status; gzip bodies inflate; 200/204 reads carry Pull-Next; the database is asked
- *   only with an 8-digit ISPB, a plausible id (1..64 printable ASCII, no '/') and a number that is
- *   1..9 ASCII digits within --max-generate, and the parameters are NUL-terminated copies.
+ *   "status" is the status; gzip bodies inflate; 200/204 reads carry Pull-Next; the database is
+ * asked only with an 8-digit ISPB, a plausible id (1..64 printable ASCII, no '/') and a number that
+ * is 1..9 ASCII digits within --max-generate, and the parameters are NUL-terminated copies.
  */
 #define _GNU_SOURCE
 #include "../../shim/request_handler.c"
@@ -32,10 +32,15 @@
 #include "json_check.h"
 #include "parking.h"
 
-struct pixd_config pixd_config = {.listen = "127.0.0.1:0", .pool_size = 1, .wait_ms = 0,
-								   .max_queue = 1, .max_parked = 10, .max_generate = 10000,
-								   .query_timeout_ms = 1000, .connect_timeout_ms = 1000,
-								   .access_log = 1};
+struct pixd_config pixd_config = {.listen = "127.0.0.1:0",
+                                  .pool_size = 1,
+                                  .wait_ms = 0,
+                                  .max_queue = 1,
+                                  .max_parked = 10,
+                                  .max_generate = 10000,
+                                  .query_timeout_ms = 1000,
+                                  .connect_timeout_ms = 1000,
+                                  .access_log = 1};
 struct pixd_metrics pixd_metrics;
 h2o_evloop_t *pixd_loop;
 h2o_context_t pixd_ctx;
@@ -143,7 +148,7 @@ static void fail(const char *what)
 	fprintf(stderr, "fuzz_route: %s (status %d, log: %s)\ninput: ", what, resp_status, log_line);
 	for (size_t i = 0; i < cur_size; i++)
 		fprintf(stderr, (cur_input[i] >= 0x20 && cur_input[i] < 0x7f) ? "%c" : "\\x%02x",
-				(unsigned char)cur_input[i]);
+		        (unsigned char)cur_input[i]);
 	fprintf(stderr, "\n");
 	abort();
 }
@@ -233,7 +238,7 @@ static struct expect reference(h2o_iovec_t method, h2o_iovec_t path, int accepta
 		} else if (!ref_digits(segs[3], lens[3], 8, 8)) {
 			e.status = 400;
 		} else if (!ref_digits(segs[4], lens[4], 1, 9) || ref_value(segs[4], lens[4]) < 1 ||
-				   ref_value(segs[4], lens[4]) > pixd_config.max_generate) {
+		           ref_value(segs[4], lens[4]) > pixd_config.max_generate) {
 			e.status = 400;
 		} else {
 			e.status = -1;
@@ -248,9 +253,9 @@ static PGresult *fake_result(enum db_stmt stmt, int with_messages, const char *i
 {
 	PGresult *res = PQmakeEmptyPGresult(NULL, PGRES_TUPLES_OK);
 	static PGresAttDesc read_cols[4] = {{"interation_id", 0, 0, 0, 25, -1, -1},
-										{"pull_next", 0, 0, 0, 25, -1, -1},
-										{"message_count", 0, 0, 0, 23, 4, -1},
-										{"body", 0, 0, 0, 25, -1, -1}};
+	                                    {"pull_next", 0, 0, 0, 25, -1, -1},
+	                                    {"message_count", 0, 0, 0, 23, 4, -1},
+	                                    {"body", 0, 0, 0, 25, -1, -1}};
 	static PGresAttDesc one_col[1] = {{"n", 0, 0, 0, 23, 4, -1}};
 	char pull[64];
 
@@ -277,11 +282,11 @@ static void check_params(const db_query_t *q)
 		fail("database asked with a bad ISPB");
 	if (q->stmt == DB_STREAM_NEXT || q->stmt == DB_STREAM_STOP)
 		if (q->params[1] == NULL || !ref_plausible_id(q->params[1], strlen(q->params[1])) ||
-			strchr(q->params[1], '/') != NULL)
+		    strchr(q->params[1], '/') != NULL)
 			fail("database asked with an implausible id");
 	if (q->stmt == DB_GENERATE)
 		if (q->params[1] == NULL || !ref_digits(q->params[1], strlen(q->params[1]), 1, 9) ||
-			atol(q->params[1]) < 1 || atol(q->params[1]) > pixd_config.max_generate)
+		    atol(q->params[1]) < 1 || atol(q->params[1]) > pixd_config.max_generate)
 			fail("database asked with a bad number");
 	if (q->stmt == DB_STREAM_START || q->stmt == DB_STREAM_NEXT) {
 		const char *mm = q->params[q->stmt == DB_STREAM_START ? 1 : 2];
@@ -294,8 +299,8 @@ static void check_params(const db_query_t *q)
 static const char *find_res_header(h2o_req_t *req, const char *name)
 {
 	static char slots[6][256];
-	static const char *names[6] = {"pull-next", "retry-after", "allow", "content-type",
-								   "content-encoding", "vary"};
+	static const char *names[6] = {"pull-next",    "retry-after",      "allow",
+	                               "content-type", "content-encoding", "vary"};
 	for (size_t i = 0; i < req->res.headers.size; i++) {
 		h2o_header_t *h = req->res.headers.entries + i;
 		if (h2o_lcstris(h->name->base, h->name->len, name, strlen(name))) {
@@ -351,22 +356,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	req.method = h2o_iovec_init(s, sp - s);
 	req.input.path = h2o_iovec_init(sp + 1, nl - sp - 1);
 	req.path = req.input.path;
-	req.path_normalized =
-		h2o_url_normalize_path(&req.pool, req.path.base, req.path.len, &query_at, &req.norm_indexes);
+	req.path_normalized = h2o_url_normalize_path(&req.pool, req.path.base, req.path.len, &query_at,
+	                                             &req.norm_indexes);
 	req.query_at = query_at;
 	for (s = nl + 1; s < end;) {
 		const char *line_end = memchr(s, '\n', end - s);
 		if (line_end == NULL)
 			line_end = end;
 		if (line_end > s && s[0] == 'a') {
-			h2o_add_header(&req.pool, &req.headers, H2O_TOKEN_ACCEPT, NULL, s + 1, line_end - s - 1);
+			h2o_add_header(&req.pool, &req.headers, H2O_TOKEN_ACCEPT, NULL, s + 1,
+			               line_end - s - 1);
 			if (n_accept < 16) {
 				accept_v[n_accept] = s + 1;
 				accept_l[n_accept++] = line_end - s - 1;
 			}
 		} else if (line_end > s && s[0] == 'e') {
 			h2o_add_header(&req.pool, &req.headers, H2O_TOKEN_ACCEPT_ENCODING, NULL, s + 1,
-						   line_end - s - 1);
+			               line_end - s - 1);
 		}
 		s = line_end + 1;
 	}
@@ -410,7 +416,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (resp_status != expected)
 			fail("status differs from the reference (database call)");
 		if (want.read && (resp_status == 200 || resp_status == 204) &&
-			find_res_header(&req, "pull-next") == NULL)
+		    find_res_header(&req, "pull-next") == NULL)
 			fail("a read without Pull-Next");
 		if (resp_status == 503 && find_res_header(&req, "retry-after") == NULL)
 			fail("503 without Retry-After");
@@ -447,9 +453,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			fail("problem body is not valid JSON");
 		snprintf(needle, sizeof(needle), "\"status\":%d,", resp_status);
 		if (memmem(plain, plain_len, needle, strlen(needle)) == NULL ||
-			memmem(plain, plain_len, "\"type\":", 7) == NULL ||
-			memmem(plain, plain_len, "\"title\":", 8) == NULL ||
-			memmem(plain, plain_len, "\"detail\":", 9) == NULL)
+		    memmem(plain, plain_len, "\"type\":", 7) == NULL ||
+		    memmem(plain, plain_len, "\"title\":", 8) == NULL ||
+		    memmem(plain, plain_len, "\"detail\":", 9) == NULL)
 			fail("problem body lacks type/title/status/detail");
 	}
 	h2o_mem_clear_pool(&req.pool);

@@ -23,6 +23,21 @@ CREATE FUNCTION example() RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
              "data_hora_pagamento": "2022-07-23T19:47:18.108Z"}'::jsonb
 $$;
 
+-- Inserts the example with `changes` (keys are column names) and returns the rendered body.
+CREATE FUNCTION insert_example(changes jsonb) RETURNS text LANGUAGE sql AS $$
+    INSERT INTO pix.message (end_to_end_id, valor, pagador_nome, pagador_cpf_cnpj, pagador_ispb,
+                             pagador_agencia, pagador_conta, pagador_tipo_conta, recebedor_nome,
+                             recebedor_cpf_cnpj, recebedor_ispb, recebedor_agencia,
+                             recebedor_conta, recebedor_tipo_conta, campo_livre, tx_id,
+                             data_hora_pagamento)
+    SELECT end_to_end_id, valor, pagador_nome, pagador_cpf_cnpj, pagador_ispb, pagador_agencia,
+           pagador_conta, pagador_tipo_conta, recebedor_nome, recebedor_cpf_cnpj,
+           recebedor_ispb, recebedor_agencia, recebedor_conta, recebedor_tipo_conta,
+           campo_livre, tx_id, data_hora_pagamento
+      FROM jsonb_populate_record(NULL::pix.message, example() || changes)
+    RETURNING body
+$$;
+
 -- Inserts the example (under another endToEndId) with `changes` applied (a JSON null makes the
 -- column NULL) and returns the rendered body, or the error: SQLSTATE, message and detail. Accepted
 -- rows are rolled back at once (by raising and catching ZZ000): probes leave nothing behind.
@@ -31,18 +46,7 @@ DECLARE
     detail text;
 BEGIN
     BEGIN
-        INSERT INTO pix.message (end_to_end_id, valor, pagador_nome, pagador_cpf_cnpj, pagador_ispb,
-                                 pagador_agencia, pagador_conta, pagador_tipo_conta, recebedor_nome,
-                                 recebedor_cpf_cnpj, recebedor_ispb, recebedor_agencia,
-                                 recebedor_conta, recebedor_tipo_conta, campo_livre, tx_id,
-                                 data_hora_pagamento)
-        SELECT end_to_end_id, valor, pagador_nome, pagador_cpf_cnpj, pagador_ispb, pagador_agencia,
-               pagador_conta, pagador_tipo_conta, recebedor_nome, recebedor_cpf_cnpj,
-               recebedor_ispb, recebedor_agencia, recebedor_conta, recebedor_tipo_conta,
-               campo_livre, tx_id, data_hora_pagamento
-          FROM jsonb_populate_record(NULL::pix.message,
-                   example() || '{"end_to_end_id": "E32074986202402211927probe000001"}' || changes)
-        RETURNING body INTO result;
+        result := insert_example('{"end_to_end_id": "E32074986202402211927probe000001"}' || changes);
         RAISE EXCEPTION USING ERRCODE = 'ZZ000';
     EXCEPTION
         WHEN SQLSTATE 'ZZ000' THEN
@@ -61,16 +65,7 @@ $$;
 
 -- Inserts the example with `changes` for real (the message stays: it is enqueued).
 CREATE FUNCTION enqueue(changes jsonb) RETURNS void LANGUAGE sql AS $$
-    INSERT INTO pix.message (end_to_end_id, valor, pagador_nome, pagador_cpf_cnpj, pagador_ispb,
-                             pagador_agencia, pagador_conta, pagador_tipo_conta, recebedor_nome,
-                             recebedor_cpf_cnpj, recebedor_ispb, recebedor_agencia,
-                             recebedor_conta, recebedor_tipo_conta, campo_livre, tx_id,
-                             data_hora_pagamento)
-    SELECT end_to_end_id, valor, pagador_nome, pagador_cpf_cnpj, pagador_ispb, pagador_agencia,
-           pagador_conta, pagador_tipo_conta, recebedor_nome, recebedor_cpf_cnpj,
-           recebedor_ispb, recebedor_agencia, recebedor_conta, recebedor_tipo_conta,
-           campo_livre, tx_id, data_hora_pagamento
-      FROM jsonb_populate_record(NULL::pix.message, example() || changes)
+    SELECT insert_example(changes)
 $$;
 
 -- Runs a statement and shows its outcome: 'ok' or SQLSTATE, message and detail.

@@ -90,3 +90,12 @@ CREATE FUNCTION t.shared() RETURNS bigint LANGUAGE sql AS $$
        + (SELECT count(*) FROM pix.ready r JOIN pix.stream s
                             ON s.state = 'o' AND r.message_id = ANY (s.pending_ids))
 $$;
+
+-- Returns v once advisory lock `lock` is free: a step can stall in the middle of a statement, after
+-- the rows before it are written (a straggling INSERT that has taken its ids but not yet queued).
+CREATE FUNCTION t.after_lock(lock bigint, v text) RETURNS text LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+  PERFORM pg_advisory_xact_lock(lock);
+  RETURN v;
+END
+$$;

@@ -273,16 +273,26 @@ static void sort_ids(int64 *ids, int count)
 		}
 }
 
-/* The backend's hint for an ISPB; the table is dropped and rebuilt if a backend serves very many.
+/*
+ * The backend's hint for an ISPB. A backend that serves very many ISPBs keeps PIX_HINTS_MAX of them:
+ * a new one evicts one entry (the first the table yields), which costs that ISPB one full scan.
  */
 static claim_hint *hint_for(const char *ispb)
 {
 	claim_hint *hint;
 	bool found;
 
-	if (claim_hints != NULL && hash_get_num_entries(claim_hints) >= PIX_HINTS_MAX) {
-		hash_destroy(claim_hints);
-		claim_hints = NULL;
+	if (claim_hints != NULL && hash_get_num_entries(claim_hints) >= PIX_HINTS_MAX &&
+	    hash_search(claim_hints, ispb, HASH_FIND, NULL) == NULL) {
+		HASH_SEQ_STATUS status;
+		claim_hint *victim;
+		char key[9];
+
+		hash_seq_init(&status, claim_hints);
+		victim = hash_seq_search(&status);
+		hash_seq_term(&status);
+		memcpy(key, victim->ispb, sizeof(key));
+		hash_search(claim_hints, key, HASH_REMOVE, NULL);
 	}
 	if (claim_hints == NULL) {
 		HASHCTL ctl = {.keysize = 9, .entrysize = sizeof(claim_hint)};

@@ -10,11 +10,18 @@
 \echo Use "CREATE EXTENSION pix_isolation" to load this file. \quit
 
 -- Before and after every permutation: no message, stream, history or id left.
-CREATE PROCEDURE t.reset() LANGUAGE sql AS $$
-  TRUNCATE pix.message, pix.ready, pix.stream, pix.iteration, pix.institution, t.ids;
-$$;
-
 CREATE TABLE t.ids (k text PRIMARY KEY, iid text NOT NULL UNIQUE);
+-- Moments a step records (clock_timestamp()), to compare with what the extension wrote.
+CREATE TABLE t.marks (k text PRIMARY KEY, at timestamptz NOT NULL);
+CREATE PROCEDURE t.reset() LANGUAGE sql AS $$
+  TRUNCATE pix.message, pix.ready, pix.stream, pix.iteration, pix.institution, pix.retired_id,
+           t.ids, t.marks;
+$$;
+-- Makes the stream that holds this id (as current id) idle for sessions with the default timeout.
+CREATE PROCEDURE t.idle(with_k text) LANGUAGE sql AS $$
+  UPDATE pix.stream SET last_read_at = last_read_at - interval '1 hour'
+    FROM t.ids WHERE ids.k = with_k AND ids.iid = stream.current_iid;
+$$;
 CREATE FUNCTION t.label(e2e text) RETURNS text LANGUAGE sql IMMUTABLE
   AS $$ SELECT 'm' || right(e2e, 7)::int $$;
 CREATE PROCEDURE t.enqueue(receiver text, VARIADIC ns int[]) LANGUAGE sql AS $$

@@ -303,8 +303,9 @@ static void refuse_duplicate(Relation message, HeapTuple tuple, TupleDesc desc)
 	ExecDropSingleTupleTableSlot(slot);
 	index_close(index, AccessShareLock);
 	if (found)
-		ereport(ERROR, (errcode(ERRCODE_PIX_INVALID_MESSAGE), errmsg("invalid Pix message"),
-		                errdetail("endToEndId: %s is already enqueued.", TextDatumGetCString(e2e))));
+		ereport(ERROR,
+		        (errcode(ERRCODE_PIX_INVALID_MESSAGE), errmsg("invalid Pix message"),
+		         errdetail("endToEndId: %s is already enqueued.", TextDatumGetCString(e2e))));
 }
 
 /*

@@ -107,34 +107,31 @@ PG_FUNCTION_INFO_V1(pix_streams_keepalive);
 #define PIX_LIVENESS_SLACK_MAX_MS 15000
 
 /* A prepared statement, planned once per backend and kept (SPI_keepplan). */
-typedef struct statement
-{
+typedef struct statement {
 	const char *sql;
-	int			nargs;
-	Oid			types[8];
-	SPIPlanPtr	plan;
+	int nargs;
+	Oid types[8];
+	SPIPlanPtr plan;
 } statement;
 
 /* The stream row as a call sees it (once it holds the row's lock, unless the call is quiet). */
-typedef struct stream_row
-{
-	int64		stream_id;
-	char		state;
-	int64		seq;
-	char		current_iid[PIX_IID_LEN + 1];
-	Datum		pending_ids;	/* bigint[], in the SPI context */
-	int			pending_count;
+typedef struct stream_row {
+	int64 stream_id;
+	char state;
+	int64 seq;
+	char current_iid[PIX_IID_LEN + 1];
+	Datum pending_ids; /* bigint[], in the SPI context */
+	int pending_count;
 	TimestampTz last_read_at;
-	int64		called_seq;		/* seq of the iteration the caller's id names */
+	int64 called_seq; /* seq of the iteration the caller's id names */
 } stream_row;
 
 /* What a read answers: becomes the pix_read composite. */
-typedef struct read_result
-{
-	char		iid[PIX_IID_LEN + 1];
-	char	   *ispb;
-	int			count;
-	char	   *body;			/* NULL when count == 0; allocated in the caller's context */
+typedef struct read_result {
+	char iid[PIX_IID_LEN + 1];
+	char *ispb;
+	int count;
+	char *body; /* NULL when count == 0; allocated in the caller's context */
 } read_result;
 
 /* clang-format off */
@@ -289,24 +286,24 @@ static statement purge_streams_sql = {
 /* clang-format on */
 
 static char *call_args(FunctionCallInfo fcinfo, char *iid);
-static int	batch_size_arg(FunctionCallInfo fcinfo, int argno);
+static int batch_size_arg(FunctionCallInfo fcinfo, int argno);
 static void iid_arg(FunctionCallInfo fcinfo, int argno, char *iid);
 static Datum wellformed_ids(ArrayType *array);
 static void refuse_expanded_call(FunctionCallInfo fcinfo);
 static void raise_not_found(void) pg_attribute_noreturn();
 static void raise_gone(void) pg_attribute_noreturn();
 static void raise_missing(const char *ispb, const char *iid) pg_attribute_noreturn();
-static int	execute(statement *st, Datum *values, const char *nulls, long limit);
-static int	execute_locking(statement *st, Datum *values);
+static int execute(statement *st, Datum *values, const char *nulls, long limit);
+static int execute_locking(statement *st, Datum *values);
 static bool find_stream(statement *st, const char *ispb, const char *iid, stream_row *s);
 static TimestampTz lock_stream(const char *ispb, const char *iid, stream_row *s);
 static bool quiet_read(const char *ispb, const char *iid, read_result *r);
 static TimestampTz idle_cutoff(TimestampTz now);
 static int64 liveness_slack_us(void);
 static Datum ids_array(const int64 *ids, int count);
-static int	array_length_of(Datum array);
+static int array_length_of(Datum array);
 static void lock_institution(const char *ispb);
-static int	sweep(statement *st, Datum *values);
+static int sweep(statement *st, Datum *values);
 static void sweep_ispb(const char *ispb, int64 except_stream, TimestampTz now);
 static void requeue(const char *ispb, const char *iid, Datum pending_ids, TimestampTz now);
 static void read_on(stream_row *s, int max, TimestampTz now, read_result *r, MemoryContext outer);
@@ -322,19 +319,18 @@ static Datum read_result_datum(FunctionCallInfo fcinfo, const read_result *r);
 /*
  * pix_stream_start(ispb, max_messages) opens a stream and reads from it. Always issues an id.
  */
-Datum
-pix_stream_start(PG_FUNCTION_ARGS)
+Datum pix_stream_start(PG_FUNCTION_ARGS)
 {
-	char	   *ispb = pix_ispb_arg(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0));
-	int			max = batch_size_arg(fcinfo, 1);
+	char *ispb = pix_ispb_arg(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0));
+	int max = batch_size_arg(fcinfo, 1);
 	MemoryContext outer = CurrentMemoryContext;
-	int64		ids[PIX_MAX_BATCH];
-	Datum		values[6];
+	int64 ids[PIX_MAX_BATCH];
+	Datum values[6];
 	read_result r = {.ispb = ispb};
 	TimestampTz now;
-	int64		live_streams;
-	int			redelivered;
-	bool		isnull;
+	int64 live_streams;
+	int redelivered;
+	bool isnull;
 
 	refuse_expanded_call(fcinfo);
 	pix_require_read_committed();
@@ -346,15 +342,14 @@ pix_stream_start(PG_FUNCTION_ARGS)
 	values[0] = CStringGetTextDatum(ispb);
 	values[1] = TimestampTzGetDatum(idle_cutoff(now));
 	execute(&count_live_sql, values, NULL, 1);
-	live_streams = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
-											   &isnull));
+	live_streams =
+	    DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	if (live_streams >= pix_max_collectors)
-		ereport(ERROR,
-				(errcode(ERRCODE_PIX_TOO_MANY_STREAMS),
-				 errmsg("too many open streams for ISPB %s", ispb),
-				 errdetail("At most %d streams may be open at once for one ISPB.",
-						   pix_max_collectors),
-				 errhint("Close a stream with DELETE, or wait for an idle one to expire.")));
+		ereport(ERROR, (errcode(ERRCODE_PIX_TOO_MANY_STREAMS),
+		                errmsg("too many open streams for ISPB %s", ispb),
+		                errdetail("At most %d streams may be open at once for one ISPB.",
+		                          pix_max_collectors),
+		                errhint("Close a stream with DELETE, or wait for an idle one to expire.")));
 
 	r.count = pix_claim_ready(ispb, max, ids, &redelivered);
 	pix_iid_new(r.iid);
@@ -374,21 +369,19 @@ pix_stream_start(PG_FUNCTION_ARGS)
  * pix_stream_next(ispb, interation_id, max_messages): the current id confirms and reads on; the
  * previous id replays the pending batch.
  */
-Datum
-pix_stream_next(PG_FUNCTION_ARGS)
+Datum pix_stream_next(PG_FUNCTION_ARGS)
 {
-	char		iid[PIX_IID_LEN + 1];
-	char	   *ispb = call_args(fcinfo, iid);
-	int			max = batch_size_arg(fcinfo, 2);
+	char iid[PIX_IID_LEN + 1];
+	char *ispb = call_args(fcinfo, iid);
+	int max = batch_size_arg(fcinfo, 2);
 	MemoryContext outer = CurrentMemoryContext;
 	read_result r = {.ispb = ispb};
-	stream_row	s;
+	stream_row s;
 	TimestampTz now;
 
 	refuse_expanded_call(fcinfo);
 	SPI_connect();
-	if (!quiet_read(ispb, iid, &r))
-	{
+	if (!quiet_read(ispb, iid, &r)) {
 		now = lock_stream(ispb, iid, &s);
 		if (s.called_seq == s.seq)
 			read_on(&s, max, now, &r, outer);
@@ -406,34 +399,29 @@ pix_stream_next(PG_FUNCTION_ARGS)
  * on the previous id (the collector never got the last batch), closes and requeues that batch.
  * Returns how many messages this call confirmed.
  */
-Datum
-pix_stream_stop(PG_FUNCTION_ARGS)
+Datum pix_stream_stop(PG_FUNCTION_ARGS)
 {
-	char		iid[PIX_IID_LEN + 1];
-	char	   *ispb = call_args(fcinfo, iid);
-	Datum		values[3];
-	char		nulls[3] = {' ', ' ', ' '};
-	stream_row	s;
+	char iid[PIX_IID_LEN + 1];
+	char *ispb = call_args(fcinfo, iid);
+	Datum values[3];
+	char nulls[3] = {' ', ' ', ' '};
+	stream_row s;
 	TimestampTz now;
-	int			confirmed = 0;
+	int confirmed = 0;
 
 	SPI_connect();
 	now = lock_stream(ispb, iid, &s);
 	values[0] = Int64GetDatum(s.stream_id);
 	values[1] = TimestampTzGetDatum(now);
-	if (s.called_seq == s.seq)
-	{
+	if (s.called_seq == s.seq) {
 		confirmed = s.pending_count;
 		values[2] = CStringGetTextDatum(s.current_iid);
 		nulls[2] = confirmed > 0 ? ' ' : 'n';
 		execute(&close_confirming_sql, values, nulls, 0);
-	}
-	else if (s.called_seq == s.seq - 1 && s.pending_count > 0)
-	{
+	} else if (s.called_seq == s.seq - 1 && s.pending_count > 0) {
 		requeue(ispb, s.current_iid, s.pending_ids, now);
 		execute(&close_requeuing_sql, values, NULL, 0);
-	}
-	else
+	} else
 		raise_gone();
 	SPI_finish();
 	PG_RETURN_INT32(confirmed);
@@ -444,12 +432,11 @@ pix_stream_stop(PG_FUNCTION_ARGS)
  * Reads and starts do this lazily for their own ISPB; the HTTP server also calls this periodically
  * so that slots and batches come back even where no collector is reading.
  */
-Datum
-pix_expire_streams(PG_FUNCTION_ARGS)
+Datum pix_expire_streams(PG_FUNCTION_ARGS)
 {
 	TimestampTz now = GetCurrentTimestamp();
-	Datum		values[2];
-	int			expired;
+	Datum values[2];
+	int expired;
 
 	pix_require_read_committed();
 	SPI_connect();
@@ -470,20 +457,19 @@ pix_expire_streams(PG_FUNCTION_ARGS)
  * (well under a client's statement timeout) and its locks brief; the age index keeps each chunk's
  * cost independent of the history's size.
  */
-Datum
-pix_purge_history(PG_FUNCTION_ARGS)
+Datum pix_purge_history(PG_FUNCTION_ARGS)
 {
-	TimestampTz cutoff = GetCurrentTimestamp() -
-		(TimestampTz) pix_history_retention_s * USECS_PER_SEC;
-	Datum		values[1] = {TimestampTzGetDatum(cutoff)};
-	int64		iterations;
-	bool		isnull;
+	TimestampTz cutoff =
+	    GetCurrentTimestamp() - (TimestampTz)pix_history_retention_s * USECS_PER_SEC;
+	Datum values[1] = {TimestampTzGetDatum(cutoff)};
+	int64 iterations;
+	bool isnull;
 
 	pix_require_read_committed();
 	SPI_connect();
 	execute(&purge_iterations_sql, values, NULL, 1);
-	iterations = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
-											 &isnull));
+	iterations =
+	    DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	execute(&purge_streams_sql, values, NULL, 0);
 	SPI_finish();
 	PG_RETURN_INT64(iterations);
@@ -497,13 +483,12 @@ pix_purge_history(PG_FUNCTION_ARGS)
  * ignored; a stream already dead is not revived; a stream whose row another call holds right now is
  * skipped (that call is a read, and marks it itself).
  */
-Datum
-pix_streams_keepalive(PG_FUNCTION_ARGS)
+Datum pix_streams_keepalive(PG_FUNCTION_ARGS)
 {
 	TimestampTz now = GetCurrentTimestamp();
-	Datum		values[3];
-	Datum		ids;
-	int			marked;
+	Datum values[3];
+	Datum ids;
+	int marked;
 
 	if (PG_ARGISNULL(0))
 		PG_RETURN_INT32(0);
@@ -530,34 +515,29 @@ pix_streams_keepalive(PG_FUNCTION_ARGS)
  * The preamble of next and stop: the ISPB (first, so a malformed one is always PX001), the id
  * (malformed: "not found", like an id that does not exist) and the isolation level.
  */
-static char *
-call_args(FunctionCallInfo fcinfo, char *iid)
+static char *call_args(FunctionCallInfo fcinfo, char *iid)
 {
-	char	   *ispb = pix_ispb_arg(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0));
+	char *ispb = pix_ispb_arg(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0));
 
 	iid_arg(fcinfo, 1, iid);
 	pix_require_read_committed();
 	return ispb;
 }
 
-static int
-batch_size_arg(FunctionCallInfo fcinfo, int argno)
+static int batch_size_arg(FunctionCallInfo fcinfo, int argno)
 {
-	int32		n = PG_ARGISNULL(argno) ? 0 : PG_GETARG_INT32(argno);
+	int32 n = PG_ARGISNULL(argno) ? 0 : PG_GETARG_INT32(argno);
 
 	if (n < 1 || n > PIX_MAX_BATCH)
-		ereport(ERROR,
-				(errcode(ERRCODE_PIX_INVALID_COUNT),
-				 errmsg("invalid max_messages"),
-				 errdetail("max_messages must be between 1 and %d.", PIX_MAX_BATCH)));
+		ereport(ERROR, (errcode(ERRCODE_PIX_INVALID_COUNT), errmsg("invalid max_messages"),
+		                errdetail("max_messages must be between 1 and %d.", PIX_MAX_BATCH)));
 	return n;
 }
 
 /* Copies a well-formed id into iid; anything else is "not found", like an id that does not exist. */
-static void
-iid_arg(FunctionCallInfo fcinfo, int argno, char *iid)
+static void iid_arg(FunctionCallInfo fcinfo, int argno, char *iid)
 {
-	text	   *arg = PG_ARGISNULL(argno) ? NULL : PG_GETARG_TEXT_PP(argno);
+	text *arg = PG_ARGISNULL(argno) ? NULL : PG_GETARG_TEXT_PP(argno);
 
 	if (arg == NULL || !pix_iid_is_wellformed(VARDATA_ANY(arg), VARSIZE_ANY_EXHDR(arg)))
 		raise_not_found();
@@ -569,20 +549,18 @@ iid_arg(FunctionCallInfo fcinfo, int argno, char *iid)
  * The well-formed ids of a text[] of any shape, as a one-dimensional text[] (NULLs and anything
  * that is not an id dropped), so that only ids ever reach an index lookup.
  */
-static Datum
-wellformed_ids(ArrayType *array)
+static Datum wellformed_ids(ArrayType *array)
 {
-	Datum	   *elems;
-	bool	   *nulls;
-	int			n;
-	int			kept = 0;
+	Datum *elems;
+	bool *nulls;
+	int n;
+	int kept = 0;
 
 	if (ARR_ELEMTYPE(array) != TEXTOID)
 		elog(ERROR, "pix: interation_ids must be text[]");
 	deconstruct_array(array, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
-	for (int i = 0; i < n; i++)
-	{
-		text	   *id = nulls[i] ? NULL : DatumGetTextPP(elems[i]);
+	for (int i = 0; i < n; i++) {
+		text *id = nulls[i] ? NULL : DatumGetTextPP(elems[i]);
 
 		if (id != NULL && pix_iid_is_wellformed(VARDATA_ANY(id), VARSIZE_ANY_EXHDR(id)))
 			elems[kept++] = PointerGetDatum(id);
@@ -598,31 +576,32 @@ wellformed_ids(ArrayType *array)
  * rolls back the statement; a call from the same expression node again (the next row, a loop) is a
  * new call. SELECT * FROM pix_stream_start(...) calls it once.
  */
-static void
-refuse_expanded_call(FunctionCallInfo fcinfo)
+static void refuse_expanded_call(FunctionCallInfo fcinfo)
 {
 	static LocalTransactionId lxid = InvalidLocalTransactionId;
 	static MemoryContext query_cxt = NULL;
 	static Node *first = NULL;
 	static Node *seen[8];
-	static int	nseen = 0;
-	Node	   *expr = fcinfo->flinfo->fn_expr;
-	bool		sibling;
+	static int nseen = 0;
+	Node *expr = fcinfo->flinfo->fn_expr;
+	bool sibling;
 
 	if (expr == NULL)
 		return;
 	sibling = lxid == MyProc->lxid && query_cxt == fcinfo->flinfo->fn_mcxt && first != NULL;
 	for (int i = 0; sibling && i < nseen; i++)
 		if (seen[i] == expr)
-			sibling = false;	/* this very node again: a new row or a new call */
+			sibling = false; /* this very node again: a new row or a new call */
 	if (sibling && exprLocation(expr) == exprLocation(first) && equal(expr, first))
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("%s must not be expanded with (...).*", get_func_name(fcinfo->flinfo->fn_oid)),
-				 errdetail("(f(...)).* calls the function once per column: each call would open or read a stream."),
-				 errhint("Call it in FROM: SELECT * FROM %s(...).", get_func_name(fcinfo->flinfo->fn_oid))));
-	if (sibling && nseen < (int) lengthof(seen))
-	{
+		ereport(
+		    ERROR,
+		    (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+		     errmsg("%s must not be expanded with (...).*", get_func_name(fcinfo->flinfo->fn_oid)),
+		     errdetail(
+		         "(f(...)).* calls the function once per column: each call would open or read a stream."),
+		     errhint("Call it in FROM: SELECT * FROM %s(...).",
+		             get_func_name(fcinfo->flinfo->fn_oid))));
+	if (sibling && nseen < (int)lengthof(seen)) {
 		seen[nseen++] = expr;
 		return;
 	}
@@ -634,32 +613,25 @@ refuse_expanded_call(FunctionCallInfo fcinfo)
 	nseen = 1;
 }
 
-static void
-raise_not_found(void)
+static void raise_not_found(void)
 {
-	ereport(ERROR,
-			(errcode(ERRCODE_PIX_STREAM_NOT_FOUND),
-			 errmsg("stream not found"),
-			 errdetail("No open stream of this ISPB has this interation id.")));
+	ereport(ERROR, (errcode(ERRCODE_PIX_STREAM_NOT_FOUND), errmsg("stream not found"),
+	                errdetail("No open stream of this ISPB has this interation id.")));
 	pg_unreachable();
 }
 
-static void
-raise_gone(void)
+static void raise_gone(void)
 {
-	ereport(ERROR,
-			(errcode(ERRCODE_PIX_STREAM_GONE),
-			 errmsg("stream gone"),
-			 errdetail("This interation id was closed, expired or superseded."),
-			 errhint("Start a new stream.")));
+	ereport(ERROR, (errcode(ERRCODE_PIX_STREAM_GONE), errmsg("stream gone"),
+	                errdetail("This interation id was closed, expired or superseded."),
+	                errhint("Start a new stream.")));
 	pg_unreachable();
 }
 
 /* An id that names no iteration: gone if it was one of a purged stream's last ids, else not found. */
-static void
-raise_missing(const char *ispb, const char *iid)
+static void raise_missing(const char *ispb, const char *iid)
 {
-	Datum		values[2] = {CStringGetTextDatum(iid), CStringGetTextDatum(ispb)};
+	Datum values[2] = {CStringGetTextDatum(iid), CStringGetTextDatum(ispb)};
 
 	if (execute(&retired_sql, values, NULL, 1) > 0)
 		raise_gone();
@@ -672,25 +644,23 @@ raise_missing(const char *ispb, const char *iid)
  */
 
 /* Runs a kept plan, preparing it on first use. Returns SPI_processed; errors are not expected. */
-static int
-execute(statement *st, Datum *values, const char *nulls, long limit)
+static int execute(statement *st, Datum *values, const char *nulls, long limit)
 {
-	int			rc;
+	int rc;
 
-	if (st->plan == NULL)
-	{
-		SPIPlanPtr	plan = SPI_prepare(st->sql, st->nargs, st->types);
+	if (st->plan == NULL) {
+		SPIPlanPtr plan = SPI_prepare(st->sql, st->nargs, st->types);
 
 		if (plan == NULL)
 			elog(ERROR, "pix: could not prepare \"%s\": %s", st->sql,
-				 SPI_result_code_string(SPI_result));
+			     SPI_result_code_string(SPI_result));
 		SPI_keepplan(plan);
 		st->plan = plan;
 	}
 	rc = SPI_execute_plan(st->plan, values, nulls, false, limit);
 	if (rc < 0)
 		elog(ERROR, "pix: \"%s\" failed: %s", st->sql, SPI_result_code_string(rc));
-	return (int) SPI_processed;
+	return (int)SPI_processed;
 }
 
 /*
@@ -699,34 +669,34 @@ execute(statement *st, Datum *values, const char *nulls, long limit)
  * commit) holds its rows until it ends, and the calls behind it must not hang with it. A wait that
  * runs out is PX009.
  */
-static int
-execute_locking(statement *st, Datum *values)
+static int execute_locking(statement *st, Datum *values)
 {
 	MemoryContext cxt = CurrentMemoryContext;
-	int			nest = NewGUCNestLevel();
-	int			rows = 0;
+	int nest = NewGUCNestLevel();
+	int rows = 0;
 
 	if (pix_lock_timeout_ms > 0 && (LockTimeout == 0 || LockTimeout > pix_lock_timeout_ms))
-		(void) set_config_option("lock_timeout", psprintf("%d", pix_lock_timeout_ms), PGC_SUSET,
-								 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+		(void)set_config_option("lock_timeout", psprintf("%d", pix_lock_timeout_ms), PGC_SUSET,
+		                        PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 	PG_TRY();
 	{
 		rows = execute(st, values, NULL, 1);
 	}
 	PG_CATCH();
 	{
-		ErrorData  *error;
+		ErrorData *error;
 
 		MemoryContextSwitchTo(cxt);
 		error = CopyErrorData();
 		if (error->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
 			PG_RE_THROW();
 		FlushErrorState();
-		ereport(ERROR,
-				(errcode(ERRCODE_PIX_BUSY),
-				 errmsg("stream busy"),
-				 errdetail("Another transaction has held this stream (or this ISPB's starts) for longer than pix.lock_timeout."),
-				 errhint("A client must commit or roll back right after each pix call.")));
+		ereport(
+		    ERROR,
+		    (errcode(ERRCODE_PIX_BUSY), errmsg("stream busy"),
+		     errdetail(
+		         "Another transaction has held this stream (or this ISPB's starts) for longer than pix.lock_timeout."),
+		     errhint("A client must commit or roll back right after each pix call.")));
 	}
 	PG_END_TRY();
 	AtEOXact_GUC(true, nest);
@@ -737,14 +707,13 @@ execute_locking(statement *st, Datum *values)
  * Reads the stream row an id of this ISPB names with st (locking it or not). False when there is
  * none: an unknown id, or another ISPB's.
  */
-static bool
-find_stream(statement *st, const char *ispb, const char *iid, stream_row *s)
+static bool find_stream(statement *st, const char *ispb, const char *iid, stream_row *s)
 {
-	Datum		values[2] = {CStringGetTextDatum(iid), CStringGetTextDatum(ispb)};
-	HeapTuple	row;
-	TupleDesc	desc;
-	bool		isnull;
-	char	   *text_value;
+	Datum values[2] = {CStringGetTextDatum(iid), CStringGetTextDatum(ispb)};
+	HeapTuple row;
+	TupleDesc desc;
+	bool isnull;
+	char *text_value;
 
 	if ((st == &lock_stream_sql ? execute_locking(st, values) : execute(st, values, NULL, 1)) == 0)
 		return false;
@@ -770,8 +739,7 @@ find_stream(statement *st, const char *ispb, const char *iid, stream_row *s)
  * unknown id or another ISPB's is "not found" (no oracle); a closed, expired or idle stream is
  * "gone".
  */
-static TimestampTz
-lock_stream(const char *ispb, const char *iid, stream_row *s)
+static TimestampTz lock_stream(const char *ispb, const char *iid, stream_row *s)
 {
 	TimestampTz now;
 
@@ -790,16 +758,15 @@ lock_stream(const char *ispb, const char *iid, stream_row *s)
  * any call on the stream that has not committed yet. False when any of that does not hold: the
  * caller then takes the locked path, which decides everything again.
  */
-static bool
-quiet_read(const char *ispb, const char *iid, read_result *r)
+static bool quiet_read(const char *ispb, const char *iid, read_result *r)
 {
 	TimestampTz now = GetCurrentTimestamp();
-	stream_row	s;
+	stream_row s;
 
 	if (!find_stream(&peek_stream_sql, ispb, iid, &s))
 		raise_missing(ispb, iid);
 	if (s.state != 'o' || s.called_seq != s.seq || s.pending_count > 0 ||
-		s.last_read_at < now - liveness_slack_us())
+	    s.last_read_at < now - liveness_slack_us())
 		return false;
 	if (pix_claim_sweep_due(ispb, now, Min(1000, pix_stream_idle_timeout_ms / 4)))
 		sweep_ispb(ispb, s.stream_id, now);
@@ -816,65 +783,57 @@ quiet_read(const char *ispb, const char *iid, read_result *r)
  * empty read may leave the record up to the slack behind the true last read, so a stream never
  * expires earlier than the timeout after its last read, and at most the slack later.
  */
-static TimestampTz
-idle_cutoff(TimestampTz now)
+static TimestampTz idle_cutoff(TimestampTz now)
 {
-	return now - (TimestampTz) pix_stream_idle_timeout_ms * 1000 - liveness_slack_us();
+	return now - (TimestampTz)pix_stream_idle_timeout_ms * 1000 - liveness_slack_us();
 }
 
 /* A quarter of the idle timeout, at most PIX_LIVENESS_SLACK_MAX_MS. */
-static int64
-liveness_slack_us(void)
+static int64 liveness_slack_us(void)
 {
-	return (int64) Min(pix_stream_idle_timeout_ms / 4, PIX_LIVENESS_SLACK_MAX_MS) * 1000;
+	return (int64)Min(pix_stream_idle_timeout_ms / 4, PIX_LIVENESS_SLACK_MAX_MS) * 1000;
 }
 
-static Datum
-ids_array(const int64 *ids, int count)
+static Datum ids_array(const int64 *ids, int count)
 {
-	Datum		elems[PIX_MAX_BATCH];
+	Datum elems[PIX_MAX_BATCH];
 
 	for (int i = 0; i < count; i++)
 		elems[i] = Int64GetDatum(ids[i]);
-	return PointerGetDatum(construct_array(elems, count, INT8OID, sizeof(int64), FLOAT8PASSBYVAL,
-										   TYPALIGN_DOUBLE));
+	return PointerGetDatum(
+	    construct_array(elems, count, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 }
 
-static int
-array_length_of(Datum array)
+static int array_length_of(Datum array)
 {
-	ArrayType  *a = DatumGetArrayTypeP(array);
+	ArrayType *a = DatumGetArrayTypeP(array);
 
 	return ArrayGetNItems(ARR_NDIM(a), ARR_DIMS(a));
 }
 
 /* Takes the lock that serializes the starts of an ISPB, making its row on the first start. */
-static void
-lock_institution(const char *ispb)
+static void lock_institution(const char *ispb)
 {
-	Datum		values[1] = {CStringGetTextDatum(ispb)};
+	Datum values[1] = {CStringGetTextDatum(ispb)};
 
-	if (execute_locking(&lock_institution_sql, values) == 0)
-	{
+	if (execute_locking(&lock_institution_sql, values) == 0) {
 		execute(&insert_institution_sql, values, NULL, 0);
 		execute_locking(&lock_institution_sql, values);
 	}
 }
 
 /* Runs an expiry sweep and requeues the batches of the streams it expired; returns how many. */
-static int
-sweep(statement *st, Datum *values)
+static int sweep(statement *st, Datum *values)
 {
 	TimestampTz now = DatumGetTimestampTz(values[1]);
-	int			expired = execute(st, values, NULL, 0);
+	int expired = execute(st, values, NULL, 0);
 	SPITupleTable *rows = SPI_tuptable;
 
-	for (int i = 0; i < expired; i++)
-	{
-		bool		isnull;
-		char	   *ispb = SPI_getvalue(rows->vals[i], rows->tupdesc, 1);
-		char	   *iid = SPI_getvalue(rows->vals[i], rows->tupdesc, 2);
-		Datum		pending = SPI_getbinval(rows->vals[i], rows->tupdesc, 3, &isnull);
+	for (int i = 0; i < expired; i++) {
+		bool isnull;
+		char *ispb = SPI_getvalue(rows->vals[i], rows->tupdesc, 1);
+		char *iid = SPI_getvalue(rows->vals[i], rows->tupdesc, 2);
+		Datum pending = SPI_getbinval(rows->vals[i], rows->tupdesc, 3, &isnull);
 
 		if (!isnull && array_length_of(pending) > 0)
 			requeue(ispb, iid, pending, now);
@@ -887,10 +846,9 @@ sweep(statement *st, Datum *values)
  * about to touch) and requeues their batches, so the caller's claim sees them at the head of the
  * queue.
  */
-static void
-sweep_ispb(const char *ispb, int64 except_stream, TimestampTz now)
+static void sweep_ispb(const char *ispb, int64 except_stream, TimestampTz now)
 {
-	Datum		values[4];
+	Datum values[4];
 
 	values[0] = TimestampTzGetDatum(idle_cutoff(now));
 	values[1] = TimestampTzGetDatum(now);
@@ -900,10 +858,9 @@ sweep_ispb(const char *ispb, int64 except_stream, TimestampTz now)
 }
 
 /* Puts a batch back at the head of the ready queue (the requeued range) and wakes the collectors. */
-static void
-requeue(const char *ispb, const char *iid, Datum pending_ids, TimestampTz now)
+static void requeue(const char *ispb, const char *iid, Datum pending_ids, TimestampTz now)
 {
-	Datum		values[4];
+	Datum values[4];
 
 	values[0] = CStringGetTextDatum(ispb);
 	values[1] = pending_ids;
@@ -917,20 +874,18 @@ requeue(const char *ispb, const char *iid, Datum pending_ids, TimestampTz now)
  * A call on the current id: confirm what is pending, then claim the next batch. A read that finds
  * nothing keeps the id (the collector will call it again) with nothing pending.
  */
-static void
-read_on(stream_row *s, int max, TimestampTz now, read_result *r, MemoryContext outer)
+static void read_on(stream_row *s, int max, TimestampTz now, read_result *r, MemoryContext outer)
 {
-	int64		ids[PIX_MAX_BATCH];
-	Datum		values[8];
-	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
-	int			redelivered;
+	int64 ids[PIX_MAX_BATCH];
+	Datum values[8];
+	char nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	int redelivered;
 
 	if (pix_claim_sweep_due(r->ispb, now, Min(1000, pix_stream_idle_timeout_ms / 4)))
 		sweep_ispb(r->ispb, s->stream_id, now);
 	r->count = pix_claim_ready(r->ispb, max, ids, &redelivered);
 
-	if (r->count == 0)
-	{
+	if (r->count == 0) {
 		strlcpy(r->iid, s->current_iid, sizeof(r->iid));
 		r->body = NULL;
 		/* Nothing to confirm and a recent enough last read: nothing to write. */
@@ -963,20 +918,20 @@ read_on(stream_row *s, int max, TimestampTz now, read_result *r, MemoryContext o
  * nothing confirmed or claimed. Batches delivered before 1.2 did not record their shape: those
  * answer in the shape the retry asks for.
  */
-static void
-replay(stream_row *s, int max, TimestampTz now, read_result *r, MemoryContext outer)
+static void replay(stream_row *s, int max, TimestampTz now, read_result *r, MemoryContext outer)
 {
-	Datum		values[3];
-	bool		isnull;
-	bool		as_array;
+	Datum values[3];
+	bool isnull;
+	bool as_array;
 
 	values[0] = Int64GetDatum(s->stream_id);
 	values[1] = TimestampTzGetDatum(now);
 	values[2] = CStringGetTextDatum(s->current_iid);
 	execute(&replay_sql, values, NULL, 0);
-	as_array = SPI_processed > 0 ?
-		DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)) :
-		false;
+	as_array =
+	    SPI_processed > 0
+	        ? DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull))
+	        : false;
 	if (SPI_processed == 0 || isnull)
 		as_array = max > 1;
 	strlcpy(r->iid, s->current_iid, sizeof(r->iid));
@@ -989,10 +944,9 @@ replay(stream_row *s, int max, TimestampTz now, read_result *r, MemoryContext ou
  * or an array (always when there is more than one). Bodies were rendered and validated at INSERT,
  * so this only copies bytes.
  */
-static char *
-render_rows(bool as_array, MemoryContext outer)
+static char *render_rows(bool as_array, MemoryContext outer)
 {
-	int			found = (int) SPI_processed;
+	int found = (int)SPI_processed;
 	MemoryContext spi = MemoryContextSwitchTo(outer);
 	StringInfoData body;
 
@@ -1000,11 +954,10 @@ render_rows(bool as_array, MemoryContext outer)
 	initStringInfo(&body);
 	if (as_array)
 		appendStringInfoChar(&body, '[');
-	for (int i = 0; i < found; i++)
-	{
-		bool		isnull;
-		text	   *one = DatumGetTextPP(SPI_getbinval(SPI_tuptable->vals[i],
-													   SPI_tuptable->tupdesc, 1, &isnull));
+	for (int i = 0; i < found; i++) {
+		bool isnull;
+		text *one =
+		    DatumGetTextPP(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
 
 		if (i > 0)
 			appendStringInfoChar(&body, ',');
@@ -1016,12 +969,11 @@ render_rows(bool as_array, MemoryContext outer)
 	return body.data;
 }
 
-static Datum
-read_result_datum(FunctionCallInfo fcinfo, const read_result *r)
+static Datum read_result_datum(FunctionCallInfo fcinfo, const read_result *r)
 {
-	TupleDesc	desc;
-	Datum		values[4];
-	bool		nulls[4] = {false, false, false, r->body == NULL};
+	TupleDesc desc;
+	Datum values[4];
+	bool nulls[4] = {false, false, false, r->body == NULL};
 
 	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "pix: function must return the composite type pix_read");
@@ -1029,6 +981,6 @@ read_result_datum(FunctionCallInfo fcinfo, const read_result *r)
 	values[0] = CStringGetTextDatum(r->iid);
 	values[1] = CStringGetTextDatum(psprintf("/api/pix/%s/stream/%s", r->ispb, r->iid));
 	values[2] = Int32GetDatum(r->count);
-	values[3] = r->body ? CStringGetTextDatum(r->body) : (Datum) 0;
+	values[3] = r->body ? CStringGetTextDatum(r->body) : (Datum)0;
 	return HeapTupleGetDatum(heap_form_tuple(desc, values, nulls));
 }

@@ -44,12 +44,12 @@ echo "| history (iterations) | extension | median ms per chunk | min | max | s p
 echo "|---:|---|---:|---:|---:|---:|"
 
 for size in $SIZES; do
-    DB=purge_$size
-    sql "DROP DATABASE IF EXISTS $DB" >/dev/null
-    sql "CREATE DATABASE $DB" >/dev/null
+    db=purge_$size
+    sql "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1
+    sql "CREATE DATABASE $db" >/dev/null
     echo "loading $size iterations ..." >&2
-    DB=$DB sql "CREATE EXTENSION pix" >/dev/null 2>&1
-    DB=$DB sql "
+    DB=$db sql "CREATE EXTENSION pix" >/dev/null 2>&1
+    DB=$db sql "
       ALTER TABLE pix.message DISABLE TRIGGER USER;
       INSERT INTO pix.message (end_to_end_id, valor, pagador_nome, pagador_cpf_cnpj, pagador_ispb,
              pagador_agencia, pagador_conta, pagador_tipo_conta, recebedor_nome, recebedor_cpf_cnpj,
@@ -68,16 +68,16 @@ for size in $SIZES; do
       INSERT INTO pix.iteration (iid, stream_id, seq, message_ids, delivered_at, confirmed_at)
       SELECT 'i' || lpad(m.id::text, 19, '0'), s.stream_id, (m.id - 1) % 100 + 1, ARRAY[m.id],
              now() - interval '30 days' + m.id * interval '1 ms', now() - interval '30 days' + m.id * interval '1 ms'
-        FROM pix.message m JOIN pix.stream s ON s.current_iid = 's' || lpad(((m.id - 1) / 100 + 1)::text, 19, '0');
-      VACUUM ANALYZE;" >/dev/null
-    version=$(DB=$DB sql "SELECT extversion FROM pg_extension WHERE extname = 'pix'")
+        FROM pix.message m JOIN pix.stream s ON s.current_iid = 's' || lpad(((m.id - 1) / 100 + 1)::text, 19, '0');" >/dev/null
+    DB=$db sql "VACUUM ANALYZE" >/dev/null
+    version=$(DB=$db sql "SELECT extversion FROM pg_extension WHERE extname = 'pix'")
     sql "CHECKPOINT" >/dev/null
     args=(-c '\timing on' -c 'SET pix.history_retention = 0')
     for ((i = 0; i < CHUNKS; i++)); do
         args+=(-c 'SELECT pix_purge_history()')
     done
-    times=$("$PGBIN/psql" -qX -d "$DB" -v ON_ERROR_STOP=1 "${args[@]}" | awk '/^Time:/ {print $2}' | tail -n "$CHUNKS" | sort -n)
-    purged=$(DB=$DB sql "SELECT $size - count(*) FROM pix.iteration")
+    times=$("$PGBIN/psql" -qX -d "$db" -v ON_ERROR_STOP=1 "${args[@]}" | awk '/^Time:/ {print $2}' | tail -n "$CHUNKS" | sort -n)
+    purged=$(DB=$db sql "SELECT $size - count(*) FROM pix.iteration")
     echo "$times" | awk -v size="$size" -v version="$version" -v purged="$purged" -v chunks="$CHUNKS" '
         { t[NR] = $1 }
         END {
@@ -85,5 +85,5 @@ for size in $SIZES; do
             printf "| %d | %s | %.1f | %.1f | %.1f | %.2f |\n", size, version, med, t[1], t[NR], med * 100 / 1000
             if (purged != chunks * 10000) printf "(purged %d iterations, not %d)\n", purged, chunks * 10000 > "/dev/stderr"
         }'
-    sql "DROP DATABASE $DB" >/dev/null
+    sql "DROP DATABASE $db" >/dev/null
 done

@@ -103,6 +103,8 @@ PG_FUNCTION_INFO_V1(pix_streams_keepalive);
 
 #define PIX_NOTIFY_CHANNEL "pix_message"
 #define PIX_PURGE_CHUNK 10000
+/* How many of the oldest closed streams each purge call looks at besides those its chunk emptied. */
+#define PIX_PURGE_STREAMS_LOOK 1000
 /* The most an empty read may leave last_read_at behind the true last read (see LIVENESS). */
 #define PIX_LIVENESS_SLACK_MAX_MS 15000
 
@@ -251,7 +253,7 @@ static statement keepalive_sql = {
  */
 static statement purge_iterations_sql = {
 	"WITH old AS MATERIALIZED ("
-	"  SELECT i.iid, i.message_ids, i.confirmed_at, s.ispb, s.state <> 'o' AND i.seq >= s.seq - 1 AS last"
+	"  SELECT i.iid, i.stream_id, i.message_ids, i.confirmed_at, s.ispb, s.state <> 'o' AND i.seq >= s.seq - 1 AS last"
 	"    FROM pix.iteration i JOIN pix.stream s ON s.stream_id = i.stream_id"
 	"   WHERE coalesce(i.confirmed_at, i.requeued_at, i.delivered_at) < $1"
 	"     AND (s.state <> 'o' OR i.seq < s.seq - 1)"
@@ -263,11 +265,22 @@ static statement purge_iterations_sql = {
 	" removed AS (DELETE FROM pix.message m"
 	"              WHERE m.id = ANY (ARRAY(SELECT unnest(message_ids) FROM old WHERE confirmed_at IS NOT NULL))"
 	"             RETURNING 1)"
-	" SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM removed)",
+	" SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM removed),"
+	"        ARRAY(SELECT DISTINCT stream_id FROM old WHERE last)",
 	1, {TIMESTAMPTZOID}};
+/*
+ * Closed streams with no iteration left, among those whose last iterations this chunk removed ($2)
+ * and the oldest closed ones (a bounded look through stream_closed_by_age, for a stream closed
+ * after its last iteration was purged): never a scan of every closed stream.
+ */
 static statement purge_streams_sql = {
-	"WITH gone AS ("
-	"  DELETE FROM pix.stream s WHERE s.state <> 'o' AND s.closed_at < $1"
+	"WITH candidate AS ("
+	"  SELECT unnest($2::pg_catalog.int8[]) AS stream_id"
+	"  UNION (SELECT stream_id FROM pix.stream WHERE state <> 'o' AND closed_at < $1"
+	"          ORDER BY closed_at LIMIT " CppAsString2(PIX_PURGE_STREAMS_LOOK) ")),"
+	" gone AS ("
+	"  DELETE FROM pix.stream s USING candidate c"
+	"   WHERE s.stream_id = c.stream_id AND s.state <> 'o' AND s.closed_at < $1"
 	"     AND NOT EXISTS (SELECT 1 FROM pix.iteration i WHERE i.stream_id = s.stream_id)"
 	"  RETURNING s.*),"
 	" per_ispb AS (SELECT ispb, count(*) AS streams, count(*) FILTER (WHERE state = 'e') AS expired,"
@@ -281,7 +294,7 @@ static statement purge_streams_sql = {
 	"        purged_confirmed = purged_confirmed + p.confirmed,"
 	"        purged_requeued = purged_requeued + p.requeued"
 	"   FROM per_ispb p WHERE i.ispb = p.ispb",
-	1, {TIMESTAMPTZOID}};
+	2, {TIMESTAMPTZOID, INT8ARRAYOID}};
 
 /* clang-format on */
 
@@ -461,7 +474,7 @@ Datum pix_purge_history(PG_FUNCTION_ARGS)
 {
 	TimestampTz cutoff =
 	    GetCurrentTimestamp() - (TimestampTz)pix_history_retention_s * USECS_PER_SEC;
-	Datum values[1] = {TimestampTzGetDatum(cutoff)};
+	Datum values[2] = {TimestampTzGetDatum(cutoff)};
 	int64 iterations;
 	bool isnull;
 
@@ -470,6 +483,7 @@ Datum pix_purge_history(PG_FUNCTION_ARGS)
 	execute(&purge_iterations_sql, values, NULL, 1);
 	iterations =
 	    DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	values[1] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
 	execute(&purge_streams_sql, values, NULL, 0);
 	SPI_finish();
 	PG_RETURN_INT64(iterations);

@@ -247,8 +247,9 @@ static statement keepalive_sql = {
 
 /*
  * One chunk of the purge, oldest first through iteration_by_age: iterations no stream can use any
- * more (an open stream's current and previous ids stay), the confirmed messages they carried (by
- * primary key), and, for the last two ids of a closed stream, a retired_id row so they still
+ * more (an open stream's current and previous ids stay), the confirmed messages they carried, both
+ * deleted through their primary keys (= ANY of an array: a join could be planned as a hash of the
+ * whole table, the very cost that grows with the history), and, for the last two ids of a closed stream, a retired_id row so they still
  * answer "gone".
  */
 static statement purge_iterations_sql = {
@@ -259,7 +260,7 @@ static statement purge_iterations_sql = {
 	"     AND (s.state <> 'o' OR i.seq < s.seq - 1)"
 	"   ORDER BY coalesce(i.confirmed_at, i.requeued_at, i.delivered_at)"
 	"   LIMIT " CppAsString2(PIX_PURGE_CHUNK) "),"
-	" gone AS (DELETE FROM pix.iteration i USING old WHERE i.iid = old.iid RETURNING 1),"
+	" gone AS (DELETE FROM pix.iteration i WHERE i.iid = ANY (ARRAY(SELECT iid FROM old)) RETURNING 1),"
 	" retired AS (INSERT INTO pix.retired_id (iid, ispb) SELECT iid, ispb FROM old WHERE last"
 	"             ON CONFLICT DO NOTHING),"
 	" removed AS (DELETE FROM pix.message m"

@@ -57,7 +57,7 @@
  *
  * LIVENESS AND EXPIRY
  *   A stream whose last_read_at is older than pix.stream_idle_timeout plus the liveness slack (a
- *   quarter of the timeout, at most 15 s) is dead. A read on the current id with nothing pending,
+ *   sixteenth of the timeout, at most 15 s) is dead. A read on the current id with nothing pending,
  *   a last_read_at younger than the slack and nothing claimable answers without locking or
  *   writing anything (quiet_read), so last_read_at may lag the true last read by up to the slack;
  *   adding the slack to the timeout keeps expiry from coming earlier than the timeout after the
@@ -803,10 +803,15 @@ static TimestampTz idle_cutoff(TimestampTz now)
 	return now - (TimestampTz)pix_stream_idle_timeout_ms * 1000 - liveness_slack_us();
 }
 
-/* A quarter of the idle timeout, at most PIX_LIVENESS_SLACK_MAX_MS. */
+/*
+ * A sixteenth of the idle timeout, at most PIX_LIVENESS_SLACK_MAX_MS: small enough that a stream
+ * whose collector vanished expires close to the timeout (60 s: 60-63.75 s), large enough that the
+ * HTTP server's keepalive of its parked reads, called more often than that, leaves their reads
+ * nothing to write.
+ */
 static int64 liveness_slack_us(void)
 {
-	return (int64)Min(pix_stream_idle_timeout_ms / 4, PIX_LIVENESS_SLACK_MAX_MS) * 1000;
+	return (int64)Min(pix_stream_idle_timeout_ms / 16, PIX_LIVENESS_SLACK_MAX_MS) * 1000;
 }
 
 static Datum ids_array(const int64 *ids, int count)

@@ -6,7 +6,8 @@
 # on a C.UTF-8 cluster the difference is strcoll() against memcmp(); a locale such as en_US.UTF-8
 # costs more per comparison.
 #
-#   bench/collation-ab.sh [--seconds S] [--backlog N] [--port P]   (PGBIN honoured; port COLLATIONAB_PORT, default 5499)
+#   bench/collation-ab.sh [--seconds S] [--backlog N] [--port P]   (PGBIN honoured; port COLLATIONAB_PORT, default 5499;
+#   COLLATIONAB_ORDER="default C C default" reverses the alternation)
 set -euo pipefail
 
 SECONDS_PER_RUN=10
@@ -48,7 +49,7 @@ collate() { # C | default
     sql "VACUUM pix.ready" >/dev/null
 }
 run=0
-for variant in C default default C; do
+for variant in ${COLLATIONAB_ORDER:-C default default C}; do
     run=$((run + 1))
     collate "$variant"
     sql "UPDATE pix.stream SET last_read_at = '-infinity' WHERE state = 'o'; SELECT pix_expire_streams()" >/dev/null

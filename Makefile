@@ -13,7 +13,17 @@ DATA = extension/pix--1.0.sql $(wildcard extension/pix--*--*.sql)
 REGRESS = $(basename $(notdir $(wildcard sql/*.sql)))
 REGRESS_OPTS = --inputdir=. --load-extension=$(EXTENSION)
 ISOLATION = $(basename $(notdir $(wildcard specs/*.spec)))
-ISOLATION_OPTS = --load-extension=$(EXTENSION)
+ISOLATION_OPTS = --load-extension=$(EXTENSION) --load-extension=pix_isolation
+
+# The isolation specs' shared helpers: a test-only extension (schema t) in specs/, installed next to
+# pix so that pg_isolation_regress can load it into its throw-away database.
+install: install-isolation-helpers
+install-isolation-helpers: installdirs
+	$(INSTALL_DATA) specs/pix_isolation.control specs/pix_isolation--1.0.sql '$(DESTDIR)$(datadir)/extension/'
+uninstall: uninstall-isolation-helpers
+uninstall-isolation-helpers:
+	rm -f '$(DESTDIR)$(datadir)/extension/pix_isolation.control' '$(DESTDIR)$(datadir)/extension/pix_isolation--1.0.sql'
+.PHONY: install-isolation-helpers uninstall-isolation-helpers
 
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-sign-compare \
             -Wno-missing-field-initializers -Iextension

@@ -30,11 +30,13 @@
  * known to be. The hint never passes an entry that might still be claimable, so most scans start
  * there (message_id >= hint) and step over nothing. One case can still land below a hint: an INSERT
  * takes its ids when its rows are formed but adds their ready rows at the end of its statement, so
- * for the length of one statement a lower id can appear behind a higher one that was claimed. So a
- * backend scans the fresh range from its start at least every PIX_FULL_SCAN_INTERVAL_MS (not
- * whenever the queue looks short: near an empty queue that would mean stepping over every dead
- * entry on every read until vacuum). Correctness (no loss, no message in two batches) never depends
- * on the hint; at worst such a message waits that long.
+ * for the length of one statement a lower id can appear behind a higher one that was claimed (a
+ * straggler, specs/straggler.spec). So a claim that finds nothing at all from the hint scans the
+ * part of the range below it before answering empty: a read never answers empty while a message is
+ * ready. And a backend scans the fresh range from its start at least every
+ * PIX_FULL_SCAN_INTERVAL_MS, so that a straggler is not overtaken for longer than that by newer
+ * messages while reads keep finding some. Correctness (no loss, no message in two batches) never
+ * depends on the hint.
  */
 #include "claim.h"
 
@@ -48,6 +50,7 @@
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "executor/tuptable.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/hsearch.h"
@@ -123,7 +126,12 @@ bool pix_claim_peek(const char *ispb)
 	return run_claim(&c, &redelivered) > 0;
 }
 
-/* The requeued range first, then the fresh range from the hint (or from its start when due). */
+/*
+ * The requeued range first, then the fresh range from the hint (or from its start when a full scan
+ * is due); when that finds nothing at all, the part of the fresh range below the hint too, so a
+ * straggler that committed behind the hint is found by the very next read that would otherwise
+ * answer empty.
+ */
 static int run_claim(claim *c, int *redelivered)
 {
 	Oid index_oid;
@@ -144,6 +152,10 @@ static int run_claim(claim *c, int *redelivered)
 	*redelivered = scan_range(c, false, PG_INT64_MIN, PG_INT64_MAX, NULL);
 	if (c->taken < c->max)
 		scan_range(c, true, from, PG_INT64_MAX, first_entry_p);
+	if (c->taken == 0 && from != PG_INT64_MIN) {
+		scan_range(c, true, PG_INT64_MIN, from, first_entry_p);
+		full = true;
+	}
 	if (!c->peek) {
 		if (full)
 			hint->last_full_scan = now;
@@ -201,6 +213,7 @@ static int scan_range(claim *c, bool fresh, int64 from_id, int64 below_id, int64
 		bool isnull;
 		Datum message_id;
 
+		CHECK_FOR_INTERRUPTS();
 		/* index_getnext_slot, unrolled to look at each index entry before the heap says anything.
 		 */
 		if (!scan->xs_heap_continue) {
@@ -260,16 +273,26 @@ static void sort_ids(int64 *ids, int count)
 		}
 }
 
-/* The backend's hint for an ISPB; the table is dropped and rebuilt if a backend serves very many.
+/*
+ * The backend's hint for an ISPB. A backend that serves very many ISPBs keeps PIX_HINTS_MAX of them:
+ * a new one evicts one entry (the first the table yields), which costs that ISPB one full scan.
  */
 static claim_hint *hint_for(const char *ispb)
 {
 	claim_hint *hint;
 	bool found;
 
-	if (claim_hints != NULL && hash_get_num_entries(claim_hints) >= PIX_HINTS_MAX) {
-		hash_destroy(claim_hints);
-		claim_hints = NULL;
+	if (claim_hints != NULL && hash_get_num_entries(claim_hints) >= PIX_HINTS_MAX &&
+	    hash_search(claim_hints, ispb, HASH_FIND, NULL) == NULL) {
+		HASH_SEQ_STATUS status;
+		claim_hint *victim;
+		char key[9];
+
+		hash_seq_init(&status, claim_hints);
+		victim = hash_seq_search(&status);
+		hash_seq_term(&status);
+		memcpy(key, victim->ispb, sizeof(key));
+		hash_search(claim_hints, key, HASH_REMOVE, NULL);
 	}
 	if (claim_hints == NULL) {
 		HASHCTL ctl = {.keysize = 9, .entrysize = sizeof(claim_hint)};

@@ -22,7 +22,10 @@
  */
 #include "pix.h"
 
+#include "access/genam.h"
 #include "access/htup_details.h"
+#include "access/stratnum.h"
+#include "access/tableam.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
@@ -30,8 +33,11 @@
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
+#include "utils/fmgroids.h"
+#include "utils/lsyscache.h"
 #include "utils/numeric.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "render.h"
@@ -100,6 +106,7 @@ static const char *data_hora_text(HeapTuple tuple, TupleDesc desc, TimestampTz *
 static void read_message(HeapTuple tuple, TupleDesc desc, pix_message *m);
 static Datum render_body(const pix_message *m);
 static void raise_invalid(const char *problem);
+static void refuse_duplicate(Relation message, HeapTuple tuple, TupleDesc desc);
 
 /*
  * A C function declared RETURNS trigger can still be called by other means (a misdeclared
@@ -267,6 +274,41 @@ static void raise_invalid(const char *problem)
 }
 
 /*
+ * An endToEndId that is already stored (committed, or inserted earlier by this transaction, this
+ * statement included) is PX006 like any other invalid field, not the unique index's 23505. The
+ * lookup reads the unique index directly with SnapshotSelf: the inserting role (a producer) may
+ * have no SELECT on pix.message. Two transactions inserting the same endToEndId at once cannot see
+ * each other's row: the second to reach the index still gets 23505 there.
+ */
+static void refuse_duplicate(Relation message, HeapTuple tuple, TupleDesc desc)
+{
+	Oid index_oid = get_relname_relid("message_end_to_end_id_key", RelationGetNamespace(message));
+	bool isnull;
+	Datum e2e = heap_getattr(tuple, attnums[COL_END_TO_END_ID], desc, &isnull);
+	Relation index;
+	IndexScanDesc scan;
+	ScanKeyData key;
+	TupleTableSlot *slot;
+	bool found;
+
+	if (isnull || !OidIsValid(index_oid))
+		return; /* NULL is the validator's; without the index there is no uniqueness to keep */
+	index = index_open(index_oid, AccessShareLock);
+	slot = table_slot_create(message, NULL);
+	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_TEXTEQ, e2e);
+	scan = index_beginscan(message, index, SnapshotSelf, 1, 0);
+	index_rescan(scan, &key, 1, NULL, 0);
+	found = index_getnext_slot(scan, ForwardScanDirection, slot);
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(index, AccessShareLock);
+	if (found)
+		ereport(ERROR,
+		        (errcode(ERRCODE_PIX_INVALID_MESSAGE), errmsg("invalid Pix message"),
+		         errdetail("endToEndId: %s is already enqueued.", TextDatumGetCString(e2e))));
+}
+
+/*
  * BEFORE INSERT FOR EACH ROW on pix.message: refuses an invalid message (PX006, the detail names
  * the field) or returns the row with valor at scale 2, the time truncated to milliseconds and body
  * rendered. Any body the client supplied is replaced.
@@ -298,6 +340,7 @@ Datum pix_message_before_insert(PG_FUNCTION_ARGS)
 	m.data_hora_pagamento = data_hora;
 	if ((problem = pix_message_problem(&m)) != NULL)
 		raise_invalid(problem);
+	refuse_duplicate(td->tg_relation, tuple, desc);
 
 	values = palloc0(desc->natts * sizeof(Datum));
 	nulls = palloc0(desc->natts * sizeof(bool));

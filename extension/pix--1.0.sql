@@ -162,9 +162,17 @@ REVOKE ALL ON FUNCTION pix_stream_start(text, int), pix_stream_next(text, text, 
     pix_purge_history() FROM PUBLIC;
 
 -- The group role the HTTP server logs in through: it may execute the functions and nothing else.
+-- A role of that name made by someone else (roles outlive databases and DROP EXTENSION) is used,
+-- but never silently: its members get to call every function.
 DO $$
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pix_client') THEN
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pix_client') THEN
+        RAISE WARNING 'role pix_client already exists: it was not created by this CREATE EXTENSION, and it now gets EXECUTE on the pix functions'
+            USING DETAIL = format('Its members: %s.', coalesce((SELECT string_agg(m.rolname, ', ' ORDER BY m.rolname)
+                                                                 FROM pg_auth_members a JOIN pg_roles m ON m.oid = a.member
+                                                                WHERE a.roleid = 'pix_client'::regrole), 'none')),
+                  HINT = 'If that is not intended, DROP EXTENSION pix, drop or rename that role, and create the extension again.';
+    ELSE
         CREATE ROLE pix_client NOLOGIN;
     END IF;
 END

@@ -27,6 +27,7 @@
 #define ERRCODE_PIX_INVALID_MESSAGE MAKE_SQLSTATE('P', 'X', '0', '0', '6')
 #define ERRCODE_PIX_IMMUTABLE MAKE_SQLSTATE('P', 'X', '0', '0', '7')
 #define ERRCODE_PIX_ISOLATION MAKE_SQLSTATE('P', 'X', '0', '0', '8')
+#define ERRCODE_PIX_BUSY MAKE_SQLSTATE('P', 'X', '0', '0', '9') /* 503 */
 
 #define PIX_MAX_BATCH 10
 
@@ -35,6 +36,7 @@ extern int pix_max_collectors;
 extern int pix_stream_idle_timeout_ms;
 extern int pix_max_generate;
 extern int pix_history_retention_s;
+extern int pix_lock_timeout_ms;
 
 /* Raises PX001 unless the argument is a valid ISPB; returns it as a NUL-terminated string. */
 extern char *pix_ispb_arg(text *arg);

@@ -3,60 +3,70 @@
  * product.
  *
  * STORAGE
- *   pix.message    append-only log of immutable messages (id = enqueue order). Never updated.
- *   pix.ready      one narrow row (ispb, message_id) per message that is free to be delivered.
- *   pix.stream     one row per stream: state (o/c/e), seq, current_iid, pending_ids, last_read_at.
- *   pix.iteration  one row per id ever issued: its stream and seq, the batch delivered with it, and
- *                  what became of that batch (confirmed_at or requeued_at).
- *   pix.institution  one row per ISPB: the lock that serializes stream starts of that ISPB.
+ *   pix.message      append-only log of immutable messages (id = enqueue order). Never updated.
+ *   pix.ready        one narrow row (ispb, fresh, message_id) per message free to be delivered.
+ *   pix.stream       one row per stream: state (o/c/e), seq, current_iid, pending_ids,
+ *                    last_read_at, and counters.
+ *   pix.iteration    one row per id ever issued: its stream and seq, the batch delivered with it
+ *                    (and in which shape), and what became of that batch (confirmed_at or
+ *                    requeued_at).
+ *   pix.institution  one row per ISPB: the lock that serializes stream starts of that ISPB, and
+ *                    the counters of its purged streams.
+ *   pix.retired_id   the last two ids of each purged stream, so they still answer "gone".
  *
  * THE INVARIANT
  *   At every committed state, each message that is not confirmed is in exactly one place: a row of
  *   pix.ready, or the pending_ids of exactly one open stream. A confirmed message is in neither and
- * never returns to either. Hence no message is lost (it stays somewhere until confirmed) and no
- * message is held by two live streams.
+ *   never returns to either. Hence no message is lost (it stays somewhere until confirmed) and no
+ *   message is held by two live streams.
  *
  * TRANSITIONS (each inside one function call, one transaction)
- *   enqueue   INSERT into pix.message; the statement trigger inserts its pix.ready rows and NOTIFYs
- *             pix_message with the ISPB.
- *   claim     claim.c deletes up to n ready rows of the ISPB (skipping rows other claimers hold)
- * and the same transaction stores their ids as the stream's pending_ids. A ready row can be deleted
- *             by one transaction only, so two streams can never claim the same message.
- *   confirm   a call on the stream's current id marks the pending batch's iteration confirmed_at
- * and empties pending_ids. Nothing is inserted into pix.ready: the messages are done. requeue
- * expiry, or a stop on the previous id, moves pending_ids back to pix.ready in its requeued range,
- * which claims take before the fresh one (so a redelivered message goes before every newer one),
- * marks the iteration requeued_at, closes the stream, and NOTIFYs.
+ *   enqueue  INSERT into pix.message; the statement trigger inserts its pix.ready rows (fresh) and
+ *            NOTIFYs pix_message with the ISPB.
+ *   claim    claim.c deletes up to n ready rows of the ISPB (skipping rows other claimers hold),
+ *            and the same transaction stores their ids as the stream's pending_ids. A ready row
+ *            can be deleted by one transaction only, so two streams never claim the same message.
+ *   confirm  a call on the stream's current id marks the pending batch's iteration confirmed_at
+ *            and empties pending_ids. Nothing goes back to pix.ready: the messages are done.
+ *   requeue  expiry, or a stop on the previous id, moves pending_ids back to pix.ready in its
+ *            requeued range (fresh = false), which claims take before the fresh one, so a
+ *            redelivered message goes before every newer one; marks the iteration requeued_at,
+ *            closes the stream, and NOTIFYs.
  *
  * IDS
  *   Each read that delivers messages issues a new id (seq + 1); an empty read keeps the id. A call
- * is classified by the seq of the iteration its id names: seq == stream.seq is the current id
- * (confirm and read on); seq == stream.seq - 1 while a batch is pending is the previous id (the
- * collector lost our answer: replay it, confirm nothing); anything older, or any id of a closed or
- * expired stream, is gone (PX005). Unknown, malformed and other ISPBs' ids are not found (PX004),
- * with the same message.
+ *   is classified by the seq of the iteration its id names:
+ *     seq == stream.seq                          the current id: confirm and read on;
+ *     seq == stream.seq - 1, a batch pending     the previous id: the collector lost our answer,
+ *                                                replay it (same bytes), confirm nothing;
+ *     anything older, or a closed/expired stream gone (PX005), also after the purge for the last
+ *                                                two ids of a stream (pix.retired_id).
+ *   Unknown, malformed and other ISPBs' ids are not found (PX004), with the same message: the ISPB
+ *   is part of the lookup, so another ISPB's id finds (and locks) nothing.
  *
  * LOCKING
- *   Every call on a stream first locks its pix.stream row (FOR NO KEY UPDATE), so calls on one
- * stream are serialized: a retry racing a new read, a stop racing a read, an expiry racing a read
- * all see the other's committed outcome. Starts of one ISPB are serialized by its pix.institution
- * row so the count of open streams cannot be overrun by concurrent starts; the lock is held to
- * commit, after the new stream row is written. Reads of one ISPB never lock anything shared: claims
- * skip locked ready rows, and the expiry sweep skips stream rows that their readers hold (a stream
- * being read is alive).
+ *   Every call on a stream that may write first locks its pix.stream row (FOR NO KEY UPDATE), so
+ *   calls on one stream are serialized: a retry racing a new read, a stop racing a read, an expiry
+ *   racing a read all see the other's committed outcome. Starts of one ISPB are serialized by its
+ *   pix.institution row, held to commit after the new stream row is written, so the count of open
+ *   streams cannot be overrun by concurrent starts. Reads of one ISPB never lock anything shared:
+ *   claims skip locked ready rows, and the expiry sweep skips stream rows that their readers hold
+ *   (a stream being read is alive). Lock waits are bounded by pix.lock_timeout (PX009): a client
+ *   that leaves a transaction open after a call holds those rows until it ends.
+ *   The one call that locks nothing is the quiet read (below).
  *
- * EXPIRY
+ * LIVENESS AND EXPIRY
  *   A stream whose last_read_at is older than pix.stream_idle_timeout plus the liveness slack (a
- * quarter of the timeout, at most 15 s) is dead. An empty read with nothing pending to confirm
- * writes nothing while last_read_at is younger than the slack (it does not even lock the row: see
- * quiet_read), so last_read_at may lag the true last read by up to the slack, and the slack added
- * to the timeout keeps expiry from coming earlier than the timeout after the true last read.
- * pix_streams_keepalive() refreshes the streams whose reads the HTTP server holds parked. Its ids answer gone
- * at once; its slot and batch are recovered by the next sweep: every start of its ISPB sweeps that
- * ISPB first (so the count of open streams is true), reads sweep it before claiming (so the
- * requeued batch goes to that very reader) at most once a second per backend (a quarter of the
- * timeout if shorter), and pix_expire_streams() sweeps them all. Errors never write, so a call that
- * answers "gone" leaves the sweep to the others.
+ *   sixteenth of the timeout, at most 15 s) is dead. A read on the current id with nothing pending,
+ *   a last_read_at younger than the slack and nothing claimable answers without locking or
+ *   writing anything (quiet_read), so last_read_at may lag the true last read by up to the slack;
+ *   adding the slack to the timeout keeps expiry from coming earlier than the timeout after the
+ *   true last read. pix_streams_keepalive() refreshes the streams whose reads the HTTP server holds
+ *   parked. A dead stream's ids answer gone at once; its slot and batch are recovered by the next
+ *   sweep: every start of its ISPB sweeps that ISPB first and counts only live streams, reads sweep
+ *   it before claiming (so the requeued batch goes to that very reader) at most once a second per
+ *   backend (a quarter of the timeout if shorter), and pix_expire_streams() sweeps them all.
+ *   Errors never write, so a call that answers "gone" leaves the sweep to the others.
  *
  * All functions run in READ COMMITTED: each statement, and the claim scan, sees what is committed
  * now.
@@ -71,8 +81,14 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "nodes/nodeFuncs.h"
+#include "storage/proc.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #include "claim.h"
@@ -87,6 +103,8 @@ PG_FUNCTION_INFO_V1(pix_streams_keepalive);
 
 #define PIX_NOTIFY_CHANNEL "pix_message"
 #define PIX_PURGE_CHUNK 10000
+/* How many of the oldest closed streams each purge call looks at besides those its chunk emptied. */
+#define PIX_PURGE_STREAMS_LOOK 1000
 /* The most an empty read may leave last_read_at behind the true last read (see LIVENESS). */
 #define PIX_LIVENESS_SLACK_MAX_MS 15000
 
@@ -94,21 +112,20 @@ PG_FUNCTION_INFO_V1(pix_streams_keepalive);
 typedef struct statement {
 	const char *sql;
 	int nargs;
-	Oid types[5];
+	Oid types[8];
 	SPIPlanPtr plan;
 } statement;
 
-/* The stream row as a call sees it once it holds the row's lock. */
+/* The stream row as a call sees it (once it holds the row's lock, unless the call is quiet). */
 typedef struct stream_row {
 	int64 stream_id;
-	char ispb[9];
 	char state;
-	int32 seq;
+	int64 seq;
 	char current_iid[PIX_IID_LEN + 1];
 	Datum pending_ids; /* bigint[], in the SPI context */
 	int pending_count;
 	TimestampTz last_read_at;
-	int32 called_seq; /* seq of the iteration the caller's id names */
+	int64 called_seq; /* seq of the iteration the caller's id names */
 } stream_row;
 
 /* What a read answers: becomes the pix_read composite. */
@@ -119,109 +136,179 @@ typedef struct read_result {
 	char *body; /* NULL when count == 0; allocated in the caller's context */
 } read_result;
 
-/* The stream an id of this ISPB names: another ISPB's id finds nothing, and locks nothing. */
-#define FIND_STREAM_SQL                                                                            \
-	"SELECT s.stream_id, s.ispb, s.state, s.seq, s.current_iid, s.pending_ids, s.last_read_at,"   \
-	"       i.seq"                                                                                 \
-	"  FROM pix.iteration i JOIN pix.stream s ON s.stream_id = i.stream_id"                       \
-	" WHERE i.iid = $1 AND s.ispb = $2"
-static statement lock_stream_sql = {FIND_STREAM_SQL " FOR NO KEY UPDATE OF s", 2, {TEXTOID, TEXTOID}};
-static statement peek_stream_sql = {FIND_STREAM_SQL, 2, {TEXTOID, TEXTOID}};
-static statement confirm_sql = {
-    "UPDATE pix.iteration SET confirmed_at = $2 WHERE iid = $1", 2, {TEXTOID, TIMESTAMPTZOID}};
-static statement advance_sql = {
-    "UPDATE pix.stream SET seq = seq + 1, current_iid = $2, pending_ids = $3, last_read_at = $4,"
-    "       delivered = delivered + cardinality($3), redelivered = redelivered + $5,"
-    "       confirmed = confirmed + cardinality(pending_ids)"
-    " WHERE stream_id = $1",
-    5,
-    {INT8OID, TEXTOID, INT8ARRAYOID, TIMESTAMPTZOID, INT4OID}};
-static statement stay_sql = {"UPDATE pix.stream SET pending_ids = '{}', last_read_at = $2,"
-                             "       confirmed = confirmed + cardinality(pending_ids)"
-                             " WHERE stream_id = $1",
-                             2,
-                             {INT8OID, TIMESTAMPTZOID}};
-static statement touch_sql = {
-    "UPDATE pix.stream SET last_read_at = $2 WHERE stream_id = $1", 2, {INT8OID, TIMESTAMPTZOID}};
-static statement close_confirming_sql = {
-    "UPDATE pix.stream SET state = 'c', pending_ids = '{}', closed_at = $2,"
-    "       confirmed = confirmed + cardinality(pending_ids)"
-    " WHERE stream_id = $1",
-    2,
-    {INT8OID, TIMESTAMPTZOID}};
-static statement close_requeuing_sql = {
-    "UPDATE pix.stream SET state = 'c', pending_ids = '{}', closed_at = $2,"
-    "       requeued = requeued + cardinality(pending_ids)"
-    " WHERE stream_id = $1",
-    2,
-    {INT8OID, TIMESTAMPTZOID}};
-static statement insert_iteration_sql = {
-    "INSERT INTO pix.iteration (iid, stream_id, seq, message_ids, delivered_at)"
-    " VALUES ($1, $2, $3, $4, $5)",
-    5,
-    {TEXTOID, INT8OID, INT4OID, INT8ARRAYOID, TIMESTAMPTZOID}};
-static statement insert_stream_sql = {
-    "INSERT INTO pix.stream (ispb, seq, current_iid, pending_ids, opened_at, last_read_at, "
-    "delivered,"
-    "                        redelivered)"
-    " VALUES ($1, 1, $2, $3, $4, $4, cardinality($3), $5) RETURNING stream_id",
-    5,
-    {TEXTOID, TEXTOID, INT8ARRAYOID, TIMESTAMPTZOID, INT4OID}};
-static statement bodies_sql = {
-    "SELECT body FROM pix.message WHERE id = ANY ($1) ORDER BY id", 1, {INT8ARRAYOID}};
-static statement requeue_sql = {"INSERT INTO pix.ready (ispb, fresh, message_id) SELECT $1, false, "
-                                "unnest($2::pg_catalog.int8[])",
-                                2,
-                                {TEXTOID, INT8ARRAYOID}};
-static statement mark_requeued_sql = {
-    "UPDATE pix.iteration SET requeued_at = $2 WHERE iid = $1", 2, {TEXTOID, TIMESTAMPTZOID}};
-static statement lock_institution_sql = {
-    "SELECT 1 FROM pix.institution WHERE ispb = $1 FOR UPDATE", 1, {TEXTOID}};
-static statement insert_institution_sql = {
-    "INSERT INTO pix.institution (ispb) VALUES ($1) ON CONFLICT DO NOTHING", 1, {TEXTOID}};
-static statement count_open_sql = {
-    "SELECT count(*) FROM pix.stream WHERE ispb = $1 AND state = 'o'", 1, {TEXTOID}};
-static statement purge_iterations_sql = {
-    "WITH old AS ("
-    "  SELECT i.iid FROM pix.iteration i JOIN pix.stream s ON s.stream_id = i.stream_id"
-    "   WHERE (s.state <> 'o' OR i.seq < s.seq - 1)"
-    "     AND coalesce(i.confirmed_at, i.requeued_at, i.delivered_at) < $1"
-    "   LIMIT " CppAsString2(
-        PIX_PURGE_CHUNK) "),"
-                         " gone AS (DELETE FROM pix.iteration i USING old WHERE i.iid = old.iid"
-                         "          RETURNING i.message_ids, i.confirmed_at),"
-                         " removed AS (DELETE FROM pix.message m WHERE m.id IN"
-                         "             (SELECT unnest(message_ids) FROM gone WHERE confirmed_at IS "
-                         "NOT NULL) RETURNING 1)"
-                         " SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM removed)",
-    1,
-    {TIMESTAMPTZOID}};
-static statement purge_streams_sql = {
-    "WITH gone AS ("
-    "  DELETE FROM pix.stream s WHERE s.state <> 'o' AND s.closed_at < $1"
-    "     AND NOT EXISTS (SELECT 1 FROM pix.iteration i WHERE i.stream_id = s.stream_id)"
-    "  RETURNING s.*),"
-    " per_ispb AS (SELECT ispb, count(*) AS streams, count(*) FILTER (WHERE state = 'e') AS "
-    "expired,"
-    "                     sum(delivered) AS delivered, sum(redelivered) AS redelivered,"
-    "                     sum(confirmed) AS confirmed, sum(requeued) AS requeued"
-    "                FROM gone GROUP BY ispb)"
-    " UPDATE pix.institution i SET purged_streams = purged_streams + p.streams,"
-    "        purged_expired = purged_expired + p.expired,"
-    "        purged_delivered = purged_delivered + p.delivered,"
-    "        purged_redelivered = purged_redelivered + p.redelivered,"
-    "        purged_confirmed = purged_confirmed + p.confirmed,"
-    "        purged_requeued = purged_requeued + p.requeued"
-    "   FROM per_ispb p WHERE i.ispb = p.ispb",
-    1,
-    {TIMESTAMPTZOID}};
+/* clang-format off */
 
+/* The stream an id of this ISPB names: another ISPB's id finds nothing, and locks nothing. */
+#define FIND_STREAM_SQL \
+	"SELECT s.stream_id, s.state, s.seq, s.current_iid, s.pending_ids, s.last_read_at, i.seq" \
+	"  FROM pix.iteration i JOIN pix.stream s ON s.stream_id = i.stream_id" \
+	" WHERE i.iid = $1 AND s.ispb = $2"
+static statement lock_stream_sql = {
+	FIND_STREAM_SQL " FOR NO KEY UPDATE OF s", 2, {TEXTOID, TEXTOID}};
+static statement peek_stream_sql = {FIND_STREAM_SQL, 2, {TEXTOID, TEXTOID}};
+static statement retired_sql = {
+	"SELECT 1 FROM pix.retired_id WHERE iid = $1 AND ispb = $2", 2, {TEXTOID, TEXTOID}};
+
+/*
+ * A delivering read, in one statement: confirm the pending batch's iteration ($7, NULL when
+ * nothing was pending), issue the new one, advance the stream, and fetch the bodies to answer.
+ */
+static statement deliver_sql = {
+	"WITH confirmed AS (UPDATE pix.iteration SET confirmed_at = $5 WHERE iid = $7),"
+	" issued AS (INSERT INTO pix.iteration (iid, stream_id, seq, message_ids, delivered_at, as_array)"
+	"            VALUES ($2, $1, $8, $3, $5, $6)),"
+	" advanced AS (UPDATE pix.stream SET seq = $8, current_iid = $2, pending_ids = $3, last_read_at = $5,"
+	"                     delivered = delivered + cardinality($3), redelivered = redelivered + $4,"
+	"                     confirmed = confirmed + cardinality(pending_ids)"
+	"               WHERE stream_id = $1)"
+	" SELECT body FROM pix.message WHERE id = ANY ($3) ORDER BY id",
+	8, {INT8OID, TEXTOID, INT8ARRAYOID, INT4OID, TIMESTAMPTZOID, BOOLOID, TEXTOID, INT8OID}};
+
+/* An empty read that must write: confirm what was pending ($3, or NULL) and record the read. */
+static statement stay_sql = {
+	"WITH confirmed AS (UPDATE pix.iteration SET confirmed_at = $2 WHERE iid = $3)"
+	" UPDATE pix.stream SET pending_ids = '{}', last_read_at = $2,"
+	"        confirmed = confirmed + cardinality(pending_ids)"
+	"  WHERE stream_id = $1",
+	3, {INT8OID, TIMESTAMPTZOID, TEXTOID}};
+
+/* A replay: record the read and fetch the pending batch's bodies and the shape it was sent in. */
+static statement replay_sql = {
+	"WITH touched AS (UPDATE pix.stream SET last_read_at = $2 WHERE stream_id = $1)"
+	" SELECT m.body, i.as_array FROM pix.iteration i JOIN pix.message m ON m.id = ANY (i.message_ids)"
+	"  WHERE i.iid = $3 ORDER BY m.id",
+	3, {INT8OID, TIMESTAMPTZOID, TEXTOID}};
+
+/* A start, in one statement: the stream row, its first iteration, and the bodies to answer. */
+static statement open_sql = {
+	"WITH opened AS (INSERT INTO pix.stream (ispb, seq, current_iid, pending_ids, opened_at, last_read_at,"
+	"                                        delivered, redelivered)"
+	"                VALUES ($1, 1, $2, $3, $4, $4, cardinality($3), $5) RETURNING stream_id),"
+	" issued AS (INSERT INTO pix.iteration (iid, stream_id, seq, message_ids, delivered_at, as_array)"
+	"            SELECT $2, stream_id, 1, $3, $4, $6 FROM opened)"
+	" SELECT body FROM pix.message WHERE id = ANY ($3) ORDER BY id",
+	6, {TEXTOID, TEXTOID, INT8ARRAYOID, TIMESTAMPTZOID, INT4OID, BOOLOID}};
+
+/* A stop: close, confirming ($3 names the pending batch's iteration, or NULL) or requeuing. */
+static statement close_confirming_sql = {
+	"WITH confirmed AS (UPDATE pix.iteration SET confirmed_at = $2 WHERE iid = $3)"
+	" UPDATE pix.stream SET state = 'c', pending_ids = '{}', closed_at = $2,"
+	"        confirmed = confirmed + cardinality(pending_ids)"
+	"  WHERE stream_id = $1",
+	3, {INT8OID, TIMESTAMPTZOID, TEXTOID}};
+static statement close_requeuing_sql = {
+	"UPDATE pix.stream SET state = 'c', pending_ids = '{}', closed_at = $2,"
+	"       requeued = requeued + cardinality(pending_ids)"
+	" WHERE stream_id = $1",
+	2, {INT8OID, TIMESTAMPTZOID}};
+
+/* A batch back at the head of its ISPB's queue, and its iteration marked requeued. */
+static statement requeue_sql = {
+	"WITH marked AS (UPDATE pix.iteration SET requeued_at = $3 WHERE iid = $4)"
+	" INSERT INTO pix.ready (ispb, fresh, message_id) SELECT $1, false, unnest($2::pg_catalog.int8[])",
+	4, {TEXTOID, INT8ARRAYOID, TIMESTAMPTZOID, TEXTOID}};
+
+/*
+ * The expiry sweep: idle open streams ($1: cutoff) whose rows nobody holds (a stream being read is
+ * alive) are expired, and the batches they held come back for requeue. One ISPB ($3, never the
+ * stream $4 of the caller) or, with $3 NULL, every ISPB: two plans of one text, so each uses its
+ * index.
+ */
+#define SWEEP_SQL(where) \
+	"UPDATE pix.stream s SET state = 'e', closed_at = $2, pending_ids = '{}'," \
+	"       requeued = s.requeued + cardinality(old.pending_ids)" \
+	"  FROM (SELECT stream_id, pending_ids FROM pix.stream" \
+	"         WHERE state = 'o' AND last_read_at < $1 " where \
+	"           FOR UPDATE SKIP LOCKED) old" \
+	" WHERE s.stream_id = old.stream_id" \
+	" RETURNING s.ispb, s.current_iid, old.pending_ids"
+static statement sweep_ispb_sql = {
+	SWEEP_SQL("AND ispb = $3 AND stream_id <> $4"), 4,
+	{TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID, INT8OID}};
+static statement sweep_all_sql = {SWEEP_SQL(""), 2, {TIMESTAMPTZOID, TIMESTAMPTZOID}};
+
+static statement lock_institution_sql = {
+	"SELECT 1 FROM pix.institution WHERE ispb = $1 FOR UPDATE", 1, {TEXTOID}};
+static statement insert_institution_sql = {
+	"INSERT INTO pix.institution (ispb) VALUES ($1) ON CONFLICT DO NOTHING", 1, {TEXTOID}};
+/* Live streams only: a dead one whose row another transaction holds is not swept, nor counted. */
+static statement count_live_sql = {
+	"SELECT count(*) FROM pix.stream WHERE ispb = $1 AND state = 'o' AND last_read_at >= $2",
+	2, {TEXTOID, TIMESTAMPTZOID}};
+
+static statement keepalive_sql = {
+	"UPDATE pix.stream s SET last_read_at = $2"
+	"  FROM (SELECT s.stream_id FROM pix.iteration i JOIN pix.stream s USING (stream_id)"
+	"         WHERE i.iid = ANY ($1) AND s.state = 'o' AND s.last_read_at >= $3"
+	"           AND (i.seq = s.seq OR (i.seq = s.seq - 1 AND cardinality(s.pending_ids) > 0))"
+	"           FOR NO KEY UPDATE OF s SKIP LOCKED) live"
+	" WHERE s.stream_id = live.stream_id",
+	3, {TEXTARRAYOID, TIMESTAMPTZOID, TIMESTAMPTZOID}};
+
+/*
+ * One chunk of the purge, oldest first through iteration_by_age: iterations no stream can use any
+ * more (an open stream's current and previous ids stay), the confirmed messages they carried, both
+ * deleted through their primary keys (= ANY of an array: a join could be planned as a hash of the
+ * whole table, the very cost that grows with the history), and, for the last two ids of a closed stream, a retired_id row so they still
+ * answer "gone".
+ */
+static statement purge_iterations_sql = {
+	"WITH old AS MATERIALIZED ("
+	"  SELECT i.iid, i.stream_id, i.message_ids, i.confirmed_at, s.ispb, s.state <> 'o' AND i.seq >= s.seq - 1 AS last"
+	"    FROM pix.iteration i JOIN pix.stream s ON s.stream_id = i.stream_id"
+	"   WHERE coalesce(i.confirmed_at, i.requeued_at, i.delivered_at) < $1"
+	"     AND (s.state <> 'o' OR i.seq < s.seq - 1)"
+	"   ORDER BY coalesce(i.confirmed_at, i.requeued_at, i.delivered_at)"
+	"   LIMIT " CppAsString2(PIX_PURGE_CHUNK) "),"
+	" gone AS (DELETE FROM pix.iteration i WHERE i.iid = ANY (ARRAY(SELECT iid FROM old)) RETURNING 1),"
+	" retired AS (INSERT INTO pix.retired_id (iid, ispb) SELECT iid, ispb FROM old WHERE last"
+	"             ON CONFLICT DO NOTHING),"
+	" removed AS (DELETE FROM pix.message m"
+	"              WHERE m.id = ANY (ARRAY(SELECT unnest(message_ids) FROM old WHERE confirmed_at IS NOT NULL))"
+	"             RETURNING 1)"
+	" SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM removed),"
+	"        ARRAY(SELECT DISTINCT stream_id FROM old WHERE last)",
+	1, {TIMESTAMPTZOID}};
+/*
+ * Closed streams with no iteration left, among those whose last iterations this chunk removed ($2)
+ * and the oldest closed ones (a bounded look through stream_closed_by_age, for a stream closed
+ * after its last iteration was purged): never a scan of every closed stream.
+ */
+static statement purge_streams_sql = {
+	"WITH candidate AS ("
+	"  SELECT unnest($2::pg_catalog.int8[]) AS stream_id"
+	"  UNION (SELECT stream_id FROM pix.stream WHERE state <> 'o' AND closed_at < $1"
+	"          ORDER BY closed_at LIMIT " CppAsString2(PIX_PURGE_STREAMS_LOOK) ")),"
+	" gone AS ("
+	"  DELETE FROM pix.stream s USING candidate c"
+	"   WHERE s.stream_id = c.stream_id AND s.state <> 'o' AND s.closed_at < $1"
+	"     AND NOT EXISTS (SELECT 1 FROM pix.iteration i WHERE i.stream_id = s.stream_id)"
+	"  RETURNING s.*),"
+	" per_ispb AS (SELECT ispb, count(*) AS streams, count(*) FILTER (WHERE state = 'e') AS expired,"
+	"                     sum(delivered) AS delivered, sum(redelivered) AS redelivered,"
+	"                     sum(confirmed) AS confirmed, sum(requeued) AS requeued"
+	"                FROM gone GROUP BY ispb)"
+	" UPDATE pix.institution i SET purged_streams = purged_streams + p.streams,"
+	"        purged_expired = purged_expired + p.expired,"
+	"        purged_delivered = purged_delivered + p.delivered,"
+	"        purged_redelivered = purged_redelivered + p.redelivered,"
+	"        purged_confirmed = purged_confirmed + p.confirmed,"
+	"        purged_requeued = purged_requeued + p.requeued"
+	"   FROM per_ispb p WHERE i.ispb = p.ispb",
+	2, {TIMESTAMPTZOID, INT8ARRAYOID}};
+
+/* clang-format on */
+
+static char *call_args(FunctionCallInfo fcinfo, char *iid);
 static int batch_size_arg(FunctionCallInfo fcinfo, int argno);
 static void iid_arg(FunctionCallInfo fcinfo, int argno, char *iid);
 static Datum wellformed_ids(ArrayType *array);
+static void refuse_expanded_call(FunctionCallInfo fcinfo);
 static void raise_not_found(void) pg_attribute_noreturn();
 static void raise_gone(void) pg_attribute_noreturn();
-static int execute(statement *st, Datum *values, const char *nulls, bool read_only, long limit);
+static void raise_missing(const char *ispb, const char *iid) pg_attribute_noreturn();
+static int execute(statement *st, Datum *values, const char *nulls, long limit);
+static int execute_locking(statement *st, Datum *values);
 static bool find_stream(statement *st, const char *ispb, const char *iid, stream_row *s);
 static TimestampTz lock_stream(const char *ispb, const char *iid, stream_row *s);
 static bool quiet_read(const char *ispb, const char *iid, read_result *r);
@@ -229,11 +316,13 @@ static TimestampTz idle_cutoff(TimestampTz now);
 static int64 liveness_slack_us(void);
 static Datum ids_array(const int64 *ids, int count);
 static int array_length_of(Datum array);
+static void lock_institution(const char *ispb);
+static int sweep(statement *st, Datum *values);
 static void sweep_ispb(const char *ispb, int64 except_stream, TimestampTz now);
 static void requeue(const char *ispb, const char *iid, Datum pending_ids, TimestampTz now);
 static void read_on(stream_row *s, int max, TimestampTz now, read_result *r, MemoryContext outer);
 static void replay(stream_row *s, int max, TimestampTz now, read_result *r, MemoryContext outer);
-static char *render_batch(Datum ids, int max, MemoryContext outer);
+static char *render_rows(bool as_array, MemoryContext outer);
 static Datum read_result_datum(FunctionCallInfo fcinfo, const read_result *r);
 
 /* ------------------------------------------------------------------------------------------------
@@ -249,27 +338,27 @@ Datum pix_stream_start(PG_FUNCTION_ARGS)
 	char *ispb = pix_ispb_arg(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0));
 	int max = batch_size_arg(fcinfo, 1);
 	MemoryContext outer = CurrentMemoryContext;
-	TimestampTz now = GetCurrentTimestamp();
 	int64 ids[PIX_MAX_BATCH];
-	Datum values[5];
+	Datum values[6];
 	read_result r = {.ispb = ispb};
-	int64 open_streams;
+	TimestampTz now;
+	int64 live_streams;
 	int redelivered;
 	bool isnull;
 
+	refuse_expanded_call(fcinfo);
 	pix_require_read_committed();
 	SPI_connect();
 
-	values[0] = CStringGetTextDatum(ispb);
-	if (execute(&lock_institution_sql, values, NULL, false, 1) == 0) {
-		execute(&insert_institution_sql, values, NULL, false, 0);
-		execute(&lock_institution_sql, values, NULL, false, 1);
-	}
+	lock_institution(ispb);
+	now = GetCurrentTimestamp();
 	sweep_ispb(ispb, 0, now);
-	execute(&count_open_sql, values, NULL, false, 1);
-	open_streams =
+	values[0] = CStringGetTextDatum(ispb);
+	values[1] = TimestampTzGetDatum(idle_cutoff(now));
+	execute(&count_live_sql, values, NULL, 1);
+	live_streams =
 	    DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	if (open_streams >= pix_max_collectors)
+	if (live_streams >= pix_max_collectors)
 		ereport(ERROR, (errcode(ERRCODE_PIX_TOO_MANY_STREAMS),
 		                errmsg("too many open streams for ISPB %s", ispb),
 		                errdetail("At most %d streams may be open at once for one ISPB.",
@@ -282,16 +371,10 @@ Datum pix_stream_start(PG_FUNCTION_ARGS)
 	values[2] = ids_array(ids, r.count);
 	values[3] = TimestampTzGetDatum(now);
 	values[4] = Int32GetDatum(redelivered);
-	execute(&insert_stream_sql, values, NULL, false, 0);
+	values[5] = BoolGetDatum(max > 1);
+	execute(&open_sql, values, NULL, 0);
+	r.body = r.count > 0 ? render_rows(max > 1, outer) : NULL;
 
-	values[1] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	values[0] = CStringGetTextDatum(r.iid);
-	values[2] = Int32GetDatum(1);
-	values[3] = ids_array(ids, r.count);
-	values[4] = TimestampTzGetDatum(now);
-	execute(&insert_iteration_sql, values, NULL, false, 0);
-
-	r.body = r.count > 0 ? render_batch(values[3], max, outer) : NULL;
 	SPI_finish();
 	PG_RETURN_DATUM(read_result_datum(fcinfo, &r));
 }
@@ -302,18 +385,16 @@ Datum pix_stream_start(PG_FUNCTION_ARGS)
  */
 Datum pix_stream_next(PG_FUNCTION_ARGS)
 {
-	char *ispb = pix_ispb_arg(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0));
+	char iid[PIX_IID_LEN + 1];
+	char *ispb = call_args(fcinfo, iid);
 	int max = batch_size_arg(fcinfo, 2);
 	MemoryContext outer = CurrentMemoryContext;
-	char iid[PIX_IID_LEN + 1];
 	read_result r = {.ispb = ispb};
 	stream_row s;
 	TimestampTz now;
 
-	iid_arg(fcinfo, 1, iid);
-	pix_require_read_committed();
+	refuse_expanded_call(fcinfo);
 	SPI_connect();
-
 	if (!quiet_read(ispb, iid, &r)) {
 		now = lock_stream(ispb, iid, &s);
 		if (s.called_seq == s.seq)
@@ -323,7 +404,6 @@ Datum pix_stream_next(PG_FUNCTION_ARGS)
 		else
 			raise_gone();
 	}
-
 	SPI_finish();
 	PG_RETURN_DATUM(read_result_datum(fcinfo, &r));
 }
@@ -335,35 +415,28 @@ Datum pix_stream_next(PG_FUNCTION_ARGS)
  */
 Datum pix_stream_stop(PG_FUNCTION_ARGS)
 {
-	char *ispb = pix_ispb_arg(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0));
 	char iid[PIX_IID_LEN + 1];
-	Datum values[2];
-	statement *close = &close_confirming_sql;
+	char *ispb = call_args(fcinfo, iid);
+	Datum values[3];
+	char nulls[3] = {' ', ' ', ' '};
 	stream_row s;
-	int confirmed = 0;
 	TimestampTz now;
+	int confirmed = 0;
 
-	iid_arg(fcinfo, 1, iid);
-	pix_require_read_committed();
 	SPI_connect();
-
 	now = lock_stream(ispb, iid, &s);
-	if (s.called_seq == s.seq) {
-		if (s.pending_count > 0) {
-			values[0] = CStringGetTextDatum(s.current_iid);
-			values[1] = TimestampTzGetDatum(now);
-			execute(&confirm_sql, values, NULL, false, 0);
-			confirmed = s.pending_count;
-		}
-	} else if (s.called_seq == s.seq - 1 && s.pending_count > 0) {
-		requeue(s.ispb, s.current_iid, s.pending_ids, now);
-		close = &close_requeuing_sql;
-	} else
-		raise_gone();
-
 	values[0] = Int64GetDatum(s.stream_id);
 	values[1] = TimestampTzGetDatum(now);
-	execute(close, values, NULL, false, 0);
+	if (s.called_seq == s.seq) {
+		confirmed = s.pending_count;
+		values[2] = CStringGetTextDatum(s.current_iid);
+		nulls[2] = confirmed > 0 ? ' ' : 'n';
+		execute(&close_confirming_sql, values, nulls, 0);
+	} else if (s.called_seq == s.seq - 1 && s.pending_count > 0) {
+		requeue(ispb, s.current_iid, s.pending_ids, now);
+		execute(&close_requeuing_sql, values, NULL, 0);
+	} else
+		raise_gone();
 	SPI_finish();
 	PG_RETURN_INT32(confirmed);
 }
@@ -375,15 +448,6 @@ Datum pix_stream_stop(PG_FUNCTION_ARGS)
  */
 Datum pix_expire_streams(PG_FUNCTION_ARGS)
 {
-	static statement sweep_all_sql = {
-	    "UPDATE pix.stream s SET state = 'e', closed_at = $2, pending_ids = '{}',"
-	    "       requeued = s.requeued + cardinality(old.pending_ids)"
-	    "  FROM (SELECT stream_id, pending_ids FROM pix.stream"
-	    "         WHERE state = 'o' AND last_read_at < $1 FOR UPDATE SKIP LOCKED) old"
-	    " WHERE s.stream_id = old.stream_id"
-	    " RETURNING s.ispb, s.current_iid, old.pending_ids",
-	    2,
-	    {TIMESTAMPTZOID, TIMESTAMPTZOID}};
 	TimestampTz now = GetCurrentTimestamp();
 	Datum values[2];
 	int expired;
@@ -392,47 +456,36 @@ Datum pix_expire_streams(PG_FUNCTION_ARGS)
 	SPI_connect();
 	values[0] = TimestampTzGetDatum(idle_cutoff(now));
 	values[1] = TimestampTzGetDatum(now);
-	expired = execute(&sweep_all_sql, values, NULL, false, 0);
-	{
-		SPITupleTable *rows = SPI_tuptable;
-
-		for (int i = 0; i < expired; i++) {
-			bool isnull;
-			char *ispb = SPI_getvalue(rows->vals[i], rows->tupdesc, 1);
-			char *iid = SPI_getvalue(rows->vals[i], rows->tupdesc, 2);
-			Datum pending = SPI_getbinval(rows->vals[i], rows->tupdesc, 3, &isnull);
-
-			if (!isnull && array_length_of(pending) > 0)
-				requeue(ispb, iid, pending, now);
-		}
-	}
+	expired = sweep(&sweep_all_sql, values);
 	SPI_finish();
 	PG_RETURN_INT32(expired);
 }
 
 /*
  * pix_purge_history(): removes one chunk (10 000 iterations) of the history older than
- * pix.history_retention: iterations no stream can use any more (an open stream's current and
- * previous ids stay: the previous one may still be retried), the confirmed messages they carried,
- * and closed streams with nothing left (their counters move to pix.institution). Unconfirmed
- * messages are never touched. Returns how many iterations it removed: call it again until it
- * returns 0. One chunk per call keeps each call short (well under a client's statement timeout) and
- * its locks brief.
+ * pix.history_retention, oldest first: iterations no stream can use any more (an open stream's
+ * current and previous ids stay: the previous one may still be retried), the confirmed messages
+ * they carried, and closed streams with nothing left (their counters move to pix.institution; their
+ * last two ids to pix.retired_id). Unconfirmed messages are never touched. Returns how many
+ * iterations it removed: call it again until it returns 0. One chunk per call keeps each call short
+ * (well under a client's statement timeout) and its locks brief; the age index keeps each chunk's
+ * cost independent of the history's size.
  */
 Datum pix_purge_history(PG_FUNCTION_ARGS)
 {
 	TimestampTz cutoff =
 	    GetCurrentTimestamp() - (TimestampTz)pix_history_retention_s * USECS_PER_SEC;
-	Datum values[1] = {TimestampTzGetDatum(cutoff)};
+	Datum values[2] = {TimestampTzGetDatum(cutoff)};
 	int64 iterations;
 	bool isnull;
 
 	pix_require_read_committed();
 	SPI_connect();
-	execute(&purge_iterations_sql, values, NULL, false, 1);
+	execute(&purge_iterations_sql, values, NULL, 1);
 	iterations =
 	    DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	execute(&purge_streams_sql, values, NULL, false, 0);
+	values[1] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
+	execute(&purge_streams_sql, values, NULL, 0);
 	SPI_finish();
 	PG_RETURN_INT64(iterations);
 }
@@ -447,15 +500,6 @@ Datum pix_purge_history(PG_FUNCTION_ARGS)
  */
 Datum pix_streams_keepalive(PG_FUNCTION_ARGS)
 {
-	static statement keepalive_sql = {
-	    "UPDATE pix.stream s SET last_read_at = $2"
-	    "  FROM (SELECT s.stream_id FROM pix.iteration i JOIN pix.stream s USING (stream_id)"
-	    "         WHERE i.iid = ANY ($1) AND s.state = 'o' AND s.last_read_at >= $3"
-	    "           AND (i.seq = s.seq OR (i.seq = s.seq - 1 AND cardinality(s.pending_ids) > 0))"
-	    "           FOR NO KEY UPDATE OF s SKIP LOCKED) live"
-	    " WHERE s.stream_id = live.stream_id",
-	    3,
-	    {TEXTARRAYOID, TIMESTAMPTZOID, TIMESTAMPTZOID}};
 	TimestampTz now = GetCurrentTimestamp();
 	Datum values[3];
 	Datum ids;
@@ -472,7 +516,7 @@ Datum pix_streams_keepalive(PG_FUNCTION_ARGS)
 	values[0] = ids;
 	values[1] = TimestampTzGetDatum(now);
 	values[2] = TimestampTzGetDatum(idle_cutoff(now));
-	marked = execute(&keepalive_sql, values, NULL, false, 0);
+	marked = execute(&keepalive_sql, values, NULL, 0);
 	SPI_finish();
 	PG_RETURN_INT32(marked);
 }
@@ -481,6 +525,19 @@ Datum pix_streams_keepalive(PG_FUNCTION_ARGS)
  * Arguments
  * ------------------------------------------------------------------------------------------------
  */
+
+/*
+ * The preamble of next and stop: the ISPB (first, so a malformed one is always PX001), the id
+ * (malformed: "not found", like an id that does not exist) and the isolation level.
+ */
+static char *call_args(FunctionCallInfo fcinfo, char *iid)
+{
+	char *ispb = pix_ispb_arg(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0));
+
+	iid_arg(fcinfo, 1, iid);
+	pix_require_read_committed();
+	return ispb;
+}
 
 static int batch_size_arg(FunctionCallInfo fcinfo, int argno)
 {
@@ -492,8 +549,7 @@ static int batch_size_arg(FunctionCallInfo fcinfo, int argno)
 	return n;
 }
 
-/* Copies a well-formed id into iid; anything else is "not found", like an id that does not exist.
- */
+/* Copies a well-formed id into iid; anything else is "not found", like an id that does not exist. */
 static void iid_arg(FunctionCallInfo fcinfo, int argno, char *iid)
 {
 	text *arg = PG_ARGISNULL(argno) ? NULL : PG_GETARG_TEXT_PP(argno);
@@ -527,6 +583,51 @@ static Datum wellformed_ids(ArrayType *array)
 	return PointerGetDatum(construct_array(elems, kept, TEXTOID, -1, false, TYPALIGN_INT));
 }
 
+/*
+ * SELECT (pix_stream_start(...)).* is rewritten by the parser into one call per column of pix_read:
+ * four starts, four streams, four claimed batches, of which the caller sees one column each. The
+ * four calls are copies of one expression (equal, same position in the query text) evaluated in one
+ * executor run (same memory context), one after another. The second of them is refused, which
+ * rolls back the statement; a call from the same expression node again (the next row, a loop) is a
+ * new call. SELECT * FROM pix_stream_start(...) calls it once.
+ */
+static void refuse_expanded_call(FunctionCallInfo fcinfo)
+{
+	static LocalTransactionId lxid = InvalidLocalTransactionId;
+	static MemoryContext query_cxt = NULL;
+	static Node *first = NULL;
+	static Node *seen[8];
+	static int nseen = 0;
+	Node *expr = fcinfo->flinfo->fn_expr;
+	bool sibling;
+
+	if (expr == NULL)
+		return;
+	sibling = lxid == MyProc->lxid && query_cxt == fcinfo->flinfo->fn_mcxt && first != NULL;
+	for (int i = 0; sibling && i < nseen; i++)
+		if (seen[i] == expr)
+			sibling = false; /* this very node again: a new row or a new call */
+	if (sibling && exprLocation(expr) == exprLocation(first) && equal(expr, first))
+		ereport(
+		    ERROR,
+		    (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+		     errmsg("%s must not be expanded with (...).*", get_func_name(fcinfo->flinfo->fn_oid)),
+		     errdetail(
+		         "(f(...)).* calls the function once per column: each call would open or read a stream."),
+		     errhint("Call it in FROM: SELECT * FROM %s(...).",
+		             get_func_name(fcinfo->flinfo->fn_oid))));
+	if (sibling && nseen < (int)lengthof(seen)) {
+		seen[nseen++] = expr;
+		return;
+	}
+	/* A new call: remember it. The node is only compared while its executor run lasts. */
+	lxid = MyProc->lxid;
+	query_cxt = fcinfo->flinfo->fn_mcxt;
+	first = expr;
+	seen[0] = expr;
+	nseen = 1;
+}
+
 static void raise_not_found(void)
 {
 	ereport(ERROR, (errcode(ERRCODE_PIX_STREAM_NOT_FOUND), errmsg("stream not found"),
@@ -542,13 +643,23 @@ static void raise_gone(void)
 	pg_unreachable();
 }
 
+/* An id that names no iteration: gone if it was one of a purged stream's last ids, else not found. */
+static void raise_missing(const char *ispb, const char *iid)
+{
+	Datum values[2] = {CStringGetTextDatum(iid), CStringGetTextDatum(ispb)};
+
+	if (execute(&retired_sql, values, NULL, 1) > 0)
+		raise_gone();
+	raise_not_found();
+}
+
 /* ------------------------------------------------------------------------------------------------
  * Stream state
  * ------------------------------------------------------------------------------------------------
  */
 
 /* Runs a kept plan, preparing it on first use. Returns SPI_processed; errors are not expected. */
-static int execute(statement *st, Datum *values, const char *nulls, bool read_only, long limit)
+static int execute(statement *st, Datum *values, const char *nulls, long limit)
 {
 	int rc;
 
@@ -561,10 +672,50 @@ static int execute(statement *st, Datum *values, const char *nulls, bool read_on
 		SPI_keepplan(plan);
 		st->plan = plan;
 	}
-	rc = SPI_execute_plan(st->plan, values, nulls, read_only, limit);
+	rc = SPI_execute_plan(st->plan, values, nulls, false, limit);
 	if (rc < 0)
 		elog(ERROR, "pix: \"%s\" failed: %s", st->sql, SPI_result_code_string(rc));
 	return (int)SPI_processed;
+}
+
+/*
+ * Runs a statement that waits for a row lock, the wait bounded by pix.lock_timeout (or the caller's
+ * lock_timeout when shorter): a transaction left open after a call (a pooled client that does not
+ * commit) holds its rows until it ends, and the calls behind it must not hang with it. A wait that
+ * runs out is PX009.
+ */
+static int execute_locking(statement *st, Datum *values)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	int nest = NewGUCNestLevel();
+	int rows = 0;
+
+	if (pix_lock_timeout_ms > 0 && (LockTimeout == 0 || LockTimeout > pix_lock_timeout_ms))
+		(void)set_config_option("lock_timeout", psprintf("%d", pix_lock_timeout_ms), PGC_SUSET,
+		                        PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	PG_TRY();
+	{
+		rows = execute(st, values, NULL, 1);
+	}
+	PG_CATCH();
+	{
+		ErrorData *error;
+
+		MemoryContextSwitchTo(cxt);
+		error = CopyErrorData();
+		if (error->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
+			PG_RE_THROW();
+		FlushErrorState();
+		ereport(
+		    ERROR,
+		    (errcode(ERRCODE_PIX_BUSY), errmsg("stream busy"),
+		     errdetail(
+		         "Another transaction has held this stream (or this ISPB's starts) for longer than pix.lock_timeout."),
+		     errhint("A client must commit or roll back right after each pix call.")));
+	}
+	PG_END_TRY();
+	AtEOXact_GUC(true, nest);
+	return rows;
 }
 
 /*
@@ -579,36 +730,36 @@ static bool find_stream(statement *st, const char *ispb, const char *iid, stream
 	bool isnull;
 	char *text_value;
 
-	if (execute(st, values, NULL, false, 1) == 0)
+	if ((st == &lock_stream_sql ? execute_locking(st, values) : execute(st, values, NULL, 1)) == 0)
 		return false;
 	row = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
 
 	s->stream_id = DatumGetInt64(SPI_getbinval(row, desc, 1, &isnull));
-	strlcpy(s->ispb, SPI_getvalue(row, desc, 2), sizeof(s->ispb));
-	s->state = DatumGetChar(SPI_getbinval(row, desc, 3, &isnull));
-	s->seq = DatumGetInt32(SPI_getbinval(row, desc, 4, &isnull));
-	text_value = SPI_getvalue(row, desc, 5);
+	s->state = DatumGetChar(SPI_getbinval(row, desc, 2, &isnull));
+	s->seq = DatumGetInt64(SPI_getbinval(row, desc, 3, &isnull));
+	text_value = SPI_getvalue(row, desc, 4);
 	strlcpy(s->current_iid, text_value ? text_value : "", sizeof(s->current_iid));
-	s->pending_ids = SPI_getbinval(row, desc, 6, &isnull);
+	s->pending_ids = SPI_getbinval(row, desc, 5, &isnull);
 	s->pending_count = array_length_of(s->pending_ids);
-	s->last_read_at = DatumGetTimestampTz(SPI_getbinval(row, desc, 7, &isnull));
-	s->called_seq = DatumGetInt32(SPI_getbinval(row, desc, 8, &isnull));
+	s->last_read_at = DatumGetTimestampTz(SPI_getbinval(row, desc, 6, &isnull));
+	s->called_seq = DatumGetInt64(SPI_getbinval(row, desc, 7, &isnull));
 	return true;
 }
 
 /*
- * The preamble of every call on a stream: lock the row the id names, then check that the stream is
- * alive. Returns the time the call acts at, read once the lock is held: after a long wait for the
- * lock, a time read before it would record a last read already in the past. An unknown id or
- * another ISPB's is "not found" (no oracle); a closed, expired or idle stream is "gone".
+ * The preamble of every call on a stream that may write: lock the row the id names, then check
+ * that the stream is alive. Returns the time the call acts at, read once the lock is held: after a
+ * long wait for the lock, a time read before it would record a last read already in the past. An
+ * unknown id or another ISPB's is "not found" (no oracle); a closed, expired or idle stream is
+ * "gone".
  */
 static TimestampTz lock_stream(const char *ispb, const char *iid, stream_row *s)
 {
 	TimestampTz now;
 
 	if (!find_stream(&lock_stream_sql, ispb, iid, s))
-		raise_not_found();
+		raise_missing(ispb, iid);
 	now = GetCurrentTimestamp();
 	if (s->state != 'o' || s->last_read_at < idle_cutoff(now))
 		raise_gone();
@@ -628,7 +779,7 @@ static bool quiet_read(const char *ispb, const char *iid, read_result *r)
 	stream_row s;
 
 	if (!find_stream(&peek_stream_sql, ispb, iid, &s))
-		raise_not_found();
+		raise_missing(ispb, iid);
 	if (s.state != 'o' || s.called_seq != s.seq || s.pending_count > 0 ||
 	    s.last_read_at < now - liveness_slack_us())
 		return false;
@@ -652,10 +803,15 @@ static TimestampTz idle_cutoff(TimestampTz now)
 	return now - (TimestampTz)pix_stream_idle_timeout_ms * 1000 - liveness_slack_us();
 }
 
-/* A quarter of the idle timeout, at most PIX_LIVENESS_SLACK_MAX_MS. */
+/*
+ * A sixteenth of the idle timeout, at most PIX_LIVENESS_SLACK_MAX_MS: small enough that a stream
+ * whose collector vanished expires close to the timeout (60 s: 60-63.75 s), large enough that the
+ * HTTP server's keepalive of its parked reads, called more often than that, leaves their reads
+ * nothing to write.
+ */
 static int64 liveness_slack_us(void)
 {
-	return (int64)Min(pix_stream_idle_timeout_ms / 4, PIX_LIVENESS_SLACK_MAX_MS) * 1000;
+	return (int64)Min(pix_stream_idle_timeout_ms / 16, PIX_LIVENESS_SLACK_MAX_MS) * 1000;
 }
 
 static Datum ids_array(const int64 *ids, int count)
@@ -675,6 +831,36 @@ static int array_length_of(Datum array)
 	return ArrayGetNItems(ARR_NDIM(a), ARR_DIMS(a));
 }
 
+/* Takes the lock that serializes the starts of an ISPB, making its row on the first start. */
+static void lock_institution(const char *ispb)
+{
+	Datum values[1] = {CStringGetTextDatum(ispb)};
+
+	if (execute_locking(&lock_institution_sql, values) == 0) {
+		execute(&insert_institution_sql, values, NULL, 0);
+		execute_locking(&lock_institution_sql, values);
+	}
+}
+
+/* Runs an expiry sweep and requeues the batches of the streams it expired; returns how many. */
+static int sweep(statement *st, Datum *values)
+{
+	TimestampTz now = DatumGetTimestampTz(values[1]);
+	int expired = execute(st, values, NULL, 0);
+	SPITupleTable *rows = SPI_tuptable;
+
+	for (int i = 0; i < expired; i++) {
+		bool isnull;
+		char *ispb = SPI_getvalue(rows->vals[i], rows->tupdesc, 1);
+		char *iid = SPI_getvalue(rows->vals[i], rows->tupdesc, 2);
+		Datum pending = SPI_getbinval(rows->vals[i], rows->tupdesc, 3, &isnull);
+
+		if (!isnull && array_length_of(pending) > 0)
+			requeue(ispb, iid, pending, now);
+	}
+	return expired;
+}
+
 /*
  * Expires this ISPB's idle streams (but never the caller's own, which it has just checked and is
  * about to touch) and requeues their batches, so the caller's claim sees them at the head of the
@@ -682,48 +868,25 @@ static int array_length_of(Datum array)
  */
 static void sweep_ispb(const char *ispb, int64 except_stream, TimestampTz now)
 {
-	static statement sweep_sql = {
-	    "UPDATE pix.stream s SET state = 'e', closed_at = $3, pending_ids = '{}',"
-	    "       requeued = s.requeued + cardinality(old.pending_ids)"
-	    "  FROM (SELECT stream_id, pending_ids FROM pix.stream"
-	    "         WHERE ispb = $1 AND state = 'o' AND last_read_at < $2 AND stream_id <> $4"
-	    "           FOR UPDATE SKIP LOCKED) old"
-	    " WHERE s.stream_id = old.stream_id"
-	    " RETURNING s.current_iid, old.pending_ids",
-	    4,
-	    {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID}};
 	Datum values[4];
-	SPITupleTable *rows;
-	int expired;
 
-	values[0] = CStringGetTextDatum(ispb);
-	values[1] = TimestampTzGetDatum(idle_cutoff(now));
-	values[2] = TimestampTzGetDatum(now);
+	values[0] = TimestampTzGetDatum(idle_cutoff(now));
+	values[1] = TimestampTzGetDatum(now);
+	values[2] = CStringGetTextDatum(ispb);
 	values[3] = Int64GetDatum(except_stream);
-	expired = execute(&sweep_sql, values, NULL, false, 0);
-	rows = SPI_tuptable;
-	for (int i = 0; i < expired; i++) {
-		bool isnull;
-		char *iid = SPI_getvalue(rows->vals[i], rows->tupdesc, 1);
-		Datum pending = SPI_getbinval(rows->vals[i], rows->tupdesc, 2, &isnull);
-
-		if (!isnull && array_length_of(pending) > 0)
-			requeue(ispb, iid, pending, now);
-	}
+	sweep(&sweep_ispb_sql, values);
 }
 
-/* Puts a batch back at the head of the ready queue (the requeued range) and wakes the collectors.
- */
+/* Puts a batch back at the head of the ready queue (the requeued range) and wakes the collectors. */
 static void requeue(const char *ispb, const char *iid, Datum pending_ids, TimestampTz now)
 {
-	Datum values[2];
+	Datum values[4];
 
 	values[0] = CStringGetTextDatum(ispb);
 	values[1] = pending_ids;
-	execute(&requeue_sql, values, NULL, false, 0);
-	values[0] = CStringGetTextDatum(iid);
-	values[1] = TimestampTzGetDatum(now);
-	execute(&mark_requeued_sql, values, NULL, false, 0);
+	values[2] = TimestampTzGetDatum(now);
+	values[3] = CStringGetTextDatum(iid);
+	execute(&requeue_sql, values, NULL, 0);
 	Async_Notify(PIX_NOTIFY_CHANNEL, ispb);
 }
 
@@ -734,73 +897,80 @@ static void requeue(const char *ispb, const char *iid, Datum pending_ids, Timest
 static void read_on(stream_row *s, int max, TimestampTz now, read_result *r, MemoryContext outer)
 {
 	int64 ids[PIX_MAX_BATCH];
-	Datum values[5];
+	Datum values[8];
+	char nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	int redelivered;
 
-	if (s->pending_count > 0) {
-		values[0] = CStringGetTextDatum(s->current_iid);
-		values[1] = TimestampTzGetDatum(now);
-		execute(&confirm_sql, values, NULL, false, 0);
-	}
-	if (pix_claim_sweep_due(s->ispb, now, Min(1000, pix_stream_idle_timeout_ms / 4)))
-		sweep_ispb(s->ispb, s->stream_id, now);
-	r->count = pix_claim_ready(s->ispb, max, ids, &redelivered);
+	if (pix_claim_sweep_due(r->ispb, now, Min(1000, pix_stream_idle_timeout_ms / 4)))
+		sweep_ispb(r->ispb, s->stream_id, now);
+	r->count = pix_claim_ready(r->ispb, max, ids, &redelivered);
 
 	if (r->count == 0) {
 		strlcpy(r->iid, s->current_iid, sizeof(r->iid));
 		r->body = NULL;
-		/* Nothing to confirm and a recent enough last read: this read writes nothing. */
+		/* Nothing to confirm and a recent enough last read: nothing to write. */
 		if (s->pending_count == 0 && s->last_read_at >= now - liveness_slack_us())
 			return;
 		values[0] = Int64GetDatum(s->stream_id);
 		values[1] = TimestampTzGetDatum(now);
-		execute(&stay_sql, values, NULL, false, 0);
+		values[2] = CStringGetTextDatum(s->current_iid);
+		nulls[2] = s->pending_count > 0 ? ' ' : 'n';
+		execute(&stay_sql, values, nulls, 0);
 		return;
 	}
 
 	pix_iid_new(r->iid);
-	values[0] = CStringGetTextDatum(r->iid);
-	values[1] = Int64GetDatum(s->stream_id);
-	values[2] = Int32GetDatum(s->seq + 1);
-	values[3] = ids_array(ids, r->count);
-	values[4] = TimestampTzGetDatum(now);
-	execute(&insert_iteration_sql, values, NULL, false, 0);
-
-	{
-		Datum advance[5] = {Int64GetDatum(s->stream_id), values[0], values[3], values[4],
-		                    Int32GetDatum(redelivered)};
-
-		execute(&advance_sql, advance, NULL, false, 0);
-	}
-	r->body = render_batch(values[3], max, outer);
-}
-
-/* A call on the previous id: the same batch and the same next id again; nothing confirmed or
- * claimed. */
-static void replay(stream_row *s, int max, TimestampTz now, read_result *r, MemoryContext outer)
-{
-	Datum values[2];
-
 	values[0] = Int64GetDatum(s->stream_id);
-	values[1] = TimestampTzGetDatum(now);
-	execute(&touch_sql, values, NULL, false, 0);
-	strlcpy(r->iid, s->current_iid, sizeof(r->iid));
-	r->count = s->pending_count;
-	r->body = render_batch(s->pending_ids, max, outer);
+	values[1] = CStringGetTextDatum(r->iid);
+	values[2] = ids_array(ids, r->count);
+	values[3] = Int32GetDatum(redelivered);
+	values[4] = TimestampTzGetDatum(now);
+	values[5] = BoolGetDatum(max > 1);
+	values[6] = CStringGetTextDatum(s->current_iid);
+	nulls[6] = s->pending_count > 0 ? ' ' : 'n';
+	values[7] = Int64GetDatum(s->seq + 1);
+	execute(&deliver_sql, values, nulls, 0);
+	r->body = render_rows(max > 1, outer);
 }
 
 /*
- * The body exactly as HTTP serves it: one object when the caller asked for one message, else an
- * array (even of one). Bodies were rendered and validated at INSERT, so this only copies bytes.
+ * A call on the previous id: the same batch, in the same shape, with the same next id again;
+ * nothing confirmed or claimed. Batches delivered before 1.2 did not record their shape: those
+ * answer in the shape the retry asks for.
  */
-static char *render_batch(Datum ids, int max, MemoryContext outer)
+static void replay(stream_row *s, int max, TimestampTz now, read_result *r, MemoryContext outer)
 {
-	Datum values[1] = {ids};
-	int found = execute(&bodies_sql, values, NULL, false, 0);
-	bool as_array = max > 1 || found > 1;
+	Datum values[3];
+	bool isnull;
+	bool as_array;
+
+	values[0] = Int64GetDatum(s->stream_id);
+	values[1] = TimestampTzGetDatum(now);
+	values[2] = CStringGetTextDatum(s->current_iid);
+	execute(&replay_sql, values, NULL, 0);
+	as_array =
+	    SPI_processed > 0
+	        ? DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull))
+	        : false;
+	if (SPI_processed == 0 || isnull)
+		as_array = max > 1;
+	strlcpy(r->iid, s->current_iid, sizeof(r->iid));
+	r->count = s->pending_count;
+	r->body = render_rows(as_array, outer);
+}
+
+/*
+ * The body exactly as HTTP serves it, from the bodies in SPI_tuptable's first column: one object,
+ * or an array (always when there is more than one). Bodies were rendered and validated at INSERT,
+ * so this only copies bytes.
+ */
+static char *render_rows(bool as_array, MemoryContext outer)
+{
+	int found = (int)SPI_processed;
 	MemoryContext spi = MemoryContextSwitchTo(outer);
 	StringInfoData body;
 
+	as_array = as_array || found > 1;
 	initStringInfo(&body);
 	if (as_array)
 		appendStringInfoChar(&body, '[');

@@ -44,7 +44,8 @@ SELECT queue('02000001');
 SELECT read('02000001', 'c1', 1, 'x');
 SELECT read('02000001', 'c1', 1, 'x');
 SELECT queue('02000001');
--- The body's shape follows the call's max_messages: asked for up to 3, the same batch is an array.
+-- A replay answers the batch exactly as it was delivered: one object, even when the retry asks for up
+-- to 3 (a multipart retry of a single-message read gets the same bytes again).
 SELECT read('02000001', 'c1', 3, 'x');
 
 --
@@ -218,6 +219,16 @@ SELECT queue('02000008');
 --
 -- 13. Ids: unique, URL-safe, long (100 bits here; the contract asks for at least 60).
 --
+--
+-- A replay answers the very bytes delivered: a batch sent as an array (a multipart read) comes back
+-- as the same array, even of one message, even when the retry asks for a single message.
+--
+SELECT enqueue('02000009', 1, 2);
+SELECT start('02000009', 1, 'z1');
+SELECT read('02000009', 'z1', 5, 'z2');
+SELECT read('02000009', 'z1', 1, 'x') AS replay_single, read('02000009', 'z1', 10, 'x') AS replay_multi;
+SELECT stop('02000009', 'z2');
+
 SELECT count(*) AS ids, count(DISTINCT iid) = count(*) AS all_distinct,
        bool_and(iid ~ '^[A-Za-z0-9_-]{10,}$') AS url_safe
   FROM id;

@@ -139,17 +139,19 @@ SELECT state, count(*) FROM pix.stream WHERE ispb = '06000001' GROUP BY state OR
 --
 -- 4. Not even in a fresh session, before the library is loaded (when pix.* settings are mere
 --    placeholders), can a client raise the limits: the value is refused with a warning when the
---    library loads, and the limit stays.
+--    library loads, and the limit stays. The fresh session is a new connection of the same
+--    superuser (whatever credentials the caller's environment holds, as under pg_virtualenv),
+--    turned into the client role with SET SESSION AUTHORIZATION before anything loads the library.
 --
-ALTER ROLE regress_pix_app LOGIN;
-SELECT current_user AS superuser \gset
-\c - regress_pix_app
+\c
+SET SESSION AUTHORIZATION regress_pix_app;
+SELECT current_user, session_user;
 SET pix.max_collectors = 1000;
 SET pix.stream_idle_timeout = 1;
 SELECT message_count FROM pix_stream_start('06000002');
 SHOW pix.max_collectors;
 SHOW pix.stream_idle_timeout;
-\c - :superuser
+RESET SESSION AUTHORIZATION;
 SELECT pix_stream_stop('06000002', current_iid) FROM pix.stream WHERE ispb = '06000002' AND state = 'o';
 
 DROP SCHEMA t06 CASCADE;

@@ -51,6 +51,10 @@ SELECT pix_purge_history() AS purged_again;
 SELECT queue('08000001'), stored('08000001'),
        (SELECT count(*) FROM pix.stream WHERE ispb = '08000001') AS streams,
        (SELECT count(*) FROM pix.delivery WHERE ispb = '08000001') AS deliveries;
+-- The purged stream's last two ids still answer "gone" (410), for this ISPB only; an older id of
+-- it (which no collector holds any more) is not remembered.
+SELECT read('08000001', 'a3', 1, 'x') AS current_id, stop('08000001', 'a2') AS previous_id,
+       read('08000001', 'a1', 1, 'x') AS older_id, read('08000002', 'a3', 1, 'x') AS other_ispb;
 
 --
 -- 3. A live stream keeps working through a purge, however short the retention: its pending

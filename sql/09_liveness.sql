@@ -2,7 +2,7 @@
 -- 09_liveness: keeping a stream alive costs no write per read.
 --
 -- An empty read with nothing pending to confirm writes nothing when the stream's recorded last read
--- is recent enough: within the liveness slack, a quarter of pix.stream_idle_timeout capped at 15 s.
+-- is recent enough: within the liveness slack, a sixteenth of pix.stream_idle_timeout capped at 15 s.
 -- To keep expiry honest, a stream is dead only once its recorded last read is older than the
 -- timeout plus that slack: it never expires earlier than the timeout after its true last read, and
 -- at most the slack later. pix_streams_keepalive(ids) marks the streams named by those ids as read
@@ -29,7 +29,7 @@ CREATE FUNCTION keepalive(VARIADIC names text[]) RETURNS int LANGUAGE sql AS $$
     SELECT pix_streams_keepalive(array_agg(id.iid)) FROM id WHERE id.name = ANY (names)
 $$;
 
--- With 10 minutes the slack is 15 s (a quarter would be 150 s: capped).
+-- With 10 minutes the slack is 15 s (a sixteenth would be 37.5 s: capped).
 SET pix.stream_idle_timeout = '10min';
 
 --

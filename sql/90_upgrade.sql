@@ -6,11 +6,27 @@ CREATE EXTENSION pix VERSION '1.0';
 SELECT extversion FROM pg_extension WHERE extname = 'pix';
 
 -- Data made under 1.0: 25 messages, one stream with a confirmed and a pending batch, one closed stream.
+-- The library installed is always the newest, and it needs the newest schema (install the library,
+-- then ALTER EXTENSION pix UPDATE before serving), so the streams are written here as 1.0's
+-- functions left them: stream A read 10 (m1-m10, id first_id) then, confirming them, 10 more
+-- (m11-m20 pending, id second_id); stream B read 3 (m21-m23) and was stopped, confirming them.
 SELECT pix_generate_messages('12345678', 25);
-SELECT interation_id AS first_id FROM pix_stream_start('12345678', 10) \gset
-SELECT interation_id AS second_id, message_count FROM pix_stream_next('12345678', :'first_id', 10) \gset
-SELECT interation_id AS other_id FROM pix_stream_start('12345678', 3) \gset
-SELECT pix_stream_stop('12345678', :'other_id') AS confirmed_by_stop;
+\set first_id 'aaaaaaaaaaaaaaaaaaa1'
+\set second_id 'aaaaaaaaaaaaaaaaaaa2'
+\set other_id 'bbbbbbbbbbbbbbbbbbb1'
+CREATE TEMP TABLE n AS SELECT id, row_number() OVER (ORDER BY id) AS n FROM pix.message;
+CREATE FUNCTION pg_temp.ids(lo int, hi int) RETURNS bigint[] LANGUAGE sql
+    AS $$ SELECT array_agg(id ORDER BY id) FROM n WHERE n BETWEEN lo AND hi $$;
+INSERT INTO pix.institution (ispb) VALUES ('12345678');
+INSERT INTO pix.stream (ispb, state, seq, current_iid, pending_ids, closed_at, delivered, confirmed)
+VALUES ('12345678', 'o', 2, :'second_id', pg_temp.ids(11, 20), NULL, 20, 10),
+       ('12345678', 'c', 1, :'other_id', '{}', now(), 3, 3);
+INSERT INTO pix.iteration (iid, stream_id, seq, message_ids, confirmed_at)
+SELECT v.iid, s.stream_id, v.seq, pg_temp.ids(v.lo, v.hi), v.confirmed_at
+  FROM (VALUES (:'first_id', :'second_id', 1, 1, 10, now()), (:'second_id', :'second_id', 2, 11, 20, NULL),
+               (:'other_id', :'other_id', 1, 21, 23, now())) AS v(iid, current_iid, seq, lo, hi, confirmed_at)
+  JOIN pix.stream s ON s.current_iid = v.current_iid;
+DELETE FROM pix.ready WHERE message_id = ANY (pg_temp.ids(1, 23));
 SELECT count(*) AS messages, (SELECT count(*) FROM pix.ready) AS ready FROM pix.message;
 
 -- 1.0 has no pix_metrics yet.

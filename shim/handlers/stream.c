@@ -286,14 +286,16 @@ static void on_check(struct parking_slot *slot)
  * sweeps and claims like any other. Its result is the answer: 200 with what it found, else 204
  * (parking_park answers at once now that the deadline passed). When stopping, answer at once.
  * The last read may wait for a connection only DB_HURRY_MS: past that, 204 on time.
- * A read that was querying when the deadline came is already its last one: hurry it the same way.
+ * A read that was querying when the deadline came is already its last one: hurry it the same way,
+ * unless it is a start that has no stream yet (no id to answer 204 with): that one waits its turn.
  */
 static void on_deadline(struct parking_slot *slot)
 {
 	struct read_ctx *ctx = H2O_STRUCT_FROM_MEMBER(struct read_ctx, slot, slot);
 
 	if (db_is_pending(&ctx->query)) {
-		db_hurry(&ctx->query);
+		if (ctx->slot.iid[0] != '\0')
+			db_hurry(&ctx->query);
 		return;
 	}
 	if (leave_if_departed(ctx))

@@ -96,7 +96,8 @@ static const struct statement statements[DB_NSTMT] = {
     [DB_PURGE] = {"pix_purge_history", "SELECT pix_purge_history()", 0, {0}},
     [DB_METRICS] = {"pix_metrics", "SELECT metric, ispb, value FROM pix_metrics()", 0, {0}},
     [DB_KEEPALIVE] = {"pix_streams_keepalive",
-                      "SELECT pix_streams_keepalive($1)",
+                      "SELECT pix_streams_keepalive($1), (SELECT setting FROM pg_settings WHERE "
+                      "name = 'pix.stream_idle_timeout')",
                       1,
                       {OID_TEXT_ARRAY}},
 };

@@ -2,11 +2,14 @@
  * maintenance.c — the server's own calls, on a one-second tick: expiry, history purge, and the
  * database's share of /metrics.
  *
- * - pix_streams_keepalive(ids) every second, with the interationIds of every read in progress: a
- *   collector parked here is alive, so its stream must not expire under it whatever
- *   pix.stream_idle_timeout says, and one call for all of them costs one statement, not a commit
- *   per collector. A database without the function (extension before 1.2) is logged once and not
- *   asked again.
+ * - pix_streams_keepalive(ids) with the interationIds of every read in progress: a collector
+ *   parked here is alive, so its stream must not expire under it whatever pix.stream_idle_timeout
+ *   says, and one call for all of them costs one statement, not a commit per collector. It runs
+ *   every pix.stream_idle_timeout / 8 (read back with each call), 1 to 7 ticks: often enough that
+ *   the stream never comes near expiry and the extension's empty reads find it fresh (they write
+ *   nothing while the last read is younger than a quarter of the timeout), rarely enough that
+ *   marking thousands of rows is not a steady stream of WAL. A database without the function
+ *   (extension before 1.2) is logged once and not asked again.
  * - pix_expire_streams() every second. Reads and starts expire their own ISPB's idle streams, but
  *   an ISPB whose collectors are all parked makes no calls: this call is what requeues a dead
  *   collector's batch there, and its NOTIFY is what wakes the parked ones to take it.
@@ -31,6 +34,7 @@
 #define PIXD_PURGE_EVERY_S 60
 #define PIXD_DB_METRICS_S 5
 #define PIXD_DB_METRICS_MAX 16384
+#define KEEPALIVE_MAX_TICKS 7
 
 struct call {
 	db_query_t query;
@@ -54,7 +58,9 @@ static struct {
 	h2o_timeout_t tick;
 	h2o_timeout_entry_t tick_entry;
 	struct call keepalive, expire, purge, metrics;
-	char *keepalive_ids; /* the text[] literal of the call in flight (malloc'd) */
+	char *keepalive_ids;  /* the text[] literal of the call in flight (malloc'd) */
+	int keepalive_every;  /* ticks between calls, from the idle timeout (1 until known) */
+	long keepalive_since; /* ticks since the last call */
 	long ticks;
 	int purge_more; /* the last purge removed something: call again on the next tick */
 	char db_metrics[PIXD_DB_METRICS_MAX];
@@ -67,6 +73,7 @@ void maintenance_init(void)
 	h2o_timeout_init(pixd_loop, &m.tick, PIXD_TICK_MS);
 	m.tick_entry.cb = on_tick;
 	m.keepalive.query.cb = on_keepalive_result;
+	m.keepalive_every = 1;
 	m.expire.query.cb = on_expire_result;
 	m.purge.query.cb = on_purge_result;
 	m.metrics.query.cb = on_metrics_result;
@@ -112,8 +119,9 @@ static void submit_keepalive(void)
 {
 	int count;
 
-	if (m.keepalive.in_flight || m.keepalive.missing)
+	if (m.keepalive.in_flight || m.keepalive.missing || ++m.keepalive_since < m.keepalive_every)
 		return;
+	m.keepalive_since = 0;
 	if ((m.keepalive_ids = parking_stream_ids(&count)) == NULL)
 		return;
 	m.keepalive.query.params[0] = m.keepalive_ids;
@@ -163,8 +171,17 @@ static void on_keepalive_result(db_query_t *q, PGresult *res, enum db_failure fa
 {
 	free(m.keepalive_ids);
 	m.keepalive_ids = NULL;
-	if (call_ok(call_of(q), res, failure) && PQntuples(res) == 1)
-		pixd_metrics.keepalive_streams += strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+	long timeout_ms;
+
+	if (!call_ok(call_of(q), res, failure) || PQntuples(res) != 1 || PQnfields(res) != 2)
+		return;
+	pixd_metrics.keepalive_streams += strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+	timeout_ms = atol(PQgetvalue(res, 0, 1)); /* pg_settings: in ms, the GUC's unit */
+	m.keepalive_every = (int)(timeout_ms / 8 / PIXD_TICK_MS);
+	if (m.keepalive_every < 1)
+		m.keepalive_every = 1;
+	if (m.keepalive_every > KEEPALIVE_MAX_TICKS)
+		m.keepalive_every = KEEPALIVE_MAX_TICKS;
 }
 
 static void on_expire_result(db_query_t *q, PGresult *res, enum db_failure failure)

@@ -24,6 +24,7 @@
 #include "accept.h"
 #include "database.h"
 #include "handlers.h"
+#include "listener.h"
 #include "parking.h"
 #include "respond.h"
 
@@ -31,6 +32,7 @@ struct read_ctx {
 	struct async_req base;
 	db_query_t query;
 	struct parking_slot slot; /* its ispb and iid are the query's parameters */
+	unsigned listen_epoch;    /* listener_epoch() when the last query was submitted */
 	char max_messages[4];
 };
 
@@ -53,6 +55,7 @@ static void on_deadline(struct parking_slot *slot);
 static void on_check(struct parking_slot *slot);
 static int leave_if_departed(struct read_ctx *ctx);
 static void read_next_params(struct read_ctx *ctx);
+static enum db_submit_status read_submit(struct read_ctx *ctx);
 static h2o_req_t *read_finish(struct read_ctx *ctx);
 static void answer_messages(struct read_ctx *ctx, const PGresult *res);
 static void answer_empty(struct read_ctx *ctx);
@@ -160,9 +163,17 @@ static void read_next_params(struct read_ctx *ctx)
 	ctx->query.params[2] = ctx->max_messages;
 }
 
+/* Every query of a read goes through here: it notes which LISTEN session was there to hear what
+ * committed after the query's snapshot. */
+static enum db_submit_status read_submit(struct read_ctx *ctx)
+{
+	ctx->listen_epoch = listener_epoch();
+	return db_submit(&ctx->query);
+}
+
 static void read_begin(struct read_ctx *ctx)
 {
-	enum db_submit_status st = db_submit(&ctx->query);
+	enum db_submit_status st = read_submit(ctx);
 
 	if (st != DB_SUBMITTED)
 		respond_db_rejected(read_finish(ctx), st);
@@ -246,7 +257,7 @@ static void read_found_nothing(struct read_ctx *ctx, const PGresult *res)
 			return;
 		case PARK_READ_AGAIN:
 			/* If the pool refuses, the notification is spent: loop to park until the deadline. */
-			if (leave_if_departed(ctx) || db_submit(&ctx->query) == DB_SUBMITTED)
+			if (leave_if_departed(ctx) || read_submit(ctx) == DB_SUBMITTED)
 				return;
 			break;
 		}
@@ -272,7 +283,7 @@ static int on_wake(struct parking_slot *slot)
 
 	if (leave_if_departed(ctx))
 		return 0;
-	return db_submit(&ctx->query) == DB_SUBMITTED ? 0 : -1;
+	return read_submit(ctx) == DB_SUBMITTED ? 0 : -1;
 }
 
 static void on_check(struct parking_slot *slot)
@@ -281,13 +292,17 @@ static void on_check(struct parking_slot *slot)
 }
 
 /*
- * The wait is over: one last read before answering. A notification can be missed (the listener was
- * reconnecting), and a stream of this ISPB can expire without one reaching us in time; this read
- * sweeps and claims like any other. Its result is the answer: 200 with what it found, else 204
- * (parking_park answers at once now that the deadline passed). When stopping, answer at once.
- * The last read may wait for a connection only DB_HURRY_MS: past that, 204 on time.
- * A read that was querying when the deadline came is already its last one: hurry it the same way,
- * unless it is a start that has no stream yet (no id to answer 204 with): that one waits its turn.
+ * The wait is over: one last read before answering, unless the same LISTEN session was there from
+ * before the read's last query until now: then every message committed since that query was
+ * notified and woke this read, and the last read would find nothing (a notification still on its
+ * way only delays that message until the collector's next poll, which follows the 204 at once).
+ * This halves what an idle parked collector costs the database. Otherwise a notification can have
+ * been missed (the listener was reconnecting); the last read sweeps and claims like any other. Its
+ * result is the answer: 200 with what it found, else 204 (parking_park answers at once now that the
+ * deadline passed). When stopping, answer at once. The last read may wait for a connection only
+ * DB_HURRY_MS: past that, 204 on time. A read that was querying when the deadline came is already
+ * its last one: hurry it the same way, unless it is a start that has no stream yet (no id to answer
+ * 204 with): that one waits its turn.
  */
 static void on_deadline(struct parking_slot *slot)
 {
@@ -300,7 +315,11 @@ static void on_deadline(struct parking_slot *slot)
 	}
 	if (leave_if_departed(ctx))
 		return;
-	if (!pixd_shutting_down && db_submit(&ctx->query) == DB_SUBMITTED) {
+	if (ctx->listen_epoch != 0 && ctx->listen_epoch == listener_epoch()) {
+		answer_empty(ctx);
+		return;
+	}
+	if (!pixd_shutting_down && read_submit(ctx) == DB_SUBMITTED) {
 		db_hurry(&ctx->query);
 		return;
 	}

@@ -187,9 +187,9 @@ class TestBackpressure(PixTestCase):
 
     def test_deadline_read_answers_204_on_time_when_the_pool_is_saturated(self):
         """The one pool connection is stuck behind a lock (calls that each run into the statement
-        timeout, 9 s): a parked continuation read's last read, queued at its 2 s deadline, is hurried
-        out of the queue and answers 204 with its own Pull-Next, instead of 503 when the 10 s queue
-        timer runs out."""
+        timeout, 9 s): a parked continuation read, woken and queued behind them, is still queued at its
+        2 s deadline; it is hurried out of the queue and answers 204 with its own Pull-Next, instead of
+        503 when the 10 s queue timer runs out."""
         db = "pix_e2e_saturated"
         create_database(db)
         self.addCleanup(drop_database, db)
@@ -223,6 +223,10 @@ class TestBackpressure(PixTestCase):
         hogs = [threading.Thread(target=stuck, daemon=True) for _ in range(3)]
         for h in hogs:
             h.start()
+        wait_for(pixd, "the pool stuck", lambda m: m["pixd_db_queue_length"] >= 2, 30)
+        # A notification (nothing new can be inserted: the lock) wakes the read; its query queues
+        # behind the stuck calls and is still there at the deadline.
+        psql(f"NOTIFY pix_message, '{ispb}'", dbname=db)
         t.join(60 * SLOW)
         self.assertFalse(t.is_alive())
         r = box["r"]

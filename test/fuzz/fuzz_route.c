@@ -75,6 +75,11 @@ void db_hurry(db_query_t *q)
 	(void)q;
 }
 
+unsigned listener_epoch(void)
+{
+	return 0; /* not listening: every deadline reads once more */
+}
+
 int parking_join(struct parking_slot *s, const char *ispb, const struct parking_ops *ops)
 {
 	s->ops = ops;

@@ -239,6 +239,31 @@ class TestBackpressure(PixTestCase):
             h.join(60 * SLOW)
 
 
+    def test_pool_coming_back_wakes_parked_reads(self):
+        """The pool's one connection is cut while a read is parked (LISTEN stays up): when the pool is
+        back, every parked read is woken and reads again, with no notification at all (a wake the
+        pool refused while it was down would otherwise wait for the deadline)."""
+        db = "pix_e2e_poolback"
+        create_database(db)
+        self.addCleanup(drop_database, db)
+        pixd = Pixd(conninfo(db), wait_ms=8000, pool=1).start()
+        self.addCleanup(pixd.stop)
+        c = Collector(pixd, new_ispb())
+        self.addCleanup(c.close)
+        t = threading.Thread(target=lambda: c.start(timeout=60), daemon=True)
+        t.start()
+        before = wait_for(pixd, "the read parked", lambda m: m["pixd_reads_parked"] == 1, 30)
+        cut = psql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database() "
+                   "AND pid <> pg_backend_pid() AND backend_type = 'client backend' AND query NOT LIKE 'LISTEN%'",
+                   dbname=db).strip()
+        self.assertEqual(cut, "1", "the pool's connection")
+        after = wait_for(pixd, "a wake after the pool came back",
+                         lambda m: m["pixd_wakeups_total"] > before["pixd_wakeups_total"], 6)
+        self.assertEqual(after["pixd_notifications_total"], before["pixd_notifications_total"], "no NOTIFY")
+        self.assertEqual(after["pixd_listener_up"], 1)
+        t.join(30 * SLOW)
+
+
 class TestKeepalive(PixTestCase):
     def test_parked_collector_outlives_a_short_idle_timeout(self):
         """pix.stream_idle_timeout 3 s, --wait-ms 8000: a collector parked on start, then on its id,

@@ -10,6 +10,9 @@
 #                  (bench/pgbench/pix_next.sql) measured in the same run; bar: >= 0.7x
 #   wake           6 parked collectors per ISPB, one message per INSERT; bar: p99 <= 5 ms
 #   parked         10 000 parked long polls (6 per ISPB); bars: shim RSS <= 50 MB, 204 at deadline +-100 ms
+#   idle           5 400 parked collectors (900 ISPBs x 6) and no traffic: what the database does per
+#                  second (commits, transaction ids, WAL syncs and bytes); goal: write commits <= 5 %
+#                  of efe951b's
 #   icom-capacity  4 000 messages/minute (60 s; --full: 10 min); bar: >= 99% delivered within 200 ms
 #   scaling        throughput vs collectors 1..6, vs ISPBs 1..256, vs backlog
 #   soak           a mixed run (120 s; --full: 10 min): table sizes, dead tuples, shim RSS, latency
@@ -18,7 +21,10 @@
 #   charts         redraw bench/charts/*.png from the results directory
 #
 # Options: --quick (shorter runs), --full (the issue's full lengths), --out DIR (results, default
-# /tmp/pixbench-results), --pg-port P (5496), --http-port P (3496), --no-install (skip make install).
+# /tmp/pixbench-results), --pg-port P (5496; env PIXBENCH_PG_PORT), --http-port P (3496; env
+# PIXBENCH_HTTP_PORT), --no-install (skip make install: use the extension PGBIN's PostgreSQL has),
+# --pixd PATH (the server to run, default this tree's shim/pixd; env PIXBENCH_PIXD), e.g. a build of
+# an older commit for a side-by-side run (bench/compare.sh).
 # Exit status: non-zero when a run's verdict is FAIL (the tables still print).
 set -euo pipefail
 
@@ -27,11 +33,12 @@ PB="$top/bench/pixbench/pixbench"
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 PG_PORT=${PIXBENCH_PG_PORT:-5496}
 HTTP_PORT=${PIXBENCH_HTTP_PORT:-3496}
+PIXD=${PIXBENCH_PIXD:-$top/shim/pixd}
 OUT=/tmp/pixbench-results
 MODE=default
 INSTALL=1
 scenario=${1:-}
-[[ -n "$scenario" ]] || { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[[ -n "$scenario" ]] || { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 shift
 while (($#)); do
     case "$1" in
@@ -40,8 +47,9 @@ while (($#)); do
         --out) OUT=$2; shift 2 ;;
         --pg-port) PG_PORT=$2; shift 2 ;;
         --http-port) HTTP_PORT=$2; shift 2 ;;
+        --pixd) PIXD=$2; shift 2 ;;
         --no-install) INSTALL=0; shift ;;
-        -h | --help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -86,7 +94,7 @@ start_shim() { # WAIT_MS [extra pixd options]
         log "port $HTTP_PORT is already in use: choose another with --http-port"
         exit 2
     fi
-    "$top/shim/pixd" --listen "127.0.0.1:$HTTP_PORT" --db "$DB" --wait-ms "$wait" --no-access-log "$@" \
+    "$PIXD" --listen "127.0.0.1:$HTTP_PORT" --db "$DB" --wait-ms "$wait" --no-access-log "$@" \
         >>"$OUT/pixd.log" 2>&1 &
     shim_pid=$!
     SHIM_WAIT=$wait
@@ -127,7 +135,9 @@ f() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$R"; }
 verdict_word() { awk '{print $2}' <<<"$V"; }
 
 header() {
-    echo "# $1 — $(date -u +%Y-%m-%dT%H:%MZ), commit $(git -C "$top" rev-parse --short HEAD 2>/dev/null || echo none)"
+    local clean=clean
+    [[ -z "$(git -C "$top" status --porcelain --untracked-files=no 2>/dev/null)" ]] || clean=dirty
+    echo "# $1 — $(date -u +%Y-%m-%dT%H:%MZ), commit $(git -C "$top" rev-parse --short HEAD 2>/dev/null || echo none) ($clean tree), pixd $PIXD"
     echo "# machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); load $(cut -d' ' -f1-3 /proc/loadavg); PostgreSQL $(sql 'SHOW server_version'); fsync $(sql 'SHOW fsync'), synchronous_commit $(sql 'SHOW synchronous_commit')"
     echo
 }
@@ -247,6 +257,55 @@ scenario_parked() {
     awk "BEGIN {exit !($rss <= 51200)}" || b1=MISSED
     ((late + early == 0)) || b2=MISSED
     echo "**Bar (shim RSS <= 50 MB): $b1. Bar (every 204 at its deadline +-100 ms, measured from the request): $b2.**"
+}
+
+# ---- idle --------------------------------------------------------------------------------------
+# What parked collectors cost the database while nothing happens. Counters of the pix database,
+# sampled twice over a window that starts once every collector has parked and gone through one full
+# wait (so both the first reads and the 204-and-poll-again cycle are in it):
+#   xact_commit (pg_stat_database)  every committed transaction, read-only ones included
+#   transaction ids                 write transactions (pg_snapshot_xmax of the current snapshot,
+#                                   which does not consume one itself)
+#   WAL syncs (pg_stat_wal.wal_sync) fsyncs of the WAL: what a write commit costs the disk
+#   WAL bytes                       pg_current_wal_lsn()
+# The issue's goal ("commits/s ... <= 5 % of today's", from "two fsync'd commits per 8 s per
+# collector") is about write commits: transaction ids/s and WAL syncs/s are the figures it refers to.
+idle_sample() { # -> "xact_commit xid wal_sync wal_bytes epoch_ms"
+    sql "SELECT (SELECT xact_commit FROM pg_stat_database WHERE datname = 'pix'),
+                pg_snapshot_xmax(pg_current_snapshot()), (SELECT wal_sync FROM pg_stat_wal),
+                pg_current_wal_lsn() - '0/0', (extract(epoch FROM clock_timestamp()) * 1000)::bigint" |
+        tr '|' ' '
+}
+scenario_idle() {
+    local total=5400 ispbs=900 window=40 settle=20
+    q && window=20
+    full && window=120
+    setup_cluster
+    start_shim 8000
+    header "idle: $total parked collectors ($ispbs ISPBs x 6), no messages, shim --wait-ms 8000; window ${window}s after ${settle}s"
+    local dur=$((settle + window + 10))
+    pb idle --ispbs $ispbs --ispb-base 55000000 --collectors 6 --total $total --duration $dur \
+        --ramp-ms 6000 --stop-wait-ms 9000 &
+    local pbpid=$!
+    sleep "$settle"
+    local s1 s2
+    s1=$(idle_sample)
+    sleep "$window"
+    s2=$(idle_sample)
+    wait $pbpid || true
+    R=$(grep '^result:' "$OUT/idle.txt" || true)
+    V=$(grep '^verdict:' "$OUT/idle.txt" || echo "verdict: FAIL")
+    read -r c1 x1 w1 b1 t1 <<<"$s1"
+    read -r c2 x2 w2 b2 t2 <<<"$s2"
+    local secs
+    secs=$(awk "BEGIN {print ($t2 - $t1) / 1000}")
+    echo "| collectors | window s | commits/s (xact_commit) | write transactions/s (xids) | WAL syncs/s | WAL kB/s | 503 | verdict |"
+    echo "|---:|---:|---:|---:|---:|---:|---:|---|"
+    echo "| $total | $secs | $(awk "BEGIN {printf \"%.1f\", ($c2 - $c1) / $secs}") | $(awk "BEGIN {printf \"%.1f\", ($x2 - $x1) / $secs}") | $(awk "BEGIN {printf \"%.1f\", ($w2 - $w1) / $secs}") | $(awk "BEGIN {printf \"%.1f\", ($b2 - $b1) / 1024 / $secs}") | $(f r503) | $(verdict_word) |"
+    printf '%s\n' "commits_per_s $(awk "BEGIN {printf \"%.2f\", ($c2 - $c1) / $secs}")" \
+        "xids_per_s $(awk "BEGIN {printf \"%.2f\", ($x2 - $x1) / $secs}")" \
+        "wal_syncs_per_s $(awk "BEGIN {printf \"%.2f\", ($w2 - $w1) / $secs}")" \
+        "wal_kb_per_s $(awk "BEGIN {printf \"%.2f\", ($b2 - $b1) / 1024 / $secs}")" >"$OUT/idle.dat"
 }
 
 # ---- icom-capacity -----------------------------------------------------------------------------
@@ -476,6 +535,7 @@ run_one() {
         drain) scenario_drain ;;
         wake) scenario_wake ;;
         parked) scenario_parked ;;
+        idle) scenario_idle ;;
         icom-capacity) scenario_icom ;;
         scaling) scenario_scaling ;;
         soak) scenario_soak ;;
@@ -487,7 +547,7 @@ run_one() {
 case "$scenario" in
     charts) charts ;;
     all)
-        for s in drain wake parked icom-capacity scaling soak; do
+        for s in drain wake parked idle icom-capacity scaling soak; do
             "$0" "$s" --out "$OUT" --pg-port "$PG_PORT" --http-port "$HTTP_PORT" \
                 $( ((INSTALL)) || echo --no-install) $([[ $MODE != default ]] && echo "--$MODE") |
                 tee "$OUT/$s.md" || failures=$((failures + 1))

@@ -16,7 +16,7 @@ struct pixd_config pixd_config = {
     .db_conninfo = "",
     .pool_size = 4,
     .wait_ms = PIXD_WAIT_MS_MAX,
-    .max_queue = 1024,
+    .max_queue = -1, /* until set: QUEUE_FOR_PARKED more than --max-parked */
     .max_parked = 10000,
     .max_connections = 10000,
     .max_generate = 10000,
@@ -24,6 +24,13 @@ struct pixd_config pixd_config = {
     .connect_timeout_ms = 5000,
     .access_log = 1,
 };
+
+/*
+ * The default queue holds a query for every read that may be in progress (--max-parked), plus room
+ * for the other routes and the server's own calls: a burst of reads waits for a connection instead
+ * of being refused while the database keeps up.
+ */
+#define QUEUE_FOR_OTHERS 1024
 
 /* Integer options: name, environment variable, field, bounds. */
 struct int_option {
@@ -63,7 +70,7 @@ static void usage(FILE *out)
 	    "  --wait-ms N                long-poll wait of an empty read, 0..8000\n"
 	    "                             (default 8000)                             PIXD_WAIT_MS\n"
 	    "  --max-queue N              queries waiting for a connection; beyond\n"
-	    "                             that 503 (default 1024)                    PIXD_MAX_QUEUE\n"
+	    "                             that 503 (default --max-parked + 1024)     PIXD_MAX_QUEUE\n"
 	    "  --max-parked N             reads in progress, querying or waiting;\n"
 	    "                             beyond that 503 (default 10000)            PIXD_MAX_PARKED\n"
 	    "  --max-connections N        open client connections (default 10000)\n"
@@ -173,5 +180,7 @@ int config_parse(int argc, char **argv)
 	    parse_arguments(argc, argv, int_options, N_INT_OPTIONS) != 0 ||
 	    check_conninfo(pixd_config.db_conninfo) != 0)
 		return 2;
+	if (pixd_config.max_queue < 0)
+		pixd_config.max_queue = pixd_config.max_parked + QUEUE_FOR_OTHERS;
 	return 0;
 }

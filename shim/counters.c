@@ -6,7 +6,6 @@
 #include "counters.h"
 
 static int path_is(h2o_iovec_t path, const char *prefix, const char *suffix);
-static enum route route_of(h2o_req_t *req);
 
 struct pixd_metrics pixd_metrics;
 struct route_observations route_observed;
@@ -25,7 +24,7 @@ static int path_is(h2o_iovec_t path, const char *prefix, const char *suffix)
 	       memcmp(path.base + path.len - s, suffix, s) == 0;
 }
 
-static enum route route_of(h2o_req_t *req)
+enum route route_of_request(h2o_req_t *req)
 {
 	h2o_iovec_t path = req->path_normalized;
 
@@ -47,7 +46,7 @@ static enum route route_of(h2o_req_t *req)
 
 void metrics_observe(h2o_req_t *req, int status, double ms)
 {
-	enum route r = route_of(req);
+	enum route r = route_of_request(req);
 	size_t b = 0;
 
 	route_observed.responses[r][status / 100 < 6 ? status / 100 : 5]++;

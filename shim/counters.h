@@ -8,6 +8,9 @@
 #include <stdint.h>
 #include <h2o.h>
 
+/* Room for the pool's statements (enum db_stmt) in the per-statement counter. */
+#define PIXD_MAX_STATEMENTS 16
+
 struct pixd_metrics {
 	uint64_t requests;
 	uint64_t responses_by_class[6]; /* index status / 100 */
@@ -22,6 +25,11 @@ struct pixd_metrics {
 	uint64_t db_rejected; /* 503 because the pool was down or its queue full */
 	uint64_t db_reconnects;
 	uint64_t clients_gone; /* requests whose client left before the answer */
+	uint64_t
+	    clients_departed; /* of which: parked reads found gone by pixd, freed without a query */
+	uint64_t log_lines_dropped; /* stderr could not take them (log.c) */
+	uint64_t keepalive_streams; /* streams pix_streams_keepalive marked, summed over calls */
+	uint64_t db_calls[PIXD_MAX_STATEMENTS]; /* queries sent, by statement (database.h) */
 	/* gauges, kept by the layer that owns them */
 	int connections; /* open client connections (event_loop.c) */
 };
@@ -53,6 +61,8 @@ extern const char *const route_names[ROUTE_N];
 extern const double latency_bounds[PIXD_LATENCY_BOUNDS];
 extern struct route_observations route_observed;
 
+/* The route a request's method and path name (ROUTE_OTHER for anything else). */
+enum route route_of_request(h2o_req_t *req);
 /* Counts a response: by route and status class, and its latency in the histogram. */
 void metrics_observe(h2o_req_t *req, int status, double ms);
 

@@ -25,6 +25,7 @@
 
 #define OID_TEXT 25
 #define OID_INT4 23
+#define OID_TEXT_ARRAY 1009
 
 enum conn_state { CONN_DOWN, CONN_CONNECTING, CONN_PREPARING, CONN_IDLE, CONN_BUSY };
 
@@ -67,6 +68,9 @@ static void dispatch(void);
 static void schedule_retry(struct db_conn *c);
 static void update_down(void);
 static db_query_t *queue_pop(void);
+static void queue_left(void);
+
+_Static_assert(DB_NSTMT <= PIXD_MAX_STATEMENTS, "counters.h: PIXD_MAX_STATEMENTS too small");
 
 static const struct statement statements[DB_NSTMT] = {
     [DB_STREAM_START] = {"pix_stream_start",
@@ -91,6 +95,11 @@ static const struct statement statements[DB_NSTMT] = {
     [DB_EXPIRE] = {"pix_expire_streams", "SELECT pix_expire_streams()", 0, {0}},
     [DB_PURGE] = {"pix_purge_history", "SELECT pix_purge_history()", 0, {0}},
     [DB_METRICS] = {"pix_metrics", "SELECT metric, ispb, value FROM pix_metrics()", 0, {0}},
+    [DB_KEEPALIVE] = {"pix_streams_keepalive",
+                      "SELECT pix_streams_keepalive($1), (SELECT setting FROM pg_settings WHERE "
+                      "name = 'pix.stream_idle_timeout')",
+                      1,
+                      {OID_TEXT_ARRAY}},
 };
 
 /* Reconnect delays; the last one repeats while PostgreSQL stays away. */
@@ -107,6 +116,9 @@ static struct {
 	int stopping;
 	h2o_timeout_t query_timeout;
 	h2o_timeout_t wait_timeout;
+	h2o_timeout_t hurry_timeout; /* DB_HURRY_MS */
+	void (*on_room)(void);
+	void (*on_up)(void);
 	h2o_timeout_t retry_timeouts[N_RETRY];
 	h2o_timeout_t deferred; /* 0 ms */
 	h2o_timeout_entry_t fail_queue_entry;
@@ -122,6 +134,7 @@ void db_init(void)
 	h2o_linklist_init_anchor(&pool.queue);
 	h2o_timeout_init(pixd_loop, &pool.query_timeout, pixd_config.query_timeout_ms);
 	h2o_timeout_init(pixd_loop, &pool.wait_timeout, pixd_config.query_timeout_ms);
+	h2o_timeout_init(pixd_loop, &pool.hurry_timeout, DB_HURRY_MS);
 	for (int i = 0; i < N_RETRY; i++)
 		h2o_timeout_init(pixd_loop, &pool.retry_timeouts[i], retry_ms[i]);
 	h2o_timeout_init(pixd_loop, &pool.deferred, 0);
@@ -256,8 +269,12 @@ static void result_stream_ended(struct db_conn *c)
 			pixd_log("database: connection %d ready", c->index);
 		c->failure_logged = 0;
 		c->backoff = 0;
-		pool.down = 0;
 		become_idle(c);
+		if (pool.down) {
+			pool.down = 0;
+			if (pool.on_up != NULL)
+				pool.on_up();
+		}
 		return;
 	}
 	h2o_timeout_unlink(&c->query_timer);
@@ -296,7 +313,15 @@ static db_query_t *queue_pop(void)
 	h2o_linklist_unlink(&q->_queued);
 	h2o_timeout_unlink(&q->_wait_timer);
 	pool.queue_len--;
+	queue_left();
 	return q;
+}
+
+/* A query left the queue: whoever waits for room may go. */
+static void queue_left(void)
+{
+	if (pool.on_room != NULL)
+		pool.on_room();
 }
 
 /* Sends q on the idle connection c; -1 (nothing attached) if libpq refuses. */
@@ -316,6 +341,7 @@ static int send_query(struct db_conn *c, db_query_t *q)
 	q->_conn = c;
 	h2o_timeout_link(pixd_loop, &pool.query_timeout, &c->query_timer);
 	pixd_metrics.db_queries++;
+	pixd_metrics.db_calls[q->stmt]++;
 	return 0;
 }
 
@@ -345,6 +371,7 @@ void db_cancel(db_query_t *q)
 		h2o_linklist_unlink(&q->_queued);
 		h2o_timeout_unlink(&q->_wait_timer);
 		pool.queue_len--;
+		queue_left();
 	}
 	if (q->_conn != NULL) {
 		q->_conn->query = NULL;
@@ -358,8 +385,33 @@ static void on_wait_timeout(h2o_timeout_entry_t *entry)
 
 	h2o_linklist_unlink(&q->_queued);
 	pool.queue_len--;
+	queue_left();
 	pixd_metrics.db_timeouts++;
-	q->cb(q, NULL, DB_FAIL_TIMEOUT);
+	q->cb(q, NULL, DB_FAIL_NOT_SENT);
+}
+
+void db_hurry(db_query_t *q)
+{
+	if (!h2o_linklist_is_linked(&q->_queued))
+		return;
+	h2o_timeout_unlink(&q->_wait_timer);
+	h2o_timeout_link(pixd_loop, &pool.hurry_timeout, &q->_wait_timer);
+}
+
+int db_is_pending(db_query_t *q)
+{
+	return q->_conn != NULL || h2o_linklist_is_linked(&q->_queued);
+}
+
+int db_queue_has_room(void)
+{
+	return !pool.down && !pool.stopping && pool.queue_len < pixd_config.max_queue;
+}
+
+void db_set_hooks(void (*on_room)(void), void (*on_up)(void))
+{
+	pool.on_room = on_room;
+	pool.on_up = on_up;
 }
 
 static void on_query_timeout(h2o_timeout_entry_t *entry)
@@ -477,6 +529,11 @@ int db_busy_connections(void)
 	for (int i = 0; i < pool.size; i++)
 		n += pool.conns[i].state == CONN_BUSY;
 	return n;
+}
+
+const char *db_statement_name(enum db_stmt stmt)
+{
+	return statements[stmt].name;
 }
 
 int db_queue_length(void)

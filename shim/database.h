@@ -27,14 +27,17 @@ enum db_stmt {
 	DB_EXPIRE = DB_NPREPARED, /* (none) */
 	DB_PURGE,                 /* (none) */
 	DB_METRICS,               /* (none) */
+	DB_KEEPALIVE,             /* interation_ids (a text[] literal) */
 	DB_NSTMT
 };
 
 /* Why a query ended without a result. */
 enum db_failure {
-	DB_FAIL_NONE,    /* a result arrived (possibly an error result: check PQresultStatus) */
-	DB_FAIL_LOST,    /* the connection broke, or the pool went down while it waited */
-	DB_FAIL_TIMEOUT, /* it ran or waited longer than --query-timeout-ms */
+	DB_FAIL_NONE,     /* a result arrived (possibly an error result: check PQresultStatus) */
+	DB_FAIL_LOST,     /* the connection broke, or the pool went down while it waited */
+	DB_FAIL_TIMEOUT,  /* it ran longer than --query-timeout-ms */
+	DB_FAIL_NOT_SENT, /* it waited in the queue until its wait ran out: never sent, nothing happened
+	                   */
 };
 
 enum db_submit_status {
@@ -56,9 +59,24 @@ struct st_db_query {
 	struct db_conn *_conn;           /* set while sent on a connection */
 };
 
+/* A query hurried by db_hurry waits at most this much longer for a connection. */
+#define DB_HURRY_MS 250
+
 void db_init(void);
+/*
+ * Hooks for the layer that feeds the pool without a request behind each call (parking.c):
+ * on_room runs when a query left the queue, on_up when the pool is back after being down. Both run
+ * inside the pool's code: they must not submit; they schedule.
+ */
+void db_set_hooks(void (*on_room)(void), void (*on_up)(void));
 enum db_submit_status db_submit(db_query_t *q);
 void db_cancel(db_query_t *q);
+/* 1 while q waits in the queue or runs on a connection (its callback is still to come). */
+int db_is_pending(db_query_t *q);
+/* 1 when db_submit would queue a query now (the pool is up and its queue not full). */
+int db_queue_has_room(void);
+/* If q still waits in the queue, it waits at most DB_HURRY_MS more (then DB_FAIL_NOT_SENT). */
+void db_hurry(db_query_t *q);
 /* Closes every connection; queries still waiting or running get DB_FAIL_LOST. */
 void db_shutdown(void);
 
@@ -67,5 +85,7 @@ int db_ready_connections(void);
 int db_busy_connections(void);
 int db_queue_length(void);
 int db_is_down(void);
+/* The SQL function a statement calls (the label of pixd_db_calls_total). */
+const char *db_statement_name(enum db_stmt stmt);
 
 #endif

@@ -52,8 +52,8 @@ void event_loop_init(void)
 {
 	h2o_config_init(&config);
 	config.server_name = h2o_iovec_init(H2O_STRLIT("pixd"));
-	/* Only POST /api/util/msgs takes a body, and ignores it. */
-	config.max_request_entity_size = 64 * 1024;
+	/* h2o refuses a declared body larger than every route takes (413) before reading it. */
+	config.max_request_entity_size = router_max_entity();
 	router_register(&config);
 	pixd_loop = h2o_evloop_create();
 	h2o_context_init(&pixd_ctx, pixd_loop, &config);
@@ -167,18 +167,25 @@ static void update_accepting(void)
 	}
 }
 
-/* Each connection is a descriptor: make room for --max-connections plus the database's. */
+/*
+ * Each client connection is a descriptor; each database connection is two (libpq's socket and the
+ * dup the loop watches), for the pool and the LISTEN connection. Plus a margin for the listener,
+ * the signalfd, the epoll descriptor, stdio and libpq's transient ones.
+ */
+#define FD_MARGIN 64
+#define DB_FDS (2 * (pixd_config.pool_size + 1))
+
 static void raise_fd_limit(void)
 {
 	struct rlimit rl;
-	rlim_t want = (rlim_t)pixd_config.max_connections + pixd_config.pool_size + 64;
+	rlim_t want = (rlim_t)pixd_config.max_connections + DB_FDS + FD_MARGIN;
 
 	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want)
 		return;
 	rl.rlim_cur = rl.rlim_max < want ? rl.rlim_max : want;
 	if (setrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want)
 		return;
-	pixd_config.max_connections = (int)rl.rlim_cur - pixd_config.pool_size - 64;
+	pixd_config.max_connections = (int)rl.rlim_cur - DB_FDS - FD_MARGIN;
 	if (pixd_config.max_connections < 1)
 		pixd_config.max_connections = 1;
 	pixd_log("open-file limit %lu: --max-connections lowered to %d", (unsigned long)rl.rlim_cur,
@@ -237,6 +244,7 @@ int event_loop_run(void)
 		return 1;
 	for (;;) {
 		h2o_evloop_run(pixd_loop, pixd_shutting_down ? 10 : 1000);
+		log_flush(); /* the turn's access-log lines, in one write */
 		if (!pixd_shutting_down || async_req_in_flight() > 0)
 			continue;
 		if (drain_until == 0)
@@ -245,6 +253,7 @@ int event_loop_run(void)
 			break;
 	}
 	pixd_log("every request answered; bye");
+	log_flush();
 	return 0;
 }
 

@@ -38,6 +38,7 @@ static struct {
 	h2o_timeout_entry_t retry_timer;
 	h2o_timeout_t deaf_timeout; /* 1 s */
 	h2o_timeout_entry_t deaf_timer;
+	unsigned epoch; /* LISTEN sessions so far: +1 each time LISTENING is reached */
 } lsn;
 
 void listener_init(void)
@@ -88,6 +89,8 @@ static void read_subscription_results(void)
 
 		if (res == NULL) {
 			lsn.state = L_LISTENING;
+			if (++lsn.epoch == 0)
+				lsn.epoch = 1;
 			lsn.backoff = 0;
 			h2o_timeout_unlink(&lsn.deaf_timer);
 			if (lsn.failure_logged)
@@ -160,6 +163,11 @@ void listener_shutdown(void)
 	h2o_timeout_unlink(&lsn.deaf_timer);
 	pgconn_close(&lsn.pc);
 	lsn.state = L_DOWN;
+}
+
+unsigned listener_epoch(void)
+{
+	return lsn.state == L_LISTENING ? lsn.epoch : 0;
 }
 
 int listener_is_listening(void)

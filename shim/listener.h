@@ -12,5 +12,10 @@
 void listener_init(void);
 void listener_shutdown(void);
 int listener_is_listening(void);
+/*
+ * Which LISTEN session is active (0 while not listening). Two equal non-zero values mean the
+ * listener heard every notification between the two moments they were read.
+ */
+unsigned listener_epoch(void);
 
 #endif

@@ -17,6 +17,7 @@ int main(int argc, char **argv)
 
 	if (rc != 0)
 		return rc;
+	log_init();
 	event_loop_init();
 	if (event_loop_listen(pixd_config.listen) != 0)
 		return 1;
@@ -32,5 +33,6 @@ int main(int argc, char **argv)
 	listener_shutdown();
 	db_shutdown();
 	event_loop_dispose();
+	log_flush();
 	return rc;
 }

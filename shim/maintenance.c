@@ -2,6 +2,14 @@
  * maintenance.c — the server's own calls, on a one-second tick: expiry, history purge, and the
  * database's share of /metrics.
  *
+ * - pix_streams_keepalive(ids) with the interationIds of every read in progress: a collector
+ *   parked here is alive, so its stream must not expire under it whatever pix.stream_idle_timeout
+ *   says, and one call for all of them costs one statement, not a commit per collector. It runs
+ *   every pix.stream_idle_timeout / 8 (read back with each call), 1 to 7 ticks: often enough that
+ *   the stream never comes near expiry and the extension's empty reads find it fresh (they write
+ *   nothing while the last read is younger than a quarter of the timeout), rarely enough that
+ *   marking thousands of rows is not a steady stream of WAL. A database without the function
+ *   (extension before 1.2) is logged once and not asked again.
  * - pix_expire_streams() every second. Reads and starts expire their own ISPB's idle streams, but
  *   an ISPB whose collectors are all parked makes no calls: this call is what requeues a dead
  *   collector's batch there, and its NOTIFY is what wakes the parked ones to take it.
@@ -20,16 +28,19 @@
 #include <string.h>
 #include "database.h"
 #include "maintenance.h"
+#include "parking.h"
 
 #define PIXD_TICK_MS 1000
 #define PIXD_PURGE_EVERY_S 60
 #define PIXD_DB_METRICS_S 5
 #define PIXD_DB_METRICS_MAX 16384
+#define KEEPALIVE_MAX_TICKS 7
 
 struct call {
 	db_query_t query;
 	int in_flight;
 	int failing; /* logged once until it works again */
+	int missing; /* the database has no such function: not asked again */
 };
 
 static void on_tick(h2o_timeout_entry_t *entry);
@@ -39,11 +50,17 @@ static int call_ok(struct call *c, PGresult *res, enum db_failure failure);
 static void on_expire_result(db_query_t *q, PGresult *res, enum db_failure failure);
 static void on_purge_result(db_query_t *q, PGresult *res, enum db_failure failure);
 static void on_metrics_result(db_query_t *q, PGresult *res, enum db_failure failure);
+static void on_keepalive_result(db_query_t *q, PGresult *res, enum db_failure failure);
+static void submit_keepalive(void);
+static const char *call_name(struct call *c);
 
 static struct {
 	h2o_timeout_t tick;
 	h2o_timeout_entry_t tick_entry;
-	struct call expire, purge, metrics;
+	struct call keepalive, expire, purge, metrics;
+	char *keepalive_ids;  /* the text[] literal of the call in flight (malloc'd) */
+	int keepalive_every;  /* ticks between calls, from the idle timeout (1 until known) */
+	long keepalive_since; /* ticks since the last call */
 	long ticks;
 	int purge_more; /* the last purge removed something: call again on the next tick */
 	char db_metrics[PIXD_DB_METRICS_MAX];
@@ -55,6 +72,8 @@ void maintenance_init(void)
 {
 	h2o_timeout_init(pixd_loop, &m.tick, PIXD_TICK_MS);
 	m.tick_entry.cb = on_tick;
+	m.keepalive.query.cb = on_keepalive_result;
+	m.keepalive_every = 1;
 	m.expire.query.cb = on_expire_result;
 	m.purge.query.cb = on_purge_result;
 	m.metrics.query.cb = on_metrics_result;
@@ -64,16 +83,20 @@ void maintenance_init(void)
 void maintenance_shutdown(void)
 {
 	h2o_timeout_unlink(&m.tick_entry);
+	db_cancel(&m.keepalive.query);
+	free(m.keepalive_ids);
+	m.keepalive_ids = NULL;
 	db_cancel(&m.expire.query);
 	db_cancel(&m.purge.query);
 	db_cancel(&m.metrics.query);
-	m.expire.in_flight = m.purge.in_flight = m.metrics.in_flight = 0;
+	m.keepalive.in_flight = m.expire.in_flight = m.purge.in_flight = m.metrics.in_flight = 0;
 }
 
 static void on_tick(h2o_timeout_entry_t *entry)
 {
 	m.ticks++;
 	if (!pixd_shutting_down) {
+		submit_keepalive();
 		submit(&m.expire, DB_EXPIRE);
 		if (m.purge_more || m.ticks % PIXD_PURGE_EVERY_S == 1)
 			submit(&m.purge, DB_PURGE);
@@ -92,6 +115,23 @@ static void submit(struct call *c, enum db_stmt stmt)
 		c->in_flight = 1;
 }
 
+static void submit_keepalive(void)
+{
+	int count;
+
+	if (m.keepalive.in_flight || m.keepalive.missing || ++m.keepalive_since < m.keepalive_every)
+		return;
+	m.keepalive_since = 0;
+	if ((m.keepalive_ids = parking_stream_ids(&count)) == NULL)
+		return;
+	m.keepalive.query.params[0] = m.keepalive_ids;
+	submit(&m.keepalive, DB_KEEPALIVE);
+	if (!m.keepalive.in_flight) {
+		free(m.keepalive_ids);
+		m.keepalive_ids = NULL;
+	}
+}
+
 static struct call *call_of(db_query_t *q)
 {
 	return H2O_STRUCT_FROM_MEMBER(struct call, query, q);
@@ -105,14 +145,43 @@ static int call_ok(struct call *c, PGresult *res, enum db_failure failure)
 		c->failing = 0;
 		return 1;
 	}
+	if (failure == DB_FAIL_NONE) {
+		const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+		if (state != NULL && strcmp(state, "42883") == 0) { /* undefined_function */
+			pixd_log("maintenance: the database has no %s (pix extension older than it): not "
+			         "called again",
+			         call_name(c));
+			c->missing = 1;
+			return 0;
+		}
+	}
 	if (!c->failing)
-		pixd_log("maintenance: %s failed: %s",
-		         c == &m.expire  ? "pix_expire_streams"
-		         : c == &m.purge ? "pix_purge_history"
-		                         : "pix_metrics",
+		pixd_log("maintenance: %s failed: %s", call_name(c),
 		         failure == DB_FAIL_NONE ? PQresultErrorMessage(res) : "no database answer\n");
 	c->failing = 1;
 	return 0;
+}
+
+static const char *call_name(struct call *c)
+{
+	return db_statement_name(c->query.stmt);
+}
+
+static void on_keepalive_result(db_query_t *q, PGresult *res, enum db_failure failure)
+{
+	free(m.keepalive_ids);
+	m.keepalive_ids = NULL;
+	long timeout_ms;
+
+	if (!call_ok(call_of(q), res, failure) || PQntuples(res) != 1 || PQnfields(res) != 2)
+		return;
+	pixd_metrics.keepalive_streams += strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+	timeout_ms = atol(PQgetvalue(res, 0, 1)); /* pg_settings: in ms, the GUC's unit */
+	m.keepalive_every = (int)(timeout_ms / 8 / PIXD_TICK_MS);
+	if (m.keepalive_every < 1)
+		m.keepalive_every = 1;
+	if (m.keepalive_every > KEEPALIVE_MAX_TICKS)
+		m.keepalive_every = KEEPALIVE_MAX_TICKS;
 }
 
 static void on_expire_result(db_query_t *q, PGresult *res, enum db_failure failure)

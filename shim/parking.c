@@ -10,31 +10,58 @@
  *   - parked implies joined, and is counted in parked_count.
  *   - deadline is linked from the first park until it fires or the slot leaves; it is never
  *     re-armed, so a read waits --wait-ms in total however many times it is woken.
- *   - Callbacks (on_wake, on_deadline) may unlink the slot they are called for, never another one,
- *     so walking a bucket keeps the next pointer before the call.
+ *   - pending (linked in lot.pending) implies parked; counted in pending_count.
+ *   - Callbacks (on_wake, on_deadline, on_check) may unlink the slot they are called for, never
+ *     another one, so walking a bucket keeps the next pointer before the call; marking slots
+ *     (want_wake) calls nothing, and the pump walks only the pending FIFO.
  */
+#include <stdlib.h>
 #include <string.h>
+#include "database.h"
 #include "parking.h"
 
 #define N_BUCKETS 4096
+#define CHECK_EVERY_MS 1000
 
 static void on_deadline(h2o_timeout_entry_t *entry);
+static void on_check_tick(h2o_timeout_entry_t *entry);
+static void on_pump(h2o_timeout_entry_t *entry);
+static void on_pool_room(void);
+static void on_pool_up(void);
+static void mark_all(void);
 static h2o_linklist_t *bucket_of(const char *ispb);
-static int wake_slot(struct parking_slot *s);
+static void want_wake(struct parking_slot *s);
+static void pump(void);
 static void unpark(struct parking_slot *s);
+static size_t quoted_len(const char *id);
 
 static struct {
 	h2o_linklist_t buckets[N_BUCKETS];
+	h2o_linklist_t pending; /* parked slots to wake, oldest first, as the queue has room */
 	h2o_timeout_t wait;
+	h2o_timeout_t check_every;
+	h2o_timeout_t soon; /* 0 ms: the pump runs from the loop, never inside the pool's code */
+	h2o_timeout_entry_t check_entry;
+	h2o_timeout_entry_t pump_entry;
 	int joined_count;
 	int parked_count;
+	int pending_count;
 } lot;
 
 void parking_init(void)
 {
 	for (int i = 0; i < N_BUCKETS; i++)
 		h2o_linklist_init_anchor(&lot.buckets[i]);
+	h2o_linklist_init_anchor(&lot.pending);
 	h2o_timeout_init(pixd_loop, &lot.wait, pixd_config.wait_ms);
+	h2o_timeout_init(pixd_loop, &lot.check_every, CHECK_EVERY_MS);
+	h2o_timeout_init(pixd_loop, &lot.soon, 0);
+	lot.check_entry.cb = on_check_tick;
+	lot.pump_entry.cb = on_pump;
+	h2o_timeout_link(pixd_loop, &lot.check_every, &lot.check_entry);
+	/* Room in the queue lets pending wakes go; the pool coming back wakes every parked read (what
+	 * was enqueued while it was down may have been notified to reads that could not query). */
+	db_set_hooks(on_pool_room, on_pool_up);
 }
 
 /* FNV-1a over the 8 digits. */
@@ -47,21 +74,22 @@ static h2o_linklist_t *bucket_of(const char *ispb)
 	return &lot.buckets[h % N_BUCKETS];
 }
 
-int parking_join(struct parking_slot *s, const char *ispb)
+int parking_join(struct parking_slot *s, const char *ispb, const struct parking_ops *ops)
 {
 	if (lot.joined_count >= pixd_config.max_parked)
 		return -1;
+	s->ops = ops;
 	memcpy(s->ispb, ispb, PIXD_ISPB_LEN);
 	s->ispb[PIXD_ISPB_LEN] = '\0';
 	s->deadline = (h2o_timeout_entry_t){0};
 	s->deadline.cb = on_deadline;
+	s->pending = (h2o_linklist_t){NULL, NULL};
 	s->parked = s->notified = s->expired = 0;
 	h2o_linklist_insert(bucket_of(s->ispb), &s->link);
 	s->joined = 1;
 	lot.joined_count++;
 	/* The wait counts from the request, not from its first empty answer: "up to 8 s" is the
 	 * collector's 8 s, however long the first query queued. */
-	s->deadline_started = 1;
 	h2o_timeout_link(pixd_loop, &lot.wait, &s->deadline);
 	return 0;
 }
@@ -82,6 +110,10 @@ enum park_outcome parking_park(struct parking_slot *s)
 
 static void unpark(struct parking_slot *s)
 {
+	if (h2o_linklist_is_linked(&s->pending)) {
+		h2o_linklist_unlink(&s->pending);
+		lot.pending_count--;
+	}
 	if (s->parked) {
 		s->parked = 0;
 		lot.parked_count--;
@@ -99,34 +131,62 @@ void parking_leave(struct parking_slot *s)
 	lot.joined_count--;
 }
 
+/* Parked: the wait is over, answer (or read one last time). Reading: that read is the last. */
 static void on_deadline(h2o_timeout_entry_t *entry)
 {
 	struct parking_slot *s = H2O_STRUCT_FROM_MEMBER(struct parking_slot, deadline, entry);
 
 	s->expired = 1;
-	if (s->parked) {
-		unpark(s);
-		s->on_deadline(s);
-	}
+	unpark(s);
+	s->ops->on_deadline(s);
 }
 
-/* 1 when s was parked and now reads again; a reading slot only notes it must read once more. */
-static int wake_slot(struct parking_slot *s)
+/* A parked slot reads again when the queue has room; a reading one reads once more when its read
+ * comes back empty. */
+static void want_wake(struct parking_slot *s)
 {
 	if (!s->parked) {
 		s->notified = 1;
-		return 0;
+		return;
 	}
-	unpark(s);
-	pixd_metrics.wakeups++;
-	if (s->on_wake(s) != 0) {
-		/* Could not query now (pool down or full): keep waiting for the next wake or the deadline.
-		 */
-		s->parked = 1;
-		lot.parked_count++;
-		return 0;
+	if (h2o_linklist_is_linked(&s->pending))
+		return; /* already waiting for room: one read covers every notification so far */
+	h2o_linklist_insert(&lot.pending, &s->pending);
+	lot.pending_count++;
+}
+
+/*
+ * Starts the pending reads, oldest first, while the pool's queue has room: a burst of
+ * notifications never fills the queue past what it can hold, and the reads that wait keep their
+ * order. A read the pool refuses (down) goes back to the head; the pool's return pumps again.
+ */
+static void pump(void)
+{
+	while (!h2o_linklist_is_empty(&lot.pending) && db_queue_has_room()) {
+		struct parking_slot *s =
+		    H2O_STRUCT_FROM_MEMBER(struct parking_slot, pending, lot.pending.next);
+
+		unpark(s);
+		pixd_metrics.wakeups++;
+		if (s->ops->on_wake(s) != 0) {
+			s->parked = 1;
+			lot.parked_count++;
+			h2o_linklist_insert(lot.pending.next, &s->pending);
+			lot.pending_count++;
+			return;
+		}
 	}
-	return 1;
+}
+
+static void on_pump(h2o_timeout_entry_t *entry)
+{
+	pump();
+}
+
+static void on_pool_room(void)
+{
+	if (!h2o_linklist_is_empty(&lot.pending) && !h2o_timeout_is_linked(&lot.pump_entry))
+		h2o_timeout_link(pixd_loop, &lot.soon, &lot.pump_entry);
 }
 
 /*
@@ -140,40 +200,71 @@ static int wake_slot(struct parking_slot *s)
 void parking_wake(const char *ispb)
 {
 	h2o_linklist_t *bucket = bucket_of(ispb);
-	h2o_linklist_t *node, *next;
 
-	for (node = bucket->next; node != bucket; node = next) {
+	for (h2o_linklist_t *node = bucket->next; node != bucket; node = node->next) {
 		struct parking_slot *s = H2O_STRUCT_FROM_MEMBER(struct parking_slot, link, node);
-		next = node->next;
 		if (strcmp(s->ispb, ispb) == 0)
-			wake_slot(s);
+			want_wake(s);
 	}
+	pump();
+}
+
+static void mark_all(void)
+{
+	for (int i = 0; i < N_BUCKETS && lot.joined_count > 0; i++)
+		for (h2o_linklist_t *node = lot.buckets[i].next; node != &lot.buckets[i]; node = node->next)
+			want_wake(H2O_STRUCT_FROM_MEMBER(struct parking_slot, link, node));
 }
 
 void parking_wake_all(void)
 {
-	for (int i = 0; i < N_BUCKETS && lot.joined_count > 0; i++) {
-		h2o_linklist_t *node, *next;
-		for (node = lot.buckets[i].next; node != &lot.buckets[i]; node = next) {
-			next = node->next;
-			wake_slot(H2O_STRUCT_FROM_MEMBER(struct parking_slot, link, node));
-		}
-	}
+	mark_all();
+	pump();
 }
 
-void parking_shutdown(void)
+/* Called from inside the pool's code: mark now, wake from the loop. */
+static void on_pool_up(void)
+{
+	mark_all();
+	on_pool_room();
+}
+
+/* Calls fn for every parked slot; fn may make that slot leave (never another one). */
+static void each_parked(void (*fn)(struct parking_slot *s))
 {
 	for (int i = 0; i < N_BUCKETS && lot.parked_count > 0; i++) {
 		h2o_linklist_t *node, *next;
 		for (node = lot.buckets[i].next; node != &lot.buckets[i]; node = next) {
 			struct parking_slot *s = H2O_STRUCT_FROM_MEMBER(struct parking_slot, link, node);
 			next = node->next;
-			if (s->parked) {
-				unpark(s);
-				s->on_deadline(s);
-			}
+			if (s->parked)
+				fn(s);
 		}
 	}
+}
+
+static void check_slot(struct parking_slot *s)
+{
+	s->ops->on_check(s);
+}
+
+static void on_check_tick(h2o_timeout_entry_t *entry)
+{
+	each_parked(check_slot);
+	h2o_timeout_link(pixd_loop, &lot.check_every, &lot.check_entry);
+}
+
+static void answer_now(struct parking_slot *s)
+{
+	unpark(s);
+	s->ops->on_deadline(s);
+}
+
+void parking_shutdown(void)
+{
+	h2o_timeout_unlink(&lot.check_entry);
+	h2o_timeout_unlink(&lot.pump_entry);
+	each_parked(answer_now);
 }
 
 int parking_joined_count(void)
@@ -184,4 +275,56 @@ int parking_joined_count(void)
 int parking_parked_count(void)
 {
 	return lot.parked_count;
+}
+
+int parking_pending_count(void)
+{
+	return lot.pending_count;
+}
+
+/* Length of id inside a text[] literal: quoted, with " and \ escaped. */
+static size_t quoted_len(const char *id)
+{
+	size_t n = 2;
+
+	for (; *id != '\0'; id++)
+		n += (*id == '"' || *id == '\\') ? 2 : 1;
+	return n;
+}
+
+char *parking_stream_ids(int *count)
+{
+	size_t size = 3, at = 0;
+	char *out;
+
+	*count = 0;
+	for (int i = 0; i < N_BUCKETS; i++)
+		for (h2o_linklist_t *n = lot.buckets[i].next; n != &lot.buckets[i]; n = n->next) {
+			struct parking_slot *s = H2O_STRUCT_FROM_MEMBER(struct parking_slot, link, n);
+			if (s->iid[0] != '\0') {
+				size += quoted_len(s->iid) + 1;
+				(*count)++;
+			}
+		}
+	if (*count == 0 || (out = malloc(size)) == NULL)
+		return NULL;
+	out[at++] = '{';
+	for (int i = 0; i < N_BUCKETS; i++)
+		for (h2o_linklist_t *n = lot.buckets[i].next; n != &lot.buckets[i]; n = n->next) {
+			struct parking_slot *s = H2O_STRUCT_FROM_MEMBER(struct parking_slot, link, n);
+			if (s->iid[0] == '\0')
+				continue;
+			if (at > 1)
+				out[at++] = ',';
+			out[at++] = '"';
+			for (const char *c = s->iid; *c != '\0'; c++) {
+				if (*c == '"' || *c == '\\')
+					out[at++] = '\\';
+				out[at++] = *c;
+			}
+			out[at++] = '"';
+		}
+	out[at++] = '}';
+	out[at] = '\0';
+	return out;
 }

@@ -7,28 +7,44 @@
  *
  * Per slot: joined (indexed by ISPB, deadline running) > parked (waiting) or reading (a query in
  * flight). A notification wakes every parked slot of its ISPB (on_wake: read again) and marks every
- * reading one (notified: read again as soon as the current read comes back empty). The deadline,
- * --wait-ms after the request joined, calls on_deadline on a parked slot and makes a reading one
- * answer when its read comes back empty.
+ * reading one (notified: read again as soon as the current read comes back empty). Wakes never
+ * outrun the pool's free queue space: a parked slot that cannot be woken now waits in a FIFO of
+ * pending wakes, served as the queue drains. The deadline, --wait-ms after the request joined,
+ * calls on_deadline (parked or reading) and makes a reading one answer when its read comes back
+ * empty. Once a second every parked slot is asked whether its client is still there (on_check).
  */
 #ifndef PIXD_PARKING_H
 #define PIXD_PARKING_H
 
 #include "pixd.h"
 
+struct parking_slot;
+
+/* What the owner of a slot does when the parking lot calls it (one shared table per kind). */
+struct parking_ops {
+	/* Parked and woken: start a read; return -1 if the pool cannot take it now (the slot stays
+	 * parked, its wake pending). The callback may also answer and leave. */
+	int (*on_wake)(struct parking_slot *s);
+	/* The wait is over (or the server is stopping). Parked: the slot is unparked, answer now or
+	 * read one last time. Reading: the read in flight is its last; hurry it. */
+	void (*on_deadline)(struct parking_slot *s);
+	/* Parked, once a second: the owner answers and leaves if its client has gone. */
+	void (*on_check)(struct parking_slot *s);
+};
+
 struct parking_slot {
-	char ispb[PIXD_ISPB_LEN + 1];
-	h2o_linklist_t link; /* in its ISPB's bucket while joined */
+	const struct parking_ops *ops;
+	h2o_linklist_t link;    /* in its ISPB's bucket while joined */
+	h2o_linklist_t pending; /* in the FIFO of wakes waiting for queue space */
 	h2o_timeout_entry_t deadline;
+	char ispb[PIXD_ISPB_LEN + 1];
+	/* The stream's current interationId once a read returned one ("" before): what the owner
+	 * reads next, and what parking_stream_ids reports for keepalive. */
+	char iid[PIXD_IID_MAX + 1];
 	unsigned joined : 1;
 	unsigned parked : 1;
 	unsigned notified : 1;
-	unsigned deadline_started : 1;
 	unsigned expired : 1;
-	/* Parked and woken: start a read; return -1 if it could not (the slot stays parked). */
-	int (*on_wake)(struct parking_slot *s);
-	/* Parked and the wait is over (or the server is stopping): answer 204 now. */
-	void (*on_deadline)(struct parking_slot *s);
 };
 
 enum park_outcome {
@@ -39,7 +55,7 @@ enum park_outcome {
 
 void parking_init(void);
 /* -1 when --max-parked reads are already in progress. */
-int parking_join(struct parking_slot *s, const char *ispb);
+int parking_join(struct parking_slot *s, const char *ispb, const struct parking_ops *ops);
 enum park_outcome parking_park(struct parking_slot *s);
 /* Idempotent: safe from a dispose callback whatever the state. */
 void parking_leave(struct parking_slot *s);
@@ -49,5 +65,13 @@ void parking_wake_all(void);
 void parking_shutdown(void);
 int parking_joined_count(void);
 int parking_parked_count(void);
+int parking_pending_count(void);
+
+/*
+ * Writes the interationIds of every joined read that has one as a PostgreSQL text[] literal
+ * ({"id","id",...}) into a malloc'd string; returns it (NULL when there is none or out of memory)
+ * and sets *count.
+ */
+char *parking_stream_ids(int *count);
 
 #endif

@@ -9,9 +9,14 @@
  * Compression: gzip (zlib, one deflate state reused with deflateReset: the loop is single-threaded)
  * whenever Accept-Encoding allows it and there is a body; Vary: Accept-Encoding on every body.
  */
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
 #include <zlib.h>
 #include "accept.h"
 #include "respond.h"
@@ -24,6 +29,7 @@ static double request_ms(h2o_req_t *req);
 static void async_dispose(void *p);
 static const char *reason_phrase(int status);
 static int sqlstate_is_transient(const char *s);
+static int retry_after_jittered(int seconds);
 
 static int in_flight;
 
@@ -53,6 +59,31 @@ h2o_req_t *async_req_answer(struct async_req *a)
 	a->answered = 1;
 	in_flight--;
 	return a->req;
+}
+
+/*
+ * h2o 2.2 does not read the socket of an HTTP/1.1 request being handled, so it learns that the
+ * client closed only when it writes the answer. A peek tells now: recv returns 0 at the end of the
+ * stream (or an error once the peer reset it). Bytes waiting (a pipelined request, HTTP/2 frames)
+ * say nothing about this request: the client is taken as present.
+ */
+int async_req_client_departed(struct async_req *a)
+{
+	h2o_socket_t *sock = a->req->conn->callbacks->get_socket(a->req->conn);
+	char byte;
+	ssize_t n;
+
+	if (sock == NULL)
+		return 0;
+	n = recv(h2o_socket_get_fd(sock), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+	return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
+h2o_req_t *async_req_abandon(struct async_req *a)
+{
+	pixd_metrics.clients_departed++;
+	a->req->http1_is_persistent = 0;
+	return async_req_answer(a);
 }
 
 /* h2o frees the request: answered long ago, or the client left first. */
@@ -128,10 +159,23 @@ void respond_problem(h2o_req_t *req, int status, const char *detail)
 	respond(req, status, "application/problem+json", body, (size_t)len < sizeof(body) ? len : 0);
 }
 
+/*
+ * Clients refused together must not come back together: the value is drawn uniformly from
+ * [seconds, 3 * seconds], so a burst refused in one second returns spread over the next few.
+ */
+static int retry_after_jittered(int seconds)
+{
+	static unsigned int seed;
+
+	if (seed == 0)
+		seed = (unsigned int)getpid() ^ (unsigned int)time(NULL) ^ 0x9e3779b9u;
+	return seconds + rand_r(&seed) % (2 * seconds + 1);
+}
+
 void respond_retry_later(h2o_req_t *req, int status, int seconds, const char *detail)
 {
 	char value[16];
-	int len = snprintf(value, sizeof(value), "%d", seconds);
+	int len = snprintf(value, sizeof(value), "%d", retry_after_jittered(seconds));
 
 	h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL,
 	               h2o_strdup(&req->pool, value, len).base, len);
@@ -194,7 +238,7 @@ void respond_db_error(h2o_req_t *req, const PGresult *res)
 
 void respond_db_failure(h2o_req_t *req, enum db_failure failure)
 {
-	if (failure == DB_FAIL_TIMEOUT)
+	if (failure == DB_FAIL_TIMEOUT || failure == DB_FAIL_NOT_SENT)
 		respond_retry_later(req, 503, RETRY_AFTER_BUSY, "the database did not answer in time");
 	else
 		respond_retry_later(req, 503, RETRY_AFTER_DB_DOWN, "the database is unavailable");
@@ -261,6 +305,8 @@ static const char *reason_phrase(int status)
 		return "Method Not Allowed";
 	case 406:
 		return "Not Acceptable";
+	case 413:
+		return "Content Too Large";
 	case 410:
 		return "Gone";
 	case 429:

@@ -35,6 +35,11 @@ int async_req_in_flight(void);
 void *async_req_new(h2o_req_t *req, size_t size, void (*detach)(struct async_req *a));
 /* Marks the state answered and returns the request to answer on (the caller answers at once). */
 h2o_req_t *async_req_answer(struct async_req *a);
+/* 1 when the client of a request not answered yet has closed its connection (a peek, no read). */
+int async_req_client_departed(struct async_req *a);
+/* async_req_answer for a client that departed: counted, and the connection closes after the
+ * answer (which nobody reads, unless the client had only half-closed). */
+h2o_req_t *async_req_abandon(struct async_req *a);
 
 void add_header(h2o_req_t *req, const char *name, const char *value, size_t len);
 void respond(h2o_req_t *req, int status, const char *content_type, const char *body, size_t len);

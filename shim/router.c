@@ -5,6 +5,13 @@
  * GET|DELETE /api/pix/{ispb}/stream/{interationId}; POST /api/util/msgs/{ispb}/{number}.
  * A known path with another method is 405 with Allow; anything else 404. The segments handed to a
  * handler point into the request and are not validated yet: each handler checks its own.
+ *
+ * Request bodies: no route reads one today (POST /api/util/msgs ignores it), so each route's limit
+ * is ROUTE_BODY_NONE and h2o, told the largest limit of all routes (router_max_entity), refuses a
+ * larger declared body with 413 before reading it: a crowd of slow uploads cannot hold memory. A
+ * route that takes a body raises its own limit in route_body_max (the send route of the
+ * authentication work, POST /api/pix/{ispb}/msgs: 1 MiB), and every other route still answers a
+ * body over its own limit with 413 (problem+json), never passing it to a handler.
  */
 #include <string.h>
 #include "handlers.h"
@@ -12,12 +19,23 @@
 #include "router.h"
 
 #define MAX_SEGMENTS 6
+/* The bodies routes accept; h2o enforces the largest, the router each route's own. */
+#define ROUTE_BODY_NONE 0
+
+/* Which routes take a body, and how large (bytes). */
+static const size_t route_body_max[] = {
+    [ROUTE_START] = ROUTE_BODY_NONE,   [ROUTE_NEXT] = ROUTE_BODY_NONE,
+    [ROUTE_STOP] = ROUTE_BODY_NONE,    [ROUTE_MSGS] = ROUTE_BODY_NONE,
+    [ROUTE_HEALTH] = ROUTE_BODY_NONE,  [ROUTE_METRICS] = ROUTE_BODY_NONE,
+    [ROUTE_OPENAPI] = ROUTE_BODY_NONE, [ROUTE_OTHER] = ROUTE_BODY_NONE,
+};
 
 static int on_req(h2o_handler_t *self, h2o_req_t *req);
 static size_t split_path(h2o_iovec_t path, h2o_iovec_t *segs, size_t max);
 static int seg_is(h2o_iovec_t seg, const char *s);
 static int method_is(h2o_req_t *req, const char *m);
 static void route_api(h2o_req_t *req, h2o_iovec_t *segs, size_t n);
+static int body_too_large(h2o_req_t *req, enum route route);
 
 void router_register(h2o_globalconf_t *conf)
 {
@@ -29,12 +47,33 @@ void router_register(h2o_globalconf_t *conf)
 	handler->on_req = on_req;
 }
 
+size_t router_max_entity(void)
+{
+	size_t max = 0;
+
+	for (size_t i = 0; i < sizeof(route_body_max) / sizeof(route_body_max[0]); i++)
+		if (route_body_max[i] > max)
+			max = route_body_max[i];
+	return max;
+}
+
+/* 413 (answered) when the body is larger than the route takes. */
+static int body_too_large(h2o_req_t *req, enum route route)
+{
+	if (req->entity.base == NULL || req->entity.len <= route_body_max[route])
+		return 0;
+	respond_problem(req, 413, "request body too large for this resource");
+	return 1;
+}
+
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
 	h2o_iovec_t segs[MAX_SEGMENTS + 1];
 	size_t n = split_path(req->path_normalized, segs, MAX_SEGMENTS + 1);
 
 	pixd_metrics.requests++;
+	if (body_too_large(req, route_of_request(req)))
+		return 0;
 	if (n == 1 && (seg_is(segs[0], "health") || seg_is(segs[0], "metrics") ||
 	               seg_is(segs[0], "openapi.json"))) {
 		if (!method_is(req, "GET"))

@@ -9,5 +9,7 @@
 
 /* Registers the router for every path of the default host. */
 void router_register(h2o_globalconf_t *conf);
+/* The largest request body any route takes: h2o's limit, enforced before it reads a body. */
+size_t router_max_entity(void);
 
 #endif

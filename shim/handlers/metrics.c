@@ -106,7 +106,20 @@ void handle_metrics(h2o_req_t *req)
 	counter(&t, "pixd_notifications_total", "NOTIFY pix_message received.", m->notifications);
 	counter(&t, "pixd_clients_gone_total", "Requests whose client left before the answer.",
 	        m->clients_gone);
+	counter(&t, "pixd_clients_departed_total",
+	        "Parked reads whose client had closed its connection: freed without a query.",
+	        m->clients_departed);
+	counter(&t, "pixd_log_lines_dropped_total", "Log lines stderr could not take in time.",
+	        m->log_lines_dropped);
+	counter(&t, "pixd_keepalive_streams_total",
+	        "Streams of reads in progress kept alive (pix_streams_keepalive), summed over calls.",
+	        m->keepalive_streams);
 	counter(&t, "pixd_db_queries_total", "Queries sent to PostgreSQL.", m->db_queries);
+	put(&t, "# HELP pixd_db_calls_total Queries sent to PostgreSQL, by SQL function.\n"
+	        "# TYPE pixd_db_calls_total counter\n");
+	for (int i = 0; i < DB_NSTMT; i++)
+		put(&t, "pixd_db_calls_total{function=\"%s\"} %" PRIu64 "\n", db_statement_name(i),
+		    m->db_calls[i]);
 	counter(&t, "pixd_db_errors_total", "Queries that returned an error.", m->db_errors);
 	counter(&t, "pixd_db_timeouts_total", "Queries given up after --query-timeout-ms.",
 	        m->db_timeouts);
@@ -118,6 +131,8 @@ void handle_metrics(h2o_req_t *req)
 	      async_req_in_flight());
 	gauge(&t, "pixd_reads_in_progress", "Reads querying or parked.", parking_joined_count());
 	gauge(&t, "pixd_reads_parked", "Reads waiting for a message.", parking_parked_count());
+	gauge(&t, "pixd_reads_wake_pending", "Parked reads woken, waiting for room in the queue.",
+	      parking_pending_count());
 	gauge(&t, "pixd_db_up", "1 while the pool accepts queries.", !db_is_down());
 	gauge(&t, "pixd_db_connections_ready", "Pool connections ready or busy.",
 	      db_ready_connections());

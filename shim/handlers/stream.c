@@ -9,9 +9,14 @@
  *
  * Lifetime of a read's state (read_ctx, in req->pool): from the handler until h2o frees the
  * request. It is reachable from the outside only through its query (the pool) and its parking slot
- * (ISPB index, deadline timer); detach_read() removes both, so a client leaving at any moment
- * leaves no dangling pointer. Strings the query needs live in the state itself, in fixed buffers:
- * a long wait with many wake-ups allocates nothing.
+ * (ISPB index, deadline timer, pending wakes); detach_read() removes both, so a client leaving at
+ * any moment leaves no dangling pointer. Strings the query needs live in the state itself, in fixed
+ * buffers (the id in the slot, where keepalive finds it): a long wait with many wake-ups allocates
+ * nothing. Pull-Next is not kept: it is rebuilt from the ISPB and the id.
+ *
+ * A client that left is not served: before every query on a parked read's behalf (wake, deadline)
+ * and once a second while it is parked, a peek at its socket tells; a departed client's read leaves
+ * at once without a query, so it cannot claim a message a live collector of its ISPB waits for.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,16 +24,15 @@
 #include "accept.h"
 #include "database.h"
 #include "handlers.h"
+#include "listener.h"
 #include "parking.h"
 #include "respond.h"
 
 struct read_ctx {
 	struct async_req base;
 	db_query_t query;
-	struct parking_slot slot;
-	char ispb[PIXD_ISPB_LEN + 1];
-	char iid[PIXD_IID_MAX + 1];
-	char pull_next[PIXD_PULL_NEXT_MAX + 1];
+	struct parking_slot slot; /* its ispb and iid are the query's parameters */
+	unsigned listen_epoch;    /* listener_epoch() when the last query was submitted */
 	char max_messages[4];
 };
 
@@ -48,12 +52,18 @@ static int read_row_ok(struct read_ctx *ctx, const PGresult *res);
 static void read_found_nothing(struct read_ctx *ctx, const PGresult *res);
 static int on_wake(struct parking_slot *slot);
 static void on_deadline(struct parking_slot *slot);
+static void on_check(struct parking_slot *slot);
+static int leave_if_departed(struct read_ctx *ctx);
+static void read_next_params(struct read_ctx *ctx);
+static enum db_submit_status read_submit(struct read_ctx *ctx);
 static h2o_req_t *read_finish(struct read_ctx *ctx);
 static void answer_messages(struct read_ctx *ctx, const PGresult *res);
 static void answer_empty(struct read_ctx *ctx);
 static int negotiate(h2o_req_t *req, enum accept_choice *batch);
 static void detach_stop(struct async_req *a);
 static void on_stop_result(db_query_t *q, PGresult *res, enum db_failure failure);
+
+static const struct parking_ops read_ops = {on_wake, on_deadline, on_check};
 
 /*
  * Cheap pre-checks that spare the database a query and keep arbitrary bytes (invalid UTF-8, NUL)
@@ -93,8 +103,10 @@ void handle_stream_start(h2o_req_t *req, h2o_iovec_t ispb)
 	if (negotiate(req, &batch) != 0)
 		return;
 	ctx = read_ctx_new(req, ispb, batch);
+	if (ctx == NULL)
+		return;
 	ctx->query.stmt = DB_STREAM_START;
-	ctx->query.params[0] = ctx->ispb;
+	ctx->query.params[0] = ctx->slot.ispb;
 	ctx->query.params[1] = ctx->max_messages;
 	read_begin(ctx);
 }
@@ -115,36 +127,54 @@ void handle_stream_next(h2o_req_t *req, h2o_iovec_t ispb, h2o_iovec_t iid)
 	if (negotiate(req, &batch) != 0)
 		return;
 	ctx = read_ctx_new(req, ispb, batch);
-	memcpy(ctx->iid, iid.base, iid.len);
-	ctx->query.stmt = DB_STREAM_NEXT;
-	ctx->query.params[0] = ctx->ispb;
-	ctx->query.params[1] = ctx->iid;
-	ctx->query.params[2] = ctx->max_messages;
+	if (ctx == NULL)
+		return;
+	memcpy(ctx->slot.iid, iid.base, iid.len);
+	read_next_params(ctx);
 	read_begin(ctx);
 }
 
+/*
+ * Joins the parking lot before the first query (a NOTIFY during that query must not be lost), so
+ * the slot's ISPB is set here; NULL (answered 503) when --max-parked reads are in progress.
+ */
 static struct read_ctx *read_ctx_new(h2o_req_t *req, h2o_iovec_t ispb, enum accept_choice batch)
 {
 	struct read_ctx *ctx = async_req_new(req, sizeof(*ctx), detach_read);
+	char ispb_z[PIXD_ISPB_LEN + 1];
 
-	memcpy(ctx->ispb, ispb.base, PIXD_ISPB_LEN);
+	memcpy(ispb_z, ispb.base, PIXD_ISPB_LEN);
+	ispb_z[PIXD_ISPB_LEN] = '\0';
 	snprintf(ctx->max_messages, sizeof(ctx->max_messages), "%d", (int)batch);
 	ctx->query.cb = on_read_result;
-	ctx->slot.on_wake = on_wake;
-	ctx->slot.on_deadline = on_deadline;
+	if (parking_join(&ctx->slot, ispb_z, &read_ops) != 0) {
+		respond_retry_later(read_finish(ctx), 503, 1, "too many reads in progress");
+		return NULL;
+	}
 	return ctx;
 }
 
-/* Joins the parking lot before the first query: a NOTIFY during that query must not be lost. */
+/* Every read after the first is pix_stream_next on the slot's id, whatever the first was. */
+static void read_next_params(struct read_ctx *ctx)
+{
+	ctx->query.stmt = DB_STREAM_NEXT;
+	ctx->query.params[0] = ctx->slot.ispb;
+	ctx->query.params[1] = ctx->slot.iid;
+	ctx->query.params[2] = ctx->max_messages;
+}
+
+/* Every query of a read goes through here: it notes which LISTEN session was there to hear what
+ * committed after the query's snapshot. */
+static enum db_submit_status read_submit(struct read_ctx *ctx)
+{
+	ctx->listen_epoch = listener_epoch();
+	return db_submit(&ctx->query);
+}
+
 static void read_begin(struct read_ctx *ctx)
 {
-	enum db_submit_status st;
+	enum db_submit_status st = read_submit(ctx);
 
-	if (parking_join(&ctx->slot, ctx->ispb) != 0) {
-		respond_retry_later(read_finish(ctx), 503, 1, "too many reads in progress");
-		return;
-	}
-	st = db_submit(&ctx->query);
 	if (st != DB_SUBMITTED)
 		respond_db_rejected(read_finish(ctx), st);
 }
@@ -167,6 +197,12 @@ static void on_read_result(db_query_t *q, PGresult *res, enum db_failure failure
 {
 	struct read_ctx *ctx = H2O_STRUCT_FROM_MEMBER(struct read_ctx, query, q);
 
+	if (failure == DB_FAIL_NOT_SENT && ctx->slot.expired && ctx->slot.iid[0] != '\0') {
+		/* The wait is over and the pool had no connection for this read: nothing was read, so
+		 * nothing was confirmed; 204 on time with the same id beats a 503 after the queue timer. */
+		answer_empty(ctx);
+		return;
+	}
 	if (failure != DB_FAIL_NONE) {
 		respond_db_failure(read_finish(ctx), failure);
 		return;
@@ -210,12 +246,8 @@ static void answer_messages(struct read_ctx *ctx, const PGresult *res)
  */
 static void read_found_nothing(struct read_ctx *ctx, const PGresult *res)
 {
-	memcpy(ctx->iid, PQgetvalue(res, 0, 0), PQgetlength(res, 0, 0) + 1);
-	memcpy(ctx->pull_next, PQgetvalue(res, 0, 1), PQgetlength(res, 0, 1) + 1);
-	ctx->query.stmt = DB_STREAM_NEXT;
-	ctx->query.params[0] = ctx->ispb;
-	ctx->query.params[1] = ctx->iid;
-	ctx->query.params[2] = ctx->max_messages;
+	memcpy(ctx->slot.iid, PQgetvalue(res, 0, 0), PQgetlength(res, 0, 0) + 1);
+	read_next_params(ctx);
 	for (;;) {
 		switch (parking_park(&ctx->slot)) {
 		case PARK_WAITING:
@@ -225,41 +257,86 @@ static void read_found_nothing(struct read_ctx *ctx, const PGresult *res)
 			return;
 		case PARK_READ_AGAIN:
 			/* If the pool refuses, the notification is spent: loop to park until the deadline. */
-			if (db_submit(&ctx->query) == DB_SUBMITTED)
+			if (leave_if_departed(ctx) || read_submit(ctx) == DB_SUBMITTED)
 				return;
 			break;
 		}
 	}
 }
 
+/* The client closed its connection: answer nobody, leave now, query nothing. 1 if it did. */
+static int leave_if_departed(struct read_ctx *ctx)
+{
+	h2o_req_t *req;
+
+	if (!async_req_client_departed(&ctx->base))
+		return 0;
+	parking_leave(&ctx->slot);
+	req = async_req_abandon(&ctx->base);
+	respond(req, 204, NULL, NULL, 0);
+	return 1;
+}
+
 static int on_wake(struct parking_slot *slot)
 {
 	struct read_ctx *ctx = H2O_STRUCT_FROM_MEMBER(struct read_ctx, slot, slot);
 
-	return db_submit(&ctx->query) == DB_SUBMITTED ? 0 : -1;
+	if (leave_if_departed(ctx))
+		return 0;
+	return read_submit(ctx) == DB_SUBMITTED ? 0 : -1;
+}
+
+static void on_check(struct parking_slot *slot)
+{
+	leave_if_departed(H2O_STRUCT_FROM_MEMBER(struct read_ctx, slot, slot));
 }
 
 /*
- * The wait is over: one last read before answering. A notification can be missed (the listener was
- * reconnecting), and a stream of this ISPB can expire without one reaching us in time; this read
- * sweeps and claims like any other. Its result is the answer: 200 with what it found, else 204
- * (parking_park answers at once now that the deadline passed). When stopping, answer at once.
+ * The wait is over: one last read before answering, unless the same LISTEN session was there from
+ * before the read's last query until now: then every message committed since that query was
+ * notified and woke this read, and the last read would find nothing (a notification still on its
+ * way only delays that message until the collector's next poll, which follows the 204 at once).
+ * This halves what an idle parked collector costs the database. Otherwise a notification can have
+ * been missed (the listener was reconnecting); the last read sweeps and claims like any other. Its
+ * result is the answer: 200 with what it found, else 204 (parking_park answers at once now that the
+ * deadline passed). When stopping, answer at once. The last read may wait for a connection only
+ * DB_HURRY_MS: past that, 204 on time. A read that was querying when the deadline came is already
+ * its last one: hurry it the same way, unless it is a start that has no stream yet (no id to answer
+ * 204 with): that one waits its turn.
  */
 static void on_deadline(struct parking_slot *slot)
 {
 	struct read_ctx *ctx = H2O_STRUCT_FROM_MEMBER(struct read_ctx, slot, slot);
 
-	if (!pixd_shutting_down && db_submit(&ctx->query) == DB_SUBMITTED)
+	if (db_is_pending(&ctx->query)) {
+		if (ctx->slot.iid[0] != '\0')
+			db_hurry(&ctx->query);
 		return;
+	}
+	if (leave_if_departed(ctx))
+		return;
+	if (ctx->listen_epoch != 0 && ctx->listen_epoch == listener_epoch()) {
+		answer_empty(ctx);
+		return;
+	}
+	if (!pixd_shutting_down && read_submit(ctx) == DB_SUBMITTED) {
+		db_hurry(&ctx->query);
+		return;
+	}
 	answer_empty(ctx);
 }
 
+/* 204 with Pull-Next: the same id again ("/api/pix/{ispb}/stream/{id}", as the database makes it).
+ */
 static void answer_empty(struct read_ctx *ctx)
 {
 	h2o_req_t *req = read_finish(ctx);
+	char pull_next[PIXD_PULL_NEXT_MAX + 1];
+	int len = snprintf(pull_next, sizeof(pull_next), "/api/pix/%s/stream/%s", ctx->slot.ispb,
+	                   ctx->slot.iid);
 
 	pixd_metrics.reads_204++;
-	add_header(req, "Pull-Next", ctx->pull_next, strlen(ctx->pull_next));
+	add_header(req, "Pull-Next", pull_next, (size_t)len);
 	respond(req, 204, NULL, NULL, 0);
 }
 

@@ -225,6 +225,8 @@ void respond_db_error(h2o_req_t *req, const PGresult *res)
 		respond_stream_not_found(req);
 	else if (strcmp(s, "PX005") == 0)
 		respond_problem(req, 410, "this stream was closed or has expired");
+	else if (strcmp(s, "PX009") == 0) /* stream held by another transaction: nothing happened */
+		respond_retry_later(req, 503, RETRY_AFTER_BUSY, "this stream is busy, retry");
 	else if (strcmp(s, "57014") == 0) /* statement_timeout: rolled back, nothing happened */
 		respond_retry_later(req, 503, RETRY_AFTER_BUSY, "the database did not answer in time");
 	else if (sqlstate_is_transient(s))

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Security tests of pix stream (run by test/security/run.sh).
 
-A private cluster in /tmp/pgF2 (port 5595, unix socket only) and pixd on 127.0.0.1:3595, connected as
+A private cluster in /tmp/pgF2 (port 5595, unix socket only) and pixd on 127.0.0.1:3595 (3596 for a second
+one); PIX_SEC_PGDIR, PIX_SEC_PGPORT and PIX_SEC_HTTP_PORT (and the port after it) override them. pixd connects as
 the least-privilege login role `pix_http` (member of the extension's `pix_client`). Each test prints
 "ok"/"FAIL" lines; the end is "N passed, N failed".
 
@@ -34,9 +35,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import faultlib as fl  # noqa: E402
 
 ROOT = fl.ROOT
-PGDIR = "/tmp/pgF2"
-PGPORT = 5595
-HTTP_PORT = 3595
+PGDIR = os.environ.get("PIX_SEC_PGDIR", "/tmp/pgF2")
+PGPORT = int(os.environ.get("PIX_SEC_PGPORT", "5595"))
+HTTP_PORT = int(os.environ.get("PIX_SEC_HTTP_PORT", "3595"))
+SPARE_PORT = HTTP_PORT + 1  # a second pixd (bad configurations, unreachable database)
 DB = "pix_sec"
 ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 ID_RE = re.compile(r"[0-9a-hjkmnp-tv-z]{20}")
@@ -301,7 +303,7 @@ def test_bad_configuration(pixd):
     db = f"host={PGDIR} port={PGPORT} user=pix_http dbname={DB}"
     bad = [
         ["--listen", "nohostport"], ["--listen", "127.0.0.1:"], ["--listen", "127.0.0.1:99999"],
-        ["--listen", "256.1.1.1:3596"], ["--listen", "[::1:3596"], ["--listen", ""],
+        ["--listen", f"256.1.1.1:{SPARE_PORT}"], ["--listen", f"[::1:{SPARE_PORT}"], ["--listen", ""],
         ["--listen", f"127.0.0.1:{HTTP_PORT}"],  # taken by the running pixd
         ["--pool", "0"], ["--pool", "-1"], ["--pool", "abc"], ["--pool", "65"], ["--pool", "4x"], ["--pool", ""],
         ["--wait-ms", "8001"], ["--wait-ms", "-1"], ["--max-queue", "-5"], ["--query-timeout-ms", "0"],
@@ -310,28 +312,28 @@ def test_bad_configuration(pixd):
     ]
     for args in bad:
         full = (["--db", db] if "--db" not in args else []) + (
-            ["--listen", "127.0.0.1:3596"] if "--listen" not in args else []) + args
+            ["--listen", f"127.0.0.1:{SPARE_PORT}"] if "--listen" not in args else []) + args
         try:
             rc, err, dt = start(full)
         except subprocess.TimeoutExpired:
             rc, err, dt = None, ["still running after 3 s (it started)"], 3
         check(f"refuses to start with {' '.join(args)!r}", rc not in (0, None) and dt < 5, f"exit {rc}: {err[0][:90]}")
-    rc, err, dt = start(["--listen", "127.0.0.1:3596", "--pool", "4"], env={"PIXD_POOL": "0"})
+    rc, err, dt = start(["--listen", f"127.0.0.1:{SPARE_PORT}", "--pool", "4"], env={"PIXD_POOL": "0"})
     check("refuses a bad PIXD_POOL in the environment even when the flag is right", rc not in (0, None),
           f"exit {rc}: {err[0][:90]}")
     # An unreachable database is not a start failure: start, answer 503 + Retry-After, keep running.
-    p = fl.Pixd(f"host=/tmp/pgF-nonexistent port=5599 user=pix_http dbname={DB} connect_timeout=1", port=3596,
+    p = fl.Pixd(f"host=/tmp/pgF-nonexistent port=5599 user=pix_http dbname={DB} connect_timeout=1", port=SPARE_PORT,
                 name="pixd-unreachable")
     try:
         p.start()
         time.sleep(1.0)
-        st, h, body = http("GET", "/health", port=3596)
+        st, h, body = http("GET", "/health", port=SPARE_PORT)
         check("unreachable database: started, /health -> 503 + Retry-After", st == 503 and "retry-after" in h, f"{st}")
-        st, h, body = http("GET", "/api/pix/41000004/stream/start", port=3596)
+        st, h, body = http("GET", "/api/pix/41000004/stream/start", port=SPARE_PORT)
         check("unreachable database: stream/start -> 503 problem+json + Retry-After",
               st == 503 and "retry-after" in h and h.get("content-type", "").startswith("application/problem+json"),
               f"{st} {body[:80]!r}")
-        st, _, _ = http("GET", "/api/pix/4100000X/stream/start", port=3596)
+        st, _, _ = http("GET", "/api/pix/4100000X/stream/start", port=SPARE_PORT)
         check("unreachable database: bad input is still 400 (not 503)", st == 400, f"{st}")
         check("unreachable database: still running", p.alive())
         rc = p.stop()
@@ -342,7 +344,7 @@ def test_bad_configuration(pixd):
     # Not listening on anything but what it was told: it binds exactly the given address.
     out = subprocess.run(["ss", "-ltnp"], stdout=subprocess.PIPE, text=True).stdout
     mine = [line for line in out.splitlines() if f"pid={pixd.proc.pid}," in line]
-    check("pixd listens only on 127.0.0.1:3595", len(mine) == 1 and f"127.0.0.1:{HTTP_PORT}" in mine[0], f"{mine}")
+    check(f"pixd listens only on 127.0.0.1:{HTTP_PORT}", len(mine) == 1 and f"127.0.0.1:{HTTP_PORT}" in mine[0], f"{mine}")
 
 
 def main():

@@ -33,6 +33,24 @@ def cell(s):
     return str(s).replace("|", "\\|").replace("\n", " ")
 
 
+def findings(results):
+    """The findings of this run only: each violation of a failed scenario, and figures it measured past
+    a threshold (a fuzz request closed without an answer; /health slower than 1 s under slow clients)."""
+    out = []
+    for r in results:
+        for v in r.get("violations", []):
+            out.append(f"**{r['name']}** ({r['verdict']}): {cell(v)}")
+        fuzz = r.get("fuzz") or {}
+        closed = (fuzz.get("by_status") or {}).get("closed without answer", 0)
+        if closed:
+            out.append(f"**{r['name']}**: {closed} of {fuzz.get('sent')} fuzz requests were closed without an answer "
+                       f"(seed {fuzz.get('seed')})")
+        worst = (r.get("fault_info") or {}).get("health_worst_s")
+        if worst is not None and worst > 1.0:
+            out.append(f"**{r['name']}**: `/health` took {worst} s on a new connection under slow clients")
+    return out
+
+
 def main():
     results = json.load(open(sys.argv[1]))
     started = sys.argv[2]
@@ -63,13 +81,19 @@ def main():
       " half `application/json`), one producer over HTTP (`POST /api/util/msgs`, 1-15 messages every 150 ms)"
       " and one over SQL (`pix_generate_messages`, every 300 ms); `pix.stream_idle_timeout = 2s`, `pixd --wait-ms 1000`.")
     p("- **Invariant check** at the end of each scenario (SQL, one snapshot), after producers stop, the queue is"
-      " drained and every collector DELETEs its `Pull-Next`: every message is confirmed, or still ready, or"
+      " drained and every collector DELETEs its `Pull-Next`: the run drained (every message confirmed and every"
+      " collector idle within the drain timeout); every message is confirmed, or still ready, or"
       " pending in exactly one open stream; none in two open streams' `pending_ids`; none both ready and"
       " pending; none confirmed twice; none delivered after its confirmation; every confirmed message was"
-      " received by a collector. The two-places check also runs once a second during the scenario.")
+      " received by a collector; every *acknowledged* message (the endToEndIds an SQL producer's"
+      " `INSERT ... RETURNING` returned; per ISPB, the count of messages a `201` to `POST /api/util/msgs`"
+      " acknowledged) is in the database and received or still queued; every endToEndId received under two"
+      " different interation ids is explained by the history: each earlier delivery requeued, unconfirmed,"
+      " and requeued before the next delivery (the same id twice is a replay). The two-places check also"
+      " runs once a second during the scenario.")
     p("")
-    p("| scenario | load held | faults injected | messages in / out | still queued | lost | duplicated (explained) | HTTP answers to collectors | verdict |")
-    p("|---|---|---|---|---|---|---|---|---|")
+    p("| scenario | load held | faults injected | messages in / out | acknowledged (SQL ids / HTTP) | still queued | lost | duplicated (explained) | HTTP answers to collectors | verdict |")
+    p("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         st = r.get("status", {})
         answers = ", ".join(f"{k}: {v}" for k, v in st.items() if not k.startswith(("POST", "DELETE")))
@@ -77,14 +101,15 @@ def main():
             answers += f", broken connections: {r['conn_errors']}"
         load = f"{r.get('collectors', '?')} collectors, {r.get('seconds', '?')} s" if "collectors" in r else "-"
         dup = f"{r.get('dup_client', '?')} ({r.get('dup_client', 0) - r.get('dup_unexplained', 0)})" if "dup_client" in r else "-"
-        p(f"| {r['name']} | {load} | {cell(r.get('faults', '?'))} | {r.get('in', '-')} / {r.get('out', '-')} | "
+        acked = f"{r['acked_sql']} / {r['acked_http']}" if "acked_sql" in r else "-"
+        p(f"| {r['name']} | {load} | {cell(r.get('faults', '?'))} | {r.get('in', '-')} / {r.get('out', '-')} | {acked} | "
           f"{r.get('still_queued', '-')} | {r.get('lost', '-')} | {dup} | {cell(answers)} | **{r['verdict']}** |")
     p("")
     p("Columns: *in* = messages enqueued (all paths); *out* = messages confirmed; *still queued* = unconfirmed"
       " and in exactly one place (ready or one open stream) at the end; *lost* = unconfirmed and nowhere, plus"
-      " confirmed but never received by any collector; *duplicated* = endToEndIds a collector received more"
-      " than once, and in parentheses how many of them the database explains by a requeue of the earlier"
-      " delivery.")
+      " confirmed but never received by any collector, plus acknowledged but neither received nor queued;"
+      " *duplicated* = endToEndIds collectors received under more than one interation id, and in parentheses"
+      " how many of them the delivery history explains (each earlier delivery requeued before the next).")
     p("")
     p("**Why duplicates happen, and why they are allowed.** A collector that dies after receiving a batch and"
       " before its next call never confirms it. After `pix.stream_idle_timeout` its stream expires and the batch"
@@ -104,7 +129,7 @@ def main():
             p(f"- {e}")
         if r.get("fault_info"):
             p(f"- figures: `{json.dumps(r['fault_info'])}`")
-        keys = ["received", "received_distinct", "redelivered_db", "requeued_deliveries", "in_two_streams",
+        keys = ["received", "received_distinct", "replays", "acked_lost", "acked_http_missing", "redelivered_db", "requeued_deliveries", "in_two_streams",
                 "delivered_after_confirmed", "samples", "drained", "kills", "pixd_exit", "wall_s"]
         p("- " + ", ".join(f"{k}: {r[k]}" for k in keys if k in r))
         if "status" in r:
@@ -118,24 +143,13 @@ def main():
         p("")
     p("## Findings (open)")
     p("")
-    p("- **`pixd --listen 127.0.0.1:99999` starts and listens on port 34463** (99999 mod 65536) while logging"
-      " \"listening on 127.0.0.1:99999\": the port is handed to getaddrinfo unchecked. Expected: refuse to"
-      " start (exit non-zero) like the other malformed `--listen` values. Test: `test/security/run.sh"
-      " bad_configuration`.")
-    p("- **README says pixd calls `pix_expire_streams()` every second (and `pix_purge_history()` every minute);"
-      " shim/ calls neither.** Expiry still happens lazily (the next start or read of the ISPB sweeps, so the"
-      " contract holds and no message is lost), but a dead collector's batch and slot stay held while nobody"
-      " reads that ISPB, and confirmed history is never purged by the server. Test: scenario `expiry_sweep`.")
-    p("- pixd caps open client connections (`--max-connections`, default 10 000); beyond it new clients wait in"
-      " the kernel's backlog. With the default, a client holding 10 000 idle connections locks every *new*"
-      " connection out until h2o's idle timeout (~10 s) closes some (measured: a `/health` on a new connection"
-      " timed out after 5-8 s, then took 1.6 s), while keep-alive collectors go on. The `slow_clients` row"
-      " runs pixd with `--max-connections 15000`. A per-client cap, or closing the oldest idle connection at"
-      " the cap, would remove the lock-out.")
-    p("- Requests that the HTTP/1 parser itself rejects (garbage request line, more than 100 header lines, a"
-      " header beyond h2o's limits, NUL in the path) get h2o's own `400 Bad Request` in `text/plain`, not"
-      " `application/problem+json`; a request of only blank lines gets no answer and is closed. Never a 5xx,"
-      " never a crash. Cleartext HTTP/2 (prior knowledge) is also answered.")
+    p("What this run found (violations of failed scenarios, and measured figures past their threshold):")
+    p("")
+    found = findings(results)
+    for f in found:
+        p(f"- {f}")
+    if not found:
+        p("- none: every scenario passed, and no measured figure crossed its threshold.")
     p("")
     p("## Other suites (not in the table)")
     p("")

@@ -78,6 +78,11 @@ setup_cluster() {
     sql "ALTER DATABASE pix SET pix.max_generate = 100000"
 }
 sql() { psql -qXAt -d pix -v ON_ERROR_STOP=1 -c "$1"; }
+IDLE_MS=60000 # pix.stream_idle_timeout of the database (the extension's default unless set below)
+set_idle_timeout() { # SECONDS: for new sessions of the database, and for pixbench's two-live-streams check
+    sql "ALTER DATABASE pix SET pix.stream_idle_timeout = '${1}s'"
+    IDLE_MS=$(($1 * 1000))
+}
 
 start_shim() { # WAIT_MS [extra pixd options]
     local wait=$1
@@ -113,7 +118,7 @@ pb() { # NAME pixbench-options...
     local name=$1
     shift
     local rc=0
-    "$PB" --http "127.0.0.1:$HTTP_PORT" --db "$DB" --shim-pid "$shim_pid" --wait-ms "$SHIM_WAIT" \
+    "$PB" --http "127.0.0.1:$HTTP_PORT" --db "$DB" --shim-pid "$shim_pid" --wait-ms "$SHIM_WAIT" --idle-timeout-ms "$IDLE_MS" \
         --label "$name" "$@" >"$OUT/$name.txt" 2>"$OUT/$name.err" || rc=$?
     R=$(grep '^result:' "$OUT/$name.txt" || true)
     V=$(grep '^verdict:' "$OUT/$name.txt" || echo "verdict: FAIL (pixbench exit $rc, see $OUT/$name.err)")
@@ -324,7 +329,7 @@ scenario_soak() {
     q && secs=40
     full && secs=600
     setup_cluster
-    sql "ALTER DATABASE pix SET pix.stream_idle_timeout = '5s'"
+    set_idle_timeout 5
     start_shim 8000
     header "soak: 8 ISPBs x 6 multipart collectors, 300 msgs/s (2 producers), streams restarted (DELETE + start) every 50 reads; phase 1 steady ${secs}s, phase 2 churn $((secs / 2))s where a collector also walks away without DELETE every 120 reads (idle timeout 5 s)"
     pb soak-steady --ispbs 8 --ispb-base 80000000 --collectors 6 --rate 300 --producers 2 --duration "$secs" \
@@ -355,7 +360,7 @@ scenario_soak() {
 # ---- check (test suite) ------------------------------------------------------------------------
 scenario_check() {
     setup_cluster
-    sql "ALTER DATABASE pix SET pix.stream_idle_timeout = '2s'"
+    set_idle_timeout 2
     start_shim 1000
     pb check-drain --ispbs 2 --ispb-base 90000000 --collectors 6 --preload 3000 --accept mixed --quiet
     echo "drain:  $V"

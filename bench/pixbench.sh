@@ -18,16 +18,16 @@
 #   charts         redraw bench/charts/*.png from the results directory
 #
 # Options: --quick (shorter runs), --full (the issue's full lengths), --out DIR (results, default
-# /tmp/pixbench-results), --pg-port P (5496, or PIX_BENCH_PG_PORT), --http-port P (3496, or
-# PIX_BENCH_HTTP_PORT), --no-install (skip make install).
+# /tmp/pixbench-results), --pg-port P (5496, or PIXBENCH_PG_PORT), --http-port P (3496, or
+# PIXBENCH_HTTP_PORT), --no-install (skip make install).
 # Exit status: non-zero when a run's verdict is FAIL (the tables still print).
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
 PB="$top/bench/pixbench/pixbench"
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
-PG_PORT=${PIX_BENCH_PG_PORT:-5496}
-HTTP_PORT=${PIX_BENCH_HTTP_PORT:-3496}
+PG_PORT=${PIXBENCH_PG_PORT:-5496}
+HTTP_PORT=${PIXBENCH_HTTP_PORT:-3496}
 OUT=/tmp/pixbench-results
 MODE=default
 INSTALL=1

@@ -79,7 +79,7 @@ def main():
       f"{sh('sh', '-c', '/usr/lib/postgresql/15/bin/postgres --version')}; everything on loopback")
     p("- **Load held** in every scenario: 3 ISPBs x 6 collectors following `Pull-Next` (half `multipart/json`,"
       " half `application/json`), one producer over HTTP (`POST /api/util/msgs`, 1-15 messages every 150 ms)"
-      " and one over SQL (`pix_generate_messages`, every 300 ms); `pix.stream_idle_timeout = 2s`, `pixd --wait-ms 1000`.")
+      " and one over SQL (`INSERT ... RETURNING end_to_end_id`, 1-15 messages every 300 ms); `pix.stream_idle_timeout = 2s`, `pixd --wait-ms 1000`.")
     p("- **Invariant check** at the end of each scenario (SQL, one snapshot), after producers stop, the queue is"
       " drained and every collector DELETEs its `Pull-Next`: the run drained (every message confirmed and every"
       " collector idle within the drain timeout); every message is confirmed, or still ready, or"

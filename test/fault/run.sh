@@ -28,12 +28,16 @@ cleanup() {
 trap cleanup EXIT
 
 started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+# The tree the snapshot was built from, stamped in the report (not the tree at the end of the run)
+export PIX_FAULT_COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo none)
+export PIX_FAULT_TREE=$([[ -z "$(git status --porcelain 2>/dev/null)" ]] && echo clean || echo "with uncommitted changes")
 set +e
 timeout 900 python3 test/fault/faults.py --json "$LOGS/results.json" ${1:+--only "$@"} 2>&1 | tee "$LOGS/faults.out"
 status=${PIPESTATUS[0]}
 set -e
 if [[ "${PIX_FAULT_NO_REPORT:-}" != 1 && -s "$LOGS/results.json" ]]; then
-    python3 test/fault/report.py "$LOGS/results.json" "$started" "$SNAP" >"$ROOT/RELIABILITY.md"
+    python3 test/fault/report.py "$LOGS/results.json" "$started" "$SNAP" >"$LOGS/RELIABILITY.md" &&
+        mv "$LOGS/RELIABILITY.md" "$ROOT/RELIABILITY.md"
     echo "wrote RELIABILITY.md"
 fi
 line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$LOGS/faults.out" | tail -n1)

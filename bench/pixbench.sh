@@ -381,10 +381,15 @@ charts() {
     command -v gnuplot >/dev/null || { log "gnuplot not found: no charts"; return 0; }
     local term='set terminal pngcairo size 900,500 font "DejaVu Sans,11"'
     gnuplot -e "$term" 2>/dev/null || term='set terminal png size 900,500'
+    # every chart says what it was drawn from: the results directory, when, and the tree
+    local tree stamp
+    tree=$([[ -z "$(git -C "$top" status --porcelain -- . ':!bench/charts' 2>/dev/null)" ]] && echo clean || echo "with uncommitted changes")
+    stamp="data $OUT, drawn $(date -u +%Y-%m-%dT%H:%MZ), commit $(git -C "$top" rev-parse --short HEAD 2>/dev/null || echo none) ($tree, charts aside)"
     if [[ -s "$OUT/drain.dat" ]]; then
         gnuplot <<GP
 $term
 set output "$cdir/drain.png"
+set label 99 "$stamp" at screen 0.01,0.02 font ",8" noenhanced
 set title "drain: messages/s, one ISPB, 6 collectors (higher is better)"
 set style data histograms
 set style fill solid 0.7
@@ -408,6 +413,7 @@ GP
         gnuplot <<GP
 $term
 set output "$cdir/latency-cdf.png"
+set label 99 "$stamp" at screen 0.01,0.02 font ",8" noenhanced
 set title "commit -> delivery latency, cumulative (wake: 6 parked collectors/ISPB; icom: 4000 msgs/min)"
 set xlabel "ms (log)"
 set ylabel "% of messages"
@@ -425,6 +431,7 @@ GP
         gnuplot <<GP
 $term
 set output "$cdir/scaling-$s.png"
+set label 99 "$stamp" at screen 0.01,0.02 font ",8" noenhanced
 set title "drain throughput vs $s"
 set xlabel "$s"
 set ylabel "messages/s"
@@ -442,6 +449,7 @@ GP
 $term
 set terminal pngcairo size 900,750 font "DejaVu Sans,11"
 set output "$cdir/$phase.png"
+set label 99 "$stamp" at screen 0.01,0.02 font ",8" noenhanced
 set datafile separator ","
 set multiplot layout 3,1 title "$phase"
 set grid
@@ -466,6 +474,7 @@ GP
         gnuplot <<GP
 $term
 set output "$cdir/parked-rss.png"
+set label 99 "$stamp" at screen 0.01,0.02 font ",8" noenhanced
 set datafile separator ","
 set title "parked: shim RSS while long polls park (MB)"
 set xlabel "s"

@@ -134,7 +134,8 @@ verdict_word() { awk '{print $2}' <<<"$V"; }
 
 header() {
     local tree
-    tree=$([[ -z "$(git -C "$top" status --porcelain 2>/dev/null)" ]] && echo clean || echo "with uncommitted changes")
+    # the charts this script redraws into the tree do not count: the code is what the stamp is about
+    tree=$([[ -z "$(git -C "$top" status --porcelain -- . ':!bench/charts' 2>/dev/null)" ]] && echo "clean, charts aside" || echo "with uncommitted changes")
     echo "# $1 — $(date -u +%Y-%m-%dT%H:%MZ), commit $(git -C "$top" rev-parse --short HEAD 2>/dev/null || echo none) ($tree)"
     echo "# machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); load $(cut -d' ' -f1-3 /proc/loadavg); PostgreSQL $(sql 'SHOW server_version'); fsync $(sql 'SHOW fsync'), synchronous_commit $(sql 'SHOW synchronous_commit')"
     echo

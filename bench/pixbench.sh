@@ -85,6 +85,11 @@ setup_cluster() {
     sql "ALTER DATABASE pix SET pix.max_generate = 100000"
 }
 sql() { psql -qXAt -d pix -v ON_ERROR_STOP=1 -c "$1"; }
+IDLE_MS=60000 # pix.stream_idle_timeout of the database (the extension's default unless set below)
+set_idle_timeout() { # SECONDS: for new sessions of the database, and for pixbench's two-live-streams check
+    sql "ALTER DATABASE pix SET pix.stream_idle_timeout = '${1}s'"
+    IDLE_MS=$(($1 * 1000))
+}
 
 start_shim() { # WAIT_MS [extra pixd options]
     local wait=$1
@@ -120,7 +125,7 @@ pb() { # NAME pixbench-options...
     local name=$1
     shift
     local rc=0
-    "$PB" --http "127.0.0.1:$HTTP_PORT" --db "$DB" --shim-pid "$shim_pid" --wait-ms "$SHIM_WAIT" \
+    "$PB" --http "127.0.0.1:$HTTP_PORT" --db "$DB" --shim-pid "$shim_pid" --wait-ms "$SHIM_WAIT" --idle-timeout-ms "$IDLE_MS" \
         --label "$name" "$@" >"$OUT/$name.txt" 2>"$OUT/$name.err" || rc=$?
     R=$(grep '^result:' "$OUT/$name.txt" || true)
     V=$(grep '^verdict:' "$OUT/$name.txt" || echo "verdict: FAIL (pixbench exit $rc, see $OUT/$name.err)")
@@ -135,9 +140,10 @@ f() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$R"; }
 verdict_word() { awk '{print $2}' <<<"$V"; }
 
 header() {
-    local clean=clean
-    [[ -z "$(git -C "$top" status --porcelain --untracked-files=no 2>/dev/null)" ]] || clean=dirty
-    echo "# $1 — $(date -u +%Y-%m-%dT%H:%MZ), commit $(git -C "$top" rev-parse --short HEAD 2>/dev/null || echo none) ($clean tree), pixd $PIXD"
+    local tree
+    # the charts this script redraws into the tree do not count: the code is what the stamp is about
+    tree=$([[ -z "$(git -C "$top" status --porcelain -- . ':!bench/charts' 2>/dev/null)" ]] && echo "clean, charts aside" || echo "with uncommitted changes")
+    echo "# $1 — $(date -u +%Y-%m-%dT%H:%MZ), commit $(git -C "$top" rev-parse --short HEAD 2>/dev/null || echo none) ($tree), pixd $PIXD"
     echo "# machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); load $(cut -d' ' -f1-3 /proc/loadavg); PostgreSQL $(sql 'SHOW server_version'); fsync $(sql 'SHOW fsync'), synchronous_commit $(sql 'SHOW synchronous_commit')"
     echo
 }
@@ -382,7 +388,7 @@ scenario_soak() {
     q && secs=40
     full && secs=600
     setup_cluster
-    sql "ALTER DATABASE pix SET pix.stream_idle_timeout = '5s'"
+    set_idle_timeout 5
     start_shim 8000
     header "soak: 8 ISPBs x 6 multipart collectors, 300 msgs/s (2 producers), streams restarted (DELETE + start) every 50 reads; phase 1 steady ${secs}s, phase 2 churn $((secs / 2))s where a collector also walks away without DELETE every 120 reads (idle timeout 5 s)"
     pb soak-steady --ispbs 8 --ispb-base 80000000 --collectors 6 --rate 300 --producers 2 --duration "$secs" \
@@ -413,7 +419,7 @@ scenario_soak() {
 # ---- check (test suite) ------------------------------------------------------------------------
 scenario_check() {
     setup_cluster
-    sql "ALTER DATABASE pix SET pix.stream_idle_timeout = '2s'"
+    set_idle_timeout 2
     start_shim 1000
     pb check-drain --ispbs 2 --ispb-base 90000000 --collectors 6 --preload 3000 --accept mixed --quiet
     echo "drain:  $V"
@@ -432,10 +438,15 @@ charts() {
     command -v gnuplot >/dev/null || { log "gnuplot not found: no charts"; return 0; }
     local term='set terminal pngcairo size 900,500 font "DejaVu Sans,11"'
     gnuplot -e "$term" 2>/dev/null || term='set terminal png size 900,500'
+    # every chart says what it was drawn from: the results directory, when, and the tree
+    local tree stamp
+    tree=$([[ -z "$(git -C "$top" status --porcelain -- . ':!bench/charts' 2>/dev/null)" ]] && echo clean || echo "with uncommitted changes")
+    stamp="data $OUT, drawn $(date -u +%Y-%m-%dT%H:%MZ), commit $(git -C "$top" rev-parse --short HEAD 2>/dev/null || echo none) ($tree, charts aside)"
     if [[ -s "$OUT/drain.dat" ]]; then
         gnuplot <<GP
 $term
 set output "$cdir/drain.png"
+set label 99 "$stamp" at screen 0.01,0.02 font ",8" noenhanced
 set title "drain: messages/s, one ISPB, 6 collectors (higher is better)"
 set style data histograms
 set style fill solid 0.7
@@ -459,6 +470,7 @@ GP
         gnuplot <<GP
 $term
 set output "$cdir/latency-cdf.png"
+set label 99 "$stamp" at screen 0.01,0.02 font ",8" noenhanced
 set title "commit -> delivery latency, cumulative (wake: 6 parked collectors/ISPB; icom: 4000 msgs/min)"
 set xlabel "ms (log)"
 set ylabel "% of messages"
@@ -476,6 +488,7 @@ GP
         gnuplot <<GP
 $term
 set output "$cdir/scaling-$s.png"
+set label 99 "$stamp" at screen 0.01,0.02 font ",8" noenhanced
 set title "drain throughput vs $s"
 set xlabel "$s"
 set ylabel "messages/s"
@@ -493,6 +506,7 @@ GP
 $term
 set terminal pngcairo size 900,750 font "DejaVu Sans,11"
 set output "$cdir/$phase.png"
+set label 99 "$stamp" at screen 0.01,0.02 font ",8" noenhanced
 set datafile separator ","
 set multiplot layout 3,1 title "$phase"
 set grid
@@ -517,6 +531,7 @@ GP
         gnuplot <<GP
 $term
 set output "$cdir/parked-rss.png"
+set label 99 "$stamp" at screen 0.01,0.02 font ",8" noenhanced
 set datafile separator ","
 set title "parked: shim RSS while long polls park (MB)"
 set xlabel "s"

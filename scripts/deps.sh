@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian 12 packages pix stream needs to build and run; with --test, also what the test
-# suites need (clang and its fuzzer runtime, docker-compose to check the compose file). Idempotent and
-# quiet when everything is already there. Works as root; uses sudo otherwise.
+# suites need (clang and its fuzzer runtime, docker-compose to check the compose file, gnuplot-nox for
+# the benchmarks' charts). Idempotent and quiet when everything is already there. Works as root; uses sudo otherwise.
 set -euo pipefail
 
 PACKAGES=(
@@ -10,7 +10,7 @@ PACKAGES=(
     python3 curl libipc-run-perl wrk
 )
 if [[ "${1:-}" == --test ]]; then
-    PACKAGES+=(clang libclang-rt-14-dev docker-compose iproute2 procps)
+    PACKAGES+=(clang libclang-rt-14-dev docker-compose iproute2 procps gnuplot-nox)
 fi
 
 missing=()

@@ -33,6 +33,8 @@ struct collector {
 	uint16_t gen;
 	int64_t next_at; /* scheduled (re)issue, 0 = none */
 	int64_t sent_at, deadline, stop_deadline;
+	int64_t first_sent_at; /* of this request's first attempt: retries keep it */
+	uint8_t retrying;      /* the next send repeats the last request */
 	int reads, errors_in_row;
 	int reads_since_abandon; /* not reset by a restart */
 	char path[PB_MAX_PATH];
@@ -152,6 +154,9 @@ static void send_request(struct collector *c, int is_delete)
 	c->woff = 0;
 	c->rlen = 0;
 	c->sent_at = now_ns();
+	if (!c->retrying)
+		c->first_sent_at = c->sent_at;
+	c->retrying = 0;
 	c->deadline = c->sent_at + (int64_t)(cfg.wait_ms + cfg.request_timeout_ms) * MS;
 	if (!run.first_request_ns)
 		run.first_request_ns = c->sent_at;
@@ -194,6 +199,7 @@ static void fail_io(struct collector *c, const char *why)
 		return;
 	}
 	int64_t backoff = 10 * MS << (c->errors_in_row < 7 ? c->errors_in_row : 7);
+	c->retrying = 1;
 	c->next_at = now_ns() + backoff;
 	c->conn = C_NONE;
 	if (c->is_delete)
@@ -440,8 +446,14 @@ static void on_read_response(struct collector *c, struct response *res, int64_t 
 		if (!c->is_start)
 			ledger_confirm(c->id, c->gen, c->pending, c->npending);
 		c->npending = 0;
-		int n = ledger_deliver(c->id, c->gen, c->ispb_idx, body, blen, c->multipart, t, &c->pending,
-		                       &c->npending, &c->pcap);
+		struct delivery d = {.collector = c->id,
+		                     .ispb_idx = c->ispb_idx,
+		                     .multipart = c->multipart,
+		                     .gen = c->gen,
+		                     .sent_ns = c->first_sent_at,
+		                     .recv_ns = t,
+		                     .pull_next = res->pull_next};
+		int n = ledger_deliver(&d, body, blen, &c->pending, &c->npending, &c->pcap);
 		if (n < 0) {
 			cnt.bad_body++;
 			violation("GET %s (%s) -> 200 with a body of the wrong shape: %.*s", c->path,
@@ -489,6 +501,7 @@ static void on_read_response(struct collector *c, struct response *res, int64_t 
 		break;
 	case 503:
 		cnt.r503++;
+		c->retrying = 1;
 		schedule(c, (res->retry_after > 0 ? res->retry_after : 1) * SEC);
 		return;
 	default:
@@ -504,6 +517,7 @@ static void on_read_response(struct collector *c, struct response *res, int64_t 
 			cnt.rother++;
 		if (res->status >= 500) {
 			show_unexpected(c, res);
+			c->retrying = 1;
 			schedule(c, 200 * MS);
 			return;
 		}

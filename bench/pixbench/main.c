@@ -27,6 +27,7 @@ struct config cfg = {
     .duration_s = 10,
     .drain_timeout_s = 30,
     .wait_ms = 8000,
+    .idle_timeout_ms = 60000,
     .request_timeout_ms = 10000,
     .within_ms = 200,
     .progress_s = 0,
@@ -55,6 +56,10 @@ static void usage(FILE *f)
 	    "  --wait-ms MS            the shim's long-poll wait (its --wait-ms), for the 204-deadline "
 	    "check\n"
 	    "                          (default 8000)\n"
+	    "  --idle-timeout-ms MS    the database's pix.stream_idle_timeout, for the "
+	    "two-live-streams "
+	    "check\n"
+	    "                          (default 60000, the extension's default)\n"
 	    "Collectors\n"
 	    "  --ispbs M               institutions, ISPB numbers from --ispb-base upwards (default "
 	    "1)\n"
@@ -135,6 +140,7 @@ static int parse_args(int argc, char **argv)
 		O_SHIM_PID,
 		O_PG_PID,
 		O_WAIT,
+		O_IDLE,
 		O_ISPBS,
 		O_BASE,
 		O_COLL,
@@ -169,6 +175,7 @@ static int parse_args(int argc, char **argv)
 	                                     {"shim-pid", 1, 0, O_SHIM_PID},
 	                                     {"pg-pid", 1, 0, O_PG_PID},
 	                                     {"wait-ms", 1, 0, O_WAIT},
+	                                     {"idle-timeout-ms", 1, 0, O_IDLE},
 	                                     {"ispbs", 1, 0, O_ISPBS},
 	                                     {"ispb-base", 1, 0, O_BASE},
 	                                     {"collectors", 1, 0, O_COLL},
@@ -213,6 +220,9 @@ static int parse_args(int argc, char **argv)
 			break;
 		case O_PG_PID:
 			cfg.pg_pid = atoi(optarg);
+			break;
+		case O_IDLE:
+			cfg.idle_timeout_ms = atoi(optarg);
 			break;
 		case O_WAIT:
 			cfg.wait_ms = atoi(optarg);
@@ -316,8 +326,8 @@ static int parse_args(int argc, char **argv)
 	if (optind != argc || cfg.ispbs < 1 || cfg.ispbs > 100000 || cfg.collectors < 1 ||
 	    cfg.collectors > 64 || cfg.batch < 1 || cfg.batch > 10000 || cfg.producers < 0 ||
 	    cfg.producers > 64 || cfg.duration_s < 0 || cfg.duration_s > 86400 || cfg.wait_ms < 0 ||
-	    cfg.preload < 0 || cfg.messages < 0 || cfg.backlog < 0 || cfg.rate < 0 ||
-	    cfg.drain_timeout_s < 0 || cfg.drain_timeout_s > 86400)
+	    cfg.idle_timeout_ms < 1 || cfg.preload < 0 || cfg.messages < 0 || cfg.backlog < 0 ||
+	    cfg.rate < 0 || cfg.drain_timeout_s < 0 || cfg.drain_timeout_s > 86400)
 		return -1;
 	if ((cfg.preload || cfg.backlog || cfg.messages || cfg.rate || cfg.table_stats) && !cfg.db) {
 		fprintf(stderr,
@@ -400,6 +410,7 @@ int main(int argc, char **argv)
 	/* ---- checks ---- */
 	long orphaned, unconfirmed;
 	long lost = ledger_undelivered(&orphaned, &unconfirmed);
+	cnt.backlog_lost = backlog_check();
 	long committed = tracked_committed;
 
 	/* ---- latency from the ledger ---- */
@@ -473,6 +484,9 @@ int main(int argc, char **argv)
 	WHY(unconfirmed, " unconfirmed-at-end=%ld", unconfirmed);
 	WHY(cnt.dup_after_confirm, " delivered-after-confirm=%ld", cnt.dup_after_confirm);
 	WHY(cnt.dup_live, " two-live-streams=%ld", cnt.dup_live);
+	WHY(cnt.dup_same, " same-stream-not-replay=%ld", cnt.dup_same);
+	WHY(cnt.backlog_lost > 0, " backlog-lost=%ld", cnt.backlog_lost);
+	WHY(cnt.backlog_lost < 0, " backlog-check-failed");
 	WHY(cnt.untracked_dups && !expiries_possible, " untracked-duplicates=%ld", cnt.untracked_dups);
 	WHY(cnt.wrong_ispb, " wrong-ispb=%ld", cnt.wrong_ispb);
 	WHY(cnt.bad_body, " bad-bodies=%ld", cnt.bad_body);
@@ -532,10 +546,11 @@ int main(int argc, char **argv)
 		       "bad bodies %ld, protocol errors %ld\n",
 		       lost, cnt.dup_after_confirm, cnt.dup_live, cnt.wrong_ispb, cnt.bad_body,
 		       cnt.protocol_errors);
-		printf("                 redeliveries after expiry %ld, replays %ld, untracked duplicates "
-		       "%ld, other runs' "
-		       "messages %ld%s\n",
-		       cnt.redelivered_expiry, cnt.replays, cnt.untracked_dups, cnt.foreign,
+		printf("                 redeliveries after expiry %ld, replays %ld, same stream not a "
+		       "replay %ld, untracked duplicates %ld, backlog confirmed %ld (never received %ld), "
+		       "other runs' messages %ld%s\n",
+		       cnt.redelivered_expiry, cnt.replays, cnt.dup_same, cnt.untracked_dups,
+		       cnt.backlog_checked, cnt.backlog_lost, cnt.foreign,
 		       run.drain_timed_out ? ", DRAIN TIMED OUT" : "");
 	}
 	printf("result: label=%s msgs_per_s=%.1f reqs_per_s=%.1f delivered=%ld committed=%ld "

@@ -13,6 +13,12 @@
  *   pending     a batch delivered to a collector and not yet confirmed by its next call.
  *   orphaned    a pending batch whose stream answered 410 (expired) or that the collector walked
  *               away from: the server must deliver it again (a "redelivery", counted apart).
+ *   live        a stream is certainly live until idle-timeout after the send time of the last
+ *               request that read it (the server cannot have expired it earlier): a message that
+ *               reaches a second stream before that moment was held by two live streams, whatever
+ *               the first stream answers later.
+ *   replay      the same message again to the same stream with the same Pull-Next (a retry of the
+ *               id whose answer was lost); anything else to the same stream is a violation.
  *
  * Threads: the main thread runs the epoll loop and owns the ledger's delivery state; producer
  * threads only write commit_ns/ispb of the indexes they insert (atomics), and counters.
@@ -51,10 +57,11 @@ struct config {
 	double drain_timeout_s; /* after producers stop: wait this long for deliveries */
 	long stop_after;        /* stop once this many messages (any) were delivered */
 	int wait_ms;            /* the server's long-poll wait, for the 204-deadline check */
-	int ramp_ms;            /* spread the collectors' first requests over this long */
-	int stop_wait_ms;       /* at stop, wait this long for in-flight reads before abandoning */
-	int restart_every;      /* a collector DELETEs and starts again after N reads (0 = never) */
-	int abandon_every;      /* a collector walks away from its stream after N reads (0 = never) */
+	int idle_timeout_ms; /* the server's pix.stream_idle_timeout, for the two-live-streams check */
+	int ramp_ms;         /* spread the collectors' first requests over this long */
+	int stop_wait_ms;    /* at stop, wait this long for in-flight reads before abandoning */
+	int restart_every;   /* a collector DELETEs and starts again after N reads (0 = never) */
+	int abandon_every;   /* a collector walks away from its stream after N reads (0 = never) */
 	int request_timeout_ms;
 	double within_ms;  /* report the share of deliveries within this latency */
 	double progress_s; /* progress line every N s (0 = never) */
@@ -77,10 +84,12 @@ void sleep_until_ns(int64_t t);
 enum msg_state { M_NEW = 0, M_PENDING, M_CONFIRMED, M_ORPHANED };
 
 struct ledger_entry {
-	int64_t commit_ns; /* 0 not yet committed, -1 insert failed (producer thread writes) */
-	int64_t recv_ns;   /* first delivery */
-	uint32_t holder;   /* collector id << 16 | stream generation, while pending */
-	int32_t ispb_idx;  /* expected receiver (producer writes before the insert) */
+	int64_t commit_ns;    /* 0 not yet committed, -1 insert failed (producer thread writes) */
+	int64_t recv_ns;      /* first delivery */
+	int64_t hold_sent_ns; /* send time of the holder's last request that returned it */
+	uint32_t holder;      /* collector id << 16 | stream generation, while pending */
+	uint32_t pn_hash;     /* the holder's Pull-Next that came with it (a replay repeats it) */
+	int32_t ispb_idx;     /* expected receiver (producer writes before the insert) */
 	uint8_t state;
 	uint8_t deliveries;
 };
@@ -93,6 +102,9 @@ struct counters {
 	long redelivered_expiry; /* a batch orphaned by an expiry/abandon, delivered again */
 	long dup_after_confirm;  /* VIOLATION: delivered again after its confirmation */
 	long dup_live;           /* VIOLATION: held by two live streams */
+	long dup_same;           /* VIOLATION: twice to the same stream, not as a replay */
+	long backlog_checked;    /* untracked backlog messages no longer queued at the end */
+	long backlog_lost;       /* VIOLATION: of those, never received by a collector */
 	long untracked_dups;     /* an untracked message seen twice */
 	long wrong_ispb;         /* VIOLATION */
 	long foreign;            /* tracked-looking message of another run: reported */
@@ -116,8 +128,16 @@ extern long tracked_failed;    /* atomic */
 
 int ledger_init(long cap);
 /* Parses a body and records every message. Returns messages in it, -1 on a malformed body. */
-int ledger_deliver(int collector, uint16_t gen, int ispb_idx, const char *body, size_t len,
-                   int multipart, int64_t t, uint32_t **pending, int *npending, int *pcap);
+struct delivery {
+	int collector, ispb_idx, multipart;
+	uint16_t gen;
+	int64_t sent_ns, recv_ns; /* the request's send time, the answer's arrival */
+	const char *pull_next;    /* of the answer */
+};
+int ledger_deliver(const struct delivery *d, const char *body, size_t len, uint32_t **pending,
+                   int *npending, int *pcap);
+/* 1 when a collector received this untracked endToEndId (PB_E2E_LEN characters) */
+int ledger_untracked_seen(const char *e2e);
 void ledger_confirm(int collector, uint16_t gen, const uint32_t *pending, int n);
 void ledger_orphan(int collector, uint16_t gen, const uint32_t *pending, int n);
 long ledger_undelivered(long *orphaned, long *unconfirmed);
@@ -133,6 +153,7 @@ void ispb_format(int idx, char out[9]);
 void e2e_format(long idx, char out[PB_E2E_LEN + 1]);
 int preload_tracked(long n);
 int generate_backlog(long n);
+long backlog_check(void); /* untracked backlog messages confirmed but never received; -1 error */
 int producers_start(void);
 void producers_stop(void);
 void producers_join(void);

@@ -164,11 +164,24 @@ int preload_tracked(long n)
 }
 
 /* Untracked backlog through the extension's generator, spread over the ISPBs. */
+/* pix.message ids of the backlog: (backlog_lo, backlog_hi] (the generator's rows only, before
+ * any tracked insert) */
+static long backlog_lo, backlog_hi;
+
+static long max_message_id(PGconn *c)
+{
+	PGresult *r = PQexec(c, "SELECT coalesce(max(id), 0) FROM pix.message");
+	long v = PQresultStatus(r) == PGRES_TUPLES_OK ? atol(PQgetvalue(r, 0, 0)) : -1;
+	PQclear(r);
+	return v;
+}
+
 int generate_backlog(long n)
 {
 	PGconn *c = connect_db();
 	if (!c)
 		return -1;
+	backlog_lo = max_message_id(c);
 	int64_t t0 = now_ns();
 	long per = n / cfg.ispbs, done = 0;
 	for (int k = 0; k < cfg.ispbs && done < n; k++) {
@@ -194,8 +207,48 @@ int generate_backlog(long n)
 	if (!cfg.quiet)
 		fprintf(stderr, "pixbench: generated a backlog of %ld untracked messages in %.1f s\n", n,
 		        (now_ns() - t0) / 1e9);
+	backlog_hi = max_message_id(c);
 	PQfinish(c);
-	return 0;
+	return backlog_lo < 0 || backlog_hi < 0 ? -1 : 0;
+}
+
+/*
+ * The loss check of the untracked backlog: every backlog message that is no longer queued (neither
+ * ready nor pending in an open stream) was confirmed, so a collector must have received it.
+ * Returns how many were not (and counts the checked ones), -1 when the database cannot tell.
+ */
+long backlog_check(void)
+{
+	if (backlog_hi <= backlog_lo)
+		return 0;
+	PGconn *c = connect_db();
+	if (!c)
+		return -1;
+	char q[640];
+	snprintf(q, sizeof q,
+	         "SELECT m.end_to_end_id FROM pix.message m WHERE m.id > %ld AND m.id <= %ld"
+	         " AND m.pagador_ispb <> '%s'"
+	         " AND NOT EXISTS (SELECT 1 FROM pix.ready r WHERE r.message_id = m.id)"
+	         " AND NOT EXISTS (SELECT 1 FROM pix.stream s WHERE s.state = 'o'"
+	         " AND m.id = ANY (s.pending_ids))",
+	         backlog_lo, backlog_hi, PB_PAYER_ISPB);
+	PGresult *r = PQexec(c, q);
+	long lost = -1;
+	if (PQresultStatus(r) == PGRES_TUPLES_OK) {
+		lost = 0;
+		for (int i = 0; i < PQntuples(r); i++) {
+			const char *e2e = PQgetvalue(r, i, 0);
+			cnt.backlog_checked++;
+			if (strlen(e2e) == PB_E2E_LEN && ledger_untracked_seen(e2e))
+				continue;
+			if (lost++ < 5)
+				fprintf(stderr, "lost: backlog message %s confirmed, never received\n", e2e);
+		}
+	} else
+		fprintf(stderr, "pixbench: backlog check failed: %s", PQresultErrorMessage(r));
+	PQclear(r);
+	PQfinish(c);
+	return lost;
 }
 
 /* One producer: claims the next `batch` indexes, waits for their due time under --rate, inserts. */

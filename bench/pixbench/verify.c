@@ -2,12 +2,14 @@
  * verify.c — the ledger: what the contract promises, checked message by message while the run goes.
  *
  * A tracked message moves NEW -> PENDING(holder) -> CONFIRMED, where holder is the collector and
- * stream generation that received it. When a second stream receives a message that is still
- * PENDING in another one, the ledger cannot tell yet whether that is a legal redelivery (the first
- * stream expired at the server) or a double delivery; it moves the message to the new holder and
- * lets the first stream's next answer decide: if that stream's following call succeeds, its batch
- * was confirmed while another live stream held it (a violation); if it answers 410, the batch had
- * been requeued by an expiry (a redelivery, counted apart).
+ * stream generation that received it. A message that reaches a second stream while PENDING (or
+ * ORPHANED) in a first one is legal only if the first stream could have expired by then: it was
+ * not read for the idle timeout since the send time of the last request that returned the message
+ * (the server writes last_read_at after it received that request). Earlier, it was held by two live
+ * streams: a violation, whatever the first stream answers later (410 or nothing). Later, it is a
+ * redelivery after expiry, and the first stream must then answer 410: a successful call confirming
+ * it there is a violation too. The same message to the same stream again is a replay only with the
+ * same Pull-Next (the retry of the id whose answer was lost).
  */
 #include <stdarg.h>
 #include <stdlib.h>
@@ -130,9 +132,32 @@ void interval_latency_take(double *p50_ms, double *p99_ms, long *n)
 	ivl_len = 0;
 }
 
-static void record_tracked(long idx, uint32_t me, int ispb_idx, int64_t t)
+static uint32_t hash32(const char *s)
+{
+	return (uint32_t)hash64(s, strlen(s));
+}
+
+/* A second stream got a message the first still held (or walked away from): legal only once the
+ * first could have expired. */
+static void record_second_holder(long idx, struct ledger_entry *e, uint32_t me, int64_t t)
+{
+	int64_t live_until = e->hold_sent_ns + (int64_t)cfg.idle_timeout_ms * MS;
+	if (t < live_until) {
+		cnt.dup_live++;
+		violation("message #%ld reached collector %u %.1f ms before the stream of collector %u "
+		          "that held it could have expired",
+		          idx, me >> 16, (live_until - t) / 1e6, e->holder >> 16);
+	} else
+		cnt.redelivered_expiry++;
+	if (e->state == M_ORPHANED)
+		cnt.orphaned_now--;
+}
+
+static void record_tracked(long idx, uint32_t me, const struct delivery *d, uint32_t pn)
 {
 	struct ledger_entry *e = &ledger[idx];
+	int ispb_idx = d->ispb_idx;
+	int64_t t = d->recv_ns;
 	int exp = __atomic_load_n(&e->ispb_idx, __ATOMIC_ACQUIRE);
 	if (exp != ispb_idx) {
 		cnt.wrong_ispb++;
@@ -143,33 +168,37 @@ static void record_tracked(long idx, uint32_t me, int ispb_idx, int64_t t)
 		e->deliveries++;
 	switch (e->state) {
 	case M_NEW: {
-		e->state = M_PENDING;
-		e->holder = me;
-		e->recv_ns = t;
 		cnt.delivered++;
+		e->recv_ns = t;
 		int64_t c = __atomic_load_n(&e->commit_ns, __ATOMIC_ACQUIRE);
 		interval_latency_add(c > 0 && t > c ? (uint32_t)((t - c) / 1000) : 0);
 		break;
 	}
 	case M_PENDING:
-		if (e->holder == me)
+		if (e->holder == me && e->pn_hash == pn) {
 			cnt.replays++;
-		e->holder = me; /* decided when the previous holder's stream answers again */
+			break;
+		}
+		if (e->holder == me) {
+			cnt.dup_same++;
+			violation("message #%ld delivered twice to the stream of collector %u, not as a replay",
+			          idx, me >> 16);
+		} else
+			record_second_holder(idx, e, me, t);
 		break;
 	case M_CONFIRMED:
 		cnt.dup_after_confirm++;
 		violation("message #%ld delivered again after its confirmation (collector %u)", idx,
 		          me >> 16);
-		e->holder = me;
-		e->state = M_PENDING;
 		break;
 	case M_ORPHANED:
-		cnt.redelivered_expiry++;
-		cnt.orphaned_now--;
-		e->state = M_PENDING;
-		e->holder = me;
+		record_second_holder(idx, e, me, t);
 		break;
 	}
+	e->state = M_PENDING;
+	e->holder = me;
+	e->pn_hash = pn;
+	e->hold_sent_ns = d->sent_ns; /* a replay read the stream again: it lives on from then */
 }
 
 static const char *find(const char *p, const char *end, const char *needle)
@@ -186,9 +215,20 @@ static const char *find(const char *p, const char *end, const char *needle)
 	return NULL;
 }
 
-int ledger_deliver(int collector, uint16_t gen, int ispb_idx, const char *body, size_t len,
-                   int multipart, int64_t t, uint32_t **pending, int *npending, int *pcap)
+int ledger_untracked_seen(const char *e2e)
 {
+	uint64_t h = hash64(e2e, PB_E2E_LEN);
+	for (size_t j = h & (seen_cap - 1); seen[j]; j = (j + 1) & (seen_cap - 1))
+		if (seen[j] == h)
+			return 1;
+	return 0;
+}
+
+int ledger_deliver(const struct delivery *d, const char *body, size_t len, uint32_t **pending,
+                   int *npending, int *pcap)
+{
+	int multipart = d->multipart, ispb_idx = d->ispb_idx;
+	uint32_t pn = hash32(d->pull_next);
 	const char *p = body, *end = body + len;
 	while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
 		p++;
@@ -196,7 +236,7 @@ int ledger_deliver(int collector, uint16_t gen, int ispb_idx, const char *body, 
 		return -1;
 	char want[9];
 	ispb_format(ispb_idx, want);
-	uint32_t me = (uint32_t)collector << 16 | gen;
+	uint32_t me = (uint32_t)d->collector << 16 | d->gen;
 	int n = 0;
 	static const char K_E2E[] = "\"endToEndId\":\"";
 	const char *m = find(p, end, K_E2E);
@@ -219,7 +259,7 @@ int ledger_deliver(int collector, uint16_t gen, int ispb_idx, const char *body, 
 		}
 		long idx = tracked_index(e2e);
 		if (idx >= 0) {
-			record_tracked(idx, me, ispb_idx, t);
+			record_tracked(idx, me, d, pn);
 			if (*npending == *pcap) {
 				int ncap = *pcap ? *pcap * 2 : 16;
 				uint32_t *np = realloc(*pending, ncap * sizeof *np);
@@ -266,8 +306,8 @@ void ledger_orphan(int collector, uint16_t gen, const uint32_t *pending, int n)
 	for (int i = 0; i < n; i++) {
 		struct ledger_entry *e = &ledger[pending[i]];
 		if (e->holder != me)
-			cnt.redelivered_expiry++; /* already delivered again: legal, the stream had expired */
-		else if (e->state == M_PENDING) {
+			continue; /* already delivered again: judged then (record_second_holder) */
+		if (e->state == M_PENDING) {
 			e->state = M_ORPHANED;
 			cnt.orphaned_now++;
 		}

@@ -395,39 +395,54 @@ class Client:
             self.conn.close()
             self.conn = None
 
+    def _drop_if_closed_by_server(self):
+        """A keep-alive connection the server closed while idle is replaced before anything is sent
+        on it. Nothing is ever sent twice: a request that fails once sent is the test's business
+        (a server may have committed it before the connection broke)."""
+        sock = self.conn.sock if self.conn else None
+        if sock is None:
+            return
+        try:
+            sock.setblocking(False)
+            try:
+                closed = sock.recv(1, socket.MSG_PEEK) == b""
+            finally:
+                sock.setblocking(True)
+        except (BlockingIOError, InterruptedError):
+            return  # open, nothing to read: usable
+        except OSError:
+            closed = True
+        if closed:
+            self.close()
+
     def request(self, method, path, headers=None, body=None, timeout=None):
         headers = dict(headers or {})
         t0 = time.monotonic()
-        for attempt in range(2):
-            reused = self.conn is not None
-            if self.conn is None:
-                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout or self.timeout)
-            elif timeout:
-                self.conn.timeout = timeout
-                if self.conn.sock:
-                    self.conn.sock.settimeout(timeout)
-            try:
-                self.conn.putrequest(method, path, skip_accept_encoding=True)
-                for k, v in headers.items():
-                    self.conn.putheader(k, v)
-                if body is not None:
-                    self.conn.putheader("Content-Length", str(len(body)))
-                elif method in ("POST", "PUT", "PATCH"):
-                    self.conn.putheader("Content-Length", "0")
-                self.conn.endheaders(body)
-                r = self.conn.getresponse()
-                data = r.read()
-                resp = Response(r.status, r.getheaders(), data, time.monotonic() - t0)
-                if r.will_close:
-                    self.close()
-                return resp
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
-                # A keep-alive connection the server closed while idle: retry once on a new connection.
-                # A fresh connection that fails, or a failure after a while, is the test's business.
-                self.close()
-                if not reused or attempt == 1 or time.monotonic() - t0 > 1.0:
-                    raise
-        raise AssertionError("unreachable")
+        self._drop_if_closed_by_server()
+        if self.conn is None:
+            self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout or self.timeout)
+        elif timeout:
+            self.conn.timeout = timeout
+            if self.conn.sock:
+                self.conn.sock.settimeout(timeout)
+        try:
+            self.conn.putrequest(method, path, skip_accept_encoding=True)
+            for k, v in headers.items():
+                self.conn.putheader(k, v)
+            if body is not None:
+                self.conn.putheader("Content-Length", str(len(body)))
+            elif method in ("POST", "PUT", "PATCH"):
+                self.conn.putheader("Content-Length", "0")
+            self.conn.endheaders(body)
+            r = self.conn.getresponse()
+            data = r.read()
+        except BaseException:
+            self.close()
+            raise
+        resp = Response(r.status, r.getheaders(), data, time.monotonic() - t0)
+        if r.will_close:
+            self.close()
+        return resp
 
     def get(self, path, **kw):
         return self.request("GET", path, **kw)
@@ -457,6 +472,81 @@ def raw_http(port, data, timeout=10.0):
                 break
             chunks.append(c)
         return b"".join(chunks)
+
+
+class DroppingProxy:
+    """A loopback TCP proxy in front of a server, for "the server committed, then the connection
+    broke": it forwards each HTTP/1.1 request, reads the server's whole response, and for the next
+    `drop` responses closes the client's connection instead of passing the response on. Counts the
+    requests it forwarded (a client that re-sends shows up here)."""
+
+    def __init__(self, upstream_port):
+        self.upstream_port = upstream_port
+        self.drop = 0
+        self.forwarded = []  # (method, path) of every request passed to the server
+        self.dropped = []  # the responses swallowed, as raw bytes
+        self.lock = threading.Lock()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.closing = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self):
+        self.closing = True
+        self.listener.close()
+
+    def _accept(self):
+        while not self.closing:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    @staticmethod
+    def _read_message(sock, buf, has_body):
+        """One HTTP/1.1 message with a Content-Length body (or none): (bytes, rest of buf)."""
+        while b"\r\n\r\n" not in buf:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return None, buf
+            buf += chunk
+        head, rest = buf.split(b"\r\n\r\n", 1)
+        m = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+        assert not re.search(rb"(?im)^transfer-encoding:", head), "the proxy handles Content-Length only"
+        n = int(m.group(1)) if m and has_body(head) else 0
+        while len(rest) < n:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return None, buf
+            rest += chunk
+        return head + b"\r\n\r\n" + rest[:n], rest[n:]
+
+    def _serve(self, client):
+        with client, socket.create_connection(("127.0.0.1", self.upstream_port), timeout=30) as up:
+            cbuf, ubuf = b"", b""
+            while True:
+                req, cbuf = self._read_message(client, cbuf, lambda h: True)
+                if req is None:
+                    return
+                method, path = req.split(b" ", 2)[:2]
+                with self.lock:
+                    self.forwarded.append((method.decode(), path.decode()))
+                up.sendall(req)
+                no_body = method == b"HEAD"
+                resp, ubuf = self._read_message(up, ubuf, lambda h: not no_body and not re.match(
+                    rb"HTTP/1\.[01] (1\d\d|204|304)", h))
+                if resp is None:
+                    return
+                with self.lock:
+                    swallow = self.drop > 0
+                    if swallow:
+                        self.drop -= 1
+                        self.dropped.append(resp)
+                if swallow:
+                    client.shutdown(socket.SHUT_RDWR)
+                    return
+                client.sendall(resp)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,8 +4,8 @@ import signal
 import threading
 import time
 
-from pixe2e import (SLOW, Client, Cluster, Collector, Pixd, PixTestCase, conninfo, create_database,
-                    insert_messages, log, new_ispb, run_threads)
+from pixe2e import (SLOW, Client, Cluster, Collector, DroppingProxy, Pixd, PixTestCase, Response, conninfo,
+                    create_database, insert_messages, log, new_ispb, psql, run_threads)
 
 
 class TestShimRestart(PixTestCase):
@@ -112,6 +112,67 @@ class TestShimRestart(PixTestCase):
                 break
             got += self.assertMessagesFor(r, ispb)
         self.assertEqual(got, ids + more)
+
+
+def parse_raw(raw):
+    """A raw HTTP/1.1 response (as the proxy swallowed it) as a Response."""
+    head, body = raw.split(b"\r\n\r\n", 1)
+    lines = head.decode("latin-1").split("\r\n")
+    headers = [tuple(x.strip() for x in line.split(":", 1)) for line in lines[1:]]
+    return Response(int(lines[0].split()[1]), headers, body, 0.0)
+
+
+class TestCommittedThenDropped(PixTestCase):
+    """The server commits, then the connection breaks before the answer reaches the client (a proxy
+    between them swallows the response). The client must not re-send by itself; what happens next is
+    the collector's retry, which the contract defines."""
+
+    def proxy(self):
+        p = DroppingProxy(self.pixd.port)
+        self.addCleanup(p.close)
+        return p
+
+    def test_lost_answer_of_a_read_is_replayed_by_the_retry_of_its_id(self):
+        ispb = new_ispb()
+        ids = insert_messages(self.db, ispb, 3)
+        proxy = self.proxy()
+        c = Collector(proxy.port, ispb)
+        self.addCleanup(c.close)
+        got = self.assertMessagesFor(c.start(), ispb)
+        p1 = c.pull_next
+        proxy.drop = 1
+        with self.assertRaises(ConnectionError, msg="the dropped answer must reach the test as an error"):
+            c.next()  # the server confirms ids[0] and delivers ids[1]; the answer is lost
+        self.assertEqual([m for m, _ in proxy.forwarded], ["GET", "GET"], "sent once, never re-sent")
+        lost = parse_raw(proxy.dropped[0])
+        self.assertEqual(self.assertMessagesFor(lost, ispb), ids[1:2], "the server had committed the read")
+        # the collector's retry: the id it called last
+        again = c.client.get(p1)
+        self.assertEqual(again.status, 200, repr(again))
+        self.assertEqual(again.body, lost.body, "the retry replays the lost batch byte for byte")
+        self.assertEqual(again.header("Pull-Next"), lost.header("Pull-Next"))
+        got += self.assertMessagesFor(again, ispb)
+        c.pull_next = again.header("Pull-Next")
+        got += self.assertMessagesFor(c.next(), ispb)
+        self.assertEqual(c.next().status, 204)
+        self.assertEqual(got, ids, "every message once, in order, across the lost answer")
+
+    def test_post_committed_then_dropped_is_not_sent_again(self):
+        ispb = new_ispb()
+        proxy = self.proxy()
+        client = Client(proxy.port)
+        self.addCleanup(client.close)
+        self.assertEqual(client.get("/health").status, 200)  # a keep-alive connection, reused next
+        proxy.drop = 1
+        with self.assertRaises(ConnectionError):
+            client.post(f"/api/util/msgs/{ispb}/3")
+        self.assertEqual(proxy.forwarded, [("GET", "/health"), ("POST", f"/api/util/msgs/{ispb}/3")],
+                         "the POST went out once: no silent re-send")
+        self.assertEqual(parse_raw(proxy.dropped[0]).status, 201, "the server committed it")
+        n = int(psql(f"SELECT count(*) FROM pix.message WHERE recebedor_ispb = '{ispb}'", dbname=self.db))
+        self.assertEqual(n, 3, "three messages, once")
+        self.assertEqual(client.get("/health").status, 200, "the client goes on on a new connection")
+        self.assertEqual(len(proxy.forwarded), 3)
 
 
 class TestDatabaseDown(PixTestCase):

@@ -55,18 +55,33 @@ class TestConfirmation(PixTestCase):
         self.assertEqual(self.collector(ispb).start().status, 204)
 
     def test_retry_after_an_empty_read(self):
+        """The collector lost the 204 of an empty read and calls the id it called last again: the
+        retry is an ordinary read on the id the empty read kept (204, same Pull-Next, nothing
+        replayed), and the id before it no longer replays the batch that read confirmed."""
         ispb = new_ispb()
-        ids = insert_messages(self.db, ispb, 1)
+        ids = insert_messages(self.db, ispb, 2)
         c = self.collector(ispb)
-        self.assertEqual(self.assertMessagesFor(c.start(), ispb), ids)
+        self.assertEqual(self.assertMessagesFor(c.start(), ispb), ids[:1])
         p1 = c.pull_next
-        r = c.next()
-        self.assertEqual(r.status, 204)
-        # an empty read confirmed the batch; the id to use next is its Pull-Next (which may be p1 itself)
-        self.assertEqual(c.next().status, 204)
-        if c.pull_next != p1:
-            r = self.http.get(p1)
-            self.assertIn(r.status, (204, 410), repr(r))
+        self.assertEqual(self.assertMessagesFor(c.next(), ispb), ids[1:2])  # confirms ids[0]
+        p2 = c.pull_next
+        self.assertNotEqual(p1, p2)
+        r = c.next()  # empty: confirms ids[1]
+        self.assertEqual(r.status, 204, repr(r))
+        self.assertEqual(c.pull_next, p2, "an empty read keeps the id (README)")
+        self.assertEqual(c.previous, p2)
+        for _ in range(2):  # the retry of the empty read, twice
+            again = c.retry()
+            self.assertEqual(again.status, 204, f"a retry of an empty read replays nothing: {again!r}")
+            self.assertEqual(again.header("Pull-Next"), p2, repr(again))
+        # p1 was the previous id while ids[1] was pending; ids[1] is confirmed now: no replay of it
+        old = self.http.get(p1)
+        self.assertNotEqual(old.status, 200, f"the id before the empty read replayed a confirmed batch: {old!r}")
+        self.assertProblem(old, 410)
+        # the retried id goes on: a new message comes through it, and the confirmed ones never again
+        newer = insert_messages(self.db, ispb, 1)
+        self.assertEqual(self.assertMessagesFor(c.retry(), ispb), newer)
+        self.assertEqual(self.collector(ispb).start().status, 204, "ids[0..1] confirmed, newer pending")
 
     def test_delete_on_current_id_confirms(self):
         ispb = new_ispb()

@@ -5,9 +5,19 @@ Standard library only. Loopback only. Every loop is bounded in count and time.
 
 Vocabulary: a *drain* is N ISPBs x 6 collectors reading with Pull-Next while producers insert; a
 *receipt* is one endToEndId seen by a collector in a 200; a *duplicate* is an endToEndId received more
-than once; it is *explained* when the database's delivery history shows that an earlier delivery of it
-was requeued (the stream that held it expired or was stopped on its previous id) -- the contract's
+than once under different interation ids (the same id again is a replay of the same delivery, by
+contract); it is *explained* when the database's delivery history of that message shows every delivery
+but the last requeued (its stream expired or was stopped on its previous id) before the next delivery
+was made, none of them confirmed, and every id the collectors saw among them -- the contract's
 "redelivered after expiry". Anything else is a violation.
+An *acknowledgement* is a producer's proof of commit: the endToEndIds an INSERT ... RETURNING returned
+(SQL producer), or a 201 to POST /api/util/msgs (HTTP producer, counted per ISPB). Every acknowledged
+message must be in the database at the end and confirmed-and-received or still queued.
+
+PIX_FAULT_SABOTAGE (for proving the checks can fail; never in a real run): lose_acked deletes one
+acknowledged, still ready message behind the harness's back; late_requeue moves the requeue of one
+duplicated message's earlier delivery after its redelivery; undrained stops the collectors without
+draining. Each must turn the verdict to FAIL.
 """
 
 import http.client
@@ -30,6 +40,8 @@ PGDIR = os.environ.get("PIX_FAULT_PGDIR", "/tmp/pgF1")
 PGPORT = int(os.environ.get("PIX_FAULT_PGPORT", "5495"))
 HTTP_PORT = int(os.environ.get("PIX_FAULT_HTTP_PORT", "3495"))
 LOGDIR = os.environ.get("PIX_FAULT_LOGDIR", "/tmp/pgF-logs")
+SABOTAGE = os.environ.get("PIX_FAULT_SABOTAGE", "")
+SQL_PAYER = "99955555"  # payer ISPB of the SQL producer's messages; the generator never uses it
 IDLE_TIMEOUT = "2s"
 WAIT_MS = 1000
 os.makedirs(LOGDIR, exist_ok=True)
@@ -188,7 +200,10 @@ def wait_health(port, want=200, timeout=30):
 class Stats:
     def __init__(self):
         self.lock = threading.Lock()
-        self.receipts = {}  # endToEndId -> count
+        self.receipts = {}  # endToEndId -> count (replays included)
+        self.receipt_iids = {}  # endToEndId -> set of interation ids (Pull-Next) it came with
+        self.acked_sql = set()  # endToEndIds an INSERT ... RETURNING acknowledged
+        self.acked_http = {}  # ISPB -> messages acknowledged by a 201 to POST /api/util/msgs
         self.status = {}  # HTTP status -> count
         self.conn_errors = 0
         self.kills = {"mid-request": 0, "mid-long-poll": 0, "after-batch": 0}
@@ -288,9 +303,11 @@ class Collector(threading.Thread):
                 with st.lock:
                     st.reads_ok += 1
                     st.latencies.append((time.monotonic(), time.monotonic() - t0))
+                    iid = (pull_next or "").rsplit("/", 1)[-1]
                     for m in msgs:
                         e2e = m.get("endToEndId")
                         st.receipts[e2e] = st.receipts.get(e2e, 0) + 1
+                        st.receipt_iids.setdefault(e2e, set()).add(iid)
                         if m.get("recebedor", {}).get("ispb") != self.ispb:
                             st.violations.append(f"message for another ISPB: {e2e}")
                 self.idle = False
@@ -324,32 +341,62 @@ class Collector(threading.Thread):
         self._close()
 
 
+def acked_insert_sql(ispb, tag, n):
+    """One INSERT of n valid messages for ispb whose endToEndIds (E + SQL_PAYER + minute + tag + n)
+    it RETURNs: what comes back is what committed."""
+    cols = ("end_to_end_id, valor, pagador_nome, pagador_cpf_cnpj, pagador_ispb, pagador_agencia, pagador_conta, "
+            "pagador_tipo_conta, recebedor_nome, recebedor_cpf_cnpj, recebedor_ispb, recebedor_agencia, "
+            "recebedor_conta, recebedor_tipo_conta, campo_livre, tx_id, data_hora_pagamento")
+    return (f"INSERT INTO pix.message ({cols}) SELECT 'E{SQL_PAYER}' || to_char(now() AT TIME ZONE 'UTC', "
+            f"'YYYYMMDDHH24MI') || '{tag}' || lpad(i::text, 3, '0'), '1.00', 'Fault Producer', '52998224725', "
+            f"'{SQL_PAYER}', '0001', '1231231', 'CACC', 'Fault Receiver', '11222333000181', '{ispb}', '0361', "
+            f"'1210098', 'SVGS', '', 'fault{tag}' || i, date_trunc('milliseconds', now()) "
+            f"FROM generate_series(1, {int(n)}) i RETURNING end_to_end_id")
+
+
 class Producer(threading.Thread):
-    """Inserts messages: via POST /api/util/msgs (through the shim) or via SQL (psql), until told to stop."""
+    """Inserts messages: via POST /api/util/msgs (through the shim) or via SQL (INSERT ... RETURNING,
+    through psql), until told to stop, and keeps their acknowledgements."""
 
     def __init__(self, drain, via, period):
         super().__init__(daemon=True)
         self.d, self.via, self.period = drain, via, period
 
+    def _produce(self, rng, ispb, n, call):
+        st = self.d.stats
+        if self.via == "http":
+            status, _, _ = http_get(self.d.port, f"/api/util/msgs/{ispb}/{n}", method="POST", timeout=10)
+            st.count(f"POST {status}")
+            if status >= 500 and status != 503:
+                st.violation(f"POST answered {status}")
+            if status == 201:
+                with st.lock:
+                    st.acked_http[ispb] = st.acked_http.get(ispb, 0) + n
+            return
+        tag = "%08x" % rng.getrandbits(32)  # 8 characters: with 3 digits of i, 32 in all
+        out = psql(acked_insert_sql(ispb, tag, n), dbname=self.d.dbname, check=False, timeout=15)
+        ids = [line for line in (out or "").splitlines() if line]
+        if out is not None and len(ids) != n:
+            st.violation(f"INSERT of {n} acknowledged {len(ids)}")
+        with st.lock:
+            st.acked_sql.update(ids)
+        if SABOTAGE == "lose_acked" and ids and not self.d.sabotaged:
+            self.d.sabotaged = self.d.sabotage_lose_acked(ids)
+
     def run(self):
         rng = random.Random()
         deadline = time.monotonic() + self.d.max_seconds
+        call = 0
         while not self.d.stop_producers.is_set() and time.monotonic() < deadline:
             ispb = rng.choice(self.d.ispbs)
             n = rng.randint(1, 15)
+            call += 1
             try:
-                if self.via == "http":
-                    status, _, _ = http_get(self.d.port, f"/api/util/msgs/{ispb}/{n}", method="POST", timeout=10)
-                    self.d.stats.count(f"POST {status}")
-                    if status >= 500 and status != 503:
-                        self.d.stats.violation(f"POST answered {status}")
-                else:
-                    psql(f"SELECT pix_generate_messages('{ispb}', {n})", dbname=self.d.dbname, check=False,
-                         timeout=15)
+                self._produce(rng, ispb, n, call)
                 with self.d.stats.lock:
                     self.d.stats.produced_calls += 1
             except (OSError, http.client.HTTPException, subprocess.TimeoutExpired):
-                pass
+                pass  # not acknowledged: it may or may not have committed
             time.sleep(self.period)
 
 
@@ -397,11 +444,38 @@ SELECT json_build_object(
 """
 
 
-def requeued_e2e_ids(dbname):
-    """endToEndIds with at least one requeued delivery (the explanation of a client-side duplicate)."""
-    out = psql("""SELECT DISTINCT msg.end_to_end_id FROM pix.iteration i, unnest(i.message_ids) m(id)
-                  JOIN pix.message msg ON msg.id = m.id WHERE i.requeued_at IS NOT NULL""", dbname=dbname)
-    return set(line for line in out.splitlines() if line)
+def delivery_history(dbname, e2e_ids):
+    """endToEndId -> its deliveries in the database, oldest first: (iid, delivered_at, requeued_at,
+    confirmed_at) as epoch seconds (None when unset)."""
+    if not e2e_ids:
+        return {}
+    arr = "ARRAY[" + ", ".join("'" + e.replace("'", "''") + "'" for e in sorted(e2e_ids)) + "]::text[]"
+    out = psql(f"""SELECT json_agg(json_build_array(msg.end_to_end_id, i.iid, extract(epoch FROM i.delivered_at),
+                          extract(epoch FROM i.requeued_at), extract(epoch FROM i.confirmed_at))
+                          ORDER BY i.delivered_at, i.seq)
+                     FROM pix.message msg JOIN pix.iteration i ON msg.id = ANY (i.message_ids)
+                    WHERE msg.end_to_end_id = ANY ({arr})""", dbname=dbname, timeout=60)
+    hist = {}
+    for e2e, iid, dl, rq, cf in json.loads(out.strip() or "null") or []:
+        hist.setdefault(e2e, []).append((iid, dl, rq, cf))
+    return hist
+
+
+def unexplained_duplicate(seen_iids, deliveries):
+    """Why a message the collectors received under several ids is not a legal redelivery, or None.
+    Legal: every id seen is one of its deliveries, and each delivery but the last was requeued, not
+    confirmed, and requeued before the next delivery was made."""
+    by_iid = {d[0] for d in deliveries}
+    if not seen_iids <= by_iid:
+        return f"received under ids the database never delivered it with: {sorted(seen_iids - by_iid)}"
+    for (iid, _, requeued, confirmed), (nxt, delivered, _, _) in zip(deliveries, deliveries[1:]):
+        if confirmed is not None:
+            return f"delivered again ({nxt}) after its confirmation in {iid}"
+        if requeued is None:
+            return f"delivered in {iid} and {nxt} with no requeue of {iid}: held by two streams"
+        if requeued > delivered:
+            return f"delivered in {nxt} before {iid} was requeued ({requeued - delivered:.3f} s before)"
+    return None
 
 
 class Drain:
@@ -419,6 +493,7 @@ class Drain:
         self.producers = ([Producer(self, "http", produce_period) for _ in range(http_producers)] +
                           [Producer(self, "sql", produce_period * 2) for _ in range(sql_producers)])
         self.samples = 0
+        self.sabotaged = False
         self.sampler = threading.Thread(target=self._sample, daemon=True)
         self.t0 = None
 
@@ -448,7 +523,8 @@ class Drain:
         self.stop_producers.set()
         for p in self.producers:
             p.join(20)
-        deadline = time.monotonic() + drain_timeout
+        t_stopped = time.monotonic()
+        deadline = t_stopped + (0 if SABOTAGE == "undrained" else drain_timeout)
         drained = False
         while time.monotonic() < deadline:
             ispbs = ", ".join(f"'{i}'" for i in self.ispbs)
@@ -459,6 +535,7 @@ class Drain:
                 drained = True
                 break
             time.sleep(0.5)
+        waited = time.monotonic() - t_stopped
         self.stop_collectors.set()
         for c in self.collectors:
             c.join(30)
@@ -466,12 +543,22 @@ class Drain:
         self.sampler.join(15)
         elapsed = time.monotonic() - self.t0
         inv = json.loads(psql(INVARIANT_SQL, dbname=self.dbname, timeout=60))
-        requeued = requeued_e2e_ids(self.dbname)
         st = self.stats
-        dups = {k: v for k, v in st.receipts.items() if v > 1}
-        unexplained = sorted(k for k in dups if k not in requeued)
-        for k in unexplained[:10]:
-            st.violation(f"duplicate without a requeue: {k} received {dups[k]} times")
+        if not drained:
+            st.violation(f"not drained: messages still unconfirmed or collectors busy {waited:.0f} s after the "
+                         "producers stopped")
+        dups = {k: v for k, v in st.receipt_iids.items() if len(v) > 1}
+        history = delivery_history(self.dbname, dups)
+        if SABOTAGE == "late_requeue":
+            self._sabotage_late_requeue(dups, history)
+        unexplained = {}
+        for k in sorted(dups):
+            why = unexplained_duplicate(dups[k], history.get(k, []))
+            if why:
+                unexplained[k] = why
+        for k in list(unexplained)[:10]:
+            st.violation(f"unexplained duplicate {k}: {unexplained[k]}")
+        acked_lost, acked_http_short = self._check_acknowledgements()
         bad5xx = sum(v for k, v in st.status.items() if isinstance(k, int) and k >= 500 and k != 503)
         if bad5xx:
             st.violation(f"{bad5xx} 5xx other than 503")
@@ -493,17 +580,22 @@ class Drain:
                          f"{sorted(never_received)[:3]}")
         return {
             "name": self.name,
+            "acked_sql": len(st.acked_sql),
+            "acked_http": sum(st.acked_http.values()),
+            "acked_lost": acked_lost,
+            "acked_http_missing": acked_http_short,
             "seconds": round(elapsed, 1),
             "ispbs": len(self.ispbs),
             "collectors": len(self.collectors),
             "in": inv["total"],
             "out": inv["confirmed"],
             "still_queued": inv["waiting"],
-            "lost": inv["lost"] + len(never_received),
+            "lost": inv["lost"] + len(never_received) + acked_lost + acked_http_short,
             "confirmed_never_received": len(never_received),
             "received": sum(st.receipts.values()),
             "received_distinct": received_distinct,
             "dup_client": len(dups),
+            "replays": sum(st.receipts.values()) - sum(len(v) for v in st.receipt_iids.values()),
             "dup_unexplained": len(unexplained),
             "redelivered_db": inv["redelivered"],
             "requeued_deliveries": inv["requeued_deliveries"],
@@ -516,3 +608,60 @@ class Drain:
             "drained": drained,
             "violations": list(st.violations),
         }
+
+    def _check_acknowledgements(self):
+        """Every acknowledged message is in the database, and received or still queued. Returns
+        (acknowledged SQL messages lost, acknowledged HTTP messages missing)."""
+        st = self.stats
+        ispbs = ", ".join(f"'{i}'" for i in self.ispbs)
+        out = psql(f"""SELECT json_build_object(
+                         'rows', (SELECT coalesce(json_agg(json_build_array(m.end_to_end_id,
+                                    EXISTS (SELECT 1 FROM pix.ready r WHERE r.message_id = m.id)
+                                    OR EXISTS (SELECT 1 FROM pix.stream s WHERE s.state = 'o'
+                                               AND m.id = ANY (s.pending_ids)))), '[]')
+                                   FROM pix.message m WHERE m.pagador_ispb = '{SQL_PAYER}'
+                                    AND m.recebedor_ispb IN ({ispbs})),
+                         'generated', (SELECT json_object_agg(recebedor_ispb, n) FROM (
+                                   SELECT recebedor_ispb, count(*) AS n FROM pix.message
+                                    WHERE pagador_ispb <> '{SQL_PAYER}' AND recebedor_ispb IN ({ispbs})
+                                    GROUP BY 1) g))""", dbname=self.dbname, timeout=60)
+        v = json.loads(out)
+        queued = {e2e for e2e, q in v["rows"] if q}
+        present = {e2e for e2e, _ in v["rows"]}
+        lost = sorted(e for e in st.acked_sql if e not in present or (e not in queued and e not in st.receipts))
+        if lost:
+            st.violation(f"{len(lost)} acknowledged INSERTed messages neither received nor queued "
+                         f"({sum(e not in present for e in lost)} gone from pix.message), e.g. {lost[:3]}")
+        short = 0
+        for ispb, n in sorted(st.acked_http.items()):
+            have = (v["generated"] or {}).get(ispb, 0)
+            if have < n:
+                short += n - have
+                st.violation(f"ISPB {ispb}: {n} messages acknowledged by 201, {have} in the database")
+        return len(lost), short
+
+    def sabotage_lose_acked(self, acked):
+        """PIX_FAULT_SABOTAGE=lose_acked: an acknowledged message vanishes before anyone read it.
+        True when one did."""
+        ids = ", ".join(f"'{e}'" for e in sorted(acked))
+        out = psql(f"""WITH victim AS (SELECT m.id FROM pix.message m JOIN pix.ready r ON r.message_id = m.id
+                                        WHERE m.end_to_end_id IN ({ids or "''"}) LIMIT 1),
+                            r AS (DELETE FROM pix.ready WHERE message_id IN (SELECT id FROM victim))
+                       DELETE FROM pix.message WHERE id IN (SELECT id FROM victim) RETURNING end_to_end_id""",
+                   dbname=self.dbname)
+        if out and out.strip():
+            log(f"SABOTAGE lose_acked: deleted {out.strip()}")
+        return bool(out and out.strip())
+
+    def _sabotage_late_requeue(self, dups, history):
+        """PIX_FAULT_SABOTAGE=late_requeue: a redelivered message's earlier delivery is recorded as
+        requeued only after the redelivery (it was held by two streams at once)."""
+        for e2e in sorted(dups):
+            d = history.get(e2e, [])
+            if len(d) > 1 and d[0][2] is not None:
+                psql(f"UPDATE pix.iteration SET requeued_at = to_timestamp({d[1][1]} + 1) WHERE iid = '{d[0][0]}'",
+                     dbname=self.dbname)
+                history.update(delivery_history(self.dbname, {e2e}))
+                log(f"SABOTAGE late_requeue: {e2e}: {d[0][0]} requeued 1 s after {d[1][0]} delivered it")
+                return
+        log("SABOTAGE late_requeue: no redelivered message to tamper with")

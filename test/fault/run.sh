@@ -2,15 +2,17 @@
 # test/fault/run.sh [scenario ...] — the fault-injection suite (see test/fault/faults.py), then the
 # report: writes RELIABILITY.md at the root of the tree with the table of this run.
 #
-# Uses ports 5495 (PostgreSQL, unix socket in /tmp/pgF1) and 3495 (pixd), /tmp/pgF* directories only,
+# Uses ports 5495 (PostgreSQL, unix socket in /tmp/pgF1) and 3495 (pixd), /tmp/pgF* directories only
+# (PIX_FAULT_PGPORT, PIX_FAULT_HTTP_PORT, PIX_FAULT_PGDIR and PIX_FAULT_LOGDIR override them),
 # a frozen private copy of the installed extension and of shim/pixd (test/fault/snapshot.sh), and
 # stops its cluster at the end. About 5-6 minutes. Ends with "N passed, N failed".
 # PIX_FAULT_NO_REPORT=1: do not rewrite RELIABILITY.md.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
-SNAP=/tmp/pgF-inst
-LOGS=/tmp/pgF-logs
+export PIX_FAULT_PGDIR=${PIX_FAULT_PGDIR:-/tmp/pgF1}
+SNAP=$PIX_FAULT_PGDIR-inst
+LOGS=${PIX_FAULT_LOGDIR:-/tmp/pgF-logs}
 mkdir -p "$LOGS"
 
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -18,20 +20,24 @@ BIN=$(test/fault/snapshot.sh "$SNAP") || { echo "snapshot failed"; echo "0 passe
 export PGBIN=$BIN PIX_PIXD=$SNAP/pixd PIX_FAULT_LOGDIR=$LOGS
 
 # A cluster left over from an interrupted run may belong to other binaries: start afresh.
-scripts/cluster.sh stop /tmp/pgF1 >/dev/null 2>&1 || true
-rm -rf /tmp/pgF1
+scripts/cluster.sh stop "$PIX_FAULT_PGDIR" >/dev/null 2>&1 || true
+rm -rf "$PIX_FAULT_PGDIR"
 cleanup() {
-    PGBIN=$BIN scripts/cluster.sh stop /tmp/pgF1 >/dev/null 2>&1 || true
+    PGBIN=$BIN scripts/cluster.sh stop "$PIX_FAULT_PGDIR" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 
 started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+# The tree the snapshot was built from, stamped in the report (not the tree at the end of the run)
+export PIX_FAULT_COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo none)
+export PIX_FAULT_TREE=$([[ -z "$(git status --porcelain 2>/dev/null)" ]] && echo clean || echo "with uncommitted changes")
 set +e
 timeout 900 python3 test/fault/faults.py --json "$LOGS/results.json" ${1:+--only "$@"} 2>&1 | tee "$LOGS/faults.out"
 status=${PIPESTATUS[0]}
 set -e
 if [[ "${PIX_FAULT_NO_REPORT:-}" != 1 && -s "$LOGS/results.json" ]]; then
-    python3 test/fault/report.py "$LOGS/results.json" "$started" "$SNAP" >"$ROOT/RELIABILITY.md"
+    python3 test/fault/report.py "$LOGS/results.json" "$started" "$SNAP" >"$LOGS/RELIABILITY.md" &&
+        mv "$LOGS/RELIABILITY.md" "$ROOT/RELIABILITY.md"
     echo "wrote RELIABILITY.md"
 fi
 line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$LOGS/faults.out" | tail -n1)

@@ -6,13 +6,14 @@
 # PostgreSQL finds $libdir and its share directory relative to the real path of its executable, so
 # DIR/usr/lib/postgresql/15/bin holds copies of postgres, pg_ctl, initdb, pg_isready; lib/ and share/
 # are symlinks to the system's files except the pix files, which are copies. Prints the bin directory.
+# The installation copied is the one PG_CONFIG names (a private one, see BRIEF), else pg_config's.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DIR=${1:?usage: snapshot.sh DIR}
 PG_CONFIG=${PG_CONFIG:-pg_config}
-SYS_BIN=$($PG_CONFIG --bindir)
-SYS_LIB=$($PG_CONFIG --pkglibdir)
-SYS_SHARE=$($PG_CONFIG --sharedir)
+SYS_BIN=$("$PG_CONFIG" --bindir)
+SYS_LIB=$("$PG_CONFIG" --pkglibdir)
+SYS_SHARE=$("$PG_CONFIG" --sharedir)
 
 if [[ ! -f "$SYS_LIB/pix.so" ]]; then
     echo "snapshot.sh: pix is not installed; running make install" >&2

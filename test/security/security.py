@@ -1,16 +1,20 @@
 #!/usr/bin/env python3
 """Security tests of pix stream (run by test/security/run.sh).
 
-A private cluster in /tmp/pgF2 (port 5595, unix socket only) and pixd on 127.0.0.1:3595, connected as
+A private cluster in /tmp/pgF2 (port 5595, unix socket only) and pixd on 127.0.0.1:3595 (3596 for a second
+one); PIX_SEC_PGDIR, PIX_SEC_PGPORT and PIX_SEC_HTTP_PORT (and the port after it) override them. pixd connects as
 the least-privilege login role `pix_http` (member of the extension's `pix_client`). Each test prints
 "ok"/"FAIL" lines; the end is "N passed, N failed".
 
   least_privilege      the shim logged in as pix_http serves every route; pix_http cannot SELECT,
                        INSERT, UPDATE, DELETE or TRUNCATE any pix.* table, cannot create objects where
                        its unqualified calls would resolve, and a role outside pix_client cannot execute
-                       the functions; every function is SECURITY DEFINER with a fixed search_path
+                       the functions; every function is SECURITY DEFINER with a fixed search_path;
+                       exactly pix.max_collectors (set to 4 here) streams open per ISPB, then 429
   id_entropy           the source of ids (pg_strong_random, OpenSSL build) is shown; 10 000 ids have the
-                       documented shape, no duplicate, and flat per-character frequencies (chi-square)
+                       documented shape, no duplicate, flat per-position frequencies and independent
+                       adjacent positions (chi-square), and a measured entropy (min-entropy and Shannon,
+                       summed over positions) of at least 60 bits
   other_ispb_id        an id used under another ISPB answers 404 with the body of an unknown id
                        (and of a malformed one), for GET and DELETE; the stream is unharmed
   no_sql_from_request  grep: the shim sends SQL only as prepared statements from a table of literals
@@ -23,6 +27,8 @@ the least-privilege login role `pix_http` (member of the extension's `pix_client
 """
 
 import collections
+import json
+import math
 import os
 import re
 import socket
@@ -34,9 +40,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import faultlib as fl  # noqa: E402
 
 ROOT = fl.ROOT
-PGDIR = "/tmp/pgF2"
-PGPORT = 5595
-HTTP_PORT = 3595
+PGDIR = os.environ.get("PIX_SEC_PGDIR", "/tmp/pgF2")
+PGPORT = int(os.environ.get("PIX_SEC_PGPORT", "5595"))
+HTTP_PORT = int(os.environ.get("PIX_SEC_HTTP_PORT", "3595"))
+MAX_COLLECTORS = 4  # not the default (6): the limit test must see the configured value
+SPARE_PORT = HTTP_PORT + 1  # a second pixd (bad configurations, unreachable database)
 DB = "pix_sec"
 ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 ID_RE = re.compile(r"[0-9a-hjkmnp-tv-z]{20}")
@@ -73,6 +81,7 @@ def setup():
          "IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'pix_outsider') THEN "
          "CREATE ROLE pix_outsider LOGIN; END IF; END $$")
     psql(f"ALTER DATABASE {DB} SET pix.stream_idle_timeout = '30s'")
+    psql(f"ALTER DATABASE {DB} SET pix.max_collectors = {MAX_COLLECTORS}")
     pixd = fl.Pixd(f"host={PGDIR} port={PGPORT} user=pix_http dbname={DB}", port=HTTP_PORT,
                    name="pixd-security").start()
     return pixd
@@ -100,8 +109,7 @@ def test_least_privilege(pixd):
     for path in ("/health", "/metrics", "/openapi.json"):
         st, _, _ = http("GET", path)
         check(f"pix_http: GET {path} -> 200", st == 200, f"{st}")
-    codes = [http("GET", f"/api/pix/{ispb}/stream/start", {"Accept": "application/json"})[0] for _ in range(7)]
-    check("pix_http: a 7th open stream -> 429", codes.count(429) >= 1, f"{codes}")
+    test_collector_limit()
 
     tables = [t for t in psql("SELECT tablename FROM pg_tables WHERE schemaname = 'pix' ORDER BY 1").stdout.split()]
     check("the extension has tables in schema pix", len(tables) >= 4, f"{tables}")
@@ -145,9 +153,66 @@ def test_least_privilege(pixd):
           granted == "", granted)
 
 
+def test_collector_limit():
+    """Exactly the configured limit of open streams per ISPB (MAX_COLLECTORS, set on the database
+    at setup so that a hard-coded 6 would not pass): that many starts open, the next is 429 with
+    Retry-After, and a DELETE frees exactly one slot."""
+    limit = int(psql("LOAD 'pix'; SHOW pix.max_collectors").stdout.strip())
+    check(f"the database's pix.max_collectors is the configured {MAX_COLLECTORS}", limit == MAX_COLLECTORS, f"{limit}")
+    ispb = "41000005"
+    http("POST", f"/api/util/msgs/{ispb}/{limit + 2}")
+    answers = [http("GET", f"/api/pix/{ispb}/stream/start") for _ in range(limit + 1)]
+    codes = [st for st, _, _ in answers]
+    check(f"pix_http: {limit} starts open a stream each, start {limit + 1} -> 429", codes == [200] * limit + [429],
+          f"{codes}")
+    check("the 429 carries Retry-After", "retry-after" in answers[-1][1], f"{answers[-1][1]}")
+    st, _, _ = http("DELETE", answers[0][1].get("pull-next", "/"))
+    again = [http("GET", f"/api/pix/{ispb}/stream/start")[0] for _ in range(2)]
+    check("a DELETE frees exactly one slot: the next start opens, the one after is 429",
+          st == 200 and again == [200, 429], f"DELETE {st}, then {again}")
+
+
 def first_column(table):
     return psql(f"SELECT attname FROM pg_attribute WHERE attrelid = 'pix.{table}'::regclass AND attnum > 0 "
                 "AND NOT attisdropped ORDER BY attnum LIMIT 1").stdout.strip()
+
+
+def chi2_limit(df, z):
+    """The chi-square value exceeded with the normal tail probability of z (Wilson-Hilferty)."""
+    k = 2.0 / (9.0 * df)
+    return df * (1.0 - k + z * math.sqrt(k)) ** 3
+
+
+def measure_ids(ids):
+    """What a sample of ids shows about their randomness, measured (nothing assumed): per position
+    the empirical Shannon entropy (Miller-Madow corrected) and min-entropy (-log2 of the most
+    frequent character's share, biased low: conservative), summed over positions; the largest
+    per-position chi-square against a flat distribution; and the largest chi-square of
+    independence between adjacent positions."""
+    n, width = len(ids), len(ids[0])
+    shannon = min_entropy = worst_flat = worst_pair = 0.0
+    for pos in range(width):
+        cnt = collections.Counter(i[pos] for i in ids)
+        h = -sum(c / n * math.log2(c / n) for c in cnt.values()) + (len(cnt) - 1) / (2 * n * math.log(2))
+        shannon += min(h, 5.0)
+        min_entropy += -math.log2(max(cnt.values()) / n)
+        e = n / 32
+        worst_flat = max(worst_flat, sum((cnt.get(c, 0) - e) ** 2 / e for c in ALPHABET))
+    for pos in range(width - 1):
+        joint = collections.Counter((i[pos], i[pos + 1]) for i in ids)
+        a = collections.Counter(i[pos] for i in ids)
+        b = collections.Counter(i[pos + 1] for i in ids)
+        chi = 0.0
+        for x in ALPHABET:
+            for y in ALPHABET:
+                e = a.get(x, 0) * b.get(y, 0) / n
+                if e > 0:
+                    chi += (joint.get((x, y), 0) - e) ** 2 / e
+                elif joint.get((x, y), 0):
+                    chi = float("inf")
+        worst_pair = max(worst_pair, chi)
+    return {"n": n, "distinct": len(set(ids)), "shannon_bits": shannon, "min_entropy_bits": min_entropy,
+            "worst_flat_chi2": worst_flat, "worst_pair_chi2": worst_pair}
 
 
 def test_id_entropy(pixd):
@@ -155,31 +220,34 @@ def test_id_entropy(pixd):
     lines = [line.strip() for line in src.splitlines() if "pg_strong_random" in line or "iid_alphabet[" in line]
     print("     source (extension/iteration_id.c):\n       " + "\n       ".join(lines))
     check("ids come from pg_strong_random", "pg_strong_random(raw" in src, "")
-    conf = subprocess.run(["pg_config", "--configure"], stdout=subprocess.PIPE, text=True).stdout
+    conf = subprocess.run([os.environ.get("PG_CONFIG", "pg_config"), "--configure"], stdout=subprocess.PIPE,
+                          text=True).stdout
     check("PostgreSQL is built --with-openssl (pg_strong_random = OpenSSL RAND_bytes)", "--with-openssl" in conf)
     n = 10_000
-    out = psql(f"SELECT (pix_stream_start(lpad(i::text, 8, '0'), 1)).interation_id "
-               f"FROM generate_series(50000001, {50000000 + n}) i").stdout.split()
+    out = psql(f"SELECT s.interation_id FROM generate_series(50000001, {50000000 + n}) i, "
+               f"LATERAL pix_stream_start(lpad(i::text, 8, '0'), 1) s").stdout.split()
     check(f"{n} ids sampled", len(out) == n, f"{len(out)}")
     shape = [i for i in out if not ID_RE.fullmatch(i)]
     check("every id is 20 characters of 0-9a-z without i l o u", not shape, f"{shape[:3]}")
-    check("no duplicate id", len(set(out)) == len(out), f"{len(out) - len(set(out))} duplicates")
-    # Frequencies: each of 32 letters is equally likely at each of the 20 positions.
-    pooled = collections.Counter("".join(out))
-    exp = n * 20 / 32
-    chi = sum((pooled.get(c, 0) - exp) ** 2 / exp for c in ALPHABET)
-    # 31 degrees of freedom: P(chi2 > 61.1) = 0.001
-    check("pooled per-character frequencies are flat (chi-square, 31 df, < 61.1)", chi < 61.1, f"chi2 = {chi:.1f}")
-    worst = 0.0
-    for pos in range(20):
-        cnt = collections.Counter(i[pos] for i in out)
-        e = n / 32
-        worst = max(worst, sum((cnt.get(c, 0) - e) ** 2 / e for c in ALPHABET))
-    # 20 tests: P(max > 73.4) ~ 20 * 0.00005 = 0.001
-    check("per-position frequencies are flat (max chi-square over 20 positions < 73.4)", worst < 73.4,
-          f"max chi2 = {worst:.1f}")
-    bits = 20 * 5
-    check(f"ids carry {bits} bits (the contract asks for at least 60)", bits >= 60)
+    if shape or len(out) != n:
+        return
+    m = measure_ids(out)
+    print(f"     measured: {json.dumps({k: round(v, 2) for k, v in m.items()})}")
+    check("no duplicate id", m["distinct"] == n, f"{n - m['distinct']} duplicates")
+    # 20 positions, each flat over 32 characters: P(any position's chi-square > limit) ~ 0.001
+    flat = chi2_limit(31, 3.89)
+    check(f"per-position frequencies are flat (max chi-square over 20 positions < {flat:.1f})",
+          m["worst_flat_chi2"] < flat, f"max chi2 = {m['worst_flat_chi2']:.1f}")
+    # adjacent positions independent: 19 tests of 31 x 31 df, P(any > limit) ~ 0.001
+    pair = chi2_limit(31 * 31, 3.87)
+    check(f"adjacent positions are independent (max chi-square over 19 pairs < {pair:.0f})",
+          m["worst_pair_chi2"] < pair, f"max chi2 = {m['worst_pair_chi2']:.0f}")
+    # What the sample shows, summed over independent positions (checked just above). A perfect source
+    # gives 100 bits of Shannon entropy and, from 10 000 samples, about 95 bits of min-entropy.
+    check("measured min-entropy of an id is at least 60 bits (the contract)", m["min_entropy_bits"] >= 60,
+          f"{m['min_entropy_bits']:.1f} bits min-entropy, {m['shannon_bits']:.1f} bits Shannon")
+    check("measured Shannon entropy is within 1 bit of 20 x 5 bits", m["shannon_bits"] >= 99.0,
+          f"{m['shannon_bits']:.2f} bits")
 
 
 def test_other_ispb_id(pixd):
@@ -301,7 +369,7 @@ def test_bad_configuration(pixd):
     db = f"host={PGDIR} port={PGPORT} user=pix_http dbname={DB}"
     bad = [
         ["--listen", "nohostport"], ["--listen", "127.0.0.1:"], ["--listen", "127.0.0.1:99999"],
-        ["--listen", "256.1.1.1:3596"], ["--listen", "[::1:3596"], ["--listen", ""],
+        ["--listen", f"256.1.1.1:{SPARE_PORT}"], ["--listen", f"[::1:{SPARE_PORT}"], ["--listen", ""],
         ["--listen", f"127.0.0.1:{HTTP_PORT}"],  # taken by the running pixd
         ["--pool", "0"], ["--pool", "-1"], ["--pool", "abc"], ["--pool", "65"], ["--pool", "4x"], ["--pool", ""],
         ["--wait-ms", "8001"], ["--wait-ms", "-1"], ["--max-queue", "-5"], ["--query-timeout-ms", "0"],
@@ -310,28 +378,28 @@ def test_bad_configuration(pixd):
     ]
     for args in bad:
         full = (["--db", db] if "--db" not in args else []) + (
-            ["--listen", "127.0.0.1:3596"] if "--listen" not in args else []) + args
+            ["--listen", f"127.0.0.1:{SPARE_PORT}"] if "--listen" not in args else []) + args
         try:
             rc, err, dt = start(full)
         except subprocess.TimeoutExpired:
             rc, err, dt = None, ["still running after 3 s (it started)"], 3
         check(f"refuses to start with {' '.join(args)!r}", rc not in (0, None) and dt < 5, f"exit {rc}: {err[0][:90]}")
-    rc, err, dt = start(["--listen", "127.0.0.1:3596", "--pool", "4"], env={"PIXD_POOL": "0"})
+    rc, err, dt = start(["--listen", f"127.0.0.1:{SPARE_PORT}", "--pool", "4"], env={"PIXD_POOL": "0"})
     check("refuses a bad PIXD_POOL in the environment even when the flag is right", rc not in (0, None),
           f"exit {rc}: {err[0][:90]}")
     # An unreachable database is not a start failure: start, answer 503 + Retry-After, keep running.
-    p = fl.Pixd(f"host=/tmp/pgF-nonexistent port=5599 user=pix_http dbname={DB} connect_timeout=1", port=3596,
+    p = fl.Pixd(f"host=/tmp/pgF-nonexistent port=5599 user=pix_http dbname={DB} connect_timeout=1", port=SPARE_PORT,
                 name="pixd-unreachable")
     try:
         p.start()
         time.sleep(1.0)
-        st, h, body = http("GET", "/health", port=3596)
+        st, h, body = http("GET", "/health", port=SPARE_PORT)
         check("unreachable database: started, /health -> 503 + Retry-After", st == 503 and "retry-after" in h, f"{st}")
-        st, h, body = http("GET", "/api/pix/41000004/stream/start", port=3596)
+        st, h, body = http("GET", "/api/pix/41000004/stream/start", port=SPARE_PORT)
         check("unreachable database: stream/start -> 503 problem+json + Retry-After",
               st == 503 and "retry-after" in h and h.get("content-type", "").startswith("application/problem+json"),
               f"{st} {body[:80]!r}")
-        st, _, _ = http("GET", "/api/pix/4100000X/stream/start", port=3596)
+        st, _, _ = http("GET", "/api/pix/4100000X/stream/start", port=SPARE_PORT)
         check("unreachable database: bad input is still 400 (not 503)", st == 400, f"{st}")
         check("unreachable database: still running", p.alive())
         rc = p.stop()
@@ -342,7 +410,7 @@ def test_bad_configuration(pixd):
     # Not listening on anything but what it was told: it binds exactly the given address.
     out = subprocess.run(["ss", "-ltnp"], stdout=subprocess.PIPE, text=True).stdout
     mine = [line for line in out.splitlines() if f"pid={pixd.proc.pid}," in line]
-    check("pixd listens only on 127.0.0.1:3595", len(mine) == 1 and f"127.0.0.1:{HTTP_PORT}" in mine[0], f"{mine}")
+    check(f"pixd listens only on 127.0.0.1:{HTTP_PORT}", len(mine) == 1 and f"127.0.0.1:{HTTP_PORT}" in mine[0], f"{mine}")
 
 
 def main():

@@ -22,8 +22,6 @@
 enum reason { R_MISSING, R_MALFORMED, R_REJECTED, R_N };
 static const char *const reason_names[R_N] = {"missing", "malformed", "rejected"};
 
-struct auth_config auth_config;
-
 static struct {
 	uint64_t failures[R_N];
 	uint64_t forbidden;
@@ -36,21 +34,6 @@ static struct {
 static int host_is_loopback(const char *listen);
 static void log_failure(h2o_req_t *req, const char *why, const char *credential);
 static void peer_text(h2o_req_t *req, char *out, size_t cap);
-
-int auth_parse_modes(const char *text, int *modes)
-{
-	if (strcmp(text, "none") == 0)
-		*modes = 0;
-	else if (strcmp(text, "token") == 0)
-		*modes = AUTH_TOKEN;
-	else if (strcmp(text, "mtls") == 0)
-		*modes = AUTH_MTLS;
-	else if (strcmp(text, "token,mtls") == 0 || strcmp(text, "mtls,token") == 0)
-		*modes = AUTH_TOKEN | AUTH_MTLS;
-	else
-		return -1;
-	return 0;
-}
 
 /* 1 when every address the listening host resolves to is loopback (127.0.0.0/8, ::1). */
 static int host_is_loopback(const char *listen)
@@ -87,7 +70,7 @@ static int host_is_loopback(const char *listen)
 
 int auth_check_config(const char *listen)
 {
-	const struct auth_config *c = &auth_config;
+	const struct pixd_config *c = &pixd_config;
 	int tls = c->tls_cert != NULL, loopback = host_is_loopback(listen);
 	uint64_t seed = 0;
 
@@ -95,34 +78,41 @@ int auth_check_config(const char *listen)
 		fprintf(stderr, "pixd: --tls-cert and --tls-key go together\n");
 		return -1;
 	}
-	if ((c->modes & AUTH_MTLS) && (!tls || c->client_ca == NULL)) {
+	if ((c->auth_modes & AUTH_MTLS) && (!tls || c->client_ca == NULL)) {
 		fprintf(stderr, "pixd: --auth mtls needs --tls-cert, --tls-key and --client-ca\n");
 		return -1;
 	}
-	if (c->client_ca != NULL && !(c->modes & AUTH_MTLS)) {
+	if (c->client_ca != NULL && !(c->auth_modes & AUTH_MTLS)) {
 		fprintf(stderr, "pixd: --client-ca is only used with --auth mtls (or token,mtls)\n");
 		return -1;
 	}
-	if (!loopback && !c->insecure_open && (c->modes == 0 || !tls)) {
+	if (!loopback && !c->insecure_open && (c->auth_modes == 0 || !tls)) {
 		fprintf(stderr,
 		        "pixd: refusing to serve %s on %s, which is not a loopback address: anyone who "
 		        "reaches it could %s. Use --auth token|mtls with --tls-cert/--tls-key, or "
 		        "--insecure-open if you really mean it.\n",
-		        c->modes == 0 ? "without authentication (--auth none)" : "plain HTTP", listen,
-		        c->modes == 0 ? "read and confirm any institution's payments"
-		                      : "read the bearer tokens on the wire");
+		        c->auth_modes == 0 ? "without authentication (--auth none)" : "plain HTTP", listen,
+		        c->auth_modes == 0 ? "read and confirm any institution's payments"
+		                           : "read the bearer tokens on the wire");
 		return -1;
 	}
-	if (!loopback && (c->modes == 0 || !tls))
+	if (!loopback && (c->auth_modes == 0 || !tls))
 		pixd_log("WARNING: --insecure-open: serving %s on %s, a non-loopback address. ANYONE WHO "
 		         "REACHES IT CAN %s.",
-		         c->modes == 0 ? "WITHOUT AUTHENTICATION" : "PLAIN HTTP", listen,
-		         c->modes == 0 ? "READ AND CONFIRM EVERY INSTITUTION'S PAYMENTS"
-		                       : "READ THE BEARER TOKENS ON THE WIRE");
+		         c->auth_modes == 0 ? "WITHOUT AUTHENTICATION" : "PLAIN HTTP", listen,
+		         c->auth_modes == 0 ? "READ AND CONFIRM EVERY INSTITUTION'S PAYMENTS"
+		                            : "READ THE BEARER TOKENS ON THE WIRE");
 	if (getrandom(&seed, sizeof(seed), 0) != sizeof(seed))
 		seed = (uint64_t)time(NULL);
 	throttle_init(seed);
 	return 0;
+}
+
+const char *auth_mode_name(void)
+{
+	static const char *const names[] = {"none", "token", "mtls", "token,mtls"};
+
+	return names[pixd_config.auth_modes & 3];
 }
 
 enum auth_outcome auth_credential(h2o_req_t *req, char *out)
@@ -131,16 +121,16 @@ enum auth_outcome auth_credential(h2o_req_t *req, char *out)
 	size_t lens[MAX_AUTH_LINES], n = 0, token_len;
 	ssize_t i = -1;
 
-	if (auth_config.modes == 0)
+	if (pixd_config.auth_modes == 0)
 		return AUTH_OFF;
-	if (auth_config.modes & AUTH_MTLS) {
+	if (pixd_config.auth_modes & AUTH_MTLS) {
 		const char *cert = tls_peer_credential(req);
 		if (cert != NULL) {
 			strcpy(out, cert);
 			return AUTH_PRESENTED;
 		}
 	}
-	if (!(auth_config.modes & AUTH_TOKEN))
+	if (!(pixd_config.auth_modes & AUTH_TOKEN))
 		return AUTH_MISSING;
 	while ((i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, i)) != -1) {
 		if (n == MAX_AUTH_LINES)
@@ -165,7 +155,8 @@ static void peer_text(h2o_req_t *req, char *out, size_t cap)
 	struct sockaddr_storage ss;
 	socklen_t len = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
 
-	if (len == 0 || getnameinfo((struct sockaddr *)&ss, len, out, cap, NULL, 0, NI_NUMERICHOST) != 0)
+	if (len == 0 ||
+	    getnameinfo((struct sockaddr *)&ss, len, out, cap, NULL, 0, NI_NUMERICHOST) != 0)
 		snprintf(out, cap, "?");
 }
 

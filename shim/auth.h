@@ -18,25 +18,15 @@
 #include "bearer.h"
 #include "pixd.h"
 
-#define AUTH_TOKEN 1
-#define AUTH_MTLS 2
 /* A throttled address's 401 leaves this long after the request. */
 #define AUTH_DELAY_MS 1000
-
-struct auth_config {
-	int modes;         /* AUTH_TOKEN | AUTH_MTLS; 0: none */
-	int insecure_open; /* allows none (or plain HTTP) on a non-loopback address */
-	int no_util;       /* POST /api/util/msgs answers 404 */
-	const char *tls_cert, *tls_key, *client_ca;
-};
-extern struct auth_config auth_config;
-
-/* "none", "token", "mtls", "token,mtls" (either order) into *modes; -1 otherwise. */
-int auth_parse_modes(const char *text, int *modes);
 
 /* Checks the options together and against the listening address; prints why and returns -1 when
  * pixd must not start; warns loudly when it starts open on a non-loopback address. */
 int auth_check_config(const char *listen);
+
+/* "none", "token", "mtls", "token,mtls". */
+const char *auth_mode_name(void);
 
 enum auth_outcome {
 	AUTH_OFF,       /* --auth none: credential NULL */

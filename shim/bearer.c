@@ -20,8 +20,8 @@ static int is_ows(char c)
 
 static int is_token_char(char c)
 {
-	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-	       c == '-' || c == '.' || c == '_' || c == '~' || c == '+' || c == '/';
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+	       c == '.' || c == '_' || c == '~' || c == '+' || c == '/';
 }
 
 enum bearer_status bearer_parse(const char *const *values, const size_t *lens, size_t n,

@@ -2,9 +2,16 @@
  * router.c — maps a request's path and method to its handler.
  *
  * Routes (SPEC.md): GET /health, /metrics, /openapi.json; GET /api/pix/{ispb}/stream/start;
- * GET|DELETE /api/pix/{ispb}/stream/{interationId}; POST /api/util/msgs/{ispb}/{number}.
+ * GET|DELETE /api/pix/{ispb}/stream/{interationId}; POST /api/util/msgs/{ispb}/{number}; and
+ * (issue 9) POST /api/pix/{ispb}/msgs (send), DELETE /api/pix/{ispb}/streams and the original
+ * server's GET /api/pix/{ispb}/stream/stop (stop all of the institution's streams).
  * A known path with another method is 405 with Allow; anything else 404. The segments handed to a
  * handler point into the request and are not validated yet: each handler checks its own.
+ *
+ * Authentication comes once a route and its method matched, before the handler looks at anything:
+ * without a usable credential the answer is 401 whatever the ISPB or id (no oracle). /health,
+ * /metrics and /openapi.json stay open (operators' probes). Bodies: only the send route takes one
+ * (h2o's limit is PIXD_SEND_BODY_MAX); any other route with more than PIXD_BODY_MAX is 413.
  */
 #include <string.h>
 #include "handlers.h"
@@ -18,6 +25,8 @@ static size_t split_path(h2o_iovec_t path, h2o_iovec_t *segs, size_t max);
 static int seg_is(h2o_iovec_t seg, const char *s);
 static int method_is(h2o_req_t *req, const char *m);
 static void route_api(h2o_req_t *req, h2o_iovec_t *segs, size_t n);
+static void route_pix(h2o_req_t *req, h2o_iovec_t *segs, size_t n, const char *credential);
+static const char *api_allow(h2o_iovec_t *segs, size_t n);
 
 void router_register(h2o_globalconf_t *conf)
 {
@@ -47,7 +56,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
 			handle_openapi(req);
 		return 0;
 	}
-	if (n == 5 && seg_is(segs[0], "api")) {
+	if ((n == 4 || n == 5) && seg_is(segs[0], "api")) {
 		route_api(req, segs, n);
 		return 0;
 	}
@@ -55,32 +64,60 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
 	return 0;
 }
 
-/* /api/pix/{ispb}/stream/start, /api/pix/{ispb}/stream/{id}, /api/util/msgs/{ispb}/{number} */
+/* The method allowed on an /api path, or NULL when the path is no route. */
+static const char *api_allow(h2o_iovec_t *segs, size_t n)
+{
+	if (seg_is(segs[1], "pix") && n == 5 && seg_is(segs[3], "stream"))
+		return seg_is(segs[4], "start") || seg_is(segs[4], "stop") ? "GET" : "GET, DELETE";
+	if (seg_is(segs[1], "pix") && n == 4 && seg_is(segs[3], "msgs"))
+		return "POST";
+	if (seg_is(segs[1], "pix") && n == 4 && seg_is(segs[3], "streams"))
+		return "DELETE";
+	if (seg_is(segs[1], "util") && n == 5 && seg_is(segs[2], "msgs") && !pixd_config.no_util)
+		return "POST";
+	return NULL;
+}
+
+/* Matches path and method, checks the body's size, authenticates, then hands over. */
 static void route_api(h2o_req_t *req, h2o_iovec_t *segs, size_t n)
 {
-	if (seg_is(segs[1], "pix") && seg_is(segs[3], "stream")) {
-		if (seg_is(segs[4], "start")) {
-			if (method_is(req, "GET"))
-				handle_stream_start(req, segs[2]);
-			else
-				respond_not_allowed(req, "GET");
-		} else if (method_is(req, "GET")) {
-			handle_stream_next(req, segs[2], segs[4]);
-		} else if (method_is(req, "DELETE")) {
-			handle_stream_stop(req, segs[2], segs[4]);
-		} else {
-			respond_not_allowed(req, "GET, DELETE");
-		}
+	const char *allow = api_allow(segs, n), *credential;
+	int send = n == 4 && seg_is(segs[3], "msgs");
+
+	if (allow == NULL) {
+		respond_problem(req, 404, "no such resource");
 		return;
 	}
-	if (seg_is(segs[1], "util") && seg_is(segs[2], "msgs")) {
-		if (method_is(req, "POST"))
-			handle_util_msgs(req, segs[3], segs[4]);
-		else
-			respond_not_allowed(req, "POST");
+	if (!((method_is(req, "GET") && strstr(allow, "GET") != NULL) ||
+	      (method_is(req, "DELETE") && strstr(allow, "DELETE") != NULL) ||
+	      (method_is(req, "POST") && strcmp(allow, "POST") == 0))) {
+		respond_not_allowed(req, allow);
 		return;
 	}
-	respond_problem(req, 404, "no such resource");
+	if (!send && req->entity.len > PIXD_BODY_MAX) {
+		respond_problem(req, 413, "this route takes no request body");
+		return;
+	}
+	if (request_authenticate(req, &credential) != 0)
+		return;
+	if (seg_is(segs[1], "util"))
+		handle_util_msgs(req, segs[3], segs[4], credential);
+	else
+		route_pix(req, segs, n, credential);
+}
+
+static void route_pix(h2o_req_t *req, h2o_iovec_t *segs, size_t n, const char *credential)
+{
+	if (n == 4 && seg_is(segs[3], "msgs"))
+		handle_messages_send(req, segs[2], credential);
+	else if (n == 4 || seg_is(segs[4], "stop"))
+		handle_streams_stop_all(req, segs[2], credential);
+	else if (seg_is(segs[4], "start"))
+		handle_stream_start(req, segs[2], credential);
+	else if (method_is(req, "GET"))
+		handle_stream_next(req, segs[2], segs[4], credential);
+	else
+		handle_stream_stop(req, segs[2], segs[4], credential);
 }
 
 /* Splits "/a/b/c" into segments; returns how many (up to max; more count as max). */

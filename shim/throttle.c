@@ -79,8 +79,8 @@ int throttle_failure(const struct sockaddr *addr, socklen_t len, uint64_t now_ms
 			return s->failures > THROTTLE_FREE_FAILURES;
 		}
 		/* the first free slot, else the one whose last failure is oldest */
-		if (victim == NULL || (!expired(victim, now_ms) &&
-		                       (expired(s, now_ms) || s->last_ms < victim->last_ms)))
+		if (victim == NULL ||
+		    (!expired(victim, now_ms) && (expired(s, now_ms) || s->last_ms < victim->last_ms)))
 			victim = s;
 	}
 	memcpy(victim->key, key, 16);

@@ -46,7 +46,7 @@ static void print_errors(const char *what, const char *file)
 
 static int load_client_ca(SSL_CTX *ctx, const struct tls_options *o)
 {
-	STACK_OF(X509_NAME) *names;
+	STACK_OF(X509_NAME) * names;
 
 	if (SSL_CTX_load_verify_locations(ctx, o->client_ca, NULL) != 1) {
 		print_errors("--client-ca: cannot load", o->client_ca);
@@ -58,10 +58,9 @@ static int load_client_ca(SSL_CTX *ctx, const struct tls_options *o)
 		return -1;
 	}
 	SSL_CTX_set_client_CA_list(ctx, names);
-	SSL_CTX_set_verify(ctx,
-	                   SSL_VERIFY_PEER |
-	                       (o->require_client_cert ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
-	                   NULL);
+	SSL_CTX_set_verify(
+	    ctx, SSL_VERIFY_PEER | (o->require_client_cert ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
+	    NULL);
 	SSL_CTX_set_verify_depth(ctx, VERIFY_DEPTH);
 	return 0;
 }

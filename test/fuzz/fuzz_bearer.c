@@ -30,8 +30,10 @@ static int token_ok(const char *t, size_t len)
 
 	if (len == 0 || len > BEARER_TOKEN_MAX)
 		return 0;
-	while (i < len && strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/",
-	                         t[i]) != NULL && t[i] != '\0')
+	while (i < len &&
+	       strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/", t[i]) !=
+	           NULL &&
+	       t[i] != '\0')
 		i++;
 	if (i == 0)
 		return 0;

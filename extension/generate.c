@@ -30,6 +30,8 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "auth.h"
+#include "insert.h"
 #include "validate.h"
 
 PG_FUNCTION_INFO_V1(pix_generate_messages);
@@ -57,6 +59,7 @@ typedef enum field {
 	F_DATA_HORA_PAGAMENTO,
 	NUM_FIELDS
 } field;
+StaticAssertDecl(NUM_FIELDS == PIX_MESSAGE_COLUMNS, "insert.h counts the columns");
 
 static const char insert_sql[] =
     "INSERT INTO pix.message (end_to_end_id, valor, pagador_nome, pagador_cpf_cnpj, pagador_ispb,"
@@ -110,8 +113,6 @@ static void random_tx_id(char *out);
 static const char *random_note(const call_context *cx);
 static void generate_one(generated *g, const call_context *cx);
 static Datum text_datum(const char *utf8);
-static void add_row(Datum **columns, int row, const generated *g, const call_context *cx);
-static uint64 insert_chunk(Datum **columns, int rows);
 
 /* Real institutions' ISPBs: the payer's bank. */
 static const char *const payer_ispbs[] = {
@@ -387,9 +388,12 @@ static Datum text_datum(const char *utf8)
 	return CStringGetTextDatum(utf8);
 }
 
-static void add_row(Datum **columns, int row, const generated *g, const call_context *cx)
+/*
+ * Row `row` of the statement's column arrays (NUM_FIELDS arrays): the generator's messages and
+ * pix_messages_send's go in through the same INSERT.
+ */
+void pix_message_row(Datum **columns, int row, const pix_message *m, TimestampTz data_hora)
 {
-	const pix_message *m = &g->m;
 
 	columns[F_END_TO_END_ID][row] = text_datum(m->end_to_end_id);
 	columns[F_VALOR][row] = DirectFunctionCall3(numeric_in, CStringGetDatum(m->valor),
@@ -408,11 +412,11 @@ static void add_row(Datum **columns, int row, const generated *g, const call_con
 	columns[F_RECEBEDOR_TIPO_CONTA][row] = text_datum(m->recebedor.tipo_conta);
 	columns[F_CAMPO_LIVRE][row] = text_datum(m->campo_livre);
 	columns[F_TX_ID][row] = text_datum(m->tx_id);
-	columns[F_DATA_HORA_PAGAMENTO][row] = TimestampTzGetDatum(cx->now);
+	columns[F_DATA_HORA_PAGAMENTO][row] = TimestampTzGetDatum(data_hora);
 }
 
 /* One INSERT ... SELECT FROM unnest(arrays) of rows messages; returns the rows inserted. */
-static uint64 insert_chunk(Datum **columns, int rows)
+uint64 pix_messages_insert(Datum **columns, int rows)
 {
 	Oid types[NUM_FIELDS];
 	Datum params[NUM_FIELDS];
@@ -456,13 +460,15 @@ static uint64 insert_chunk(Datum **columns, int rows)
 Datum pix_generate_messages(PG_FUNCTION_ARGS)
 {
 	char *ispb = pix_ispb_arg(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0));
-	int32 number = count_arg(fcinfo);
+	int32 number;
 	call_context cx;
 	MemoryContext chunk_context;
 	generated g;
 	int32 generated_rows = 0;
 	uint64 inserted = 0;
 
+	pix_authorize_admin(fcinfo, 2);
+	number = count_arg(fcinfo);
 	pix_require_read_committed();
 	init_call(&cx, ispb);
 	SPI_connect();
@@ -479,9 +485,9 @@ Datum pix_generate_messages(PG_FUNCTION_ARGS)
 		for (int row = 0; row < rows; row++) {
 			CHECK_FOR_INTERRUPTS();
 			generate_one(&g, &cx);
-			add_row(columns, row, &g, &cx);
+			pix_message_row(columns, row, &g.m, cx.now);
 		}
-		inserted += insert_chunk(columns, rows);
+		inserted += pix_messages_insert(columns, rows);
 		generated_rows += rows;
 		MemoryContextSwitchTo(caller);
 		MemoryContextReset(chunk_context);

@@ -70,8 +70,10 @@
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
+#include "auth.h"
 #include "claim.h"
 #include "iteration_id.h"
+#include "send.h"
 
 PG_FUNCTION_INFO_V1(pix_stream_start);
 PG_FUNCTION_INFO_V1(pix_stream_next);
@@ -234,7 +236,7 @@ static Datum read_result_datum(FunctionCallInfo fcinfo, const read_result *r);
  */
 Datum pix_stream_start(PG_FUNCTION_ARGS)
 {
-	char *ispb = pix_ispb_arg(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0));
+	char *ispb = pix_authorized_ispb(fcinfo, 2);
 	int max = batch_size_arg(fcinfo, 1);
 	MemoryContext outer = CurrentMemoryContext;
 	TimestampTz now = GetCurrentTimestamp();
@@ -290,7 +292,7 @@ Datum pix_stream_start(PG_FUNCTION_ARGS)
  */
 Datum pix_stream_next(PG_FUNCTION_ARGS)
 {
-	char *ispb = pix_ispb_arg(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0));
+	char *ispb = pix_authorized_ispb(fcinfo, 3);
 	int max = batch_size_arg(fcinfo, 2);
 	MemoryContext outer = CurrentMemoryContext;
 	TimestampTz now = GetCurrentTimestamp();
@@ -324,7 +326,7 @@ Datum pix_stream_next(PG_FUNCTION_ARGS)
  */
 Datum pix_stream_stop(PG_FUNCTION_ARGS)
 {
-	char *ispb = pix_ispb_arg(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0));
+	char *ispb = pix_authorized_ispb(fcinfo, 2);
 	TimestampTz now = GetCurrentTimestamp();
 	char iid[PIX_IID_LEN + 1];
 	Datum values[2];
@@ -425,6 +427,7 @@ Datum pix_purge_history(PG_FUNCTION_ARGS)
 	iterations =
 	    DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	execute(&purge_streams_sql, values, NULL, false, 0);
+	iterations += pix_send_forget_expired();
 	SPI_finish();
 	PG_RETURN_INT64(iterations);
 }

@@ -385,10 +385,12 @@ class Client:
     """HTTP/1.1 over one keep-alive connection; headers are sent exactly as given (no implicit
     Accept-Encoding)."""
 
-    def __init__(self, port, timeout=30.0):
+    def __init__(self, port, timeout=30.0, ssl_context=None, source=None):
         self.port = port
         self.timeout = timeout
         self.conn = None
+        self.ssl_context = ssl_context  # HTTPS (test_tls.py): an ssl.SSLContext, maybe with a client certificate
+        self.source = source  # a local address to connect from (e.g. "127.0.0.2")
 
     def close(self):
         if self.conn:
@@ -401,7 +403,13 @@ class Client:
         for attempt in range(2):
             reused = self.conn is not None
             if self.conn is None:
-                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout or self.timeout)
+                src = (self.source, 0) if self.source else None
+                if self.ssl_context is not None:
+                    self.conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=timeout or self.timeout,
+                                                            context=self.ssl_context, source_address=src)
+                else:
+                    self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout or self.timeout,
+                                                           source_address=src)
             elif timeout:
                 self.conn.timeout = timeout
                 if self.conn.sock:

@@ -32,6 +32,7 @@ static void async_dispose(void *p);
 static const char *reason_phrase(int status);
 static int sqlstate_is_transient(const char *s);
 static void respond_problem_escaped(h2o_req_t *req, int status, const char *detail);
+static const char *send_error_detail(const PGresult *res);
 static void send_unauthenticated(h2o_req_t *req, int token_presented);
 static void on_auth_delay(h2o_timeout_entry_t *entry);
 static void detach_auth_delay(struct async_req *a);
@@ -167,6 +168,15 @@ static void respond_problem_escaped(h2o_req_t *req, int status, const char *deta
 	respond_problem(req, status, escaped);
 }
 
+/* The extension puts "messages[3].pagador.ispb: ..." in DETAIL, a summary in the message. */
+static const char *send_error_detail(const PGresult *res)
+{
+	const char *detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
+	const char *primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+
+	return detail != NULL ? detail : primary != NULL ? primary : "invalid request body";
+}
+
 void respond_retry_later(h2o_req_t *req, int status, int seconds, const char *detail)
 {
 	char value[16];
@@ -221,10 +231,7 @@ void respond_db_error(h2o_req_t *req, const PGresult *res)
 	else if (strcmp(s, "PX005") == 0)
 		respond_problem(req, 410, "this stream was closed or has expired");
 	else if (strcmp(s, "PX010") == 0 || strcmp(s, "PX011") == 0) /* send: invalid, conflict */
-		respond_problem_escaped(req, s[4] == '0' ? 422 : 409,
-		                        PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) != NULL
-		                            ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY)
-		                            : "invalid request body");
+		respond_problem_escaped(req, s[4] == '0' ? 422 : 409, send_error_detail(res));
 	else if (strcmp(s, "PX012") == 0)
 		respond_unauthenticated(req, "rejected");
 	else if (strcmp(s, "PX013") == 0)

@@ -3,11 +3,13 @@
 # For development, tests and benchmarks only: keys are unencrypted files.
 #
 #   pki.sh ca DIR [NAME]                       DIR/NAME.key + DIR/NAME.crt, a self-signed CA (default "ca")
-#   pki.sh server DIR [CA]                     DIR/server.{key,crt} for localhost, 127.0.0.1 and ::1, signed by CA
+#   pki.sh server DIR [CA]                     DIR/server.{key,crt} for localhost, 127.0.0.1 and ::1 (and the
+#                                              names in $PKI_SERVER_NAMES, e.g. "DNS:pixd"), signed by CA
 #   pki.sh client DIR NAME [CA] [DAYS]         DIR/NAME.{key,crt} (CN=NAME, clientAuth), signed by CA;
 #                                              DAYS < 0 makes a certificate that has already expired
 #   pki.sh credential CERT                     prints "cert:<sha256 of the DER>", the credential pixd passes
 #                                              to the database for this client certificate
+#   pki.sh fingerprint CERT                    prints the 64 hex digits alone (pix_certificate_add's argument)
 #
 # CA defaults to "ca" (DIR/ca.crt, DIR/ca.key). Keys are EC P-256: short handshakes. Every
 # certificate lives 30 days unless DAYS says otherwise.
@@ -51,7 +53,7 @@ server)
         "basicConstraints=CA:FALSE
 keyUsage=critical,digitalSignature
 extendedKeyUsage=serverAuth
-subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1" "/O=pix stream/CN=localhost"
+subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1${PKI_SERVER_NAMES:+,$PKI_SERVER_NAMES}" "/O=pix stream/CN=localhost"
     ;;
 client)
     dir=${2:?pki.sh client DIR NAME [CA] [DAYS]}
@@ -62,13 +64,14 @@ client)
 keyUsage=critical,digitalSignature
 extendedKeyUsage=clientAuth" "/O=pix stream/CN=$name"
     ;;
-credential)
-    cert=${2:?pki.sh credential CERT}
+credential | fingerprint)
+    cert=${2:?pki.sh $cmd CERT}
     digest=$(openssl x509 -in "$cert" -outform DER | openssl dgst -sha256 -r | cut -d' ' -f1)
-    echo "cert:$digest"
+    [[ "$digest" =~ ^[0-9a-f]{64}$ ]] || die "cannot read the certificate $cert"
+    if [[ $cmd == credential ]]; then echo "cert:$digest"; else echo "$digest"; fi
     ;;
 *)
-    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
     [[ "$cmd" == help || "$cmd" == --help ]] && exit 0
     exit 2
     ;;

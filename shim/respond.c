@@ -95,9 +95,13 @@ void add_header(h2o_req_t *req, const char *name, const char *value, size_t len)
 {
 	/* The value may live in a PGresult about to be cleared: the pool copy lives as long as req. */
 	h2o_iovec_t copy = h2o_strdup(&req->pool, value, len);
+	/* HTTP/2 (over TLS, ALPN h2) forbids upper case in names: h2o sends name there, and orig_name
+	 * ("Pull-Next" as written here) on HTTP/1.1. */
+	h2o_iovec_t lower = h2o_strdup(&req->pool, name, strlen(name));
 
-	h2o_add_header_by_str(&req->pool, &req->res.headers, name, strlen(name), 1, NULL, copy.base,
-	                      copy.len);
+	h2o_strtolower(lower.base, lower.len);
+	h2o_add_header_by_str(&req->pool, &req->res.headers, lower.base, lower.len, 1,
+	                      h2o_strdup(&req->pool, name, strlen(name)).base, copy.base, copy.len);
 }
 
 void respond(h2o_req_t *req, int status, const char *content_type, const char *body, size_t len)
@@ -314,10 +318,11 @@ static void send_unauthenticated(h2o_req_t *req, int token_presented)
 {
 	if (pixd_config.auth_modes & AUTH_TOKEN) {
 		if (token_presented)
-			add_header(req, "WWW-Authenticate",
-			           H2O_STRLIT("Bearer realm=\"pix\", error=\"invalid_token\""));
+			h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL,
+			               H2O_STRLIT("Bearer realm=\"pix\", error=\"invalid_token\""));
 		else
-			add_header(req, "WWW-Authenticate", H2O_STRLIT("Bearer realm=\"pix\""));
+			h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL,
+			               H2O_STRLIT("Bearer realm=\"pix\""));
 	}
 	respond_problem(req, 401,
 	                pixd_config.auth_modes & AUTH_TOKEN

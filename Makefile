@@ -68,7 +68,7 @@ test:
 # ---- pixbench: the end-to-end load generator (bench/pixbench/, see BENCHMARKS.md) -------------
 PIXBENCH_SRCS = $(wildcard bench/pixbench/*.c)
 PIXBENCH_CFLAGS = -std=gnu11 -O2 -g -D_GNU_SOURCE -Wall -Wextra -Werror -I$(shell $(PG_CONFIG) --includedir)
-PIXBENCH_LIBS = -L$(shell $(PG_CONFIG) --libdir) -lpq -lz -lm -lpthread
+PIXBENCH_LIBS = -L$(shell $(PG_CONFIG) --libdir) -lpq -lz -lm -lpthread -lssl -lcrypto
 
 all: bench/pixbench/pixbench
 

@@ -2,13 +2,15 @@
  * send.c — the send scenario: institutions send payments through POST /api/pix/{ispb}/msgs,
  * compared with SQL INSERTs of the same messages in the same run.
  *
- * Both sides get the same work: N messages in batches of --batch (one JSON array per request, one
+ * Every side gets the same work: N messages in batches of --batch (one JSON array per request, one
  * multi-row INSERT per statement), each batch one transaction in PostgreSQL. HTTP runs over
  * --send-connections keep-alive connections (blocking, one thread each, optionally TLS and a
- * bearer token); SQL over --producers libpq connections. Two rounds in the order HTTP, SQL, SQL,
- * HTTP so neither side always runs on a warmer (or fuller) database. The messages of one phase
- * differ from the others' only by one character of their endToEndId, which also names the phase,
- * so the end check counts each phase's rows: exactly N stored per phase, nothing twice.
+ * bearer token); SQL over --producers libpq connections, as plain INSERTs (the issue's baseline)
+ * and as SELECT pix_messages_send($1, $2) of the very bodies HTTP posts (what the same function
+ * costs without HTTP: the difference is pixd's). Two rounds in the order HTTP, INSERT, function,
+ * function, INSERT, HTTP so no side always runs on a warmer (or fuller) database. The messages of
+ * one phase differ from the others' only by one character of their endToEndId, which also names the
+ * phase, so the end check counts each phase's rows: exactly N stored per phase, nothing twice.
  *
  * The payer is PB_PAYER_ISPB (99912345): with authentication on, the credential must be its.
  */
@@ -26,11 +28,15 @@
 #include "pixbench.h"
 
 #define MSG_MAX 700 /* one message, JSON or SQL row */
-#define PHASES 4
+#define PHASES 6
+
+enum kind { K_HTTP, K_INSERT, K_FUNCTION, K_N };
+static const char *const kind_names[K_N] = {"HTTP POST /msgs       ", "SQL INSERT            ",
+                                            "SQL pix_messages_send "};
 
 struct phase {
-	char tag;    /* the endToEndId character that names the phase */
-	int is_http; /* else SQL */
+	char tag; /* the endToEndId character that names the phase */
+	enum kind kind;
 	double seconds;
 	long accepted, duplicates, failures;
 };
@@ -48,6 +54,8 @@ static long nbatches;
 static void fields(long idx, char tag, char *e2e, char *cpf1, char *cpf2, char *ispb, long *cents);
 static size_t message_json(char *out, long idx, char tag);
 static size_t message_row(char *out, long idx, char tag);
+static size_t batch_json(char *body, long b, char tag);
+static int sql_batch(PGconn *c, char *buf, long b, const struct phase *ph, long *accepted);
 static void *http_worker(void *arg);
 static void *sql_worker(void *arg);
 static int http_connect(int *fd, SSL **ssl);
@@ -192,14 +200,7 @@ static void *http_worker(void *arg)
 		goto out;
 	}
 	while ((b = __atomic_fetch_add(&next_batch, 1, __ATOMIC_RELAXED)) < nbatches) {
-		size_t blen = 0, hlen;
-		body[blen++] = '[';
-		for (long i = 0; i < cfg.batch; i++) {
-			if (i)
-				body[blen++] = ',';
-			blen += message_json(body + blen, b * cfg.batch + i, w->phase->tag);
-		}
-		body[blen++] = ']';
+		size_t blen = batch_json(body, b, w->phase->tag), hlen;
 		hlen = snprintf(req, 1024,
 		                "POST /api/pix/%s/msgs HTTP/1.1\r\nHost: %s:%d\r\n%sContent-Type: "
 		                "application/json\r\nContent-Length: %zu\r\n\r\n",
@@ -234,45 +235,81 @@ static const char INSERT_HEAD[] =
     "recebedor_ispb, recebedor_agencia, recebedor_conta, recebedor_tipo_conta, campo_livre, tx_id, "
     "data_hora_pagamento) VALUES ";
 
+/* One JSON array of batch b's messages into body; returns its length. */
+static size_t batch_json(char *body, long b, char tag)
+{
+	size_t len = 0;
+
+	body[len++] = '[';
+	for (long i = 0; i < cfg.batch; i++) {
+		if (i)
+			body[len++] = ',';
+		len += message_json(body + len, b * cfg.batch + i, tag);
+	}
+	body[len++] = ']';
+	body[len] = 0;
+	return len;
+}
+
+/* Batch b as one multi-row INSERT, or as one pix_messages_send call; 0 when it committed. */
+static int sql_batch(PGconn *c, char *buf, long b, const struct phase *ph, long *accepted)
+{
+	PGresult *r;
+	int ok;
+
+	if (ph->kind == K_FUNCTION) {
+		const char *params[2] = {PB_PAYER_ISPB, buf};
+		batch_json(buf, b, ph->tag);
+		r = PQexecParams(c, "SELECT accepted FROM pix_messages_send($1, $2)", 2, NULL, params, NULL,
+		                 NULL, 0);
+		ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+		if (ok)
+			*accepted += atol(PQgetvalue(r, 0, 0));
+	} else {
+		size_t len = sizeof INSERT_HEAD - 1;
+		memcpy(buf, INSERT_HEAD, len);
+		for (long i = 0; i < cfg.batch; i++) {
+			if (i) {
+				buf[len++] = ',';
+				buf[len++] = ' ';
+			}
+			len += message_row(buf + len, b * cfg.batch + i, ph->tag);
+		}
+		buf[len] = 0;
+		r = PQexec(c, buf);
+		ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+		if (ok)
+			*accepted += atol(PQcmdTuples(r));
+	}
+	PQclear(r);
+	return ok ? 0 : -1;
+}
+
 static void *sql_worker(void *arg)
 {
 	struct worker *w = arg;
 	PGconn *c = PQconnectdb(cfg.db);
-	char *sql = malloc(sizeof INSERT_HEAD + (size_t)cfg.batch * (MSG_MAX + 2));
+	char *buf = malloc(sizeof INSERT_HEAD + (size_t)cfg.batch * (MSG_MAX + 2));
 	long b;
 
-	if (PQstatus(c) != CONNECTION_OK || !sql) {
+	if (PQstatus(c) != CONNECTION_OK || !buf) {
 		fprintf(stderr, "pixbench: %s", PQerrorMessage(c));
 		w->failures++;
 		goto out;
 	}
-	while ((b = __atomic_fetch_add(&next_batch, 1, __ATOMIC_RELAXED)) < nbatches) {
-		size_t len = sizeof INSERT_HEAD - 1;
-		memcpy(sql, INSERT_HEAD, len);
-		for (long i = 0; i < cfg.batch; i++) {
-			if (i) {
-				sql[len++] = ',';
-				sql[len++] = ' ';
-			}
-			len += message_row(sql + len, b * cfg.batch + i, w->phase->tag);
-		}
-		sql[len] = 0;
-		PGresult *r = PQexec(c, sql);
-		if (PQresultStatus(r) == PGRES_COMMAND_OK)
-			w->accepted += atol(PQcmdTuples(r));
-		else if (w->failures++ < 3)
-			fprintf(stderr, "pixbench: INSERT batch %ld: %s", b, PQerrorMessage(c));
-		PQclear(r);
-	}
+	while ((b = __atomic_fetch_add(&next_batch, 1, __ATOMIC_RELAXED)) < nbatches)
+		if (sql_batch(c, buf, b, w->phase, &w->accepted) != 0 && w->failures++ < 3)
+			fprintf(stderr, "pixbench: %s batch %ld: %s", kind_names[w->phase->kind], b,
+			        PQerrorMessage(c));
 out:
 	PQfinish(c);
-	free(sql);
+	free(buf);
 	return NULL;
 }
 
 static void run_phase(struct phase *ph)
 {
-	int n = ph->is_http ? cfg.send_connections : cfg.producers;
+	int n = ph->kind == K_HTTP ? cfg.send_connections : cfg.producers;
 	pthread_t *t = calloc(n, sizeof *t);
 	struct worker *w = calloc(n, sizeof *w);
 	int64_t t0;
@@ -281,7 +318,7 @@ static void run_phase(struct phase *ph)
 	t0 = now_ns();
 	for (int i = 0; i < n; i++) {
 		w[i].phase = ph;
-		pthread_create(&t[i], NULL, ph->is_http ? http_worker : sql_worker, &w[i]);
+		pthread_create(&t[i], NULL, ph->kind == K_HTTP ? http_worker : sql_worker, &w[i]);
 	}
 	for (int i = 0; i < n; i++) {
 		pthread_join(t[i], NULL);
@@ -312,11 +349,12 @@ static long count_phase(PGconn *db, char tag)
 
 int send_run(void)
 {
-	struct phase ph[PHASES] = {
-	    {.tag = 'h', .is_http = 1}, {.tag = 's'}, {.tag = 't'}, {.tag = 'i', .is_http = 1}};
+	struct phase ph[PHASES] = {{.tag = 'h', .kind = K_HTTP},     {.tag = 's', .kind = K_INSERT},
+	                           {.tag = 'f', .kind = K_FUNCTION}, {.tag = 'g', .kind = K_FUNCTION},
+	                           {.tag = 't', .kind = K_INSERT},   {.tag = 'i', .kind = K_HTTP}};
 	time_t now = time(NULL);
 	struct tm tm;
-	double rate[2] = {0, 0}, secs[2] = {0, 0};
+	double rate[K_N] = {0}, secs[K_N] = {0};
 	long stored[PHASES], n = cfg.send_messages - cfg.send_messages % cfg.batch;
 	int fail = 0;
 	PGconn *db;
@@ -331,15 +369,16 @@ int send_run(void)
 	nbatches = n / cfg.batch;
 	for (int p = 0; p < PHASES; p++) {
 		run_phase(&ph[p]);
-		rate[ph[p].is_http ? 0 : 1] += n;
-		secs[ph[p].is_http ? 0 : 1] += ph[p].seconds;
+		rate[ph[p].kind] += n;
+		secs[ph[p].kind] += ph[p].seconds;
 		printf("  %s round %d: %ld messages in %.3f s = %.0f msgs/s (accepted %ld, duplicates "
 		       "%ld, failed batches %ld; %d %s, batch %d)\n",
-		       ph[p].is_http ? "HTTP POST /msgs" : "SQL INSERT     ", p == 0 || p == 1 ? 1 : 2, n,
-		       ph[p].seconds, n / ph[p].seconds, ph[p].accepted, ph[p].duplicates, ph[p].failures,
-		       ph[p].is_http ? cfg.send_connections : cfg.producers,
-		       ph[p].is_http ? (cfg.tls_ca ? "HTTPS connections" : "HTTP connections")
-		                     : "libpq connections",
+		       kind_names[ph[p].kind], p < PHASES / 2 ? 1 : 2, n, ph[p].seconds, n / ph[p].seconds,
+		       ph[p].accepted, ph[p].duplicates, ph[p].failures,
+		       ph[p].kind == K_HTTP ? cfg.send_connections : cfg.producers,
+		       ph[p].kind != K_HTTP ? "libpq connections"
+		       : cfg.tls_ca         ? "HTTPS connections"
+		                            : "HTTP connections",
 		       cfg.batch);
 		fflush(stdout);
 	}
@@ -350,17 +389,18 @@ int send_run(void)
 			fail = 1;
 	}
 	PQfinish(db);
-	rate[0] /= secs[0];
-	rate[1] /= secs[1];
-	printf("result: label=%s http_msgs_per_s=%.1f sql_msgs_per_s=%.1f ratio=%.3f messages=%ld "
-	       "batch=%d connections=%d producers=%d tls=%d stored=%ld,%ld,%ld,%ld\n",
-	       cfg.label, rate[0], rate[1], rate[0] / rate[1], n, cfg.batch, cfg.send_connections,
-	       cfg.producers, cfg.tls_ca != NULL, stored[0], stored[1], stored[2], stored[3]);
-	if (fail)
-		printf("verdict: FAIL a phase did not store exactly its %ld messages (stored %ld, %ld, "
-		       "%ld, %ld)\n",
-		       n, stored[0], stored[1], stored[2], stored[3]);
-	else
-		printf("verdict: PASS every phase stored its %ld messages exactly once\n", n);
+	for (int k = 0; k < K_N; k++)
+		rate[k] /= secs[k];
+	printf("result: label=%s http_msgs_per_s=%.1f sql_msgs_per_s=%.1f ratio=%.3f "
+	       "function_msgs_per_s=%.1f http_vs_function=%.3f messages=%ld batch=%d connections=%d "
+	       "producers=%d tls=%d\n",
+	       cfg.label, rate[K_HTTP], rate[K_INSERT], rate[K_HTTP] / rate[K_INSERT], rate[K_FUNCTION],
+	       rate[K_HTTP] / rate[K_FUNCTION], n, cfg.batch, cfg.send_connections, cfg.producers,
+	       cfg.tls_ca != NULL);
+	printf("verdict: %s every phase must store its %ld messages exactly once; stored:",
+	       fail ? "FAIL" : "PASS", n);
+	for (int p = 0; p < PHASES; p++)
+		printf(" %ld", stored[p]);
+	printf("\n");
 	return fail;
 }

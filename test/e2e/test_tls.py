@@ -482,3 +482,17 @@ class TestRefusals(unittest.TestCase):
                 self.assertEqual(r.returncode, 2, r.stderr)
         r = self.run_pixd("--listen", "127.0.0.1:1", env={"PIXD_AUTH": "bogus"})
         self.assertEqual(r.returncode, 2, r.stderr)
+
+
+class TestNoUtil(unittest.TestCase):
+    """--no-util removes the generator; the other routes stay."""
+
+    def test_generator_route_is_gone(self):
+        server = Pixd(pixe2e.conninfo(DB), wait_ms=200, extra=["--no-util"]).start()
+        self.addCleanup(server.stop)
+        c = server.client()
+        self.addCleanup(c.close)
+        r = c.post(f"/api/util/msgs/{_state['A']}/1")
+        self.assertEqual(r.status, 404, repr(r))
+        r = c.get(f"/api/pix/{_state['A']}/stream/stop")
+        self.assertEqual(r.status, 200, repr(r))

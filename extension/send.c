@@ -33,6 +33,7 @@
 #include "funcapi.h"
 #include "mb/pg_wchar.h"
 #include "utils/array.h"
+#include "nodes/parsenodes.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/lsyscache.h"
@@ -70,6 +71,7 @@ typedef struct statement {
 	const char *sql;
 	int nargs;
 	Oid types[4];
+	int options; /* CURSOR_OPT_CUSTOM_PLAN: plan with the call's values every time */
 	SPIPlanPtr plan;
 } statement;
 
@@ -80,14 +82,18 @@ static statement record_sql = {
     "  ORDER BY t.id ON CONFLICT (end_to_end_id) DO NOTHING RETURNING end_to_end_id",
     4,
     {TEXTARRAYOID, BYTEAARRAYOID, TEXTOID, TIMESTAMPTZOID}};
-static statement digests_sql = {
-    "SELECT s.end_to_end_id, s.content_digest, false FROM pix.sent_message s"
-    "  WHERE s.end_to_end_id = ANY ($1)"
-    " UNION ALL"
-    " SELECT m.end_to_end_id, pg_catalog.sha256(pg_catalog.convert_to(m.body, 'UTF8')), true"
-    "   FROM pix.message m WHERE m.end_to_end_id = ANY ($1)",
+static statement recorded_digests_sql = {
+    "SELECT s.end_to_end_id, s.content_digest FROM pix.sent_message s"
+    "  WHERE s.end_to_end_id = ANY ($1)",
     1,
-    {TEXTARRAYOID}};
+    {TEXTARRAYOID},
+    CURSOR_OPT_CUSTOM_PLAN};
+static statement enqueued_digests_sql = {
+    "SELECT m.end_to_end_id, pg_catalog.sha256(pg_catalog.convert_to(m.body, 'UTF8'))"
+    "  FROM pix.message m WHERE m.end_to_end_id = ANY ($1)",
+    1,
+    {TEXTARRAYOID},
+    CURSOR_OPT_CUSTOM_PLAN};
 static statement forget_sql = {
     "DELETE FROM pix.sent_message WHERE end_to_end_id IN (SELECT end_to_end_id"
     "  FROM pix.sent_message WHERE accepted_at < $1 LIMIT " CppAsString2(FORGET_CHUNK) ")",
@@ -117,6 +123,7 @@ static void judge(outgoing *msgs, int n, const char *ispb);
 static void digest_of(outgoing *o);
 static HTAB *index_ids(outgoing *msgs, int n);
 static int record_and_check(outgoing *msgs, int n, HTAB *ids, const char *ispb);
+static void check_digests(HTAB *ids, outgoing *msgs, statement *st, Datum *values, bool enqueued);
 static void check_digest(HTAB *ids, outgoing *msgs, const char *id, bytea *digest, bool enqueued);
 static int enqueue_new(outgoing *msgs, int n, HTAB *ids);
 static Datum send_result(FunctionCallInfo fcinfo, int accepted, int duplicates);
@@ -191,7 +198,7 @@ static int execute(statement *st, Datum *values)
 	int rc;
 
 	if (st->plan == NULL) {
-		SPIPlanPtr plan = SPI_prepare(st->sql, st->nargs, st->types);
+		SPIPlanPtr plan = SPI_prepare_cursor(st->sql, st->nargs, st->types, st->options);
 
 		if (plan == NULL)
 			elog(ERROR, "pix: could not prepare \"%s\": %s", st->sql,
@@ -315,7 +322,7 @@ static int record_and_check(outgoing *msgs, int n, HTAB *ids, const char *ispb)
 	Datum *id_datums = palloc(n * sizeof(Datum)), *digest_datums = palloc(n * sizeof(Datum));
 	Datum values[4];
 	SPITupleTable *rows;
-	int recorded, found;
+	int recorded;
 
 	for (int i = 0; i < n; i++) {
 		bytea *d = palloc(VARHDRSZ + PG_SHA256_DIGEST_LENGTH);
@@ -341,16 +348,27 @@ static int record_and_check(outgoing *msgs, int n, HTAB *ids, const char *ispb)
 			e->recorded_now = true;
 	}
 
-	found = execute(&digests_sql, values);
-	rows = SPI_tuptable;
+	/* Ids recorded before (by a committed send) are compared with what they were sent with. */
+	if (recorded < hash_get_num_entries(ids))
+		check_digests(ids, msgs, &recorded_digests_sql, values, false);
+	/* Ids enqueued by INSERT or the generator (still in pix.message) are compared with those. */
+	check_digests(ids, msgs, &enqueued_digests_sql, values, true);
+	return recorded;
+}
+
+/* Runs st (ids in values[0]; rows of id and digest) and checks every row against the body. */
+static void check_digests(HTAB *ids, outgoing *msgs, statement *st, Datum *values, bool enqueued)
+{
+	int found = execute(st, values);
+	SPITupleTable *rows = SPI_tuptable;
+
 	for (int i = 0; i < found; i++) {
 		bool isnull;
 
 		check_digest(ids, msgs, SPI_getvalue(rows->vals[i], rows->tupdesc, 1),
 		             DatumGetByteaPP(SPI_getbinval(rows->vals[i], rows->tupdesc, 2, &isnull)),
-		             DatumGetBool(SPI_getbinval(rows->vals[i], rows->tupdesc, 3, &isnull)));
+		             enqueued);
 	}
-	return recorded;
 }
 
 static void check_digest(HTAB *ids, outgoing *msgs, const char *id, bytea *digest, bool enqueued)

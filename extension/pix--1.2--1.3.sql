@@ -33,6 +33,13 @@ CREATE TABLE pix.role_binding (
     bound_by text NOT NULL DEFAULT session_user
 );
 
+-- Backends keep the binding of their role; any change to the table makes them all forget it at
+-- commit (auth.c), so a binding holds from the next call on.
+CREATE FUNCTION pix.role_binding_changed() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'pix_role_binding_changed' LANGUAGE C;
+CREATE TRIGGER role_binding_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON pix.role_binding
+    FOR EACH STATEMENT EXECUTE FUNCTION pix.role_binding_changed();
+
 -- Every management change: who (session_user), when, which ISPB, what.
 CREATE TABLE pix.credential_audit (
     audit_id      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

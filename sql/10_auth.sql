@@ -24,22 +24,7 @@ CREATE ROLE regress_pix_bank_a IN ROLE pix_client;
 CREATE ROLE regress_pix_bank_a_clerk IN ROLE regress_pix_bank_a;
 GRANT USAGE ON SCHEMA t10 TO regress_pix_ops, regress_pix_app9, regress_pix_bank_a;
 
--- Runs a statement with up to three text parameters; shows what it returned, or SQLSTATE, message
--- and detail.
-CREATE FUNCTION try(statement text, a text DEFAULT NULL, b text DEFAULT NULL, c text DEFAULT NULL)
-RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-    result text;
-    detail text;
-BEGIN
-    EXECUTE statement INTO result USING a, b, c;
-    RETURN 'ok: ' || coalesce(result, 'NULL');
-EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS detail = PG_EXCEPTION_DETAIL;
-    RETURN SQLSTATE || ' ' || SQLERRM || coalesce(' (' || nullif(detail, '') || ')', '');
-END
-$$;
-GRANT EXECUTE ON FUNCTION try(text, text, text, text) TO PUBLIC;
+\i sql/include/try.sql
 
 -- The credential pixd passes for a bearer token: token:<sha256 hex of the token's bytes>.
 CREATE FUNCTION token_credential(token text) RETURNS text LANGUAGE sql IMMUTABLE

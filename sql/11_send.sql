@@ -12,18 +12,7 @@
 CREATE SCHEMA t11;
 SET search_path = t11, public;
 
-CREATE FUNCTION try(statement text, a text DEFAULT NULL) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-    result text;
-    detail text;
-BEGIN
-    EXECUTE statement INTO result USING a;
-    RETURN 'ok: ' || coalesce(result, 'NULL');
-EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS detail = PG_EXCEPTION_DETAIL;
-    RETURN SQLSTATE || ' ' || SQLERRM || coalesce(' (' || nullif(detail, '') || ')', '');
-END
-$$;
+\i sql/include/try.sql
 
 -- A valid message n from payer to receiver, as the stream serves it (jsonb: key order is not
 -- the served one, which the parser must not care about).

@@ -12,11 +12,12 @@
  *      90.20 do not make two sends differ. pix.sent_message keeps (endToEndId, digest) of every
  *      accepted id for pix.send_idempotency_horizon, beyond the history purge. Recording first,
  *      with INSERT ... ON CONFLICT DO NOTHING in endToEndId order, is the lock: a concurrent send
- *      of the same id waits for ours to commit and then sees it (no deadlock: same order). Then
- *      one query reads back the digests of every id (ours, others' committed ones, and messages
- *      enqueued by INSERT or the generator still in pix.message): another digest is PX011;
- *   4. the new messages go in through the generator's INSERT (insert.h): the trigger validates,
- *      renders, queues and NOTIFYs the receivers.
+ *      of the same id waits for ours to commit and then sees it (no deadlock: same order). Ids
+ *      recorded before are read back and compared (another digest is PX011);
+ *   4. the new messages go in through the generator's INSERT (insert.h), skipping ids already in
+ *      pix.message (enqueued by INSERT or the generator, which record no id): those are compared
+ *      with the stored body's digest afterwards. The trigger validates, renders, queues and
+ *      NOTIFYs the receivers.
  *
  * STOP ALL closes every open stream of the ISPB in one statement, waiting for reads in flight
  * (FOR UPDATE, not SKIP LOCKED: all of them must close), and requeues each pending batch in the
@@ -351,8 +352,6 @@ static int record_and_check(outgoing *msgs, int n, HTAB *ids, const char *ispb)
 	/* Ids recorded before (by a committed send) are compared with what they were sent with. */
 	if (recorded < hash_get_num_entries(ids))
 		check_digests(ids, msgs, &recorded_digests_sql, values, false);
-	/* Ids enqueued by INSERT or the generator (still in pix.message) are compared with those. */
-	check_digests(ids, msgs, &enqueued_digests_sql, values, true);
 	return recorded;
 }
 
@@ -388,25 +387,52 @@ static void check_digest(HTAB *ids, outgoing *msgs, const char *id, bytea *diges
 	e->enqueued |= enqueued;
 }
 
-/* Inserts the first message of every id recorded by this call and not enqueued yet. */
+/*
+ * Inserts the first message of every id recorded by this call. An id already in pix.message
+ * (enqueued by INSERT or the generator, which do not record ids) is skipped by the INSERT and
+ * then compared with what is stored: the same content is a duplicate, other content PX011.
+ */
 static int enqueue_new(outgoing *msgs, int n, HTAB *ids)
 {
 	Datum *columns[PIX_MESSAGE_COLUMNS];
-	int rows = 0;
+	Datum *skipped = palloc(n * sizeof(Datum));
+	int rows = 0, inserted, nskipped = 0;
+	HASH_SEQ_STATUS scan;
+	id_entry *e;
 
 	for (int c = 0; c < PIX_MESSAGE_COLUMNS; c++)
 		columns[c] = palloc(n * sizeof(Datum));
 	for (int i = 0; i < n; i++) {
-		id_entry *e = hash_search(ids, msgs[i].m.end_to_end_id, HASH_FIND, NULL);
 		Datum ts;
 
-		if (e->first != i || !e->recorded_now || e->enqueued)
+		e = hash_search(ids, msgs[i].m.end_to_end_id, HASH_FIND, NULL);
+		if (e->first != i || !e->recorded_now)
 			continue;
 		ts = DirectFunctionCall3(timestamptz_in, CStringGetDatum(msgs[i].m.data_hora_pagamento),
 		                         ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
 		pix_message_row(columns, rows++, &msgs[i].m, DatumGetTimestampTz(ts));
 	}
-	return rows > 0 ? (int)pix_messages_insert(columns, rows) : 0;
+	if (rows == 0)
+		return 0;
+	inserted = (int)pix_messages_insert(columns, rows, true);
+	for (int i = 0; i < inserted; i++) {
+		e = hash_search(ids, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1),
+		                HASH_FIND, NULL);
+		if (e != NULL)
+			e->enqueued = true; /* by this call */
+	}
+	if (inserted < rows) {
+		hash_seq_init(&scan, ids);
+		while ((e = hash_seq_search(&scan)) != NULL)
+			if (e->recorded_now && !e->enqueued)
+				skipped[nskipped++] = CStringGetTextDatum(e->id);
+		check_digests(
+		    ids, msgs, &enqueued_digests_sql,
+		    (Datum[]){PointerGetDatum(construct_array(skipped, nskipped, TEXTOID, -1, false,
+		                                              TYPALIGN_INT))},
+		    true);
+	}
+	return inserted;
 }
 
 static Datum send_result(FunctionCallInfo fcinfo, int accepted, int duplicates)

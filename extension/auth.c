@@ -5,8 +5,8 @@
  * (PX012 401, PX013 403) says nothing about them:
  *   - which principal the credential names: one indexed query per call that carries a credential
  *     (pix.credential, active rows only). Not cached: a revocation commits and the next call obeys.
- *   - which ISPB the calling role is bound to (pix.role_binding): kept per backend, and forgotten on
- *     any relcache invalidation (a statement trigger on pix.role_binding sends one for it at commit)
+ *   - which ISPB the calling role is bound to (pix.role_binding): kept per backend, and forgotten
+ * on any relcache invalidation (a statement trigger on pix.role_binding sends one for it at commit)
  *     or change of roles or memberships (syscache callbacks), so a binding also holds from the next
  *     call on, while a call without credential (psql, pixd --auth none) costs no query at all.
  *
@@ -16,9 +16,9 @@
  * cannot be steered by the caller towards a stored key, so timing reveals nothing usable.
  *
  * The calling role is the session's current role (GetOuterUserId: the login role or SET ROLE), not
- * the function owner that SECURITY DEFINER switches to. A role is bound when it is bound itself or is
- * a member of a bound role; superusers are members of every role for pg_has_role, so for them only a
- * binding of their own role counts (else any binding would confine every superuser session).
+ * the function owner that SECURITY DEFINER switches to. A role is bound when it is bound itself or
+ * is a member of a bound role; superusers are members of every role for pg_has_role, so for them
+ * only a binding of their own role counts (else any binding would confine every superuser session).
  */
 #include "pix.h"
 
@@ -44,7 +44,7 @@ PG_FUNCTION_INFO_V1(pix_role_binding_changed);
 
 /* The ISPB bindings that apply to a role. */
 typedef struct binding {
-	int count; /* bindings that apply (the role's own, or a role it is a member of) */
+	int count;  /* bindings that apply (the role's own, or a role it is a member of) */
 	bool agree; /* all of them name the same ISPB */
 	char ispb[PIX_ISPB_LEN + 1];
 } binding;
@@ -148,7 +148,8 @@ Datum pix_role_binding_changed(PG_FUNCTION_ARGS)
 		ereport(ERROR, (errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 		                errmsg("pix_role_binding_changed: not called by trigger manager")));
 	CacheInvalidateRelcacheByRelid(RelationGetRelid(td->tg_relation));
-	return PointerGetDatum(NULL); /* a statement trigger's result is ignored, but must not be NULL */
+	return PointerGetDatum(
+	    NULL); /* a statement trigger's result is ignored, but must not be NULL */
 }
 
 /* The credential argument, or NULL when absent: an old SQL declaration without it, or SQL NULL. */
@@ -246,8 +247,8 @@ static void lookup_credential(Datum key, caller *c)
 		char *ispb = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 
 		c->has_credential = true;
-		c->admin = DatumGetBool(
-		    SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+		c->admin =
+		    DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 		strlcpy(c->ispb, ispb ? ispb : "", sizeof(c->ispb));
 	}
 	SPI_finish();

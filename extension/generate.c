@@ -72,7 +72,8 @@ static const char insert_sql[] =
     " pg_catalog.unnest($11), pg_catalog.unnest($12), pg_catalog.unnest($13),"
     " pg_catalog.unnest($14), pg_catalog.unnest($15), pg_catalog.unnest($16),"
     " pg_catalog.unnest($17))";
-/* The same, for pix_messages_send: an endToEndId already in pix.message is skipped, not an error. */
+/* The same, for pix_messages_send: an endToEndId already in pix.message is skipped, not an error.
+ */
 static const char insert_new_sql_suffix[] =
     " ON CONFLICT (end_to_end_id) DO NOTHING RETURNING end_to_end_id";
 

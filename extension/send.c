@@ -215,9 +215,9 @@ static int execute(statement *st, Datum *values)
 
 static void raise_invalid(const char *detail)
 {
-	ereport(ERROR, (errcode(ERRCODE_PIX_INVALID_SEND), errmsg("invalid messages"),
-	                errdetail("%s", detail),
-	                errhint("Nothing of this call was stored; fix the message and send again.")));
+	ereport(ERROR,
+	        (errcode(ERRCODE_PIX_INVALID_SEND), errmsg("invalid messages"), errdetail("%s", detail),
+	         errhint("Nothing of this call was stored; fix the message and send again.")));
 	pg_unreachable();
 }
 
@@ -261,16 +261,15 @@ static void judge(outgoing *msgs, int n, const char *ispb)
 	for (int i = 0; i < n; i++) {
 		outgoing *o = &msgs[i];
 		/* In the trigger's order: valor's form first unless missing, then the validator's. */
-		const char *problem =
-		    o->m.valor != NULL ? pix_valor_normalize(o->m.valor, o->valor) : NULL;
+		const char *problem = o->m.valor != NULL ? pix_valor_normalize(o->m.valor, o->valor) : NULL;
 
 		if (problem == NULL) {
 			o->m.valor = o->m.valor != NULL ? o->valor : NULL;
 			problem = pix_message_problem(&o->m);
 		}
 		if (problem == NULL && ispb != NULL && strcmp(o->m.pagador.ispb, ispb) != 0)
-			raise_invalid(psprintf("messages[%d].pagador.ispb: must be the sender's ISPB %s", i,
-			                       ispb));
+			raise_invalid(
+			    psprintf("messages[%d].pagador.ispb: must be the sender's ISPB %s", i, ispb));
 		if (problem != NULL)
 			raise_invalid(psprintf("messages[%d].%s", i, problem));
 		digest_of(o);
@@ -308,11 +307,12 @@ static HTAB *index_ids(outgoing *msgs, int n)
 			e->recorded_now = false;
 			e->enqueued = false;
 		} else if (memcmp(msgs[e->first].digest, msgs[i].digest, PG_SHA256_DIGEST_LENGTH) != 0)
-			ereport(ERROR, (errcode(ERRCODE_PIX_SEND_CONFLICT),
-			                errmsg("endToEndId sent twice with different content"),
-			                errdetail("messages[%d].endToEndId: %s is also messages[%d], with other "
-			                          "content.",
-			                          i, e->id, e->first)));
+			ereport(ERROR,
+			        (errcode(ERRCODE_PIX_SEND_CONFLICT),
+			         errmsg("endToEndId sent twice with different content"),
+			         errdetail("messages[%d].endToEndId: %s is also messages[%d], with other "
+			                   "content.",
+			                   i, e->id, e->first)));
 	}
 	return ids;
 }
@@ -342,8 +342,8 @@ static int record_and_check(outgoing *msgs, int n, HTAB *ids, const char *ispb)
 	recorded = execute(&record_sql, values);
 	rows = SPI_tuptable;
 	for (int i = 0; i < recorded; i++) {
-		id_entry *e = hash_search(ids, SPI_getvalue(rows->vals[i], rows->tupdesc, 1), HASH_FIND,
-		                          NULL);
+		id_entry *e =
+		    hash_search(ids, SPI_getvalue(rows->vals[i], rows->tupdesc, 1), HASH_FIND, NULL);
 
 		if (e != NULL)
 			e->recorded_now = true;
@@ -426,11 +426,10 @@ static int enqueue_new(outgoing *msgs, int n, HTAB *ids)
 		while ((e = hash_seq_search(&scan)) != NULL)
 			if (e->recorded_now && !e->enqueued)
 				skipped[nskipped++] = CStringGetTextDatum(e->id);
-		check_digests(
-		    ids, msgs, &enqueued_digests_sql,
-		    (Datum[]){PointerGetDatum(construct_array(skipped, nskipped, TEXTOID, -1, false,
-		                                              TYPALIGN_INT))},
-		    true);
+		check_digests(ids, msgs, &enqueued_digests_sql,
+		              (Datum[]){PointerGetDatum(
+		                  construct_array(skipped, nskipped, TEXTOID, -1, false, TYPALIGN_INT))},
+		              true);
 	}
 	return inserted;
 }
@@ -446,7 +445,7 @@ static Datum send_result(FunctionCallInfo fcinfo, int accepted, int duplicates)
 	desc = BlessTupleDesc(desc);
 	values[0] = Int32GetDatum(accepted);
 	values[1] = Int32GetDatum(duplicates);
-	values[2] = CStringGetTextDatum(
-	    psprintf("{\"accepted\":%d,\"duplicates\":%d}", accepted, duplicates));
+	values[2] =
+	    CStringGetTextDatum(psprintf("{\"accepted\":%d,\"duplicates\":%d}", accepted, duplicates));
 	return HeapTupleGetDatum(heap_form_tuple(desc, values, nulls));
 }

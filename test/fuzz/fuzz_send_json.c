@@ -44,12 +44,15 @@ static void check_in_arena(const char *s, const char *arena, size_t cap)
 
 static void check_strings(const pix_message *m, const char *arena, size_t cap)
 {
-	const char *all[] = {m->end_to_end_id,       m->valor,           m->pagador.nome,
-	                     m->pagador.cpf_cnpj,    m->pagador.ispb,    m->pagador.agencia,
-	                     m->pagador.conta,       m->pagador.tipo_conta, m->recebedor.nome,
-	                     m->recebedor.cpf_cnpj,  m->recebedor.ispb,  m->recebedor.agencia,
-	                     m->recebedor.conta,     m->recebedor.tipo_conta, m->campo_livre,
-	                     m->tx_id,               m->data_hora_pagamento};
+	const char *all[] = {m->end_to_end_id,      m->valor,
+	                     m->pagador.nome,       m->pagador.cpf_cnpj,
+	                     m->pagador.ispb,       m->pagador.agencia,
+	                     m->pagador.conta,      m->pagador.tipo_conta,
+	                     m->recebedor.nome,     m->recebedor.cpf_cnpj,
+	                     m->recebedor.ispb,     m->recebedor.agencia,
+	                     m->recebedor.conta,    m->recebedor.tipo_conta,
+	                     m->campo_livre,        m->tx_id,
+	                     m->data_hora_pagamento};
 
 	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
 		check_in_arena(all[i], arena, cap);
@@ -78,7 +81,8 @@ static void round_trip(const pix_message *m)
 		fail("a rendered valor does not normalize", again.valor);
 	again.valor = valor;
 	if (!same(m->end_to_end_id, again.end_to_end_id) || !same(m->valor, again.valor) ||
-	    !same(m->pagador.nome, again.pagador.nome) || !same(m->recebedor.nome, again.recebedor.nome) ||
+	    !same(m->pagador.nome, again.pagador.nome) ||
+	    !same(m->recebedor.nome, again.recebedor.nome) ||
 	    !same(m->campo_livre, again.campo_livre) || !same(m->tx_id, again.tx_id) ||
 	    !same(m->data_hora_pagamento, again.data_hora_pagamento))
 		fail("round trip changed a field", rendered);

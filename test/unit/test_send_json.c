@@ -27,9 +27,11 @@ static void test_refusals(void);
 
 static const char example[] =
     "{\"endToEndId\":\"E320749862024022119277T3lEBbUM0z\",\"valor\":90.20,"
-    "\"pagador\":{\"nome\":\"Marcos Jos\xc3\xa9\",\"cpfCnpj\":\"98716278151\",\"ispb\":\"32074986\","
+    "\"pagador\":{\"nome\":\"Marcos "
+    "Jos\xc3\xa9\",\"cpfCnpj\":\"98716278151\",\"ispb\":\"32074986\","
     "\"agencia\":\"0001\",\"contaTransacional\":\"1231231\",\"tipoConta\":\"CACC\"},"
-    "\"recebedor\":{\"nome\":\"Flavio Jos\xc3\xa9\",\"cpfCnpj\":\"77615678242\",\"ispb\":\"00000000\","
+    "\"recebedor\":{\"nome\":\"Flavio "
+    "Jos\xc3\xa9\",\"cpfCnpj\":\"77615678242\",\"ispb\":\"00000000\","
     "\"agencia\":\"0361\",\"contaTransacional\":\"1210098\",\"tipoConta\":\"SVGS\"},"
     "\"campoLivre\":\"\",\"txId\":\"h7a786d8a7s6gd1hgs\","
     "\"dataHoraPagamento\":\"2022-07-23T19:47:18.108Z\"}";
@@ -83,7 +85,8 @@ static void test_valor_normalize(void)
 	check_str(pix_valor_normalize("1e3", out),
 	          "valor: must be a decimal number without exponent, e.g. 90.20", "exponent");
 	check_str(pix_valor_normalize("1.", out),
-	          "valor: must be a decimal number without exponent, e.g. 90.20", "dot without decimals");
+	          "valor: must be a decimal number without exponent, e.g. 90.20",
+	          "dot without decimals");
 	check_str(pix_valor_normalize("12345678901234.00", out),
 	          "valor: at most 13 integer digits (less than 10000000000000.00)", "14 digits");
 	check(pix_valor_normalize("9999999999999.99", out) == NULL, "13 digits accepted");

@@ -72,9 +72,13 @@ static const char insert_sql[] =
     " pg_catalog.unnest($11), pg_catalog.unnest($12), pg_catalog.unnest($13),"
     " pg_catalog.unnest($14), pg_catalog.unnest($15), pg_catalog.unnest($16),"
     " pg_catalog.unnest($17))";
+/* The same, for pix_messages_send: an endToEndId already in pix.message is skipped, not an error.
+ */
+static const char insert_new_sql_suffix[] =
+    " ON CONFLICT (end_to_end_id) DO NOTHING RETURNING end_to_end_id";
 
 /* Planned once per backend, kept across calls (SPI_keepplan). */
-static SPIPlanPtr insert_plan;
+static SPIPlanPtr insert_plan, insert_new_plan;
 
 /* One generated message: the strings pix_message points into. */
 typedef struct generated {
@@ -415,8 +419,12 @@ void pix_message_row(Datum **columns, int row, const pix_message *m, TimestampTz
 	columns[F_DATA_HORA_PAGAMENTO][row] = TimestampTzGetDatum(data_hora);
 }
 
-/* One INSERT ... SELECT FROM unnest(arrays) of rows messages; returns the rows inserted. */
-uint64 pix_messages_insert(Datum **columns, int rows)
+/*
+ * One INSERT ... SELECT FROM unnest(arrays) of rows messages; returns the rows inserted. With
+ * skip_existing, rows whose endToEndId is already stored are skipped and SPI_tuptable lists the
+ * endToEndIds inserted.
+ */
+uint64 pix_messages_insert(Datum **columns, int rows, bool skip_existing)
 {
 	Oid types[NUM_FIELDS];
 	Datum params[NUM_FIELDS];
@@ -437,17 +445,19 @@ uint64 pix_messages_insert(Datum **columns, int rows)
 			    construct_array(columns[f], rows, TEXTOID, -1, false, TYPALIGN_INT));
 		}
 	}
-	if (insert_plan == NULL) {
-		SPIPlanPtr plan = SPI_prepare(insert_sql, NUM_FIELDS, types);
+	if (*(skip_existing ? &insert_new_plan : &insert_plan) == NULL) {
+		SPIPlanPtr plan = SPI_prepare(
+		    skip_existing ? psprintf("%s%s", insert_sql, insert_new_sql_suffix) : insert_sql,
+		    NUM_FIELDS, types);
 
 		if (plan == NULL)
 			elog(ERROR, "pix: could not prepare the generator's INSERT: %s",
 			     SPI_result_code_string(SPI_result));
 		SPI_keepplan(plan);
-		insert_plan = plan;
+		*(skip_existing ? &insert_new_plan : &insert_plan) = plan;
 	}
-	rc = SPI_execute_plan(insert_plan, params, NULL, false, 0);
-	if (rc != SPI_OK_INSERT)
+	rc = SPI_execute_plan(skip_existing ? insert_new_plan : insert_plan, params, NULL, false, 0);
+	if (rc != SPI_OK_INSERT && rc != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "pix: the generator's INSERT failed: %s", SPI_result_code_string(rc));
 	return SPI_processed;
 }
@@ -487,7 +497,7 @@ Datum pix_generate_messages(PG_FUNCTION_ARGS)
 			generate_one(&g, &cx);
 			pix_message_row(columns, row, &g.m, cx.now);
 		}
-		inserted += pix_messages_insert(columns, rows);
+		inserted += pix_messages_insert(columns, rows, false);
 		generated_rows += rows;
 		MemoryContextSwitchTo(caller);
 		MemoryContextReset(chunk_context);

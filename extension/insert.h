@@ -18,7 +18,11 @@
 /* Fills row `row` of the column arrays from m (UTF-8) and the payment time. */
 void pix_message_row(Datum **columns, int row, const pix_message *m, TimestampTz data_hora);
 
-/* Inserts rows rows from the column arrays in one statement (inside SPI); returns rows inserted. */
-uint64 pix_messages_insert(Datum **columns, int rows);
+/*
+ * Inserts rows rows from the column arrays in one statement (inside SPI); returns rows inserted.
+ * With skip_existing, an endToEndId already in pix.message is skipped (ON CONFLICT DO NOTHING) and
+ * SPI_tuptable holds the endToEndIds inserted.
+ */
+uint64 pix_messages_insert(Datum **columns, int rows, bool skip_existing);
 
 #endif

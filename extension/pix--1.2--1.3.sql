@@ -33,6 +33,13 @@ CREATE TABLE pix.role_binding (
     bound_by text NOT NULL DEFAULT session_user
 );
 
+-- Backends keep the binding of their role; any change to the table makes them all forget it at
+-- commit (auth.c), so a binding holds from the next call on.
+CREATE FUNCTION pix.role_binding_changed() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'pix_role_binding_changed' LANGUAGE C;
+CREATE TRIGGER role_binding_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON pix.role_binding
+    FOR EACH STATEMENT EXECUTE FUNCTION pix.role_binding_changed();
+
 -- Every management change: who (session_user), when, which ISPB, what.
 CREATE TABLE pix.credential_audit (
     audit_id      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -45,14 +52,15 @@ CREATE TABLE pix.credential_audit (
 );
 
 -- endToEndIds accepted by pix_messages_send and the digest of their rendered body, kept for
--- pix.send_idempotency_horizon even after pix_purge_history() removed the message.
+-- pix.send_idempotency_horizon even after pix_purge_history() removed the message. Rows arrive in
+-- accepted_at order, so a BRIN index finds the expired ones for a fraction of a b-tree's upkeep.
 CREATE TABLE pix.sent_message (
     end_to_end_id  text COLLATE "C" PRIMARY KEY,
     content_digest bytea NOT NULL,
     sender_ispb    text NOT NULL,
     accepted_at    timestamptz NOT NULL
 );
-CREATE INDEX sent_message_by_time ON pix.sent_message (accepted_at);
+CREATE INDEX sent_message_by_time ON pix.sent_message USING brin (accepted_at);
 
 REVOKE ALL ON pix.credential, pix.role_binding, pix.credential_audit, pix.sent_message FROM PUBLIC;
 
@@ -113,13 +121,17 @@ GRANT EXECUTE ON FUNCTION pix_stream_start(text, int, text), pix_stream_next(tex
     pix_messages_send(text, text, text), pix_streams_stop_all(text, text) TO pix_client;
 
 -- ---- management (pix_admin) ---------------------------------------------------------------------
+-- The helpers below run only inside the management functions (EXECUTE revoked from everyone);
+-- they are SECURITY DEFINER with a pinned search_path like every function of the extension, so
+-- no caller's role or search_path can ever reach into them.
 CREATE FUNCTION pix.new_token() RETURNS text
-    AS 'MODULE_PATHNAME', 'pix_new_token' LANGUAGE C VOLATILE STRICT;
+    AS 'MODULE_PATHNAME', 'pix_new_token' LANGUAGE C VOLATILE STRICT SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp;
 REVOKE ALL ON FUNCTION pix.new_token() FROM PUBLIC;
 
 -- A fingerprint as 64 lowercase hex digits (upper case and ':' separators accepted), else 22023.
 CREATE FUNCTION pix.fingerprint_arg(fingerprint text) RETURNS text
-LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql IMMUTABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     hex text := lower(replace(coalesce(fingerprint, ''), ':', ''));
 BEGIN
@@ -132,7 +144,7 @@ END
 $$;
 
 CREATE FUNCTION pix.ispb_arg(ispb text) RETURNS text
-LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql IMMUTABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF ispb IS NULL OR ispb !~ '^[0-9]{8}$' THEN
         RAISE EXCEPTION 'invalid ISPB' USING ERRCODE = 'PX001',
@@ -143,17 +155,17 @@ END
 $$;
 
 CREATE FUNCTION pix.lookup_key(credential text) RETURNS bytea
-    LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp
+    LANGUAGE sql IMMUTABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     AS $$ SELECT sha256(convert_to(credential, 'UTF8')) $$;
 
 CREATE FUNCTION pix.audit(action text, ispb text, credential_id bigint, detail text) RETURNS void
-    LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     INSERT INTO pix.credential_audit (action, ispb, credential_id, detail)
     VALUES (action, ispb, credential_id, coalesce(detail, ''))
 $$;
 
 CREATE FUNCTION pix.certificate_add(ispb text, fingerprint text, label text) RETURNS bigint
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     fp text := pix.fingerprint_arg(fingerprint);
     id bigint;
@@ -171,7 +183,7 @@ END
 $$;
 
 CREATE FUNCTION pix.token_issue(ispb text, label text) RETURNS text
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     token text := pix.new_token();
     id bigint;

@@ -47,11 +47,11 @@ void _PG_init(void)
 	    "Confirmed messages are kept this long for audit, then pix_purge_history() removes them.",
 	    NULL, &pix_history_retention_s, 7 * 24 * 3600, 0, PG_INT32_MAX, PGC_SUSET, GUC_UNIT_S, NULL,
 	    NULL, NULL);
-	DefineCustomIntVariable(
-	    "pix.send_idempotency_horizon",
-	    "Accepted endToEndIds of pix_messages_send are remembered this long (re-sends are duplicates).",
-	    NULL, &pix_send_idempotency_horizon_s, 30 * 24 * 3600, 0, PG_INT32_MAX, PGC_SUSET,
-	    GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("pix.send_idempotency_horizon",
+	                        "Accepted endToEndIds of pix_messages_send are remembered this long "
+	                        "(re-sends are duplicates).",
+	                        NULL, &pix_send_idempotency_horizon_s, 30 * 24 * 3600, 0, PG_INT32_MAX,
+	                        PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
 	MarkGUCPrefixReserved("pix");
 }
 

@@ -12,11 +12,12 @@
  *      90.20 do not make two sends differ. pix.sent_message keeps (endToEndId, digest) of every
  *      accepted id for pix.send_idempotency_horizon, beyond the history purge. Recording first,
  *      with INSERT ... ON CONFLICT DO NOTHING in endToEndId order, is the lock: a concurrent send
- *      of the same id waits for ours to commit and then sees it (no deadlock: same order). Then
- *      one query reads back the digests of every id (ours, others' committed ones, and messages
- *      enqueued by INSERT or the generator still in pix.message): another digest is PX011;
- *   4. the new messages go in through the generator's INSERT (insert.h): the trigger validates,
- *      renders, queues and NOTIFYs the receivers.
+ *      of the same id waits for ours to commit and then sees it (no deadlock: same order). Ids
+ *      recorded before are read back and compared (another digest is PX011);
+ *   4. the new messages go in through the generator's INSERT (insert.h), skipping ids already in
+ *      pix.message (enqueued by INSERT or the generator, which record no id): those are compared
+ *      with the stored body's digest afterwards. The trigger validates, renders, queues and
+ *      NOTIFYs the receivers.
  *
  * STOP ALL closes every open stream of the ISPB in one statement, waiting for reads in flight
  * (FOR UPDATE, not SKIP LOCKED: all of them must close), and requeues each pending batch in the
@@ -33,6 +34,7 @@
 #include "funcapi.h"
 #include "mb/pg_wchar.h"
 #include "utils/array.h"
+#include "nodes/parsenodes.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/lsyscache.h"
@@ -70,6 +72,7 @@ typedef struct statement {
 	const char *sql;
 	int nargs;
 	Oid types[4];
+	int options; /* CURSOR_OPT_CUSTOM_PLAN: plan with the call's values every time */
 	SPIPlanPtr plan;
 } statement;
 
@@ -80,14 +83,18 @@ static statement record_sql = {
     "  ORDER BY t.id ON CONFLICT (end_to_end_id) DO NOTHING RETURNING end_to_end_id",
     4,
     {TEXTARRAYOID, BYTEAARRAYOID, TEXTOID, TIMESTAMPTZOID}};
-static statement digests_sql = {
-    "SELECT s.end_to_end_id, s.content_digest, false FROM pix.sent_message s"
-    "  WHERE s.end_to_end_id = ANY ($1)"
-    " UNION ALL"
-    " SELECT m.end_to_end_id, pg_catalog.sha256(pg_catalog.convert_to(m.body, 'UTF8')), true"
-    "   FROM pix.message m WHERE m.end_to_end_id = ANY ($1)",
+static statement recorded_digests_sql = {
+    "SELECT s.end_to_end_id, s.content_digest FROM pix.sent_message s"
+    "  WHERE s.end_to_end_id = ANY ($1)",
     1,
-    {TEXTARRAYOID}};
+    {TEXTARRAYOID},
+    CURSOR_OPT_CUSTOM_PLAN};
+static statement enqueued_digests_sql = {
+    "SELECT m.end_to_end_id, pg_catalog.sha256(pg_catalog.convert_to(m.body, 'UTF8'))"
+    "  FROM pix.message m WHERE m.end_to_end_id = ANY ($1)",
+    1,
+    {TEXTARRAYOID},
+    CURSOR_OPT_CUSTOM_PLAN};
 static statement forget_sql = {
     "DELETE FROM pix.sent_message WHERE end_to_end_id IN (SELECT end_to_end_id"
     "  FROM pix.sent_message WHERE accepted_at < $1 LIMIT " CppAsString2(FORGET_CHUNK) ")",
@@ -117,6 +124,7 @@ static void judge(outgoing *msgs, int n, const char *ispb);
 static void digest_of(outgoing *o);
 static HTAB *index_ids(outgoing *msgs, int n);
 static int record_and_check(outgoing *msgs, int n, HTAB *ids, const char *ispb);
+static void check_digests(HTAB *ids, outgoing *msgs, statement *st, Datum *values, bool enqueued);
 static void check_digest(HTAB *ids, outgoing *msgs, const char *id, bytea *digest, bool enqueued);
 static int enqueue_new(outgoing *msgs, int n, HTAB *ids);
 static Datum send_result(FunctionCallInfo fcinfo, int accepted, int duplicates);
@@ -191,7 +199,7 @@ static int execute(statement *st, Datum *values)
 	int rc;
 
 	if (st->plan == NULL) {
-		SPIPlanPtr plan = SPI_prepare(st->sql, st->nargs, st->types);
+		SPIPlanPtr plan = SPI_prepare_cursor(st->sql, st->nargs, st->types, st->options);
 
 		if (plan == NULL)
 			elog(ERROR, "pix: could not prepare \"%s\": %s", st->sql,
@@ -207,9 +215,9 @@ static int execute(statement *st, Datum *values)
 
 static void raise_invalid(const char *detail)
 {
-	ereport(ERROR, (errcode(ERRCODE_PIX_INVALID_SEND), errmsg("invalid messages"),
-	                errdetail("%s", detail),
-	                errhint("Nothing of this call was stored; fix the message and send again.")));
+	ereport(ERROR,
+	        (errcode(ERRCODE_PIX_INVALID_SEND), errmsg("invalid messages"), errdetail("%s", detail),
+	         errhint("Nothing of this call was stored; fix the message and send again.")));
 	pg_unreachable();
 }
 
@@ -253,16 +261,15 @@ static void judge(outgoing *msgs, int n, const char *ispb)
 	for (int i = 0; i < n; i++) {
 		outgoing *o = &msgs[i];
 		/* In the trigger's order: valor's form first unless missing, then the validator's. */
-		const char *problem =
-		    o->m.valor != NULL ? pix_valor_normalize(o->m.valor, o->valor) : NULL;
+		const char *problem = o->m.valor != NULL ? pix_valor_normalize(o->m.valor, o->valor) : NULL;
 
 		if (problem == NULL) {
 			o->m.valor = o->m.valor != NULL ? o->valor : NULL;
 			problem = pix_message_problem(&o->m);
 		}
 		if (problem == NULL && ispb != NULL && strcmp(o->m.pagador.ispb, ispb) != 0)
-			raise_invalid(psprintf("messages[%d].pagador.ispb: must be the sender's ISPB %s", i,
-			                       ispb));
+			raise_invalid(
+			    psprintf("messages[%d].pagador.ispb: must be the sender's ISPB %s", i, ispb));
 		if (problem != NULL)
 			raise_invalid(psprintf("messages[%d].%s", i, problem));
 		digest_of(o);
@@ -300,11 +307,12 @@ static HTAB *index_ids(outgoing *msgs, int n)
 			e->recorded_now = false;
 			e->enqueued = false;
 		} else if (memcmp(msgs[e->first].digest, msgs[i].digest, PG_SHA256_DIGEST_LENGTH) != 0)
-			ereport(ERROR, (errcode(ERRCODE_PIX_SEND_CONFLICT),
-			                errmsg("endToEndId sent twice with different content"),
-			                errdetail("messages[%d].endToEndId: %s is also messages[%d], with other "
-			                          "content.",
-			                          i, e->id, e->first)));
+			ereport(ERROR,
+			        (errcode(ERRCODE_PIX_SEND_CONFLICT),
+			         errmsg("endToEndId sent twice with different content"),
+			         errdetail("messages[%d].endToEndId: %s is also messages[%d], with other "
+			                   "content.",
+			                   i, e->id, e->first)));
 	}
 	return ids;
 }
@@ -315,7 +323,7 @@ static int record_and_check(outgoing *msgs, int n, HTAB *ids, const char *ispb)
 	Datum *id_datums = palloc(n * sizeof(Datum)), *digest_datums = palloc(n * sizeof(Datum));
 	Datum values[4];
 	SPITupleTable *rows;
-	int recorded, found;
+	int recorded;
 
 	for (int i = 0; i < n; i++) {
 		bytea *d = palloc(VARHDRSZ + PG_SHA256_DIGEST_LENGTH);
@@ -334,23 +342,32 @@ static int record_and_check(outgoing *msgs, int n, HTAB *ids, const char *ispb)
 	recorded = execute(&record_sql, values);
 	rows = SPI_tuptable;
 	for (int i = 0; i < recorded; i++) {
-		id_entry *e = hash_search(ids, SPI_getvalue(rows->vals[i], rows->tupdesc, 1), HASH_FIND,
-		                          NULL);
+		id_entry *e =
+		    hash_search(ids, SPI_getvalue(rows->vals[i], rows->tupdesc, 1), HASH_FIND, NULL);
 
 		if (e != NULL)
 			e->recorded_now = true;
 	}
 
-	found = execute(&digests_sql, values);
-	rows = SPI_tuptable;
+	/* Ids recorded before (by a committed send) are compared with what they were sent with. */
+	if (recorded < hash_get_num_entries(ids))
+		check_digests(ids, msgs, &recorded_digests_sql, values, false);
+	return recorded;
+}
+
+/* Runs st (ids in values[0]; rows of id and digest) and checks every row against the body. */
+static void check_digests(HTAB *ids, outgoing *msgs, statement *st, Datum *values, bool enqueued)
+{
+	int found = execute(st, values);
+	SPITupleTable *rows = SPI_tuptable;
+
 	for (int i = 0; i < found; i++) {
 		bool isnull;
 
 		check_digest(ids, msgs, SPI_getvalue(rows->vals[i], rows->tupdesc, 1),
 		             DatumGetByteaPP(SPI_getbinval(rows->vals[i], rows->tupdesc, 2, &isnull)),
-		             DatumGetBool(SPI_getbinval(rows->vals[i], rows->tupdesc, 3, &isnull)));
+		             enqueued);
 	}
-	return recorded;
 }
 
 static void check_digest(HTAB *ids, outgoing *msgs, const char *id, bytea *digest, bool enqueued)
@@ -370,25 +387,51 @@ static void check_digest(HTAB *ids, outgoing *msgs, const char *id, bytea *diges
 	e->enqueued |= enqueued;
 }
 
-/* Inserts the first message of every id recorded by this call and not enqueued yet. */
+/*
+ * Inserts the first message of every id recorded by this call. An id already in pix.message
+ * (enqueued by INSERT or the generator, which do not record ids) is skipped by the INSERT and
+ * then compared with what is stored: the same content is a duplicate, other content PX011.
+ */
 static int enqueue_new(outgoing *msgs, int n, HTAB *ids)
 {
 	Datum *columns[PIX_MESSAGE_COLUMNS];
-	int rows = 0;
+	Datum *skipped = palloc(n * sizeof(Datum));
+	int rows = 0, inserted, nskipped = 0;
+	HASH_SEQ_STATUS scan;
+	id_entry *e;
 
 	for (int c = 0; c < PIX_MESSAGE_COLUMNS; c++)
 		columns[c] = palloc(n * sizeof(Datum));
 	for (int i = 0; i < n; i++) {
-		id_entry *e = hash_search(ids, msgs[i].m.end_to_end_id, HASH_FIND, NULL);
 		Datum ts;
 
-		if (e->first != i || !e->recorded_now || e->enqueued)
+		e = hash_search(ids, msgs[i].m.end_to_end_id, HASH_FIND, NULL);
+		if (e->first != i || !e->recorded_now)
 			continue;
 		ts = DirectFunctionCall3(timestamptz_in, CStringGetDatum(msgs[i].m.data_hora_pagamento),
 		                         ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
 		pix_message_row(columns, rows++, &msgs[i].m, DatumGetTimestampTz(ts));
 	}
-	return rows > 0 ? (int)pix_messages_insert(columns, rows) : 0;
+	if (rows == 0)
+		return 0;
+	inserted = (int)pix_messages_insert(columns, rows, true);
+	for (int i = 0; i < inserted; i++) {
+		e = hash_search(ids, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1),
+		                HASH_FIND, NULL);
+		if (e != NULL)
+			e->enqueued = true; /* by this call */
+	}
+	if (inserted < rows) {
+		hash_seq_init(&scan, ids);
+		while ((e = hash_seq_search(&scan)) != NULL)
+			if (e->recorded_now && !e->enqueued)
+				skipped[nskipped++] = CStringGetTextDatum(e->id);
+		check_digests(ids, msgs, &enqueued_digests_sql,
+		              (Datum[]){PointerGetDatum(
+		                  construct_array(skipped, nskipped, TEXTOID, -1, false, TYPALIGN_INT))},
+		              true);
+	}
+	return inserted;
 }
 
 static Datum send_result(FunctionCallInfo fcinfo, int accepted, int duplicates)
@@ -402,7 +445,7 @@ static Datum send_result(FunctionCallInfo fcinfo, int accepted, int duplicates)
 	desc = BlessTupleDesc(desc);
 	values[0] = Int32GetDatum(accepted);
 	values[1] = Int32GetDatum(duplicates);
-	values[2] = CStringGetTextDatum(
-	    psprintf("{\"accepted\":%d,\"duplicates\":%d}", accepted, duplicates));
+	values[2] =
+	    CStringGetTextDatum(psprintf("{\"accepted\":%d,\"duplicates\":%d}", accepted, duplicates));
 	return HeapTupleGetDatum(heap_form_tuple(desc, values, nulls));
 }

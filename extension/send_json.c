@@ -60,8 +60,7 @@ static bool fail_syntax(parser *ps, const char *path, const char *expected)
 
 static void skip_ws(parser *ps)
 {
-	while (ps->p < ps->end &&
-	       (*ps->p == ' ' || *ps->p == '\t' || *ps->p == '\n' || *ps->p == '\r'))
+	while (ps->p < ps->end && (*ps->p == ' ' || *ps->p == '\t' || *ps->p == '\n' || *ps->p == '\r'))
 		ps->p++;
 }
 
@@ -185,7 +184,7 @@ static bool read_key(parser *ps, const char *path, char *key, size_t cap)
 	if (!read_string(ps, path, &value))
 		return false;
 	snprintf(key, cap, "%s", value); /* a longer key is truncated: no field name is that long */
-	ps->arena = saved; /* keys are not kept */
+	ps->arena = saved;               /* keys are not kept */
 	return true;
 }
 
@@ -294,10 +293,12 @@ static bool read_object(parser *ps, const char *path, const string_field *fields
 				return fail(ps, child, "must be a JSON number");
 		} else {
 			pix_party *party = f == nfields + 1 ? &m->pagador : &m->recebedor;
-			const string_field party_fields[] = {
-			    {"nome", &party->nome},           {"cpfCnpj", &party->cpf_cnpj},
-			    {"ispb", &party->ispb},           {"agencia", &party->agencia},
-			    {"contaTransacional", &party->conta}, {"tipoConta", &party->tipo_conta}};
+			const string_field party_fields[] = {{"nome", &party->nome},
+			                                     {"cpfCnpj", &party->cpf_cnpj},
+			                                     {"ispb", &party->ispb},
+			                                     {"agencia", &party->agencia},
+			                                     {"contaTransacional", &party->conta},
+			                                     {"tipoConta", &party->tipo_conta}};
 
 			if (!read_object(ps, child, party_fields, 6, m, true))
 				return false;

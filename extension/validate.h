@@ -72,10 +72,10 @@ bool pix_valid_date(int year, int month, int day);
 #define PIX_VALOR_TEXT_CAP 32
 
 /*
- * Writes the decimal text s (an optional '-', digits, optionally '.' and digits: numeric_out's form,
- * or a JSON number without exponent) with exactly two decimals into out (PIX_VALOR_TEXT_CAP bytes):
- * trailing zeros beyond the second decimal go, any other digit there is refused (money is never
- * rounded silently). NULL when done, else a sentence naming valor. The INSERT trigger and
+ * Writes the decimal text s (an optional '-', digits, optionally '.' and digits: numeric_out's
+ * form, or a JSON number without exponent) with exactly two decimals into out (PIX_VALOR_TEXT_CAP
+ * bytes): trailing zeros beyond the second decimal go, any other digit there is refused (money is
+ * never rounded silently). NULL when done, else a sentence naming valor. The INSERT trigger and
  * pix_messages_send both pass valor through it, so both accept and store the same amounts.
  */
 const char *pix_valor_normalize(const char *s, char *out);

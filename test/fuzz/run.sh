@@ -12,7 +12,7 @@ cd "$(dirname "$0")/../.."
 SECONDS_EACH=${1:-20}
 OUT=${PIX_FUZZ_OUT:-/tmp/pix-fuzz}
 CC=${FUZZ_CC:-clang}
-HARNESSES=${PIX_FUZZ_ONLY:-fuzz_message fuzz_cpf_cnpj fuzz_accept fuzz_route fuzz_bearer}
+HARNESSES=${PIX_FUZZ_ONLY:-fuzz_message fuzz_cpf_cnpj fuzz_send_json fuzz_accept fuzz_route fuzz_bearer}
 mkdir -p "$OUT"
 
 FLAGS=(-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
@@ -27,6 +27,9 @@ build() { # name
         $CC "${FLAGS[@]}" -Iextension -o "$OUT/$1" "test/fuzz/$1.c" extension/validate.c extension/render.c ;;
     fuzz_bearer)
         $CC "${FLAGS[@]}" -Ishim -o "$OUT/$1" test/fuzz/fuzz_bearer.c shim/bearer.c -lcrypto ;;
+    fuzz_send_json)
+        $CC "${FLAGS[@]}" -Iextension -o "$OUT/$1" test/fuzz/fuzz_send_json.c extension/send_json.c \
+            extension/validate.c extension/render.c ;;
     fuzz_accept)
         $CC "${FLAGS[@]}" "${SHIM_FLAGS[@]}" -o "$OUT/$1" test/fuzz/fuzz_accept.c shim/accept.c "${SHIM_LIBS[@]}" ;;
     fuzz_route)

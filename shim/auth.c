@@ -224,12 +224,15 @@ size_t auth_metrics_text(char *buf, size_t cap)
 			return len;                                                                            \
 		len += (size_t)n;                                                                          \
 	} while (0)
-	APPEND("# HELP pixd_auth_failures_total Requests answered 401, by reason (missing: no "
-	       "credential; malformed: bad Authorization; rejected: unknown or revoked).\n"
+	APPEND("# HELP pixd_auth_failures_total Failed authentications, by reason (401s: missing "
+	       "credential, malformed Authorization, rejected (unknown or revoked) credential; "
+	       "tls_handshake: a client certificate refused by the TLS handshake).\n"
 	       "# TYPE pixd_auth_failures_total counter\n");
 	for (int r = 0; r < R_N; r++)
 		APPEND("pixd_auth_failures_total{reason=\"%s\"} %llu\n", reason_names[r],
 		       (unsigned long long)counters.failures[r]);
+	APPEND("pixd_auth_failures_total{reason=\"tls_handshake\"} %llu\n",
+	       (unsigned long long)tls_handshakes_refused());
 	APPEND("# HELP pixd_auth_forbidden_total Requests answered 403 (another institution's ISPB, or "
 	       "the generator without an admin credential).\n# TYPE pixd_auth_forbidden_total "
 	       "counter\npixd_auth_forbidden_total %llu\n",

@@ -9,7 +9,13 @@
  *
  * Session resumption (tickets, cache) is off: every connection verifies its chain afresh, so an
  * expired certificate cannot ride on an old session. Keep-alive makes resumption rarely useful.
+ *
+ * A handshake the server refuses (no certificate, another CA's, an expired one) is a failed
+ * authentication that never reaches HTTP: the same callback sees the fatal alert pixd sends, counts
+ * it (auth.c puts it in /metrics as reason "tls_handshake") and logs the address and the alert, at
+ * most LOG_PER_SECOND lines a second.
  */
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,12 +31,16 @@
 	"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"                                   \
 	"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 #define VERIFY_DEPTH 4
+#define LOG_PER_SECOND 20
 
 struct tls_connection {
 	char credential[CREDENTIAL_MAX + 1]; /* "" until a verified certificate was seen */
 };
 
 static void on_info(const SSL *ssl, int where, int ret);
+static void handshake_refused(const SSL *ssl, h2o_socket_t *sock, int alert);
+
+static uint64_t refused; /* handshakes ended by a fatal alert from pixd */
 static int load_client_ca(SSL_CTX *ctx, const struct tls_options *o);
 static void print_errors(const char *what, const char *file);
 
@@ -113,8 +123,14 @@ static void on_info(const SSL *ssl, int where, int ret)
 	unsigned char *der = NULL;
 	int len;
 
-	if (!(where & SSL_CB_HANDSHAKE_DONE) || (bio = SSL_get_rbio(ssl)) == NULL ||
-	    (sock = BIO_get_data(bio)) == NULL || (c = sock->on_close.data) == NULL)
+	if ((bio = SSL_get_rbio(ssl)) == NULL || (sock = BIO_get_data(bio)) == NULL)
+		return;
+	if ((where & SSL_CB_WRITE_ALERT) == SSL_CB_WRITE_ALERT && !SSL_is_init_finished(ssl) &&
+	    SSL_alert_type_string(ret)[0] == 'F') {
+		handshake_refused(ssl, sock, ret);
+		return;
+	}
+	if (!(where & SSL_CB_HANDSHAKE_DONE) || (c = sock->on_close.data) == NULL)
 		return;
 	c->credential[0] = '\0';
 	if (SSL_get_verify_result(ssl) != X509_V_OK || (cert = SSL_get1_peer_certificate(ssl)) == NULL)
@@ -123,6 +139,36 @@ static void on_info(const SSL *ssl, int where, int ret)
 		bearer_cert_credential(der, (size_t)len, c->credential);
 	OPENSSL_free(der);
 	X509_free(cert);
+}
+
+static void handshake_refused(const SSL *ssl, h2o_socket_t *sock, int alert)
+{
+	static uint64_t second;
+	static int lines;
+	struct sockaddr_storage ss;
+	socklen_t len = h2o_socket_getpeername(sock, (struct sockaddr *)&ss);
+	char peer[NI_MAXHOST] = "?";
+	long verify = SSL_get_verify_result(ssl);
+
+	refused++;
+	if (h2o_now(pixd_loop) / 1000 != second) {
+		second = h2o_now(pixd_loop) / 1000;
+		lines = 0;
+	}
+	if (lines++ >= LOG_PER_SECOND)
+		return;
+	if (len != 0)
+		getnameinfo((struct sockaddr *)&ss, len, peer, sizeof(peer), NULL, 0, NI_NUMERICHOST);
+	/* alert 116 is TLS 1.3's "certificate required", which OpenSSL 3.0 names "unknown" */
+	pixd_log("authentication failed (tls_handshake) from %s: alert %d (%s)%s%s", peer, alert & 0xff,
+	         (alert & 0xff) == 116 ? "certificate required" : SSL_alert_desc_string_long(alert),
+	         verify != X509_V_OK ? ", " : "",
+	         verify != X509_V_OK ? X509_verify_cert_error_string(verify) : "");
+}
+
+uint64_t tls_handshakes_refused(void)
+{
+	return refused;
 }
 
 void *tls_connection_new(void)

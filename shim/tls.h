@@ -28,6 +28,9 @@ SSL_CTX *tls_context_new(const struct tls_options *o);
 void *tls_connection_new(void);
 void tls_connection_free(void *state);
 
+/* Handshakes pixd ended with a fatal alert (no, untrusted or expired client certificate, ...). */
+uint64_t tls_handshakes_refused(void);
+
 /* The verified client certificate's credential on the request's connection, or NULL. */
 const char *tls_peer_credential(h2o_req_t *req);
 

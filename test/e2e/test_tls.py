@@ -217,6 +217,21 @@ class TestMutualTls(TlsCase):
     def test_no_certificate_fails_the_handshake(self):
         self.assertTrue(self.handshake_fails(None))
 
+    def test_refused_handshakes_are_counted_and_logged(self):
+        def refused():
+            r = self.call(self.client("a1"), "GET", "/metrics")
+            line = [x for x in r.body.decode().splitlines()
+                    if x.startswith('pixd_auth_failures_total{reason="tls_handshake"}')]
+            self.assertEqual(len(line), 1, r.body[:2000])
+            return int(line[0].split()[1])
+        before = refused()
+        self.assertTrue(self.handshake_fails("stranger"))
+        self.assertTrue(self.handshake_fails(None))
+        self.assertGreaterEqual(refused(), before + 2)
+        with open(self.server.log_path, "rb") as f:
+            log = f.read().decode("utf-8", "replace")
+        self.assertIn("authentication failed (tls_handshake) from 127.0.0.1", log)
+
     def test_rotation_and_revocation_take_effect_on_the_next_request(self):
         p = self.pki
         pki("client", p.dir, "a3")

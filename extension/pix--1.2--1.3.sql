@@ -120,6 +120,20 @@ GRANT EXECUTE ON FUNCTION pix_stream_start(text, int, text), pix_stream_next(tex
     pix_stream_stop(text, text, text), pix_generate_messages(text, int, text),
     pix_messages_send(text, text, text), pix_streams_stop_all(text, text) TO pix_client;
 
+-- The group role for SQL roles of one institution (bound with pix_role_bind): the functions of one
+-- ISPB and nothing else. Unlike pix_client (the HTTP server's), it cannot read pix_metrics() (every
+-- institution's queue sizes) nor run the housekeeping functions.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pix_institution') THEN
+        CREATE ROLE pix_institution NOLOGIN;
+    END IF;
+END
+$$;
+GRANT EXECUTE ON FUNCTION pix_stream_start(text, int, text), pix_stream_next(text, text, int, text),
+    pix_stream_stop(text, text, text), pix_messages_send(text, text, text),
+    pix_streams_stop_all(text, text) TO pix_institution;
+
 -- ---- management (pix_admin) ---------------------------------------------------------------------
 -- The helpers below run only inside the management functions (EXECUTE revoked from everyone);
 -- they are SECURITY DEFINER with a pinned search_path like every function of the extension, so

@@ -233,8 +233,12 @@ static int parse_body(text *body, const char *ispb, outgoing **out)
 	int n;
 
 	if (encoding != PG_UTF8 && encoding != PG_SQL_ASCII) {
-		bytes = pg_server_to_any(bytes, (int)len, PG_UTF8);
-		len = strlen(bytes);
+		const char *converted = pg_server_to_any(bytes, (int)len, PG_UTF8);
+
+		/* A conversion returns a new NUL-terminated string, or the input itself (empty input). */
+		if (converted != bytes)
+			len = strlen(converted);
+		bytes = converted;
 	}
 	arena = palloc(PIX_SEND_ARENA_SIZE(len));
 	n = pix_send_parse(bytes, len, parsed, PIX_SEND_MAX_MESSAGES, arena, PIX_SEND_ARENA_SIZE(len),
@@ -295,8 +299,11 @@ static void digest_of(outgoing *o)
 /* One entry per distinct endToEndId; a repeated id with other content in the body is PX011. */
 static HTAB *index_ids(outgoing *msgs, int n)
 {
-	HASHCTL ctl = {.keysize = PIX_END_TO_END_ID_LEN + 1, .entrysize = sizeof(id_entry)};
-	HTAB *ids = hash_create("pix send ids", n, &ctl, HASH_ELEM | HASH_STRINGS);
+	/* In the call's memory context, so that an error (PX011 below) frees it too. */
+	HASHCTL ctl = {.keysize = PIX_END_TO_END_ID_LEN + 1,
+	               .entrysize = sizeof(id_entry),
+	               .hcxt = CurrentMemoryContext};
+	HTAB *ids = hash_create("pix send ids", n, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 
 	for (int i = 0; i < n; i++) {
 		bool found;

@@ -20,7 +20,7 @@ DROP ROLE IF EXISTS regress_pix_bank_a_clerk;
 RESET client_min_messages;
 CREATE ROLE regress_pix_ops IN ROLE pix_admin;
 CREATE ROLE regress_pix_app9 IN ROLE pix_client;
-CREATE ROLE regress_pix_bank_a IN ROLE pix_client;
+CREATE ROLE regress_pix_bank_a IN ROLE pix_institution;
 CREATE ROLE regress_pix_bank_a_clerk IN ROLE regress_pix_bank_a;
 GRANT USAGE ON SCHEMA t10 TO regress_pix_ops, regress_pix_app9, regress_pix_bank_a;
 
@@ -189,6 +189,11 @@ SELECT try($$SELECT pix_stream_stop('10000002', $1)$$,
        try($$SELECT accepted FROM pix_messages_send('10000002', '{}')$$) AS other_send;
 SELECT try($$SELECT message_count FROM pix_stream_start('10000002', 1, $1)$$, t10.c('b')) AS with_b_credential,
        try($$SELECT pix_generate_messages('10000001', 1)$$) AS generator;
+-- The institution's group role has the functions of one ISPB only: no metrics of every
+-- institution, no housekeeping, no generator.
+SELECT try($$SELECT count(*) FROM pix_metrics()$$) AS metrics,
+       try($$SELECT pix_expire_streams()$$) AS expire,
+       try($$SELECT pix_streams_keepalive('{}')$$) AS keepalive;
 RESET ROLE;
 SET ROLE regress_pix_bank_a_clerk;
 SELECT try($$SELECT message_count FROM pix_stream_start('10000002')$$) AS member_other_start,
@@ -208,6 +213,13 @@ SELECT pix_role_unbind('regress_pix_bank_a') AS unbound, pix_role_unbind('regres
 SET ROLE regress_pix_bank_a;
 SELECT try($$SELECT pix_streams_stop_all('10000001') >= 0$$) AS after_unbind;
 RESET ROLE;
+
+-- A bound member of pix_client (which may run the generator) is refused it all the same.
+SELECT pix_role_bind('regress_pix_app9', '10000001');
+SET ROLE regress_pix_app9;
+SELECT try($$SELECT pix_generate_messages('10000001', 1)$$) AS bound_client_generator;
+RESET ROLE;
+SELECT pix_role_unbind('regress_pix_app9') AS unbound_app;
 
 --
 -- 7. The audit: every change, who made it (the session's user), when, for which ISPB.

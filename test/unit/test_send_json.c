@@ -8,15 +8,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "render.h"
 #include "send_json.h"
 #include "validate.h"
 
-static int passed, failed;
 static pix_message msgs[PIX_SEND_MAX_MESSAGES];
 
-static void check(bool ok, const char *what);
-static void check_str(const char *got, const char *want, const char *what);
 static int parse(const char *body, int max, pix_send_problem *problem);
 static void refused(const char *body, const char *want, const char *what);
 static void test_valor_normalize(void);
@@ -37,25 +35,6 @@ static const char example[] =
     "\"dataHoraPagamento\":\"2022-07-23T19:47:18.108Z\"}";
 
 static char arena[PIX_SEND_ARENA_SIZE(200000)];
-
-static void check(bool ok, const char *what)
-{
-	if (ok)
-		passed++;
-	else {
-		failed++;
-		printf("FAIL: %s\n", what);
-	}
-}
-
-static void check_str(const char *got, const char *want, const char *what)
-{
-	bool ok = got != NULL && strcmp(got, want) == 0;
-
-	check(ok, what);
-	if (!ok)
-		printf("  got:  %s\n  want: %s\n", got ? got : "(null)", want);
-}
 
 static int parse(const char *body, int max, pix_send_problem *problem)
 {

@@ -365,6 +365,15 @@ class TestMutualTls(TlsCase):
         self.assertEqual(other.stdout, "403")
         none = subprocess.run(base + [url], stdout=subprocess.PIPE, text=True, timeout=30)
         self.assertNotEqual(none.returncode, 0, "curl without a client certificate must fail")
+        # HTTP/2 (ALPN h2, curl's default over TLS): a read's 200 with its Pull-Next header
+        self.generate(self.A, 1)
+        h2 = subprocess.run(["curl", "-s", "--http2", "-D", "-", "-o", "/dev/null", "--cacert", p.path("ca"),
+                             "--cert", p.path("a1"), "--key", p.path("a1", "key"),
+                             f"https://127.0.0.1:{self.server.port}/api/pix/{self.A}/stream/start"],
+                            stdout=subprocess.PIPE, text=True, timeout=30)
+        self.assertEqual(h2.returncode, 0, h2.stdout)
+        self.assertRegex(h2.stdout, r"^HTTP/2 200")
+        self.assertRegex(h2.stdout, rf"(?m)^pull-next: /api/pix/{self.A}/stream/\S+")
 
 
 class TestTokens(TlsCase):

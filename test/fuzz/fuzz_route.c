@@ -21,10 +21,10 @@
  *
  * Checked on every request, against an independent reference router written from SPEC.md:
  *   exactly one response; its status is the one the reference predicts (200/201/204/400/404/405/
- *   406/422/503, never 500); 405 carries Allow; error bodies are application/problem+json objects whose
- *   "status" is the status; gzip bodies inflate; 200/204 reads carry Pull-Next; the database is
- * asked only with an 8-digit ISPB, a plausible id (1..64 printable ASCII, no '/') and a number that
- * is 1..9 ASCII digits within --max-generate, and the parameters are NUL-terminated copies.
+ *   406/422/503, never 500); 405 carries Allow; error bodies are application/problem+json objects
+ *   whose "status" is the status; gzip bodies inflate; 200/204 reads carry Pull-Next; the database
+ * is asked only with an 8-digit ISPB, a plausible id (1..64 printable ASCII, no '/') and a number
+ * that is 1..9 ASCII digits within --max-generate, and the parameters are NUL-terminated copies.
  */
 #define _GNU_SOURCE
 #include "../../shim/router.c"

@@ -7,6 +7,7 @@
 EXTENSION = pix
 MODULE_big = pix
 OBJS = extension/pix.o extension/stream.o extension/claim.o extension/iteration_id.o \
+       extension/auth.o extension/send.o extension/send_json.o \
        extension/message.o extension/validate.o extension/render.o extension/generate.o
 DATA = extension/pix--1.0.sql $(wildcard extension/pix--*--*.sql)
 
@@ -77,7 +78,7 @@ test:
 # ---- pixbench: the end-to-end load generator (bench/pixbench/, see BENCHMARKS.md) -------------
 PIXBENCH_SRCS = $(wildcard bench/pixbench/*.c)
 PIXBENCH_CFLAGS = -std=gnu11 -O2 -g -D_GNU_SOURCE -Wall -Wextra -Werror -I$(shell $(PG_CONFIG) --includedir)
-PIXBENCH_LIBS = -L$(shell $(PG_CONFIG) --libdir) -lpq -lz -lm -lpthread
+PIXBENCH_LIBS = -L$(shell $(PG_CONFIG) --libdir) -lpq -lz -lm -lpthread -lssl -lcrypto
 
 all: bench/pixbench/pixbench
 

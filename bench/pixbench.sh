@@ -16,6 +16,10 @@
 #   icom-capacity  4 000 messages/minute (60 s; --full: 10 min); bar: >= 99% delivered within 200 ms
 #   scaling        throughput vs collectors 1..6, vs ISPBs 1..256, vs backlog
 #   soak           a mixed run (120 s; --full: 10 min): table sizes, dead tuples, shim RSS, latency
+#   tls-drain      the drain over HTTPS with mutual TLS (keep-alive) vs over plain HTTP, alternating in
+#                  one run; bar: TLS >= 0.8x plain
+#   send           POST /api/pix/{ispb}/msgs in batches of 100 vs SQL INSERT of the same messages
+#                  (pixbench --send); bars: >= 20 000 msgs/s over HTTP, >= 0.7x SQL
 #   check          short drain + wake + expiry runs, verdicts only (for the test suite)
 #   all            every scenario above except check, then charts
 #   charts         redraw bench/charts/*.png from the results directory
@@ -38,7 +42,7 @@ OUT=/tmp/pixbench-results
 MODE=default
 INSTALL=1
 scenario=${1:-}
-[[ -n "$scenario" ]] || { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[[ -n "$scenario" ]] || { sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 shift
 while (($#)); do
     case "$1" in
@@ -49,7 +53,7 @@ while (($#)); do
         --http-port) HTTP_PORT=$2; shift 2 ;;
         --pixd) PIXD=$2; shift 2 ;;
         --no-install) INSTALL=0; shift ;;
-        -h | --help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -91,11 +95,25 @@ set_idle_timeout() { # SECONDS: for new sessions of the database, and for pixben
     IDLE_MS=$(($1 * 1000))
 }
 
+# HTTPS: set SHIM_CA to the CA of the shim's certificate, and SHIM_CLIENT to a client certificate
+# (without .crt/.key) under mutual TLS; start_shim's health checks use them.
+SHIM_CA=
+SHIM_CLIENT=
+health_url() {
+    if [[ -z "$SHIM_CA" ]]; then
+        echo "http://127.0.0.1:$HTTP_PORT/health"
+    elif [[ -n "$SHIM_CLIENT" ]]; then
+        echo "--cacert $SHIM_CA --cert $SHIM_CLIENT.crt --key $SHIM_CLIENT.key https://127.0.0.1:$HTTP_PORT/health"
+    else
+        echo "--cacert $SHIM_CA https://127.0.0.1:$HTTP_PORT/health"
+    fi
+}
 start_shim() { # WAIT_MS [extra pixd options]
     local wait=$1
     shift
     stop_shim
-    if curl -s -o /dev/null "http://127.0.0.1:$HTTP_PORT/health" 2>/dev/null; then
+    # shellcheck disable=SC2046
+    if curl -s -o /dev/null $(health_url) 2>/dev/null; then
         log "port $HTTP_PORT is already in use: choose another with --http-port"
         exit 2
     fi
@@ -106,7 +124,8 @@ start_shim() { # WAIT_MS [extra pixd options]
     local i
     for ((i = 0; i < 100; i++)); do
         kill -0 "$shim_pid" 2>/dev/null || break
-        curl -sf "http://127.0.0.1:$HTTP_PORT/health" >/dev/null 2>&1 && return 0
+        # shellcheck disable=SC2046
+        curl -sf $(health_url) >/dev/null 2>&1 && return 0
         sleep 0.1
     done
     log "pixd did not become healthy (see $OUT/pixd.log)"
@@ -416,6 +435,102 @@ scenario_soak() {
     done
 }
 
+# ---- tls-drain ---------------------------------------------------------------------------------
+# The drain of scenario_drain (one ISPB, 6 multipart collectors, keep-alive), once over plain HTTP
+# (--auth none) and once over HTTPS with mutual TLS (--auth mtls: every call also checks the
+# certificate's credential in the database), alternating which goes first; each run on an ISPB of its
+# own with a client certificate registered for it.
+scenario_tls_drain() {
+    local n=60000 rounds=2
+    q && n=20000
+    full && n=200000 rounds=3
+    setup_cluster
+    local pki=$dir/pki base=31000000 r ispb fp order
+    "$top/scripts/pki.sh" ca "$pki"
+    "$top/scripts/pki.sh" server "$pki"
+    header "tls-drain: $n messages on one ISPB, 6 multipart collectors over keep-alive, plain HTTP (--auth none) vs HTTPS + mutual TLS (--auth mtls), alternating"
+    local -a plain tls plainv tlsv plaincpu tlscpu
+    run_plain() {
+        SHIM_CA=
+        start_shim 8000
+        pb "tls-drain-plain-$1" --ispbs 1 --ispb-base "$2" --collectors 6 --preload "$n" --accept multipart
+        plain+=("$(f msgs_per_s)") plainv+=("$(verdict_word)") plaincpu+=("shim $(f shim_cpu_pct)%, pg $(f pg_cpu_pct)%, pixbench $(f self_cpu_pct)%")
+    }
+    run_tls() {
+        "$top/scripts/pki.sh" client "$pki" "c$1"
+        sql "SELECT pix_certificate_add('$(printf %08d "$2")', '$("$top/scripts/pki.sh" fingerprint "$pki/c$1.crt")', 'pixbench')" >/dev/null
+        SHIM_CA=$pki/ca.crt SHIM_CLIENT=$pki/c$1
+        start_shim 8000 --auth mtls --tls-cert "$pki/server.crt" --tls-key "$pki/server.key" --client-ca "$pki/ca.crt"
+        pb "tls-drain-mtls-$1" --ispbs 1 --ispb-base "$2" --collectors 6 --preload "$n" --accept multipart \
+            --tls-ca "$pki/ca.crt" --tls-cert "$pki/c$1.crt" --tls-key "$pki/c$1.key"
+        tls+=("$(f msgs_per_s)") tlsv+=("$(verdict_word)") tlscpu+=("shim $(f shim_cpu_pct)%, pg $(f pg_cpu_pct)%, pixbench $(f self_cpu_pct)%")
+        SHIM_CA= SHIM_CLIENT=
+    }
+    for ((r = 1; r <= rounds; r++)); do
+        if ((r % 2)); then
+            order="plain first"
+            run_plain "$r" $((base + 2 * r))
+            run_tls "$r" $((base + 2 * r + 1))
+        else
+            order="TLS first"
+            run_tls "$r" $((base + 2 * r + 1))
+            run_plain "$r" $((base + 2 * r))
+        fi
+        log "tls-drain round $r ($order): plain ${plain[r - 1]}, mTLS ${tls[r - 1]} msgs/s"
+    done
+    stop_shim
+    echo "| round | order | plain HTTP msgs/s | HTTPS + mTLS msgs/s | ratio | verdicts | CPU plain | CPU mTLS |"
+    echo "|---|---|---:|---:|---:|---|---|---|"
+    for ((r = 0; r < rounds; r++)); do
+        echo "| $((r + 1)) | $( ((r % 2 == 0)) && echo "plain first" || echo "TLS first") | ${plain[r]%.*} | ${tls[r]%.*} | $(awk "BEGIN {printf \"%.2fx\", ${tls[r]} / ${plain[r]}}") | ${plainv[r]} / ${tlsv[r]} | ${plaincpu[r]} | ${tlscpu[r]} |"
+    done
+    local pm tm ratio bar=PASS
+    pm=$(printf '%s\n' "${plain[@]}" | awk '{s+=$1} END {printf "%.0f", s/NR}')
+    tm=$(printf '%s\n' "${tls[@]}" | awk '{s+=$1} END {printf "%.0f", s/NR}')
+    ratio=$(awk "BEGIN {printf \"%.2f\", $tm / $pm}")
+    awk "BEGIN {exit !($ratio >= 0.8)}" || bar=MISSED
+    echo
+    echo "**Bar (HTTPS + mutual TLS >= 0.8x plain HTTP): $bar — mean $tm vs $pm msgs/s = ${ratio}x.**"
+}
+
+# ---- send --------------------------------------------------------------------------------------
+# pixbench --send: N messages POSTed in JSON arrays of 100 (8 keep-alive connections, pixd --pool 4)
+# vs the same N messages INSERTed in statements of 100 rows (4 libpq connections: pixd's pool size)
+# and vs the same bodies through SELECT pix_messages_send over those 4 connections (the function
+# without HTTP); order HTTP, INSERT, function, function, INSERT, HTTP; then the same over HTTPS with
+# a bearer token (--auth token).
+scenario_send() {
+    local n=100000
+    q && n=30000
+    full && n=300000
+    setup_cluster
+    local pki=$dir/pki token
+    "$top/scripts/pki.sh" ca "$pki"
+    "$top/scripts/pki.sh" server "$pki"
+    header "send: $n messages per phase in batches of 100 to 16 receiving ISPBs; HTTP: 8 connections to pixd (--pool 4); SQL: 4 connections, multi-row INSERT or pix_messages_send; order HTTP, INSERT, function, function, INSERT, HTTP"
+    echo "| transport | HTTP msgs/s | SQL INSERT msgs/s | HTTP / INSERT | SQL pix_messages_send msgs/s | HTTP / function | stored exactly once |"
+    echo "|---|---:|---:|---:|---:|---:|---|"
+    SHIM_CA=
+    start_shim 8000
+    pb send-plain --send "$n" --batch 100 --send-connections 8 --producers 4 --ispbs 16 --ispb-base 21000000
+    local http=$(f http_msgs_per_s) ratio=$(f ratio)
+    echo "| plain HTTP, --auth none | ${http%.*} | $(f sql_msgs_per_s | cut -d. -f1) | ${ratio} | $(f function_msgs_per_s | cut -d. -f1) | $(f http_vs_function) | $(verdict_word) |"
+    token=$(sql "SELECT pix_token_issue('99912345', 'pixbench')")
+    SHIM_CA=$pki/ca.crt
+    start_shim 8000 --auth token --tls-cert "$pki/server.crt" --tls-key "$pki/server.key"
+    pb send-tls --send "$n" --batch 100 --send-connections 8 --producers 4 --ispbs 16 --ispb-base 21000100 \
+        --tls-ca "$pki/ca.crt" --token "$token"
+    local http_tls=$(f http_msgs_per_s)
+    echo "| HTTPS + bearer token, --auth token | ${http_tls%.*} | $(f sql_msgs_per_s | cut -d. -f1) | $(f ratio) | $(f function_msgs_per_s | cut -d. -f1) | $(f http_vs_function) | $(verdict_word) |"
+    SHIM_CA=
+    stop_shim
+    local b1=PASS b2=PASS
+    awk "BEGIN {exit !($http >= 20000)}" || b1=MISSED
+    awk "BEGIN {exit !($ratio >= 0.7)}" || b2=MISSED
+    echo
+    echo "**Bar (>= 20 000 msgs/s over HTTP in batches of 100): $b1 (${http%.*}). Bar (>= 0.7x SQL INSERT of the same messages): $b2 (${ratio}x).**"
+}
+
 # ---- check (test suite) ------------------------------------------------------------------------
 scenario_check() {
     setup_cluster
@@ -554,6 +669,8 @@ run_one() {
         icom-capacity) scenario_icom ;;
         scaling) scenario_scaling ;;
         soak) scenario_soak ;;
+        tls-drain) scenario_tls_drain ;;
+        send) scenario_send ;;
         check) scenario_check ;;
         *) echo "unknown scenario $1" >&2; exit 2 ;;
     esac
@@ -562,7 +679,7 @@ run_one() {
 case "$scenario" in
     charts) charts ;;
     all)
-        for s in drain wake parked idle icom-capacity scaling soak; do
+        for s in drain wake parked idle icom-capacity scaling soak tls-drain send; do
             "$0" "$s" --out "$OUT" --pg-port "$PG_PORT" --http-port "$HTTP_PORT" \
                 $( ((INSTALL)) || echo --no-install) $([[ $MODE != default ]] && echo "--$MODE") |
                 tee "$OUT/$s.md" || failures=$((failures + 1))

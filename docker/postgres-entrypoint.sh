@@ -5,6 +5,28 @@ set -eu
 BIN=/usr/lib/postgresql/15/bin
 : "${PIX_HTTP_PASSWORD:?set PIX_HTTP_PASSWORD}"
 
+# Authentication for the compose demo: a local CA in the volume /pki, the server's certificate (for
+# the names pixd and localhost), and for the demo ISPB and for admin (the generator) a client
+# certificate and a bearer token, registered in the database. Development only: the server key is
+# readable by pixd's user (nobody) in a volume only the two containers mount; bring your own
+# certificates (PIXD_TLS_CERT, PIXD_TLS_KEY, PIXD_CLIENT_CA) anywhere else.
+make_credentials() {
+    ispb=${PIX_DEMO_ISPB:-32074986}
+    PKI_SERVER_NAMES=DNS:pixd pki.sh ca /pki
+    PKI_SERVER_NAMES=DNS:pixd pki.sh server /pki
+    chmod 0644 /pki/server.key
+    for who in "$ispb" admin; do
+        pki.sh client /pki "$who"
+        fp=$(pki.sh fingerprint "/pki/$who.crt")
+        if [ "$who" = admin ]; then
+            sql="SELECT pix_admin_certificate_add('$fp', 'compose'); SELECT pix_admin_token_issue('compose')"
+        else
+            sql="SELECT pix_certificate_add('$who', '$fp', 'compose'); SELECT pix_token_issue('$who', 'compose')"
+        fi
+        (umask 077 && psql -X -q -tA -v ON_ERROR_STOP=1 -h /tmp -U postgres pix -c "$sql" | tail -n 1 >"/pki/$who.token")
+    done
+}
+
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
     "$BIN/initdb" -D "$PGDATA" -U postgres -E UTF8 --locale=C.UTF-8 --auth-local=peer --auth-host=scram-sha-256
     echo "host all all 0.0.0.0/0 scram-sha-256" >>"$PGDATA/pg_hba.conf"
@@ -15,6 +37,7 @@ CREATE DATABASE pix;
 CREATE EXTENSION pix;
 CREATE ROLE pix_http LOGIN PASSWORD '$PIX_HTTP_PASSWORD' IN ROLE pix_client;
 SQL
+    make_credentials
     "$BIN/pg_ctl" -D "$PGDATA" -m fast -w stop
 fi
 exec "$BIN/postgres" -D "$PGDATA" -c listen_addresses='*' -c unix_socket_directories=/tmp

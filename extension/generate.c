@@ -30,6 +30,8 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "auth.h"
+#include "insert.h"
 #include "validate.h"
 
 PG_FUNCTION_INFO_V1(pix_generate_messages);
@@ -57,6 +59,7 @@ typedef enum field {
 	F_DATA_HORA_PAGAMENTO,
 	NUM_FIELDS
 } field;
+StaticAssertDecl(NUM_FIELDS == PIX_MESSAGE_COLUMNS, "insert.h counts the columns");
 
 static const char insert_sql[] =
     "INSERT INTO pix.message (end_to_end_id, valor, pagador_nome, pagador_cpf_cnpj, pagador_ispb,"
@@ -69,9 +72,13 @@ static const char insert_sql[] =
     " pg_catalog.unnest($11), pg_catalog.unnest($12), pg_catalog.unnest($13),"
     " pg_catalog.unnest($14), pg_catalog.unnest($15), pg_catalog.unnest($16),"
     " pg_catalog.unnest($17))";
+/* The same, for pix_messages_send: an endToEndId already in pix.message is skipped, not an error.
+ */
+static const char insert_new_sql_suffix[] =
+    " ON CONFLICT (end_to_end_id) DO NOTHING RETURNING end_to_end_id";
 
 /* Planned once per backend, kept across calls (SPI_keepplan). */
-static SPIPlanPtr insert_plan;
+static SPIPlanPtr insert_plan, insert_new_plan;
 
 /* One generated message: the strings pix_message points into. */
 typedef struct generated {
@@ -110,8 +117,6 @@ static void random_tx_id(char *out);
 static const char *random_note(const call_context *cx);
 static void generate_one(generated *g, const call_context *cx);
 static Datum text_datum(const char *utf8);
-static void add_row(Datum **columns, int row, const generated *g, const call_context *cx);
-static uint64 insert_chunk(Datum **columns, int rows);
 
 /* Real institutions' ISPBs: the payer's bank. */
 static const char *const payer_ispbs[] = {
@@ -387,9 +392,12 @@ static Datum text_datum(const char *utf8)
 	return CStringGetTextDatum(utf8);
 }
 
-static void add_row(Datum **columns, int row, const generated *g, const call_context *cx)
+/*
+ * Row `row` of the statement's column arrays (NUM_FIELDS arrays): the generator's messages and
+ * pix_messages_send's go in through the same INSERT.
+ */
+void pix_message_row(Datum **columns, int row, const pix_message *m, TimestampTz data_hora)
 {
-	const pix_message *m = &g->m;
 
 	columns[F_END_TO_END_ID][row] = text_datum(m->end_to_end_id);
 	columns[F_VALOR][row] = DirectFunctionCall3(numeric_in, CStringGetDatum(m->valor),
@@ -408,11 +416,15 @@ static void add_row(Datum **columns, int row, const generated *g, const call_con
 	columns[F_RECEBEDOR_TIPO_CONTA][row] = text_datum(m->recebedor.tipo_conta);
 	columns[F_CAMPO_LIVRE][row] = text_datum(m->campo_livre);
 	columns[F_TX_ID][row] = text_datum(m->tx_id);
-	columns[F_DATA_HORA_PAGAMENTO][row] = TimestampTzGetDatum(cx->now);
+	columns[F_DATA_HORA_PAGAMENTO][row] = TimestampTzGetDatum(data_hora);
 }
 
-/* One INSERT ... SELECT FROM unnest(arrays) of rows messages; returns the rows inserted. */
-static uint64 insert_chunk(Datum **columns, int rows)
+/*
+ * One INSERT ... SELECT FROM unnest(arrays) of rows messages; returns the rows inserted. With
+ * skip_existing, rows whose endToEndId is already stored are skipped and SPI_tuptable lists the
+ * endToEndIds inserted.
+ */
+uint64 pix_messages_insert(Datum **columns, int rows, bool skip_existing)
 {
 	Oid types[NUM_FIELDS];
 	Datum params[NUM_FIELDS];
@@ -433,17 +445,19 @@ static uint64 insert_chunk(Datum **columns, int rows)
 			    construct_array(columns[f], rows, TEXTOID, -1, false, TYPALIGN_INT));
 		}
 	}
-	if (insert_plan == NULL) {
-		SPIPlanPtr plan = SPI_prepare(insert_sql, NUM_FIELDS, types);
+	if (*(skip_existing ? &insert_new_plan : &insert_plan) == NULL) {
+		SPIPlanPtr plan = SPI_prepare(
+		    skip_existing ? psprintf("%s%s", insert_sql, insert_new_sql_suffix) : insert_sql,
+		    NUM_FIELDS, types);
 
 		if (plan == NULL)
 			elog(ERROR, "pix: could not prepare the generator's INSERT: %s",
 			     SPI_result_code_string(SPI_result));
 		SPI_keepplan(plan);
-		insert_plan = plan;
+		*(skip_existing ? &insert_new_plan : &insert_plan) = plan;
 	}
-	rc = SPI_execute_plan(insert_plan, params, NULL, false, 0);
-	if (rc != SPI_OK_INSERT)
+	rc = SPI_execute_plan(skip_existing ? insert_new_plan : insert_plan, params, NULL, false, 0);
+	if (rc != SPI_OK_INSERT && rc != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "pix: the generator's INSERT failed: %s", SPI_result_code_string(rc));
 	return SPI_processed;
 }
@@ -456,13 +470,15 @@ static uint64 insert_chunk(Datum **columns, int rows)
 Datum pix_generate_messages(PG_FUNCTION_ARGS)
 {
 	char *ispb = pix_ispb_arg(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0));
-	int32 number = count_arg(fcinfo);
+	int32 number;
 	call_context cx;
 	MemoryContext chunk_context;
 	generated g;
 	int32 generated_rows = 0;
 	uint64 inserted = 0;
 
+	pix_authorize_admin(fcinfo, 2);
+	number = count_arg(fcinfo);
 	pix_require_read_committed();
 	init_call(&cx, ispb);
 	SPI_connect();
@@ -479,9 +495,9 @@ Datum pix_generate_messages(PG_FUNCTION_ARGS)
 		for (int row = 0; row < rows; row++) {
 			CHECK_FOR_INTERRUPTS();
 			generate_one(&g, &cx);
-			add_row(columns, row, &g, &cx);
+			pix_message_row(columns, row, &g.m, cx.now);
 		}
-		inserted += insert_chunk(columns, rows);
+		inserted += pix_messages_insert(columns, rows, false);
 		generated_rows += rows;
 		MemoryContextSwitchTo(caller);
 		MemoryContextReset(chunk_context);

@@ -176,36 +176,21 @@ static const char *text_column(HeapTuple tuple, TupleDesc desc, column c)
 
 /*
  * valor in the contract's text form: exactly two decimals. numeric_out writes the value with its
- * own scale and never an exponent, so the text is edited rather than the number rounded: trailing
- * zeros beyond the second decimal go, any other digit there is a refusal. Positivity and the
- * 13-digit limit are the validator's.
+ * own scale and never an exponent; pix_valor_normalize edits that text rather than rounding the
+ * number (pix_messages_send normalizes its JSON numbers with the same function).
  */
 static const char *valor_text(HeapTuple tuple, TupleDesc desc, char **text)
 {
 	bool isnull;
 	Datum d = heap_getattr(tuple, attnums[COL_VALOR], desc, &isnull);
-	char *s, *dot;
-	const char *frac;
-	size_t frac_len;
 
 	*text = NULL;
 	if (isnull)
 		return NULL; /* the validator reports "valor: missing" */
+	*text = palloc(PIX_VALOR_TEXT_CAP);
 	if (numeric_is_nan(DatumGetNumeric(d)) || numeric_is_inf(DatumGetNumeric(d)))
 		return "valor: must be a finite number";
-	s = DatumGetCString(DirectFunctionCall1(numeric_out, d));
-	if (s[0] == '-')
-		return "valor: must be greater than zero";
-	dot = strchr(s, '.');
-	frac = dot != NULL ? dot + 1 : "";
-	frac_len = strlen(frac);
-	while (frac_len > 2 && frac[frac_len - 1] == '0')
-		frac_len--;
-	if (frac_len > 2)
-		return "valor: at most two decimal places (a payment is never rounded)";
-	*text = psprintf("%.*s.%.*s%.*s", (int)(dot != NULL ? dot - s : strlen(s)), s, (int)frac_len,
-	                 frac, (int)(2 - frac_len), "00");
-	return NULL;
+	return pix_valor_normalize(DatumGetCString(DirectFunctionCall1(numeric_out, d)), *text);
 }
 
 /*

@@ -22,6 +22,7 @@ int pix_stream_idle_timeout_ms = 60000;
 int pix_max_generate = 10000;
 int pix_history_retention_s = 7 * 24 * 3600;
 int pix_lock_timeout_ms = 5000;
+int pix_send_idempotency_horizon_s = 30 * 24 * 3600;
 
 void _PG_init(void);
 
@@ -52,6 +53,11 @@ void _PG_init(void)
 	    "Longest wait of a call for a stream (or an ISPB's starts) that another transaction holds; "
 	    "then PX009. 0: the caller's lock_timeout alone.",
 	    NULL, &pix_lock_timeout_ms, 5000, 0, 3600 * 1000, PGC_SUSET, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("pix.send_idempotency_horizon",
+	                        "Accepted endToEndIds of pix_messages_send are remembered this long "
+	                        "(re-sends are duplicates).",
+	                        NULL, &pix_send_idempotency_horizon_s, 30 * 24 * 3600, 0, PG_INT32_MAX,
+	                        PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
 	MarkGUCPrefixReserved("pix");
 }
 

@@ -28,6 +28,10 @@
 #define ERRCODE_PIX_IMMUTABLE MAKE_SQLSTATE('P', 'X', '0', '0', '7')
 #define ERRCODE_PIX_ISOLATION MAKE_SQLSTATE('P', 'X', '0', '0', '8')
 #define ERRCODE_PIX_BUSY MAKE_SQLSTATE('P', 'X', '0', '0', '9') /* 503 */
+#define ERRCODE_PIX_INVALID_SEND MAKE_SQLSTATE('P', 'X', '0', '1', '0')    /* 422 */
+#define ERRCODE_PIX_SEND_CONFLICT MAKE_SQLSTATE('P', 'X', '0', '1', '1')   /* 409 */
+#define ERRCODE_PIX_UNAUTHENTICATED MAKE_SQLSTATE('P', 'X', '0', '1', '2') /* 401 */
+#define ERRCODE_PIX_FORBIDDEN MAKE_SQLSTATE('P', 'X', '0', '1', '3')       /* 403 */
 
 #define PIX_MAX_BATCH 10
 
@@ -37,6 +41,7 @@ extern int pix_stream_idle_timeout_ms;
 extern int pix_max_generate;
 extern int pix_history_retention_s;
 extern int pix_lock_timeout_ms;
+extern int pix_send_idempotency_horizon_s;
 
 /* Raises PX001 unless the argument is a valid ISPB; returns it as a NUL-terminated string. */
 extern char *pix_ispb_arg(text *arg);

@@ -91,8 +91,10 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "auth.h"
 #include "claim.h"
 #include "iteration_id.h"
+#include "send.h"
 
 PG_FUNCTION_INFO_V1(pix_stream_start);
 PG_FUNCTION_INFO_V1(pix_stream_next);
@@ -299,7 +301,7 @@ static statement purge_streams_sql = {
 
 /* clang-format on */
 
-static char *call_args(FunctionCallInfo fcinfo, char *iid);
+static char *call_args(FunctionCallInfo fcinfo, int credential_argno, char *iid);
 static int batch_size_arg(FunctionCallInfo fcinfo, int argno);
 static void iid_arg(FunctionCallInfo fcinfo, int argno, char *iid);
 static Datum wellformed_ids(ArrayType *array);
@@ -335,7 +337,7 @@ static Datum read_result_datum(FunctionCallInfo fcinfo, const read_result *r);
  */
 Datum pix_stream_start(PG_FUNCTION_ARGS)
 {
-	char *ispb = pix_ispb_arg(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0));
+	char *ispb = pix_authorized_ispb(fcinfo, 2);
 	int max = batch_size_arg(fcinfo, 1);
 	MemoryContext outer = CurrentMemoryContext;
 	int64 ids[PIX_MAX_BATCH];
@@ -386,7 +388,7 @@ Datum pix_stream_start(PG_FUNCTION_ARGS)
 Datum pix_stream_next(PG_FUNCTION_ARGS)
 {
 	char iid[PIX_IID_LEN + 1];
-	char *ispb = call_args(fcinfo, iid);
+	char *ispb = call_args(fcinfo, 3, iid);
 	int max = batch_size_arg(fcinfo, 2);
 	MemoryContext outer = CurrentMemoryContext;
 	read_result r = {.ispb = ispb};
@@ -416,7 +418,7 @@ Datum pix_stream_next(PG_FUNCTION_ARGS)
 Datum pix_stream_stop(PG_FUNCTION_ARGS)
 {
 	char iid[PIX_IID_LEN + 1];
-	char *ispb = call_args(fcinfo, iid);
+	char *ispb = call_args(fcinfo, 2, iid);
 	Datum values[3];
 	char nulls[3] = {' ', ' ', ' '};
 	stream_row s;
@@ -486,6 +488,7 @@ Datum pix_purge_history(PG_FUNCTION_ARGS)
 	    DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	values[1] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
 	execute(&purge_streams_sql, values, NULL, 0);
+	iterations += pix_send_forget_expired();
 	SPI_finish();
 	PG_RETURN_INT64(iterations);
 }
@@ -530,9 +533,9 @@ Datum pix_streams_keepalive(PG_FUNCTION_ARGS)
  * The preamble of next and stop: the ISPB (first, so a malformed one is always PX001), the id
  * (malformed: "not found", like an id that does not exist) and the isolation level.
  */
-static char *call_args(FunctionCallInfo fcinfo, char *iid)
+static char *call_args(FunctionCallInfo fcinfo, int credential_argno, char *iid)
 {
-	char *ispb = pix_ispb_arg(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0));
+	char *ispb = pix_authorized_ispb(fcinfo, credential_argno);
 
 	iid_arg(fcinfo, 1, iid);
 	pix_require_read_committed();

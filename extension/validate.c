@@ -32,6 +32,7 @@ static const char *text_problem(const char *s, size_t min, size_t max);
 static const char *tx_id_problem(const char *s);
 static const char *data_hora_problem(const char *s);
 static size_t bounded_len(const char *s, size_t max);
+static size_t count_digits(const char *s);
 
 /* Returned by text_problem; mapped to each field's own sentence by the caller. */
 static const char text_missing[] = "missing";
@@ -278,6 +279,44 @@ static const char *valor_problem(const char *s)
 	nonzero |= s[int_digits + 1] != '0' || s[int_digits + 2] != '0';
 	if (!nonzero)
 		return "valor: must be greater than zero";
+	return NULL;
+}
+
+static size_t count_digits(const char *s)
+{
+	size_t n = 0;
+
+	while (is_digit(s[n]))
+		n++;
+	return n;
+}
+
+const char *pix_valor_normalize(const char *s, char *out)
+{
+	size_t int_len, frac_len;
+	const char *frac;
+
+	out[0] = '\0';
+	if (s == NULL)
+		return "valor: missing";
+	if (s[0] == '-')
+		return "valor: must be greater than zero";
+	int_len = count_digits(s);
+	frac = s[int_len] == '.' ? s + int_len + 1 : s + int_len;
+	frac_len = count_digits(frac);
+	if (int_len == 0 || frac[frac_len] != '\0' || (frac != s + int_len && frac_len == 0))
+		return "valor: must be a decimal number without exponent, e.g. 90.20";
+	while (frac_len > 2 && frac[frac_len - 1] == '0')
+		frac_len--;
+	if (frac_len > 2)
+		return "valor: at most two decimal places (a payment is never rounded)";
+	if (int_len > PIX_VALOR_INT_DIGITS_MAX)
+		return "valor: at most 13 integer digits (less than 10000000000000.00)";
+	memcpy(out, s, int_len);
+	out[int_len] = '.';
+	memcpy(out + int_len + 1, frac, frac_len);
+	memcpy(out + int_len + 1 + frac_len, "00", 2 - frac_len);
+	out[int_len + 3] = '\0';
 	return NULL;
 }
 

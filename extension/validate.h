@@ -68,6 +68,18 @@ bool pix_utf8_count(const char *s, size_t max, size_t *count);
 /* true when year-month-day is a real Gregorian date, year 0001..9999. */
 bool pix_valid_date(int year, int month, int day);
 
+/* Room for a normalized valor: 13 integer digits, '.', 2 decimals, NUL (and some margin). */
+#define PIX_VALOR_TEXT_CAP 32
+
+/*
+ * Writes the decimal text s (an optional '-', digits, optionally '.' and digits: numeric_out's
+ * form, or a JSON number without exponent) with exactly two decimals into out (PIX_VALOR_TEXT_CAP
+ * bytes): trailing zeros beyond the second decimal go, any other digit there is refused (money is
+ * never rounded silently). NULL when done, else a sentence naming valor. The INSERT trigger and
+ * pix_messages_send both pass valor through it, so both accept and store the same amounts.
+ */
+const char *pix_valor_normalize(const char *s, char *out);
+
 /*
  * NULL when m is valid per the contract; otherwise a static English sentence naming the first
  * offending field by its JSON name, e.g. "pagador.cpfCnpj: invalid check digits".

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Install the Debian 12 packages pix stream needs to build and run; with --test, also what the test
 # suites need (clang and its fuzzer runtime, docker-compose to check the compose file, gnuplot-nox for
-# the benchmarks' charts). Idempotent and quiet when everything is already there. Works as root; uses sudo otherwise.
+# the benchmarks' charts). Idempotent and quiet when everything is already there. Works as root;
+# uses sudo otherwise. openssl (the CLI) makes the local CA of `PIX_AUTH=mtls make run` and of the
+# TLS tests (scripts/pki.sh).
 set -euo pipefail
 
 PACKAGES=(
     postgresql-15 postgresql-server-dev-15 postgresql-client-15 libpq-dev
     libh2o-evloop-dev libssl-dev zlib1g-dev pkg-config make gcc
-    python3 curl libipc-run-perl wrk
+    python3 curl libipc-run-perl wrk openssl
 )
 if [[ "${1:-}" == --test ]]; then
     PACKAGES+=(clang libclang-rt-14-dev docker-compose iproute2 procps gnuplot-nox)

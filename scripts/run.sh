@@ -5,6 +5,11 @@
 #
 # Environment: PIX_PGPORT (5433), PIX_PGDIR ($PWD/.pgdata), PIX_LISTEN (127.0.0.1:3000),
 #              PIX_DBNAME (pix). Extra arguments are passed to shim/pixd.
+#              PIX_AUTH (or PIXD_AUTH) = none (default: plain HTTP, no credential, as before) | token |
+#              mtls | token,mtls: HTTPS with a local CA kept in $PWD/.pki (scripts/pki.sh), one client
+#              certificate (mtls) or bearer token (token) per demo ISPB (PIX_DEMO_ISPBS, default
+#              "32074986 60746948") plus an admin one for the generator, registered in the database;
+#              the curl commands that use them are printed.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -14,11 +19,16 @@ PIX_PGDIR=${PIX_PGDIR:-$ROOT/.pgdata}
 PIX_LISTEN=${PIX_LISTEN:-127.0.0.1:3000}
 PIX_DBNAME=${PIX_DBNAME:-pix}
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
+PIX_AUTH=${PIX_AUTH:-${PIXD_AUTH:-none}}
+PIX_DEMO_ISPBS=${PIX_DEMO_ISPBS:-32074986 60746948}
+PKI_DIR=$ROOT/.pki
 
 say() { echo "run.sh: $*" >&2; }
 die() { echo "run.sh: $*" >&2; exit 1; }
 
 [[ "$PIX_DBNAME" =~ ^[a-z_][a-z0-9_]*$ ]] || die "PIX_DBNAME must be a plain identifier"
+case $PIX_AUTH in none | token | mtls | token,mtls | mtls,token) ;; *) die "PIX_AUTH must be none, token, mtls or token,mtls" ;; esac
+for ispb in $PIX_DEMO_ISPBS; do [[ "$ispb" =~ ^[0-9]{8}$ ]] || die "PIX_DEMO_ISPBS: $ispb is not an ISPB"; done
 
 ./scripts/deps.sh
 
@@ -87,10 +97,74 @@ PGOPTIONS="-c client_min_messages=warning" "$PGBIN/psql" -X -q -v ON_ERROR_STOP=
 
 db="host=$PIX_PGDIR port=$PIX_PGPORT dbname=$PIX_DBNAME user=pix_http"
 say "database:  psql \"host=$PIX_PGDIR port=$PIX_PGPORT dbname=$PIX_DBNAME user=postgres\" (the server logs in as pix_http)"
-say "server:    http://$PIX_LISTEN  (Ctrl-C stops the server and the cluster)"
+
+# ---- authentication (PIX_AUTH != none): certificates and tokens, registered as an operator would --
+psql_pix() { PGOPTIONS="-c client_min_messages=warning" "$PGBIN/psql" -X -q -tA -v ON_ERROR_STOP=1 "host=$PIX_PGDIR port=$PIX_PGPORT dbname=$PIX_DBNAME user=postgres" "$@"; }
+
+# Registers certificate $2 for ISPB $1 (or as admin when $1 is "admin") unless it already is.
+register_cert() {
+    local who=$1 fp
+    fp=$(./scripts/pki.sh fingerprint "$2")
+    if [[ -n "$(psql_pix -c "SELECT 1 FROM pix_credential_list() WHERE fingerprint = '$fp' AND revoked_at IS NULL")" ]]; then
+        return
+    fi
+    if [[ "$who" == admin ]]; then
+        psql_pix -c "SELECT pix_admin_certificate_add('$fp', 'make run')" >/dev/null
+    else
+        psql_pix -c "SELECT pix_certificate_add('$who', '$fp', 'make run')" >/dev/null
+    fi
+}
+
+# A token for ISPB $1 (or admin) in $PKI_DIR/$1.token; a new one each run (only its digest is stored,
+# so an old file cannot be checked), the previous one revoked.
+issue_token() {
+    local who=$1 label="make run $1" token
+    psql_pix -c "SELECT pix_credential_revoke(credential_id) FROM pix_credential_list() WHERE kind = 'token' AND label = '$label' AND revoked_at IS NULL" >/dev/null
+    if [[ "$who" == admin ]]; then
+        token=$(psql_pix -c "SELECT pix_admin_token_issue('$label')")
+    else
+        token=$(psql_pix -c "SELECT pix_token_issue('$who', '$label')")
+    fi
+    (umask 077 && printf '%s\n' "$token" >"$PKI_DIR/$who.token")
+}
+
+tls_args=()
+scheme=http
+if [[ "$PIX_AUTH" != none ]]; then
+    scheme=https
+    mkdir -p "$PKI_DIR"
+    chmod 700 "$PKI_DIR"
+    # certificates last 30 days: made again when missing or expiring within a day
+    fresh() { [[ -f "$PKI_DIR/$1.crt" ]] && openssl x509 -in "$PKI_DIR/$1.crt" -noout -checkend 86400 >/dev/null; }
+    fresh ca || { rm -f "$PKI_DIR"/*.crt "$PKI_DIR"/*.key; ./scripts/pki.sh ca "$PKI_DIR"; }
+    fresh server || ./scripts/pki.sh server "$PKI_DIR"
+    tls_args=(--auth "$PIX_AUTH" --tls-cert "$PKI_DIR/server.crt" --tls-key "$PKI_DIR/server.key")
+    if [[ "$PIX_AUTH" == *mtls* ]]; then
+        tls_args+=(--client-ca "$PKI_DIR/ca.crt")
+        for who in $PIX_DEMO_ISPBS admin; do
+            fresh "$who" || ./scripts/pki.sh client "$PKI_DIR" "$who"
+            register_cert "$who" "$PKI_DIR/$who.crt"
+        done
+    fi
+    if [[ "$PIX_AUTH" == *token* ]]; then
+        for who in $PIX_DEMO_ISPBS admin; do issue_token "$who"; done
+    fi
+    first=${PIX_DEMO_ISPBS%% *}
+    url="https://$PIX_LISTEN"
+    say "authentication: $PIX_AUTH; CA, certificates and tokens in $PKI_DIR (demo ISPBs: $PIX_DEMO_ISPBS)"
+    if [[ "$PIX_AUTH" == *mtls* ]]; then
+        say "  curl --cacert $PKI_DIR/ca.crt --cert $PKI_DIR/admin.crt --key $PKI_DIR/admin.key -X POST $url/api/util/msgs/$first/3"
+        say "  curl --cacert $PKI_DIR/ca.crt --cert $PKI_DIR/$first.crt --key $PKI_DIR/$first.key $url/api/pix/$first/stream/start"
+    fi
+    if [[ "$PIX_AUTH" == *token* ]]; then
+        say "  curl --cacert $PKI_DIR/ca.crt -H \"Authorization: Bearer \$(cat $PKI_DIR/admin.token)\" -X POST $url/api/util/msgs/$first/3"
+        say "  curl --cacert $PKI_DIR/ca.crt -H \"Authorization: Bearer \$(cat $PKI_DIR/$first.token)\" $url/api/pix/$first/stream/start"
+    fi
+fi
+say "server:    $scheme://$PIX_LISTEN  (Ctrl-C stops the server and the cluster)"
 # In a session of its own, so that Ctrl-C reaches this script only, which then sends pixd exactly
 # one SIGTERM (a second signal makes pixd exit at once instead of gracefully).
-setsid ./shim/pixd --listen "$PIX_LISTEN" --db "$db" "$@" </dev/null &
+setsid ./shim/pixd --listen "$PIX_LISTEN" --db "$db" "${tls_args[@]}" "$@" </dev/null &
 pixd_pid=$!
 set +e
 wait "$pixd_pid"

@@ -45,6 +45,8 @@ static int parse_int(const struct int_option *o, const char *text);
 static int read_environment(const struct int_option *opts, size_t n);
 static int parse_arguments(int argc, char **argv, const struct int_option *opts, size_t n);
 static int check_conninfo(const char *conninfo);
+static int parse_auth(const char *text);
+static int set_string(int opt, const char *value);
 
 static const struct int_option int_options[] = {
     {"pool", "PIXD_POOL", &pixd_config.pool_size, 1, 64},
@@ -86,6 +88,15 @@ static void usage(FILE *out)
 	    "                             (default 5000)                       "
 	    "PIXD_CONNECT_TIMEOUT_MS\n"
 	    "  --no-access-log            no line per request on stderr          PIXD_ACCESS_LOG=0\n"
+	    "  --auth MODE                none, token, mtls or token,mtls: how clients\n"
+	    "                             authenticate (default none)                PIXD_AUTH\n"
+	    "  --tls-cert FILE            HTTPS: PEM certificate chain           PIXD_TLS_CERT\n"
+	    "  --tls-key FILE             HTTPS: PEM private key                 PIXD_TLS_KEY\n"
+	    "  --client-ca FILE           mutual TLS: PEM CAs of client\n"
+	    "                             certificates (--auth mtls)             PIXD_CLIENT_CA\n"
+	    "  --insecure-open            allow --auth none or plain HTTP on a\n"
+	    "                             non-loopback address            PIXD_INSECURE_OPEN=1\n"
+	    "  --no-util                  POST /api/util/msgs answers 404        PIXD_NO_UTIL=1\n"
 	    "  --help                     this text\n"
 	    "SIGTERM/SIGINT: stop accepting, answer waiting reads 204, finish the rest, exit 0.\n");
 }
@@ -114,6 +125,18 @@ static int read_environment(const struct int_option *opts, size_t n)
 		pixd_config.db_conninfo = v;
 	if ((v = getenv("PIXD_ACCESS_LOG")) != NULL)
 		pixd_config.access_log = strcmp(v, "0") != 0;
+	if ((v = getenv("PIXD_AUTH")) != NULL && *v != '\0' && parse_auth(v) != 0)
+		return -1;
+	if ((v = getenv("PIXD_TLS_CERT")) != NULL && *v != '\0')
+		pixd_config.tls_cert = v;
+	if ((v = getenv("PIXD_TLS_KEY")) != NULL && *v != '\0')
+		pixd_config.tls_key = v;
+	if ((v = getenv("PIXD_CLIENT_CA")) != NULL && *v != '\0')
+		pixd_config.client_ca = v;
+	if ((v = getenv("PIXD_INSECURE_OPEN")) != NULL)
+		pixd_config.insecure_open = strcmp(v, "1") == 0;
+	if ((v = getenv("PIXD_NO_UTIL")) != NULL)
+		pixd_config.no_util = strcmp(v, "1") == 0;
 	for (size_t i = 0; i < n; i++)
 		if ((v = getenv(opts[i].env)) != NULL && *v != '\0' && parse_int(&opts[i], v) != 0)
 			return -1;
@@ -122,8 +145,20 @@ static int read_environment(const struct int_option *opts, size_t n)
 
 static int parse_arguments(int argc, char **argv, const struct int_option *opts, size_t n)
 {
-	enum { OPT_LISTEN = 1000, OPT_DB, OPT_NO_ACCESS_LOG, OPT_HELP, OPT_INT };
-	struct option longopts[N_INT_OPTIONS + 5];
+	enum {
+		OPT_LISTEN = 1000,
+		OPT_DB,
+		OPT_NO_ACCESS_LOG,
+		OPT_HELP,
+		OPT_AUTH,
+		OPT_TLS_CERT,
+		OPT_TLS_KEY,
+		OPT_CLIENT_CA,
+		OPT_INSECURE_OPEN,
+		OPT_NO_UTIL,
+		OPT_INT
+	};
+	struct option longopts[N_INT_OPTIONS + 11];
 	size_t k = 0;
 	int c, idx;
 
@@ -131,6 +166,12 @@ static int parse_arguments(int argc, char **argv, const struct int_option *opts,
 	longopts[k++] = (struct option){"db", required_argument, NULL, OPT_DB};
 	longopts[k++] = (struct option){"no-access-log", no_argument, NULL, OPT_NO_ACCESS_LOG};
 	longopts[k++] = (struct option){"help", no_argument, NULL, OPT_HELP};
+	longopts[k++] = (struct option){"auth", required_argument, NULL, OPT_AUTH};
+	longopts[k++] = (struct option){"tls-cert", required_argument, NULL, OPT_TLS_CERT};
+	longopts[k++] = (struct option){"tls-key", required_argument, NULL, OPT_TLS_KEY};
+	longopts[k++] = (struct option){"client-ca", required_argument, NULL, OPT_CLIENT_CA};
+	longopts[k++] = (struct option){"insecure-open", no_argument, NULL, OPT_INSECURE_OPEN};
+	longopts[k++] = (struct option){"no-util", no_argument, NULL, OPT_NO_UTIL};
 	for (size_t i = 0; i < n; i++)
 		longopts[k++] = (struct option){opts[i].name, required_argument, NULL, OPT_INT + (int)i};
 	longopts[k] = (struct option){NULL, 0, NULL, 0};
@@ -141,7 +182,17 @@ static int parse_arguments(int argc, char **argv, const struct int_option *opts,
 			pixd_config.db_conninfo = optarg;
 		else if (c == OPT_NO_ACCESS_LOG)
 			pixd_config.access_log = 0;
-		else if (c == OPT_HELP || c == 'h') {
+		else if (c == OPT_AUTH) {
+			if (parse_auth(optarg) != 0)
+				return -1;
+		} else if (c == OPT_INSECURE_OPEN)
+			pixd_config.insecure_open = 1;
+		else if (c == OPT_NO_UTIL)
+			pixd_config.no_util = 1;
+		else if (c == OPT_TLS_CERT || c == OPT_TLS_KEY || c == OPT_CLIENT_CA) {
+			if (set_string(c - OPT_TLS_CERT, optarg) != 0)
+				return -1;
+		} else if (c == OPT_HELP || c == 'h') {
 			usage(stdout);
 			exit(0);
 		} else if (c >= OPT_INT && c < OPT_INT + (int)n) {
@@ -156,6 +207,38 @@ static int parse_arguments(int argc, char **argv, const struct int_option *opts,
 		fprintf(stderr, "pixd: unexpected argument \"%s\"\n", argv[optind]);
 		return -1;
 	}
+	return 0;
+}
+
+/* "none", "token", "mtls", "token,mtls" (either order). */
+static int parse_auth(const char *text)
+{
+	if (strcmp(text, "none") == 0)
+		pixd_config.auth_modes = 0;
+	else if (strcmp(text, "token") == 0)
+		pixd_config.auth_modes = AUTH_TOKEN;
+	else if (strcmp(text, "mtls") == 0)
+		pixd_config.auth_modes = AUTH_MTLS;
+	else if (strcmp(text, "token,mtls") == 0 || strcmp(text, "mtls,token") == 0)
+		pixd_config.auth_modes = AUTH_TOKEN | AUTH_MTLS;
+	else {
+		fprintf(stderr, "pixd: --auth must be none, token, mtls or token,mtls, got \"%s\"\n", text);
+		return -1;
+	}
+	return 0;
+}
+
+/* which: 0 --tls-cert, 1 --tls-key, 2 --client-ca. An empty file name is a mistake, not "off". */
+static int set_string(int which, const char *value)
+{
+	static const char *const names[] = {"tls-cert", "tls-key", "client-ca"};
+	const char **fields[] = {&pixd_config.tls_cert, &pixd_config.tls_key, &pixd_config.client_ca};
+
+	if (*value == '\0') {
+		fprintf(stderr, "pixd: --%s needs a file name\n", names[which]);
+		return -1;
+	}
+	*fields[which] = value;
 	return 0;
 }
 

@@ -17,6 +17,12 @@
 #define PIXD_WAIT_MS_MAX 8000
 /* multipart/json batches (the extension's PIX_MAX_BATCH). */
 #define PIXD_MULTI_BATCH 10
+/* Request bodies: POST /api/pix/{ispb}/msgs takes up to 1 000 messages; every other route none. */
+#define PIXD_SEND_BODY_MAX (1024 * 1024)
+
+/* --auth: which credentials identify a client (none: 0). */
+#define AUTH_TOKEN 1
+#define AUTH_MTLS 2
 
 struct pixd_config {
 	const char *listen;      /* host:port */
@@ -30,6 +36,12 @@ struct pixd_config {
 	int query_timeout_ms;    /* a query (or a wait in the queue) longer than this is given up */
 	int connect_timeout_ms;  /* a connection attempt longer than this is given up */
 	int access_log;          /* one line per request on stderr */
+	int auth_modes;          /* AUTH_TOKEN | AUTH_MTLS; 0: --auth none */
+	int insecure_open;       /* serve none / plain HTTP on a non-loopback address anyway */
+	int no_util;             /* POST /api/util/msgs answers 404 */
+	const char *tls_cert;    /* PEM chain: HTTPS when set */
+	const char *tls_key;
+	const char *client_ca; /* PEM CAs of client certificates (--auth mtls) */
 };
 
 /* The defaults until config_parse; tests and fuzzers may set fields before using the server. */

@@ -10,8 +10,9 @@ static int path_is(h2o_iovec_t path, const char *prefix, const char *suffix);
 struct pixd_metrics pixd_metrics;
 struct route_observations route_observed;
 
-const char *const route_names[ROUTE_N] = {"stream_start", "stream_next", "stream_stop", "util_msgs",
-                                          "health",       "metrics",     "openapi",     "other"};
+const char *const route_names[ROUTE_N] = {
+    "stream_start", "stream_next", "stream_stop", "util_msgs", "messages_send",
+    "streams_stop", "health",      "metrics",     "openapi",   "other"};
 /* A long poll lands near --wait-ms: the last finite bound is above the contract's 8 s. */
 const double latency_bounds[PIXD_LATENCY_BOUNDS] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1,
                                                     0.25,  0.5,   1,    2.5,   5,    9};
@@ -30,6 +31,10 @@ enum route route_of_request(h2o_req_t *req)
 
 	if (path_is(path, "/api/pix/", "/stream/start"))
 		return ROUTE_START;
+	if (path_is(path, "/api/pix/", "/msgs"))
+		return ROUTE_SEND;
+	if (path_is(path, "/api/pix/", "/streams") || path_is(path, "/api/pix/", "/stream/stop"))
+		return ROUTE_STOP_ALL;
 	if (path_is(path, "/api/pix/", "") && memmem(path.base, path.len, "/stream/", 8) != NULL)
 		return h2o_memis(req->method.base, req->method.len, H2O_STRLIT("DELETE")) ? ROUTE_STOP
 		                                                                          : ROUTE_NEXT;

@@ -47,7 +47,7 @@ struct statement {
 	const char *name;
 	const char *sql;
 	int nparams;
-	Oid types[3];
+	Oid types[4];
 };
 
 static void conn_connect(struct db_conn *c);
@@ -75,22 +75,30 @@ _Static_assert(DB_NSTMT <= PIXD_MAX_STATEMENTS, "counters.h: PIXD_MAX_STATEMENTS
 static const struct statement statements[DB_NSTMT] = {
     [DB_STREAM_START] = {"pix_stream_start",
                          "SELECT interation_id, pull_next, message_count, body FROM "
-                         "pix_stream_start($1, $2)",
-                         2,
-                         {OID_TEXT, OID_INT4}},
+                         "pix_stream_start($1, $2, $3)",
+                         3,
+                         {OID_TEXT, OID_INT4, OID_TEXT}},
     [DB_STREAM_NEXT] = {"pix_stream_next",
                         "SELECT interation_id, pull_next, message_count, body FROM "
-                        "pix_stream_next($1, $2, $3)",
-                        3,
-                        {OID_TEXT, OID_TEXT, OID_INT4}},
+                        "pix_stream_next($1, $2, $3, $4)",
+                        4,
+                        {OID_TEXT, OID_TEXT, OID_INT4, OID_TEXT}},
     [DB_STREAM_STOP] = {"pix_stream_stop",
-                        "SELECT pix_stream_stop($1, $2)",
-                        2,
-                        {OID_TEXT, OID_TEXT}},
+                        "SELECT pix_stream_stop($1, $2, $3)",
+                        3,
+                        {OID_TEXT, OID_TEXT, OID_TEXT}},
     [DB_GENERATE] = {"pix_generate_messages",
-                     "SELECT pix_generate_messages($1, $2)",
+                     "SELECT pix_generate_messages($1, $2, $3)",
+                     3,
+                     {OID_TEXT, OID_INT4, OID_TEXT}},
+    [DB_SEND] = {"pix_messages_send",
+                 "SELECT accepted, duplicates, body FROM pix_messages_send($1, $2, $3)",
+                 3,
+                 {OID_TEXT, OID_TEXT, OID_TEXT}},
+    [DB_STOP_ALL] = {"pix_streams_stop_all",
+                     "SELECT pix_streams_stop_all($1, $2)",
                      2,
-                     {OID_TEXT, OID_INT4}},
+                     {OID_TEXT, OID_TEXT}},
     [DB_HEALTH] = {"pix_health", "SELECT 1", 0, {0}},
     [DB_EXPIRE] = {"pix_expire_streams", "SELECT pix_expire_streams()", 0, {0}},
     [DB_PURGE] = {"pix_purge_history", "SELECT pix_purge_history()", 0, {0}},

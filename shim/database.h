@@ -16,10 +16,13 @@
 #include "pixd.h"
 
 enum db_stmt {
-	DB_STREAM_START, /* ispb, max_messages */
-	DB_STREAM_NEXT,  /* ispb, interation_id, max_messages */
-	DB_STREAM_STOP,  /* ispb, interation_id */
-	DB_GENERATE,     /* ispb, number */
+	/* credential: "cert:..."/"token:..." (auth.h), or NULL with --auth none */
+	DB_STREAM_START, /* ispb, max_messages, credential */
+	DB_STREAM_NEXT,  /* ispb, interation_id, max_messages, credential */
+	DB_STREAM_STOP,  /* ispb, interation_id, credential */
+	DB_GENERATE,     /* ispb, number, credential */
+	DB_SEND,         /* ispb, body, credential */
+	DB_STOP_ALL,     /* ispb, credential */
 	DB_HEALTH,       /* (none) */
 	DB_NPREPARED,    /* the statements above are prepared on every connection; the ones below,
 	                    run a few times a minute, are sent as they are (a missing function is then an
@@ -51,7 +54,7 @@ typedef void (*db_result_cb)(db_query_t *q, PGresult *res, enum db_failure failu
 
 struct st_db_query {
 	enum db_stmt stmt;
-	const char *params[3];
+	const char *params[4];
 	db_result_cb cb;
 	/* owned by the pool */
 	h2o_linklist_t _queued;          /* in the FIFO while waiting for a connection */

@@ -30,6 +30,7 @@
 #include "parking.h"
 #include "respond.h"
 #include "router.h"
+#include "tls.h"
 
 #define DRAIN_MS 100
 
@@ -59,6 +60,18 @@ void event_loop_init(void)
 	h2o_context_init(&pixd_ctx, pixd_loop, &config);
 	accept_ctx.ctx = &pixd_ctx;
 	accept_ctx.hosts = config.hosts;
+}
+
+int event_loop_tls(void)
+{
+	struct tls_options o = {pixd_config.tls_cert, pixd_config.tls_key, pixd_config.client_ca,
+	                        pixd_config.auth_modes == AUTH_MTLS};
+
+	if (pixd_config.tls_cert == NULL)
+		return 0;
+	/* With an SSL_CTX on the accept context, h2o_accept runs the handshake before HTTP. */
+	accept_ctx.ssl_ctx = tls_context_new(&o);
+	return accept_ctx.ssl_ctx != NULL ? 0 : -1;
 }
 
 static int split_hostport(const char *hostport, char *host, size_t hostlen, const char **port)
@@ -144,6 +157,8 @@ static void on_accept(h2o_socket_t *sock, const char *err)
 			break;
 		pixd_metrics.connections++;
 		conn->on_close.cb = on_connection_closed;
+		/* where tls.c keeps the client certificate's credential for this connection */
+		conn->on_close.data = accept_ctx.ssl_ctx != NULL ? tls_connection_new() : NULL;
 		h2o_accept(&accept_ctx, conn);
 	}
 	update_accepting();
@@ -151,6 +166,7 @@ static void on_accept(h2o_socket_t *sock, const char *err)
 
 static void on_connection_closed(void *data)
 {
+	tls_connection_free(data);
 	pixd_metrics.connections--;
 	update_accepting();
 }

@@ -9,6 +9,8 @@
 
 /* Creates the loop, the h2o context and the router. */
 void event_loop_init(void);
+/* HTTPS when --tls-cert is set (tls.c); -1 after printing why the certificates cannot be used. */
+int event_loop_tls(void);
 /* Binds and listens on "host:port" ("[v6]:port", ":port" for every address). -1 on error. */
 int event_loop_listen(const char *hostport);
 /* Runs until a graceful shutdown completes; returns the exit status. */

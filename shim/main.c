@@ -4,6 +4,7 @@
  * Options: config.c. The server holds no state a restart could lose: streams, batches and
  * messages live in PostgreSQL.
  */
+#include "auth.h"
 #include "database.h"
 #include "event_loop.h"
 #include "listener.h"
@@ -18,7 +19,11 @@ int main(int argc, char **argv)
 	if (rc != 0)
 		return rc;
 	log_init();
+	if (auth_check_config(pixd_config.listen) != 0)
+		return 2;
 	event_loop_init();
+	if (event_loop_tls() != 0)
+		return 2;
 	if (event_loop_listen(pixd_config.listen) != 0)
 		return 1;
 	pgconn_global_init();
@@ -26,8 +31,9 @@ int main(int argc, char **argv)
 	db_init();
 	listener_init();
 	maintenance_init();
-	pixd_log("pixd listening on %s (pool %d, wait %d ms)", pixd_config.listen,
-	         pixd_config.pool_size, pixd_config.wait_ms);
+	pixd_log("pixd listening on %s://%s (pool %d, wait %d ms, auth %s)",
+	         pixd_config.tls_cert != NULL ? "https" : "http", pixd_config.listen,
+	         pixd_config.pool_size, pixd_config.wait_ms, auth_mode_name());
 	rc = event_loop_run();
 	maintenance_shutdown();
 	listener_shutdown();

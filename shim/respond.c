@@ -4,7 +4,13 @@
  *
  * Every error body is application/problem+json (RFC 9457) with type, title, status and detail.
  * Details are fixed strings chosen here or by the handlers, never a database message or request
- * text: nothing to escape, no oracle.
+ * text — with two exceptions the contract asks for: PX010 (422) and PX011 (409) of a send name the
+ * message's index and field, or the endToEndId, in the database's words, JSON-escaped here. They
+ * only describe the sender's own body, and only after the database authorized the sender.
+ *
+ * Authentication (auth.c decides who is calling): 401 carries WWW-Authenticate: Bearer when tokens
+ * are accepted (with error="invalid_token" when one was presented); a 401 to an address that keeps
+ * failing is sent AUTH_DELAY_MS later from a timer, never by blocking the loop.
  *
  * Compression: gzip (zlib, one deflate state reused with deflateReset: the loop is single-threaded)
  * whenever Accept-Encoding allows it and there is a body; Vary: Accept-Encoding on every body.
@@ -19,6 +25,7 @@
 #include <unistd.h>
 #include <zlib.h>
 #include "accept.h"
+#include "auth.h"
 #include "respond.h"
 
 #define RETRY_AFTER_DB_DOWN 2
@@ -30,6 +37,18 @@ static void async_dispose(void *p);
 static const char *reason_phrase(int status);
 static int sqlstate_is_transient(const char *s);
 static int retry_after_jittered(int seconds);
+static void respond_problem_escaped(h2o_req_t *req, int status, const char *detail);
+static const char *send_error_detail(const PGresult *res);
+static void send_unauthenticated(h2o_req_t *req, int token_presented);
+static void on_auth_delay(h2o_timeout_entry_t *entry);
+static void detach_auth_delay(struct async_req *a);
+
+/* A 401 answered later: the request's state while the delay runs. */
+struct auth_delay {
+	struct async_req base;
+	h2o_timeout_entry_t timer;
+	int token_presented;
+};
 
 static int in_flight;
 
@@ -107,9 +126,13 @@ void add_header(h2o_req_t *req, const char *name, const char *value, size_t len)
 {
 	/* The value may live in a PGresult about to be cleared: the pool copy lives as long as req. */
 	h2o_iovec_t copy = h2o_strdup(&req->pool, value, len);
+	/* HTTP/2 (over TLS, ALPN h2) forbids upper case in names: h2o sends name there, and orig_name
+	 * ("Pull-Next" as written here) on HTTP/1.1. */
+	h2o_iovec_t lower = h2o_strdup(&req->pool, name, strlen(name));
 
-	h2o_add_header_by_str(&req->pool, &req->res.headers, name, strlen(name), 1, NULL, copy.base,
-	                      copy.len);
+	h2o_strtolower(lower.base, lower.len);
+	h2o_add_header_by_str(&req->pool, &req->res.headers, lower.base, lower.len, 1,
+	                      h2o_strdup(&req->pool, name, strlen(name)).base, copy.base, copy.len);
 }
 
 void respond(h2o_req_t *req, int status, const char *content_type, const char *body, size_t len)
@@ -172,6 +195,36 @@ static int retry_after_jittered(int seconds)
 	return seconds + rand_r(&seed) % (2 * seconds + 1);
 }
 
+/* The same with a detail from elsewhere (the database), escaped for JSON and cut at 360 bytes. */
+static void respond_problem_escaped(h2o_req_t *req, int status, const char *detail)
+{
+	char escaped[420];
+	size_t j = 0;
+
+	for (const char *p = detail; *p != '\0' && j < 360; p++) {
+		unsigned char ch = *p;
+		if (ch == '"' || ch == '\\') {
+			escaped[j++] = '\\';
+			escaped[j++] = ch;
+		} else if (ch < 0x20) {
+			j += snprintf(escaped + j, sizeof(escaped) - j, "\\u%04x", ch);
+		} else {
+			escaped[j++] = ch;
+		}
+	}
+	escaped[j] = '\0';
+	respond_problem(req, status, escaped);
+}
+
+/* The extension puts "messages[3].pagador.ispb: ..." in DETAIL, a summary in the message. */
+static const char *send_error_detail(const PGresult *res)
+{
+	const char *detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
+	const char *primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+
+	return detail != NULL ? detail : primary != NULL ? primary : "invalid request body";
+}
+
 void respond_retry_later(h2o_req_t *req, int status, int seconds, const char *detail)
 {
 	char value[16];
@@ -227,6 +280,14 @@ void respond_db_error(h2o_req_t *req, const PGresult *res)
 		respond_problem(req, 410, "this stream was closed or has expired");
 	else if (strcmp(s, "PX009") == 0) /* stream held by another transaction: nothing happened */
 		respond_retry_later(req, 503, RETRY_AFTER_BUSY, "this stream is busy, retry");
+	else if (strcmp(s, "PX010") == 0 || strcmp(s, "PX011") == 0) /* send: invalid, conflict */
+		respond_problem_escaped(req, s[4] == '0' ? 422 : 409, send_error_detail(res));
+	else if (strcmp(s, "PX012") == 0)
+		respond_unauthenticated(req, "rejected");
+	else if (strcmp(s, "PX013") == 0)
+		respond_forbidden(req);
+	else if (strcmp(s, "22021") == 0) /* a send body that is not UTF-8 */
+		respond_problem(req, 400, "the request body is not valid UTF-8");
 	else if (strcmp(s, "57014") == 0) /* statement_timeout: rolled back, nothing happened */
 		respond_retry_later(req, 503, RETRY_AFTER_BUSY, "the database did not answer in time");
 	else if (sqlstate_is_transient(s))
@@ -236,6 +297,90 @@ void respond_db_error(h2o_req_t *req, const PGresult *res)
 		         PQresultErrorMessage(res));
 		respond_problem(req, 500, "internal error");
 	}
+}
+
+/* ---- authentication ---------------------------------------------------------------------- */
+
+int request_authenticate(h2o_req_t *req, const char **credential)
+{
+	char buf[CREDENTIAL_MAX + 1];
+
+	*credential = NULL;
+	switch (auth_credential(req, buf)) {
+	case AUTH_OFF:
+		return 0;
+	case AUTH_PRESENTED:
+		/* in req->pool: lives until the request is freed, after its query */
+		*credential = h2o_strdup(&req->pool, buf, strlen(buf)).base;
+		return 0;
+	case AUTH_MISSING:
+		respond_unauthenticated(req, "missing");
+		return -1;
+	case AUTH_MALFORMED:
+		respond_unauthenticated(req, "malformed");
+		return -1;
+	}
+	return -1;
+}
+
+void respond_unauthenticated(h2o_req_t *req, const char *why)
+{
+	char buf[CREDENTIAL_MAX + 1];
+	int presented = auth_credential(req, buf) == AUTH_PRESENTED;
+	int token = presented && strncmp(buf, "token:", 6) == 0;
+	struct auth_delay *d;
+	static h2o_timeout_t delay;
+	static int delay_ready;
+
+	if (!auth_failed(req, why, presented ? buf : NULL)) {
+		send_unauthenticated(req, token || strcmp(why, "malformed") == 0);
+		return;
+	}
+	if (!delay_ready) {
+		h2o_timeout_init(pixd_loop, &delay, AUTH_DELAY_MS);
+		delay_ready = 1;
+	}
+	auth_count_delayed();
+	d = async_req_new(req, sizeof(*d), detach_auth_delay);
+	d->token_presented = token || strcmp(why, "malformed") == 0;
+	d->timer.cb = on_auth_delay;
+	h2o_timeout_link(pixd_loop, &delay, &d->timer);
+}
+
+static void detach_auth_delay(struct async_req *a)
+{
+	h2o_timeout_unlink(&((struct auth_delay *)a)->timer);
+}
+
+static void on_auth_delay(h2o_timeout_entry_t *entry)
+{
+	struct auth_delay *d = H2O_STRUCT_FROM_MEMBER(struct auth_delay, timer, entry);
+
+	send_unauthenticated(async_req_answer(&d->base), d->token_presented);
+}
+
+/* RFC 6750 §3: the challenge names the scheme; error="invalid_token" when one was presented. */
+static void send_unauthenticated(h2o_req_t *req, int token_presented)
+{
+	if (pixd_config.auth_modes & AUTH_TOKEN) {
+		if (token_presented)
+			h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL,
+			               H2O_STRLIT("Bearer realm=\"pix\", error=\"invalid_token\""));
+		else
+			h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL,
+			               H2O_STRLIT("Bearer realm=\"pix\""));
+	}
+	respond_problem(req, 401,
+	                pixd_config.auth_modes & AUTH_TOKEN
+	                    ? "a valid client certificate or bearer token is required"
+	                    : "a registered client certificate is required");
+}
+
+/* One body whatever the reason: it must not tell whether the other ISPB or the id exists. */
+void respond_forbidden(h2o_req_t *req)
+{
+	auth_count_forbidden();
+	respond_problem(req, 403, "this credential may not act on this resource");
 }
 
 void respond_db_failure(h2o_req_t *req, enum db_failure failure)
@@ -301,16 +446,24 @@ static const char *reason_phrase(int status)
 		return "No Content";
 	case 400:
 		return "Bad Request";
+	case 401:
+		return "Unauthorized";
+	case 403:
+		return "Forbidden";
 	case 404:
 		return "Not Found";
 	case 405:
 		return "Method Not Allowed";
 	case 406:
 		return "Not Acceptable";
-	case 413:
-		return "Content Too Large";
+	case 409:
+		return "Conflict";
 	case 410:
 		return "Gone";
+	case 413:
+		return "Content Too Large";
+	case 422:
+		return "Unprocessable Content";
 	case 429:
 		return "Too Many Requests";
 	case 500:

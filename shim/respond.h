@@ -53,6 +53,15 @@ void respond_stream_not_found(h2o_req_t *req);
 void respond_bad_ispb(h2o_req_t *req);
 /* An error result: maps its SQLSTATE to a status (README's table). */
 void respond_db_error(h2o_req_t *req, const PGresult *res);
+/*
+ * The request's credential (auth.c) into *credential, in req->pool (NULL with --auth none);
+ * returns 0, or -1 after answering 401 itself (no credential, or a malformed Authorization).
+ */
+int request_authenticate(h2o_req_t *req, const char **credential);
+/* 401 (why: "missing", "malformed", "rejected"), counted, logged, delayed for a failing address. */
+void respond_unauthenticated(h2o_req_t *req, const char *why);
+/* 403, one body for every reason. */
+void respond_forbidden(h2o_req_t *req);
 /* A query without result, or one that could not be submitted. */
 void respond_db_failure(h2o_req_t *req, enum db_failure failure);
 void respond_db_rejected(h2o_req_t *req, enum db_submit_status status);

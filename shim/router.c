@@ -2,16 +2,21 @@
  * router.c — maps a request's path and method to its handler.
  *
  * Routes (SPEC.md): GET /health, /metrics, /openapi.json; GET /api/pix/{ispb}/stream/start;
- * GET|DELETE /api/pix/{ispb}/stream/{interationId}; POST /api/util/msgs/{ispb}/{number}.
+ * GET|DELETE /api/pix/{ispb}/stream/{interationId}; POST /api/util/msgs/{ispb}/{number}; and
+ * POST /api/pix/{ispb}/msgs (send), DELETE /api/pix/{ispb}/streams and the original server's
+ * GET /api/pix/{ispb}/stream/stop (stop all of the institution's streams).
  * A known path with another method is 405 with Allow; anything else 404. The segments handed to a
  * handler point into the request and are not validated yet: each handler checks its own.
  *
- * Request bodies: no route reads one today (POST /api/util/msgs ignores it), so each route's limit
- * is ROUTE_BODY_NONE and h2o, told the largest limit of all routes (router_max_entity), refuses a
- * larger declared body with 413 before reading it: a crowd of slow uploads cannot hold memory. A
- * route that takes a body raises its own limit in route_body_max (the send route of the
- * authentication work, POST /api/pix/{ispb}/msgs: 1 MiB), and every other route still answers a
- * body over its own limit with 413 (problem+json), never passing it to a handler.
+ * Authentication comes once a route and its method matched, before the handler looks at anything:
+ * without a usable credential the answer is 401 whatever the ISPB or id (no oracle). /health,
+ * /metrics and /openapi.json stay open (operators' probes).
+ *
+ * Request bodies: each route has its limit in route_body_max; only the send route takes one
+ * (PIXD_SEND_BODY_MAX). h2o, told the largest limit of all routes (router_max_entity), refuses a
+ * larger declared body with 413 before reading it, so a crowd of slow uploads cannot hold memory;
+ * every other route answers a body over its own limit with 413 (problem+json) before
+ * authentication, never passing it to a handler.
  */
 #include <string.h>
 #include "handlers.h"
@@ -19,15 +24,15 @@
 #include "router.h"
 
 #define MAX_SEGMENTS 6
-/* The bodies routes accept; h2o enforces the largest, the router each route's own. */
 #define ROUTE_BODY_NONE 0
 
 /* Which routes take a body, and how large (bytes). */
-static const size_t route_body_max[] = {
-    [ROUTE_START] = ROUTE_BODY_NONE,   [ROUTE_NEXT] = ROUTE_BODY_NONE,
-    [ROUTE_STOP] = ROUTE_BODY_NONE,    [ROUTE_MSGS] = ROUTE_BODY_NONE,
-    [ROUTE_HEALTH] = ROUTE_BODY_NONE,  [ROUTE_METRICS] = ROUTE_BODY_NONE,
-    [ROUTE_OPENAPI] = ROUTE_BODY_NONE, [ROUTE_OTHER] = ROUTE_BODY_NONE,
+static const size_t route_body_max[ROUTE_N] = {
+    [ROUTE_START] = ROUTE_BODY_NONE,     [ROUTE_NEXT] = ROUTE_BODY_NONE,
+    [ROUTE_STOP] = ROUTE_BODY_NONE,      [ROUTE_MSGS] = ROUTE_BODY_NONE,
+    [ROUTE_SEND] = PIXD_SEND_BODY_MAX,   [ROUTE_STOP_ALL] = ROUTE_BODY_NONE,
+    [ROUTE_HEALTH] = ROUTE_BODY_NONE,    [ROUTE_METRICS] = ROUTE_BODY_NONE,
+    [ROUTE_OPENAPI] = ROUTE_BODY_NONE,   [ROUTE_OTHER] = ROUTE_BODY_NONE,
 };
 
 static int on_req(h2o_handler_t *self, h2o_req_t *req);
@@ -35,6 +40,8 @@ static size_t split_path(h2o_iovec_t path, h2o_iovec_t *segs, size_t max);
 static int seg_is(h2o_iovec_t seg, const char *s);
 static int method_is(h2o_req_t *req, const char *m);
 static void route_api(h2o_req_t *req, h2o_iovec_t *segs, size_t n);
+static void route_pix(h2o_req_t *req, h2o_iovec_t *segs, size_t n, const char *credential);
+static const char *api_allow(h2o_iovec_t *segs, size_t n);
 static int body_too_large(h2o_req_t *req, enum route route);
 
 void router_register(h2o_globalconf_t *conf)
@@ -51,7 +58,7 @@ size_t router_max_entity(void)
 {
 	size_t max = 0;
 
-	for (size_t i = 0; i < sizeof(route_body_max) / sizeof(route_body_max[0]); i++)
+	for (size_t i = 0; i < ROUTE_N; i++)
 		if (route_body_max[i] > max)
 			max = route_body_max[i];
 	return max;
@@ -86,7 +93,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
 			handle_openapi(req);
 		return 0;
 	}
-	if (n == 5 && seg_is(segs[0], "api")) {
+	if ((n == 4 || n == 5) && seg_is(segs[0], "api")) {
 		route_api(req, segs, n);
 		return 0;
 	}
@@ -94,32 +101,55 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
 	return 0;
 }
 
-/* /api/pix/{ispb}/stream/start, /api/pix/{ispb}/stream/{id}, /api/util/msgs/{ispb}/{number} */
+/* The method allowed on an /api path, or NULL when the path is no route. */
+static const char *api_allow(h2o_iovec_t *segs, size_t n)
+{
+	if (seg_is(segs[1], "pix") && n == 5 && seg_is(segs[3], "stream"))
+		return seg_is(segs[4], "start") || seg_is(segs[4], "stop") ? "GET" : "GET, DELETE";
+	if (seg_is(segs[1], "pix") && n == 4 && seg_is(segs[3], "msgs"))
+		return "POST";
+	if (seg_is(segs[1], "pix") && n == 4 && seg_is(segs[3], "streams"))
+		return "DELETE";
+	if (seg_is(segs[1], "util") && n == 5 && seg_is(segs[2], "msgs") && !pixd_config.no_util)
+		return "POST";
+	return NULL;
+}
+
+/* Matches path and method, authenticates, then hands over. */
 static void route_api(h2o_req_t *req, h2o_iovec_t *segs, size_t n)
 {
-	if (seg_is(segs[1], "pix") && seg_is(segs[3], "stream")) {
-		if (seg_is(segs[4], "start")) {
-			if (method_is(req, "GET"))
-				handle_stream_start(req, segs[2]);
-			else
-				respond_not_allowed(req, "GET");
-		} else if (method_is(req, "GET")) {
-			handle_stream_next(req, segs[2], segs[4]);
-		} else if (method_is(req, "DELETE")) {
-			handle_stream_stop(req, segs[2], segs[4]);
-		} else {
-			respond_not_allowed(req, "GET, DELETE");
-		}
+	const char *allow = api_allow(segs, n), *credential;
+
+	if (allow == NULL) {
+		respond_problem(req, 404, "no such resource");
 		return;
 	}
-	if (seg_is(segs[1], "util") && seg_is(segs[2], "msgs")) {
-		if (method_is(req, "POST"))
-			handle_util_msgs(req, segs[3], segs[4]);
-		else
-			respond_not_allowed(req, "POST");
+	if (!((method_is(req, "GET") && strstr(allow, "GET") != NULL) ||
+	      (method_is(req, "DELETE") && strstr(allow, "DELETE") != NULL) ||
+	      (method_is(req, "POST") && strcmp(allow, "POST") == 0))) {
+		respond_not_allowed(req, allow);
 		return;
 	}
-	respond_problem(req, 404, "no such resource");
+	if (request_authenticate(req, &credential) != 0)
+		return;
+	if (seg_is(segs[1], "util"))
+		handle_util_msgs(req, segs[3], segs[4], credential);
+	else
+		route_pix(req, segs, n, credential);
+}
+
+static void route_pix(h2o_req_t *req, h2o_iovec_t *segs, size_t n, const char *credential)
+{
+	if (n == 4 && seg_is(segs[3], "msgs"))
+		handle_messages_send(req, segs[2], credential);
+	else if (n == 4 || seg_is(segs[4], "stop"))
+		handle_streams_stop_all(req, segs[2], credential);
+	else if (seg_is(segs[4], "start"))
+		handle_stream_start(req, segs[2], credential);
+	else if (method_is(req, "GET"))
+		handle_stream_next(req, segs[2], segs[4], credential);
+	else
+		handle_stream_stop(req, segs[2], segs[4], credential);
 }
 
 /* Splits "/a/b/c" into segments; returns how many (up to max; more count as max). */

@@ -24,7 +24,7 @@
 #include <zlib.h>
 #include "pixbench.h"
 
-enum conn_state { C_NONE, C_CONNECTING, C_SENDING, C_WAITING };
+enum conn_state { C_NONE, C_CONNECTING, C_HANDSHAKE, C_SENDING, C_WAITING };
 enum phase { P_START, P_READ, P_STOP, P_DONE };
 
 struct collector {
@@ -38,12 +38,13 @@ struct collector {
 	int reads, errors_in_row;
 	int reads_since_abandon; /* not reset by a restart */
 	char path[PB_MAX_PATH];
-	char wbuf[PB_MAX_PATH + 256];
+	char wbuf[PB_MAX_PATH + 1024]; /* room for an Authorization header */
 	int wlen, woff;
 	char *rbuf;
 	size_t rlen, rcap;
 	uint32_t *pending;
 	int npending, pcap;
+	SSL *ssl; /* HTTPS (--tls-ca): one TLS session per keep-alive connection */
 };
 
 struct response {
@@ -60,6 +61,7 @@ struct run_result run;
 
 static struct collector *cols;
 static int ncols, epfd, stopping;
+static SSL_CTX *ssl_ctx;
 static uint32_t *poll_us; /* elapsed of each 204 (µs) */
 static long npoll, poll_cap;
 static char *inflated;
@@ -67,6 +69,9 @@ static size_t inflated_cap;
 
 static void issue(struct collector *c);
 static void fail_io(struct collector *c, const char *why);
+static void handshake(struct collector *c);
+static int tls_wants(struct collector *c, int n);
+static void flush_write(struct collector *c);
 
 static int alive_collectors(void)
 {
@@ -78,6 +83,10 @@ static int alive_collectors(void)
 
 static void close_conn(struct collector *c)
 {
+	if (c->ssl) {
+		SSL_free(c->ssl);
+		c->ssl = NULL;
+	}
 	if (c->fd >= 0) {
 		epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd, NULL);
 		close(c->fd);
@@ -118,11 +127,56 @@ static int open_conn(struct collector *c)
 	return 0;
 }
 
+/* After an SSL call returned n <= 0: 1 when it only waits for the socket (now watched), else 0. */
+static int tls_wants(struct collector *c, int n)
+{
+	switch (SSL_get_error(c->ssl, n)) {
+	case SSL_ERROR_WANT_READ:
+		watch(c, EPOLLIN);
+		return 1;
+	case SSL_ERROR_WANT_WRITE:
+		watch(c, EPOLLOUT);
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+/* TCP connected: the TLS handshake, driven by the socket's readiness like the rest. */
+static void handshake(struct collector *c)
+{
+	int n;
+
+	if (!c->ssl) {
+		c->ssl = SSL_new(ssl_ctx);
+		if (!c->ssl || SSL_set_fd(c->ssl, c->fd) != 1) {
+			fail_io(c, "SSL_new");
+			return;
+		}
+		SSL_set_connect_state(c->ssl);
+		c->conn = C_HANDSHAKE;
+	}
+	n = SSL_do_handshake(c->ssl);
+	if (n == 1) {
+		c->conn = C_SENDING;
+		flush_write(c);
+	} else if (!tls_wants(c, n)) {
+		fail_io(c, "TLS handshake");
+	}
+}
+
 static void flush_write(struct collector *c)
 {
 	while (c->woff < c->wlen) {
-		ssize_t n = send(c->fd, c->wbuf + c->woff, c->wlen - c->woff, MSG_NOSIGNAL);
-		if (n < 0 && errno == EAGAIN) {
+		ssize_t n;
+		if (c->ssl) {
+			n = SSL_write(c->ssl, c->wbuf + c->woff, c->wlen - c->woff);
+			if (n <= 0 && tls_wants(c, (int)n))
+				return;
+		} else {
+			n = send(c->fd, c->wbuf + c->woff, c->wlen - c->woff, MSG_NOSIGNAL);
+		}
+		if (n < 0 && errno == EAGAIN && !c->ssl) {
 			watch(c, EPOLLOUT);
 			return;
 		}
@@ -144,13 +198,13 @@ static void send_request(struct collector *c, int is_delete)
 	c->is_start = !is_delete && strstr(c->path, "/stream/start") != NULL;
 	if (is_delete)
 		c->wlen = snprintf(c->wbuf, sizeof c->wbuf,
-		                   "DELETE %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Length: 0\r\n\r\n",
-		                   c->path, cfg.http_host, cfg.http_port);
+		                   "DELETE %s HTTP/1.1\r\nHost: %s:%d\r\n%sContent-Length: 0\r\n\r\n",
+		                   c->path, cfg.http_host, cfg.http_port, auth_header());
 	else
-		c->wlen = snprintf(c->wbuf, sizeof c->wbuf,
-		                   "GET %s HTTP/1.1\r\nHost: %s:%d\r\nAccept: %s\r\n%s\r\n", c->path,
-		                   cfg.http_host, cfg.http_port, accepts[c->multipart ? 0 : 1],
-		                   cfg.gzip ? "Accept-Encoding: gzip\r\n" : "");
+		c->wlen = snprintf(
+		    c->wbuf, sizeof c->wbuf, "GET %s HTTP/1.1\r\nHost: %s:%d\r\n%sAccept: %s\r\n%s\r\n",
+		    c->path, cfg.http_host, cfg.http_port, auth_header(), accepts[c->multipart ? 0 : 1],
+		    cfg.gzip ? "Accept-Encoding: gzip\r\n" : "");
 	c->woff = 0;
 	c->rlen = 0;
 	c->sent_at = now_ns();
@@ -639,8 +693,16 @@ static void on_event(struct collector *c, uint32_t ev)
 			fail_io(c, "connect");
 			return;
 		}
+		if (ssl_ctx) {
+			handshake(c);
+			return;
+		}
 		c->conn = C_SENDING;
 		flush_write(c);
+		return;
+	}
+	if (c->conn == C_HANDSHAKE) {
+		handshake(c);
 		return;
 	}
 	if (c->conn == C_SENDING) {
@@ -663,9 +725,16 @@ static void on_event(struct collector *c, uint32_t ev)
 			c->rbuf = n;
 			c->rcap = ncap;
 		}
-		ssize_t n = recv(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, 0);
-		if (n < 0 && errno == EAGAIN)
-			break;
+		ssize_t n;
+		if (c->ssl) {
+			n = SSL_read(c->ssl, c->rbuf + c->rlen, c->rcap - c->rlen);
+			if (n <= 0 && SSL_get_error(c->ssl, (int)n) == SSL_ERROR_WANT_READ)
+				break;
+		} else {
+			n = recv(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, 0);
+			if (n < 0 && errno == EAGAIN)
+				break;
+		}
 		int eof = n <= 0;
 		if (n > 0)
 			c->rlen += n;
@@ -755,6 +824,7 @@ int collectors_run(void)
 		ncols = cfg.total_collectors;
 	cols = calloc(ncols > 0 ? ncols : 1, sizeof *cols);
 	epfd = epoll_create1(EPOLL_CLOEXEC);
+	ssl_ctx = tls_client_context();
 	if (!cols || epfd < 0)
 		return -1;
 	if (cfg.csv) {

@@ -104,6 +104,20 @@ static void usage(FILE *f)
 	    "  --latency-file FILE     every commit->delivery latency (ms), sorted, one per line\n"
 	    "  --quiet                 only the result and verdict lines\n"
 	    "  --help                  this text\n"
+	    "HTTPS and authentication (issue 9)\n"
+	    "  --tls-ca FILE           speak HTTPS, verifying the server with these CAs\n"
+	    "  --tls-cert FILE         present this client certificate (mutual TLS)\n"
+	    "  --tls-key FILE          its key (default: in --tls-cert)\n"
+	    "  --token TOKEN           send Authorization: Bearer TOKEN\n"
+	    "Send scenario\n"
+	    "  --send N                instead of collectors: POST N messages to\n"
+	    "                          /api/pix/99912345/msgs in JSON arrays of --batch over\n"
+	    "                          --send-connections keep-alive connections, and INSERT N\n"
+	    "                          messages of the same shape in statements of --batch rows over\n"
+	    "                          --producers connections; two rounds in the order HTTP, SQL,\n"
+	    "                          SQL, HTTP; prints both rates, their ratio, and checks that\n"
+	    "                          every message was stored exactly once\n"
+	    "  --send-connections C    HTTP connections of the send scenario (default 8)\n"
 	    "\n"
 	    "The verdict fails when a committed tracked message was never delivered, a message was\n"
 	    "delivered after its confirmation or held by two live streams, went to the wrong ISPB, a "
@@ -168,7 +182,13 @@ static int parse_args(int argc, char **argv)
 		O_LABEL,
 		O_QUIET,
 		O_HELP,
-		O_LATFILE
+		O_LATFILE,
+		O_TLS_CA,
+		O_TLS_CERT,
+		O_TLS_KEY,
+		O_TOKEN,
+		O_SEND,
+		O_SEND_CONN
 	};
 	static const struct option opts[] = {{"http", 1, 0, O_HTTP},
 	                                     {"db", 1, 0, O_DB},
@@ -204,6 +224,12 @@ static int parse_args(int argc, char **argv)
 	                                     {"latency-file", 1, 0, O_LATFILE},
 	                                     {"quiet", 0, 0, O_QUIET},
 	                                     {"help", 0, 0, O_HELP},
+	                                     {"tls-ca", 1, 0, O_TLS_CA},
+	                                     {"tls-cert", 1, 0, O_TLS_CERT},
+	                                     {"tls-key", 1, 0, O_TLS_KEY},
+	                                     {"token", 1, 0, O_TOKEN},
+	                                     {"send", 1, 0, O_SEND},
+	                                     {"send-connections", 1, 0, O_SEND_CONN},
 	                                     {0, 0, 0, 0}};
 	int o;
 	while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -315,6 +341,26 @@ static int parse_args(int argc, char **argv)
 		case O_QUIET:
 			cfg.quiet = 1;
 			break;
+		case O_TLS_CA:
+			cfg.tls_ca = optarg;
+			break;
+		case O_TLS_CERT:
+			cfg.tls_cert = optarg;
+			break;
+		case O_TLS_KEY:
+			cfg.tls_key = optarg;
+			break;
+		case O_TOKEN:
+			cfg.token = optarg;
+			if (strlen(optarg) > 512 || strpbrk(optarg, "\r\n") != NULL)
+				return -1;
+			break;
+		case O_SEND:
+			cfg.send_messages = atol(optarg);
+			break;
+		case O_SEND_CONN:
+			cfg.send_connections = atoi(optarg);
+			break;
 		case O_HELP:
 		case 'h':
 			usage(stdout);
@@ -329,6 +375,13 @@ static int parse_args(int argc, char **argv)
 	    cfg.idle_timeout_ms < 1 || cfg.preload < 0 || cfg.messages < 0 || cfg.backlog < 0 ||
 	    cfg.rate < 0 || cfg.drain_timeout_s < 0 || cfg.drain_timeout_s > 86400)
 		return -1;
+	if (cfg.send_messages < 0 || cfg.send_connections < 0 || cfg.send_connections > 256 ||
+	    (cfg.tls_cert && !cfg.tls_ca))
+		return -1;
+	if (cfg.send_messages && !cfg.db) {
+		fprintf(stderr, "pixbench: --send needs --db (the INSERT side and the count check)\n");
+		return -1;
+	}
 	if ((cfg.preload || cfg.backlog || cfg.messages || cfg.rate || cfg.table_stats) && !cfg.db) {
 		fprintf(stderr,
 		        "pixbench: --preload, --backlog, --messages, --rate and --table-stats need --db\n");
@@ -374,6 +427,9 @@ int main(int argc, char **argv)
 	    (unsigned long)ts.tv_nsec ^ ((unsigned long)getpid() << 12) ^ (unsigned long)ts.tv_sec;
 	for (int i = 0; i < 3; i++, seed /= 36)
 		run_nonce[i] = b36[seed % 36];
+
+	if (cfg.send_messages > 0)
+		return send_run();
 
 	long produced = cfg.messages > 0 ? cfg.messages
 	                : cfg.rate > 0   ? (long)ceil(cfg.rate * cfg.duration_s)

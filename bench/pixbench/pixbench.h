@@ -70,6 +70,11 @@ struct config {
 	int shim_pid, pg_pid;
 	const char *label; /* first column of the result line */
 	int quiet;
+	/* HTTPS (issue 9): verify the server with tls_ca; present tls_cert/tls_key (mutual TLS); send
+	 * "Authorization: Bearer token" */
+	const char *tls_ca, *tls_cert, *tls_key, *token;
+	long send_messages; /* the send scenario (send.c): messages POSTed, then as many INSERTed */
+	int send_connections;
 };
 
 extern struct config cfg;
@@ -151,6 +156,8 @@ void interval_latency_take(double *p50_ms, double *p99_ms, long *n);
 /* ---- producer.c --------------------------------------------------------------------------- */
 void ispb_format(int idx, char out[9]);
 void e2e_format(long idx, char out[PB_E2E_LEN + 1]);
+/* A CPF with valid check digits (not all digits equal), from a seed. */
+void cpf_format(unsigned long seed, char out[12]);
 int preload_tracked(long n);
 int generate_backlog(long n);
 long backlog_check(void); /* untracked backlog messages confirmed but never received; -1 error */
@@ -187,5 +194,17 @@ struct run_result {
 };
 extern struct run_result run;
 int collectors_run(void);
+
+/* ---- tls.c: the client side of HTTPS, shared by the collectors and the send scenario ------- */
+#include <openssl/ssl.h>
+/* The client context for cfg.tls_ca (NULL: plain HTTP); exits on a bad file. */
+SSL_CTX *tls_client_context(void);
+/* "Authorization: Bearer ...\r\n" for cfg.token, or "" */
+const char *auth_header(void);
+
+/* ---- send.c ------------------------------------------------------------------------------- */
+/* POST /api/pix/{payer}/msgs in batches of cfg.batch, then the same number of messages by INSERT,
+ * alternating which goes first; prints the result lines. Returns 0, or 1 when a batch failed. */
+int send_run(void);
 
 #endif

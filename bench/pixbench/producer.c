@@ -57,7 +57,7 @@ void e2e_format(long idx, char out[PB_E2E_LEN + 1])
 }
 
 /* A CPF with valid check digits whose digits are not all equal. */
-static void cpf_format(unsigned long seed, char out[12])
+void cpf_format(unsigned long seed, char out[12])
 {
 	unsigned long base = (seed * 2654435761UL + 123456789UL) % 1000000000UL;
 	int d[11];

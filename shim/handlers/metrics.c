@@ -9,6 +9,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include "auth.h"
 #include "database.h"
 #include "handlers.h"
 #include "listener.h"
@@ -141,6 +142,7 @@ void handle_metrics(h2o_req_t *req)
 	gauge(&t, "pixd_db_queue_length", "Queries waiting for a connection.", db_queue_length());
 	gauge(&t, "pixd_listener_up", "1 while LISTEN pix_message is active.", listener_is_listening());
 	put_observed(&t);
+	t.len += auth_metrics_text(t.buf + t.len, sizeof(t.buf) - t.len);
 	put(&t,
 	    "# HELP pix_db_metrics_age_seconds Age of the database samples below (-1: none yet).\n"
 	    "# TYPE pix_db_metrics_age_seconds gauge\npix_db_metrics_age_seconds %.3f\n",

@@ -1,5 +1,7 @@
 /*
- * handlers/stream.c — the stream routes: start, continuation (reads) and DELETE (stop).
+ * handlers/stream.c — the stream routes: start, continuation (reads), DELETE (stop) and stop-all
+ * (DELETE /api/pix/{ispb}/streams, GET /api/pix/{ispb}/stream/stop: pix_streams_stop_all, 200
+ * {"closed":n}). Every call carries the request's credential (NULL with --auth none).
  *
  * A read is one function call, then, if it found nothing, a long poll: the read parks (parking.c)
  * and each wake-up calls pix_stream_next again with the interation_id the empty read returned (an
@@ -34,8 +36,10 @@ struct read_ctx {
 	struct parking_slot slot; /* its ispb and iid are the query's parameters */
 	unsigned listen_epoch;    /* listener_epoch() when the last query was submitted */
 	char max_messages[4];
+	const char *credential; /* in req->pool, or NULL */
 };
 
+/* DELETE of one stream, or of all of an ISPB's streams (iid unused). */
 struct stop_ctx {
 	struct async_req base;
 	db_query_t query;
@@ -44,7 +48,8 @@ struct stop_ctx {
 };
 
 static int iid_is_plausible(h2o_iovec_t iid);
-static struct read_ctx *read_ctx_new(h2o_req_t *req, h2o_iovec_t ispb, enum accept_choice batch);
+static struct read_ctx *read_ctx_new(h2o_req_t *req, h2o_iovec_t ispb, enum accept_choice batch,
+                                     const char *credential);
 static void read_begin(struct read_ctx *ctx);
 static void detach_read(struct async_req *a);
 static void on_read_result(db_query_t *q, PGresult *res, enum db_failure failure);
@@ -62,6 +67,9 @@ static void answer_empty(struct read_ctx *ctx);
 static int negotiate(h2o_req_t *req, enum accept_choice *batch);
 static void detach_stop(struct async_req *a);
 static void on_stop_result(db_query_t *q, PGresult *res, enum db_failure failure);
+static struct stop_ctx *stop_submit(h2o_req_t *req, h2o_iovec_t ispb, enum db_stmt stmt);
+static void on_stop_all_result(db_query_t *q, PGresult *res, enum db_failure failure);
+static void stop_send(struct stop_ctx *ctx);
 
 static const struct parking_ops read_ops = {on_wake, on_deadline, on_check};
 
@@ -91,7 +99,7 @@ static int negotiate(h2o_req_t *req, enum accept_choice *batch)
 	return -1;
 }
 
-void handle_stream_start(h2o_req_t *req, h2o_iovec_t ispb)
+void handle_stream_start(h2o_req_t *req, h2o_iovec_t ispb, const char *credential)
 {
 	enum accept_choice batch;
 	struct read_ctx *ctx;
@@ -102,16 +110,17 @@ void handle_stream_start(h2o_req_t *req, h2o_iovec_t ispb)
 	}
 	if (negotiate(req, &batch) != 0)
 		return;
-	ctx = read_ctx_new(req, ispb, batch);
+	ctx = read_ctx_new(req, ispb, batch, credential);
 	if (ctx == NULL)
 		return;
 	ctx->query.stmt = DB_STREAM_START;
 	ctx->query.params[0] = ctx->slot.ispb;
 	ctx->query.params[1] = ctx->max_messages;
+	ctx->query.params[2] = credential;
 	read_begin(ctx);
 }
 
-void handle_stream_next(h2o_req_t *req, h2o_iovec_t ispb, h2o_iovec_t iid)
+void handle_stream_next(h2o_req_t *req, h2o_iovec_t ispb, h2o_iovec_t iid, const char *credential)
 {
 	enum accept_choice batch;
 	struct read_ctx *ctx;
@@ -126,7 +135,7 @@ void handle_stream_next(h2o_req_t *req, h2o_iovec_t ispb, h2o_iovec_t iid)
 	}
 	if (negotiate(req, &batch) != 0)
 		return;
-	ctx = read_ctx_new(req, ispb, batch);
+	ctx = read_ctx_new(req, ispb, batch, credential);
 	if (ctx == NULL)
 		return;
 	memcpy(ctx->slot.iid, iid.base, iid.len);
@@ -138,11 +147,13 @@ void handle_stream_next(h2o_req_t *req, h2o_iovec_t ispb, h2o_iovec_t iid)
  * Joins the parking lot before the first query (a NOTIFY during that query must not be lost), so
  * the slot's ISPB is set here; NULL (answered 503) when --max-parked reads are in progress.
  */
-static struct read_ctx *read_ctx_new(h2o_req_t *req, h2o_iovec_t ispb, enum accept_choice batch)
+static struct read_ctx *read_ctx_new(h2o_req_t *req, h2o_iovec_t ispb, enum accept_choice batch,
+                                     const char *credential)
 {
 	struct read_ctx *ctx = async_req_new(req, sizeof(*ctx), detach_read);
 	char ispb_z[PIXD_ISPB_LEN + 1];
 
+	ctx->credential = credential;
 	memcpy(ispb_z, ispb.base, PIXD_ISPB_LEN);
 	ispb_z[PIXD_ISPB_LEN] = '\0';
 	snprintf(ctx->max_messages, sizeof(ctx->max_messages), "%d", (int)batch);
@@ -161,6 +172,7 @@ static void read_next_params(struct read_ctx *ctx)
 	ctx->query.params[0] = ctx->slot.ispb;
 	ctx->query.params[1] = ctx->slot.iid;
 	ctx->query.params[2] = ctx->max_messages;
+	ctx->query.params[3] = ctx->credential;
 }
 
 /* Every query of a read goes through here: it notes which LISTEN session was there to hear what
@@ -342,10 +354,9 @@ static void answer_empty(struct read_ctx *ctx)
 
 /* ---- DELETE: confirm the last batch and close the stream ------------------------------------- */
 
-void handle_stream_stop(h2o_req_t *req, h2o_iovec_t ispb, h2o_iovec_t iid)
+void handle_stream_stop(h2o_req_t *req, h2o_iovec_t ispb, h2o_iovec_t iid, const char *credential)
 {
 	struct stop_ctx *ctx;
-	enum db_submit_status st;
 
 	if (!is_ispb(ispb.base, ispb.len)) {
 		respond_bad_ispb(req);
@@ -355,16 +366,65 @@ void handle_stream_stop(h2o_req_t *req, h2o_iovec_t ispb, h2o_iovec_t iid)
 		respond_stream_not_found(req);
 		return;
 	}
-	ctx = async_req_new(req, sizeof(*ctx), detach_stop);
-	memcpy(ctx->ispb, ispb.base, PIXD_ISPB_LEN);
+	ctx = stop_submit(req, ispb, DB_STREAM_STOP);
 	memcpy(ctx->iid, iid.base, iid.len);
-	ctx->query.stmt = DB_STREAM_STOP;
-	ctx->query.params[0] = ctx->ispb;
 	ctx->query.params[1] = ctx->iid;
+	ctx->query.params[2] = credential;
 	ctx->query.cb = on_stop_result;
-	st = db_submit(&ctx->query);
+	stop_send(ctx);
+}
+
+/* ---- stop all: DELETE /api/pix/{ispb}/streams, GET /api/pix/{ispb}/stream/stop --------------- */
+
+void handle_streams_stop_all(h2o_req_t *req, h2o_iovec_t ispb, const char *credential)
+{
+	struct stop_ctx *ctx;
+
+	if (!is_ispb(ispb.base, ispb.len)) {
+		respond_bad_ispb(req);
+		return;
+	}
+	ctx = stop_submit(req, ispb, DB_STOP_ALL);
+	ctx->query.params[1] = credential;
+	ctx->query.cb = on_stop_all_result;
+	stop_send(ctx);
+}
+
+static struct stop_ctx *stop_submit(h2o_req_t *req, h2o_iovec_t ispb, enum db_stmt stmt)
+{
+	struct stop_ctx *ctx = async_req_new(req, sizeof(*ctx), detach_stop);
+
+	memcpy(ctx->ispb, ispb.base, PIXD_ISPB_LEN);
+	ctx->query.stmt = stmt;
+	ctx->query.params[0] = ctx->ispb;
+	return ctx;
+}
+
+static void stop_send(struct stop_ctx *ctx)
+{
+	enum db_submit_status st = db_submit(&ctx->query);
+
 	if (st != DB_SUBMITTED)
 		respond_db_rejected(async_req_answer(&ctx->base), st);
+}
+
+static void on_stop_all_result(db_query_t *q, PGresult *res, enum db_failure failure)
+{
+	struct stop_ctx *ctx = H2O_STRUCT_FROM_MEMBER(struct stop_ctx, query, q);
+	h2o_req_t *req = async_req_answer(&ctx->base);
+	char body[48];
+
+	if (failure != DB_FAIL_NONE) {
+		respond_db_failure(req, failure);
+	} else if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		respond_db_error(req, res);
+	} else if (PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) {
+		pixd_log("pix_streams_stop_all returned no count");
+		respond_problem(req, 500, "internal error");
+	} else {
+		snprintf(body, sizeof(body), "{\"closed\":%ld}", strtol(PQgetvalue(res, 0, 0), NULL, 10));
+		respond_json(req, 200, body);
+	}
 }
 
 static void detach_stop(struct async_req *a)

@@ -40,7 +40,7 @@ static long parse_number(h2o_iovec_t s)
 	return n;
 }
 
-void handle_util_msgs(h2o_req_t *req, h2o_iovec_t ispb, h2o_iovec_t number)
+void handle_util_msgs(h2o_req_t *req, h2o_iovec_t ispb, h2o_iovec_t number, const char *credential)
 {
 	long n = parse_number(number);
 	struct generate_ctx *ctx;
@@ -63,6 +63,7 @@ void handle_util_msgs(h2o_req_t *req, h2o_iovec_t ispb, h2o_iovec_t number)
 	ctx->query.stmt = DB_GENERATE;
 	ctx->query.params[0] = ctx->ispb;
 	ctx->query.params[1] = ctx->number;
+	ctx->query.params[2] = credential; /* with authentication, only an admin's is accepted */
 	ctx->query.cb = on_generate_result;
 	st = db_submit(&ctx->query);
 	if (st != DB_SUBMITTED)

@@ -20,6 +20,7 @@ import json
 import os
 import random
 import re
+import select
 import shlex
 import shutil
 import signal
@@ -385,10 +386,12 @@ class Client:
     """HTTP/1.1 over one keep-alive connection; headers are sent exactly as given (no implicit
     Accept-Encoding)."""
 
-    def __init__(self, port, timeout=30.0):
+    def __init__(self, port, timeout=30.0, ssl_context=None, source=None):
         self.port = port
         self.timeout = timeout
         self.conn = None
+        self.ssl_context = ssl_context  # HTTPS (test_tls.py): an ssl.SSLContext, maybe with a client certificate
+        self.source = source  # a local address to connect from (e.g. "127.0.0.2")
 
     def close(self):
         if self.conn:
@@ -398,21 +401,17 @@ class Client:
     def _drop_if_closed_by_server(self):
         """A keep-alive connection the server closed while idle is replaced before anything is sent
         on it. Nothing is ever sent twice: a request that fails once sent is the test's business
-        (a server may have committed it before the connection broke)."""
+        (a server may have committed it before the connection broke). An idle HTTP/1.1 connection
+        that is readable was closed (a FIN, or TLS's close_notify before it): the server sends
+        nothing unasked."""
         sock = self.conn.sock if self.conn else None
         if sock is None:
             return
         try:
-            sock.setblocking(False)
-            try:
-                closed = sock.recv(1, socket.MSG_PEEK) == b""
-            finally:
-                sock.setblocking(True)
-        except (BlockingIOError, InterruptedError):
-            return  # open, nothing to read: usable
-        except OSError:
-            closed = True
-        if closed:
+            readable, _, _ = select.select([sock], [], [], 0)
+        except (OSError, ValueError):
+            readable = True
+        if readable:
             self.close()
 
     def request(self, method, path, headers=None, body=None, timeout=None):
@@ -420,7 +419,13 @@ class Client:
         t0 = time.monotonic()
         self._drop_if_closed_by_server()
         if self.conn is None:
-            self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout or self.timeout)
+            src = (self.source, 0) if self.source else None
+            if self.ssl_context is not None:
+                self.conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=timeout or self.timeout,
+                                                        context=self.ssl_context, source_address=src)
+            else:
+                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout or self.timeout,
+                                                       source_address=src)
         elif timeout:
             self.conn.timeout = timeout
             if self.conn.sock:

@@ -15,20 +15,23 @@
  *
  * Input: byte 0 picks how the database answers (down, overloaded, lost, timeout, a row with
  * messages, an empty row); then "METHOD PATH" up to '\n'; then header lines "a<value>" (Accept),
- * "e<value>" (Accept-Encoding), others ignored.
+ * "e<value>" (Accept-Encoding), "b<bytes>" (the request body), others ignored. Authentication is
+ * off (--auth none: the credential is NULL); the send route (handlers/send.c) and stop-all are
+ * routed like the others.
  *
  * Checked on every request, against an independent reference router written from SPEC.md:
  *   exactly one response; its status is the one the reference predicts (200/201/204/400/404/405/
- *   406/503, never 500); 405 carries Allow; error bodies are application/problem+json objects whose
- *   "status" is the status; gzip bodies inflate; 200/204 reads carry Pull-Next; the database is
- * asked only with an 8-digit ISPB, a plausible id (1..64 printable ASCII, no '/') and a number that
- * is 1..9 ASCII digits within --max-generate, and the parameters are NUL-terminated copies.
+ *   406/422/503, never 500); 405 carries Allow; error bodies are application/problem+json objects
+ *   whose "status" is the status; gzip bodies inflate; 200/204 reads carry Pull-Next; the database
+ * is asked only with an 8-digit ISPB, a plausible id (1..64 printable ASCII, no '/') and a number
+ * that is 1..9 ASCII digits within --max-generate, and the parameters are NUL-terminated copies.
  */
 #define _GNU_SOURCE
 #include "../../shim/router.c"
 #include "../../shim/respond.c"
 #include "../../shim/handlers/stream.c"
 #include "../../shim/handlers/util.c"
+#include "../../shim/handlers/send.c"
 
 #include <assert.h>
 #include <stdint.h>
@@ -180,7 +183,8 @@ struct expect {
 	int read; /* a GET read: 200/204 carry Pull-Next */
 };
 
-static struct expect reference(h2o_iovec_t method, h2o_iovec_t path, int acceptable)
+static struct expect reference(h2o_iovec_t method, h2o_iovec_t path, int acceptable,
+                               h2o_iovec_t body)
 {
 	/* segments between the slashes of path, without using split_path */
 	char *segs[8];
@@ -207,14 +211,33 @@ static struct expect reference(h2o_iovec_t method, h2o_iovec_t path, int accepta
 		e.status = get ? 200 : 405;
 		return e;
 	}
+	if (n == 4 && SEG(0, "api") && SEG(1, "pix") && (SEG(3, "msgs") || SEG(3, "streams"))) {
+		int send = SEG(3, "msgs");
+		if (send ? !post : !del)
+			e.status = 405;
+		else if (!ref_digits(segs[2], lens[2], 8, 8))
+			e.status = 400;
+		else if (send && body.len == 0)
+			e.status = 422;
+		else if (send && memchr(body.base, '\0', body.len) != NULL)
+			e.status = 400;
+		else {
+			e.status = -1;
+			e.stmt = send ? DB_SEND : DB_STOP_ALL;
+		}
+		return e;
+	}
 	if (n != 5 || !SEG(0, "api"))
 		return e;
 	if (SEG(1, "pix") && SEG(3, "stream")) {
-		int start = SEG(4, "start");
-		if (start ? !get : !(get || del)) {
+		int start = SEG(4, "start"), stop_all = SEG(4, "stop");
+		if (start || stop_all ? !get : !(get || del)) {
 			e.status = 405;
 		} else if (!ref_digits(segs[2], lens[2], 8, 8)) {
 			e.status = 400;
+		} else if (stop_all) {
+			e.status = -1;
+			e.stmt = DB_STOP_ALL;
 		} else if (!start && !ref_plausible_id(segs[4], lens[4])) {
 			e.status = 404;
 		} else if (get && !acceptable) {
@@ -249,6 +272,9 @@ static PGresult *fake_result(enum db_stmt stmt, int with_messages, const char *i
 	                                    {"message_count", 0, 0, 0, 23, 4, -1},
 	                                    {"body", 0, 0, 0, 25, -1, -1}};
 	static PGresAttDesc one_col[1] = {{"n", 0, 0, 0, 23, 4, -1}};
+	static PGresAttDesc send_cols[3] = {{"accepted", 0, 0, 0, 23, 4, -1},
+	                                    {"duplicates", 0, 0, 0, 23, 4, -1},
+	                                    {"body", 0, 0, 0, 25, -1, -1}};
 	char pull[64];
 
 	if (stmt == DB_STREAM_START || stmt == DB_STREAM_NEXT) {
@@ -261,6 +287,11 @@ static PGresult *fake_result(enum db_stmt stmt, int with_messages, const char *i
 			PQsetvalue(res, 0, 3, "{\"endToEndId\":\"x\"}", 18);
 		else
 			PQsetvalue(res, 0, 3, NULL, -1);
+	} else if (stmt == DB_SEND) {
+		PQsetResultAttrs(res, 3, send_cols);
+		PQsetvalue(res, 0, 0, "1", 1);
+		PQsetvalue(res, 0, 1, "0", 1);
+		PQsetvalue(res, 0, 2, "{\"accepted\":1,\"duplicates\":0}", 30);
 	} else {
 		PQsetResultAttrs(res, 1, one_col);
 		PQsetvalue(res, 0, 0, "3", 1);
@@ -369,6 +400,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				accept_v[n_accept] = s + 1;
 				accept_l[n_accept++] = line_end - s - 1;
 			}
+		} else if (line_end > s && s[0] == 'b') {
+			req.entity = h2o_iovec_init(s + 1, line_end - s - 1);
 		} else if (line_end > s && s[0] == 'e') {
 			h2o_add_header(&req.pool, &req.headers, H2O_TOKEN_ACCEPT_ENCODING, NULL, s + 1,
 			               line_end - s - 1);
@@ -376,7 +409,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		s = line_end + 1;
 	}
 	acceptable = accept_negotiate_values(accept_v, accept_l, n_accept) != ACCEPT_NOTHING;
-	want = reference(req.method, req.path_normalized, acceptable);
+	want = reference(req.method, req.path_normalized, acceptable, req.entity);
 
 	on_req(NULL, &req);
 
@@ -406,9 +439,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		int expected;
 		if (db_mode < 4)
 			expected = 503;
-		else if (want.stmt == DB_GENERATE)
+		else if (want.stmt == DB_GENERATE || want.stmt == DB_SEND)
 			expected = 201;
-		else if (want.stmt == DB_STREAM_STOP)
+		else if (want.stmt == DB_STREAM_STOP || want.stmt == DB_STOP_ALL)
 			expected = 200;
 		else
 			expected = db_mode == 4 ? 200 : 204;

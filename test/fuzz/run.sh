@@ -12,7 +12,7 @@ cd "$(dirname "$0")/../.."
 SECONDS_EACH=${1:-20}
 OUT=${PIX_FUZZ_OUT:-/tmp/pix-fuzz}
 CC=${FUZZ_CC:-clang}
-HARNESSES=${PIX_FUZZ_ONLY:-fuzz_message fuzz_cpf_cnpj fuzz_accept fuzz_route}
+HARNESSES=${PIX_FUZZ_ONLY:-fuzz_message fuzz_cpf_cnpj fuzz_send_json fuzz_accept fuzz_route fuzz_bearer}
 mkdir -p "$OUT"
 
 FLAGS=(-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
@@ -25,14 +25,19 @@ build() { # name
     case $1 in
     fuzz_message | fuzz_cpf_cnpj)
         $CC "${FLAGS[@]}" -Iextension -o "$OUT/$1" "test/fuzz/$1.c" extension/validate.c extension/render.c ;;
+    fuzz_bearer)
+        $CC "${FLAGS[@]}" -Ishim -o "$OUT/$1" test/fuzz/fuzz_bearer.c shim/bearer.c -lcrypto ;;
+    fuzz_send_json)
+        $CC "${FLAGS[@]}" -Iextension -o "$OUT/$1" test/fuzz/fuzz_send_json.c extension/send_json.c \
+            extension/validate.c extension/render.c ;;
     fuzz_accept)
         $CC "${FLAGS[@]}" "${SHIM_FLAGS[@]}" -o "$OUT/$1" test/fuzz/fuzz_accept.c shim/accept.c "${SHIM_LIBS[@]}" ;;
     fuzz_route)
         # includes shim/router.c, shim/respond.c and shim/handlers/{stream,util}.c itself, and links
         # the ground floor they stand on
         $CC "${FLAGS[@]}" "${SHIM_FLAGS[@]}" -Wno-unused-parameter -o "$OUT/$1" test/fuzz/fuzz_route.c shim/accept.c \
-            shim/config.c shim/counters.c shim/log.c shim/pixd.c \
-            "${SHIM_LIBS[@]}" ;;
+            shim/config.c shim/counters.c shim/log.c shim/pixd.c shim/auth.c shim/bearer.c shim/throttle.c \
+            shim/tls.c "${SHIM_LIBS[@]}" ;;
     *) echo "unknown harness $1" >&2; return 1 ;;
     esac
 }

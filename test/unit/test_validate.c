@@ -11,15 +11,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "render.h"
 #include "validate.h"
 
-static int passed, failed;
 static char *repeats[32];
 static size_t repeats_len;
 
-static void check(bool ok, const char *what);
-static void check_str(const char *got, const char *want, const char *what);
 static pix_message example(void);
 static void expect_ok(pix_message m, const char *what);
 static void expect_problem(pix_message m, const char *prefix, const char *what);
@@ -48,25 +46,6 @@ static const char example_json[] =
     "\"agencia\":\"0361\",\"contaTransacional\":\"1210098\",\"tipoConta\":\"SVGS\"},"
     "\"campoLivre\":\"\",\"txId\":\"h7a786d8a7s6gd1hgs\","
     "\"dataHoraPagamento\":\"2022-07-23T19:47:18.108Z\"}";
-
-static void check(bool ok, const char *what)
-{
-	if (ok)
-		passed++;
-	else {
-		failed++;
-		printf("FAIL: %s\n", what);
-	}
-}
-
-static void check_str(const char *got, const char *want, const char *what)
-{
-	bool ok = got != NULL && strcmp(got, want) == 0;
-
-	check(ok, what);
-	if (!ok)
-		printf("  got:  %s\n  want: %s\n", got ? got : "(null)", want);
-}
 
 static pix_message example(void)
 {

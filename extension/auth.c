@@ -1,0 +1,307 @@
+/*
+ * auth.c — who may act for which ISPB, decided inside every client-facing call (see auth.h).
+ *
+ * Two questions, answered before the caller looks at any stream, id or message, so a refusal
+ * (PX012 401, PX013 403) says nothing about them:
+ *   - which principal the credential names: one indexed query per call that carries a credential
+ *     (pix.credential, active rows only). Not cached: a revocation commits and the next call obeys.
+ *   - which ISPB the calling role is bound to (pix.role_binding): kept per backend, and forgotten
+ * on any relcache invalidation (a statement trigger on pix.role_binding sends one for it at commit)
+ *     or change of roles or memberships (syscache callbacks), so a binding also holds from the next
+ *     call on, while a call without credential (psql, pixd --auth none) costs no query at all.
+ *
+ * Constant time: the credential is itself a digest, and it is never compared byte by byte with a
+ * stored value. The stored and looked-up key is sha256(credential) ("digest of the digest"): the
+ * b-tree's comparisons may take longer for longer common prefixes, but a prefix of a SHA-256 output
+ * cannot be steered by the caller towards a stored key, so timing reveals nothing usable.
+ *
+ * The calling role is the session's current role (GetOuterUserId: the login role or SET ROLE), not
+ * the function owner that SECURITY DEFINER switches to. A role is bound when it is bound itself or
+ * is a member of a bound role; superusers are members of every role for pg_has_role, so for them
+ * only a binding of their own role counts (else any binding would confine every superuser session).
+ */
+#include "pix.h"
+
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "common/cryptohash.h"
+#include "common/sha2.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/inval.h"
+#include "utils/rel.h"
+#include "utils/syscache.h"
+
+#include "auth.h"
+#include "validate.h"
+
+PG_FUNCTION_INFO_V1(pix_new_token);
+PG_FUNCTION_INFO_V1(pix_role_binding_changed);
+
+#define CREDENTIAL_HEX_LEN 64
+#define TOKEN_BYTES 32
+
+/* The ISPB bindings that apply to a role. */
+typedef struct binding {
+	int count;  /* bindings that apply (the role's own, or a role it is a member of) */
+	bool agree; /* all of them name the same ISPB */
+	char ispb[PIX_ISPB_LEN + 1];
+} binding;
+
+/* What a call's checks go by: the credential's principal and the calling role's binding. */
+typedef struct caller {
+	bool has_credential; /* the argument was given (and well formed, else we raised) */
+	bool admin;          /* the credential is an admin one */
+	char ispb[PIX_ISPB_LEN + 1];
+	binding bound;
+} caller;
+
+static const char credential_sql[] = "SELECT c.ispb, c.admin FROM pix.credential c"
+                                     " WHERE c.lookup = $1 AND c.revoked_at IS NULL";
+static const char binding_sql[] =
+    "SELECT b.ispb FROM pix.role_binding b"
+    " WHERE b.role = $1 OR (NOT $2 AND pg_catalog.pg_has_role($1, b.role, 'MEMBER'))";
+static SPIPlanPtr credential_plan, binding_plan;
+
+/* The calling role's binding, valid until an invalidation (see the header). */
+static bool cached_binding_valid;
+static Oid cached_binding_role;
+static binding cached_binding;
+static bool callbacks_registered;
+
+static text *credential_arg(FunctionCallInfo fcinfo, int argno);
+static bool credential_key(text *credential, uint8 *key);
+static void sha256(const void *data, size_t len, uint8 *out);
+static void identify(FunctionCallInfo fcinfo, int argno, caller *c);
+static SPIPlanPtr prepare(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types);
+static void lookup_credential(Datum key, caller *c);
+static void lookup_binding(Oid role, binding *b);
+static void forget_binding(Datum arg, Oid relid);
+static void forget_binding_on_role_change(Datum arg, int cacheid, uint32 hashvalue);
+static void raise_unauthenticated(void) pg_attribute_noreturn();
+static void raise_forbidden(const char *detail) pg_attribute_noreturn();
+
+void pix_authorize(const char *ispb, FunctionCallInfo fcinfo, int argno)
+{
+	caller c;
+
+	identify(fcinfo, argno, &c);
+	if (c.has_credential && c.admin)
+		raise_forbidden("An admin credential does not act for an institution.");
+	if (c.has_credential && strcmp(c.ispb, ispb) != 0)
+		raise_forbidden("This credential belongs to another ISPB.");
+	if (c.bound.count > 0 && (!c.bound.agree || strcmp(c.bound.ispb, ispb) != 0))
+		raise_forbidden("This role is bound to another ISPB.");
+}
+
+char *pix_authorized_ispb(FunctionCallInfo fcinfo, int credential_argno)
+{
+	char *ispb = pix_ispb_arg(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0));
+
+	pix_authorize(ispb, fcinfo, credential_argno);
+	return ispb;
+}
+
+void pix_authorize_admin(FunctionCallInfo fcinfo, int argno)
+{
+	caller c;
+
+	identify(fcinfo, argno, &c);
+	if (c.has_credential && !c.admin)
+		raise_forbidden("The generator needs an admin credential.");
+	if (c.bound.count > 0)
+		raise_forbidden("A role bound to an ISPB may not use the generator.");
+}
+
+/*
+ * pix.new_token() RETURNS text: a bearer token, "pix_" and 64 hex digits (256 bits from
+ * pg_strong_random). Only pix_token_issue calls it; it stores a digest and returns the token once.
+ */
+Datum pix_new_token(PG_FUNCTION_ARGS)
+{
+	static const char hex[] = "0123456789abcdef";
+	uint8 bytes[TOKEN_BYTES];
+	char token[4 + 2 * TOKEN_BYTES + 1] = "pix_";
+
+	if (!pg_strong_random(bytes, sizeof(bytes)))
+		ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR),
+		                errmsg("could not generate random bytes for a token")));
+	for (int i = 0; i < TOKEN_BYTES; i++) {
+		token[4 + 2 * i] = hex[bytes[i] >> 4];
+		token[5 + 2 * i] = hex[bytes[i] & 15];
+	}
+	token[sizeof(token) - 1] = '\0';
+	explicit_bzero(bytes, sizeof(bytes));
+	PG_RETURN_TEXT_P(cstring_to_text(token));
+}
+
+/*
+ * AFTER ... FOR EACH STATEMENT trigger on pix.role_binding: every backend forgets the bindings it
+ * knows when this transaction commits (a relcache invalidation of the table reaches them all).
+ */
+Datum pix_role_binding_changed(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *)fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR, (errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+		                errmsg("pix_role_binding_changed: not called by trigger manager")));
+	CacheInvalidateRelcacheByRelid(RelationGetRelid(td->tg_relation));
+	return PointerGetDatum(
+	    NULL); /* a statement trigger's result is ignored, but must not be NULL */
+}
+
+/* The credential argument, or NULL when absent: an old SQL declaration without it, or SQL NULL. */
+static text *credential_arg(FunctionCallInfo fcinfo, int argno)
+{
+	if (argno >= PG_NARGS() || PG_ARGISNULL(argno))
+		return NULL;
+	return PG_GETARG_TEXT_PP(argno);
+}
+
+/* "cert:" or "token:" and 64 lowercase hex digits; key = sha256 of those bytes. */
+static bool credential_key(text *credential, uint8 *key)
+{
+	const char *s = VARDATA_ANY(credential);
+	size_t len = VARSIZE_ANY_EXHDR(credential);
+	size_t prefix = 0;
+
+	if (len == 5 + CREDENTIAL_HEX_LEN && memcmp(s, "cert:", 5) == 0)
+		prefix = 5;
+	else if (len == 6 + CREDENTIAL_HEX_LEN && memcmp(s, "token:", 6) == 0)
+		prefix = 6;
+	else
+		return false;
+	for (size_t i = prefix; i < len; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+			return false;
+	sha256(s, len, key);
+	return true;
+}
+
+static void sha256(const void *data, size_t len, uint8 *out)
+{
+	pg_cryptohash_ctx *ctx = pg_cryptohash_create(PG_SHA256);
+
+	if (ctx == NULL || pg_cryptohash_init(ctx) < 0 || pg_cryptohash_update(ctx, data, len) < 0 ||
+	    pg_cryptohash_final(ctx, out, PG_SHA256_DIGEST_LENGTH) < 0)
+		elog(ERROR, "pix: could not compute SHA-256: %s", pg_cryptohash_error(ctx));
+	pg_cryptohash_free(ctx);
+}
+
+static void identify(FunctionCallInfo fcinfo, int argno, caller *c)
+{
+	text *credential = credential_arg(fcinfo, argno);
+	Oid role = GetOuterUserId();
+	uint8 key[PG_SHA256_DIGEST_LENGTH];
+	bytea *key_datum;
+
+	memset(c, 0, sizeof(*c));
+	/* Declared without credential: the extension's SQL is older than 1.3 and has no auth tables. */
+	if (argno >= PG_NARGS())
+		return;
+	if (credential != NULL) {
+		if (!credential_key(credential, key))
+			raise_unauthenticated();
+		key_datum = palloc(VARHDRSZ + sizeof(key));
+		SET_VARSIZE(key_datum, VARHDRSZ + sizeof(key));
+		memcpy(VARDATA(key_datum), key, sizeof(key));
+		lookup_credential(PointerGetDatum(key_datum), c);
+		if (!c->has_credential)
+			raise_unauthenticated();
+	}
+	if (!cached_binding_valid || cached_binding_role != role) {
+		lookup_binding(role, &cached_binding);
+		cached_binding_role = role;
+		cached_binding_valid = true;
+	}
+	c->bound = cached_binding;
+}
+
+static SPIPlanPtr prepare(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types)
+{
+	if (*plan == NULL) {
+		SPIPlanPtr p = SPI_prepare(sql, nargs, types);
+
+		if (p == NULL)
+			elog(ERROR, "pix: could not prepare \"%s\": %s", sql,
+			     SPI_result_code_string(SPI_result));
+		SPI_keepplan(p);
+		*plan = p;
+	}
+	return *plan;
+}
+
+static void lookup_credential(Datum key, caller *c)
+{
+	Oid types[1] = {BYTEAOID};
+	Datum values[1] = {key};
+	bool isnull;
+
+	SPI_connect();
+	if (SPI_execute_plan(prepare(&credential_plan, credential_sql, 1, types), values, NULL, true,
+	                     1) != SPI_OK_SELECT)
+		elog(ERROR, "pix: the credential lookup failed");
+	if (SPI_processed == 1) {
+		char *ispb = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+
+		c->has_credential = true;
+		c->admin =
+		    DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+		strlcpy(c->ispb, ispb ? ispb : "", sizeof(c->ispb));
+	}
+	SPI_finish();
+}
+
+static void lookup_binding(Oid role, binding *b)
+{
+	Oid types[2] = {OIDOID, BOOLOID};
+	Datum values[2] = {ObjectIdGetDatum(role), BoolGetDatum(superuser_arg(role))};
+
+	if (!callbacks_registered) {
+		CacheRegisterRelcacheCallback(forget_binding, (Datum)0);
+		CacheRegisterSyscacheCallback(AUTHOID, forget_binding_on_role_change, (Datum)0);
+		CacheRegisterSyscacheCallback(AUTHMEMROLEMEM, forget_binding_on_role_change, (Datum)0);
+		callbacks_registered = true;
+	}
+	memset(b, 0, sizeof(*b));
+	b->agree = true;
+	SPI_connect();
+	if (SPI_execute_plan(prepare(&binding_plan, binding_sql, 2, types), values, NULL, true, 0) !=
+	    SPI_OK_SELECT)
+		elog(ERROR, "pix: the role binding lookup failed");
+	for (uint64 i = 0; i < SPI_processed; i++) {
+		char *ispb = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+
+		if (b->count > 0 && strcmp(b->ispb, ispb) != 0)
+			b->agree = false;
+		strlcpy(b->ispb, ispb, sizeof(b->ispb));
+		b->count++;
+	}
+	SPI_finish();
+}
+
+/* Any relcache invalidation (ours is among them) makes the next call look the binding up again. */
+static void forget_binding(Datum arg, Oid relid)
+{
+	cached_binding_valid = false;
+}
+
+static void forget_binding_on_role_change(Datum arg, int cacheid, uint32 hashvalue)
+{
+	cached_binding_valid = false;
+}
+
+static void raise_unauthenticated(void)
+{
+	ereport(ERROR, (errcode(ERRCODE_PIX_UNAUTHENTICATED), errmsg("unauthenticated"),
+	                errdetail("The credential is malformed, unknown or revoked.")));
+	pg_unreachable();
+}
+
+static void raise_forbidden(const char *detail)
+{
+	ereport(ERROR, (errcode(ERRCODE_PIX_FORBIDDEN), errmsg("forbidden"), errdetail("%s", detail)));
+	pg_unreachable();
+}

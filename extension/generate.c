@@ -456,7 +456,17 @@ uint64 pix_messages_insert(Datum **columns, int rows, bool skip_existing)
 		SPI_keepplan(plan);
 		*(skip_existing ? &insert_new_plan : &insert_plan) = plan;
 	}
-	rc = SPI_execute_plan(skip_existing ? insert_new_plan : insert_plan, params, NULL, false, 0);
+	/* ON CONFLICT DO NOTHING decides about existing ids: the trigger must not refuse them first */
+	pix_insert_skips_existing = skip_existing;
+	PG_TRY();
+	{
+		rc = SPI_execute_plan(skip_existing ? insert_new_plan : insert_plan, params, NULL, false, 0);
+	}
+	PG_FINALLY();
+	{
+		pix_insert_skips_existing = false;
+	}
+	PG_END_TRY();
 	if (rc != SPI_OK_INSERT && rc != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "pix: the generator's INSERT failed: %s", SPI_result_code_string(rc));
 	return SPI_processed;

@@ -25,4 +25,10 @@ void pix_message_row(Datum **columns, int row, const pix_message *m, TimestampTz
  */
 uint64 pix_messages_insert(Datum **columns, int rows, bool skip_existing);
 
+/*
+ * True while pix_messages_insert runs with skip_existing: the INSERT trigger (message.c) then leaves
+ * an endToEndId already stored to the statement's ON CONFLICT DO NOTHING instead of refusing it.
+ */
+extern bool pix_insert_skips_existing;
+
 #endif

@@ -1,0 +1,382 @@
+#!/usr/bin/env python3
+"""Failover without loss: a pg_auto_failover formation (scripts/ha.sh: monitor, primary, synchronous
+standby), pixd on the multi-host conninfo, an exactly-once drain, and the primary lost mid-drain.
+
+    test/fault/failover.py [--short] [--only NAME ...] [--json OUT.json] [--dir DIR] [--port PORT]
+
+Scenarios (one formation for all, in this order; each its own database and drain):
+  postmaster_kill   SIGKILL of the primary's postmaster (its keeper stays: the monitor may fail over,
+                    or the keeper may restart PostgreSQL first; either way the drain must finish)
+  node_kill         SIGKILL of the primary's whole node (pg_autoctl, keeper, PostgreSQL: a machine
+                    lost); the monitor fails over after its health checks; the node is started
+                    again afterwards and rejoins as the standby
+  partition         (not in --short) the primary and the standby cannot reach each other (network
+                    namespaces made by test/fault/netns.py); skipped with a message when namespaces
+                    cannot be made here
+--short (make test): postmaster_kill only, with a shorter drain.
+
+Verdict of each scenario (on top of test/fault/faultlib.py's checks: nothing lost in the database,
+no message in two open streams, no duplicate without a requeue, nothing confirmed that no collector
+received, no 5xx other than 503):
+  - every message whose INSERT was acknowledged (COMMIT answered) was received by a collector and is
+    confirmed in the database of the new primary;
+  - the formation really switched (for node_kill: the other node is primary at the end).
+Figure: the outage seen by collectors, from the first 503 after the fault to the first 200 after it.
+
+Ports: PORT (default 5850, PIX_HA_PORT) for the monitor, PORT+1 and PORT+2 for the nodes, and
+PIX_FAULT_HTTP_PORT (3850) for pixd. Loopback only. Ends with "N passed, N failed".
+"""
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+os.environ.setdefault("PIX_FAULT_HTTP_PORT", "3850")
+sys.path.insert(0, HERE)
+import faultlib as fl  # noqa: E402
+
+HA_SH = os.path.join(ROOT, "scripts", "ha.sh")
+# A read that finds nothing parks for WAIT_MS; the fault harness' short idle timeout makes expiry
+# part of every drain.
+IDLE_TIMEOUT = "5s"
+
+
+def log(*a):
+    fl.log(*a)
+
+
+class Formation:
+    """The formation scripts/ha.sh runs: nodes 1 and 2 on PORT+1, PORT+2, the monitor on PORT."""
+
+    def __init__(self, directory, port):
+        self.dir, self.port = directory, port
+        self.conninfo = None
+
+    def ha(self, *args, timeout=300, check=True):
+        out = subprocess.run([HA_SH, args[0], self.dir, *args[1:]], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, timeout=timeout)
+        if check and out.returncode != 0:
+            raise RuntimeError(f"ha.sh {' '.join(args)} failed: {out.stderr.strip()[-800:]}")
+        return out.stdout
+
+    def start(self):
+        t = time.monotonic()
+        self.conninfo = self.ha("start", str(self.port)).strip().splitlines()[-1]
+        log(f"formation up in {time.monotonic() - t:.0f} s: {self.conninfo}")
+        return self.conninfo
+
+    def stop(self):
+        self.ha("stop", check=False, timeout=120)
+
+    def settings(self):
+        return [line for line in self.ha("settings", check=False).splitlines() if line.strip()]
+
+    def monitor_sql(self, sql, timeout=5):
+        out = subprocess.run([fl.PSQL, "-X", "-q", "-A", "-t", "-F", "|",
+                              f"host=127.0.0.1 port={self.port} dbname=pg_auto_failover user=postgres "
+                              "connect_timeout=2", "-c", sql],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout)
+        return out.stdout if out.returncode == 0 else None
+
+    def nodes(self):
+        """{node number: (reported state, goal state)} as the monitor sees them."""
+        out = self.monitor_sql("SELECT nodename, reportedstate, goalstate FROM pgautofailover.node")
+        res = {}
+        for line in (out or "").splitlines():
+            name, rep, goal = line.split("|")
+            res[int(name.removeprefix("node"))] = (rep, goal)
+        return res
+
+    def primary(self):
+        for n, (rep, goal) in self.nodes().items():
+            if rep in ("primary", "wait_primary", "single") and rep == goal:
+                return n
+        return None
+
+    def wait_primary_other_than(self, old, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            p = self.primary()
+            if p is not None and p != old:
+                return p
+            time.sleep(0.1)
+        return None
+
+    def wait_ready(self, timeout=240):
+        self.ha("wait", timeout=timeout + 10)
+
+    def postmaster_pid(self, n):
+        with open(os.path.join(self.dir, f"node{n}", "postmaster.pid")) as f:
+            return int(f.readline())
+
+    def kill_postmaster(self, n):
+        os.kill(self.postmaster_pid(n), signal.SIGKILL)
+
+    def kill_node(self, n):
+        """SIGKILL of the node's process group: pg_autoctl, its keeper and PostgreSQL (ha.sh runs
+        each node in a session of its own, so the postmaster's group is the node)."""
+        pgid = os.getpgid(self.postmaster_pid(n))
+        if pgid == os.getpgrp():
+            raise RuntimeError("the node shares our process group: refusing to kill it")
+        os.killpg(pgid, signal.SIGKILL)
+
+    def run_node(self, n):
+        self.ha("run-node", str(n))
+
+
+def make_psql(conninfo):
+    """faultlib's psql, pointed at whichever node is primary (libpq's target_session_attrs)."""
+    def psql(sql, dbname="postgres", user="postgres", check=True, timeout=60, **_):
+        out = subprocess.run([fl.PSQL, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+                              f"{conninfo} dbname={dbname} user={user}", "-c", sql],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout)
+        if check and out.returncode != 0:
+            raise RuntimeError(f"psql failed: {out.stderr.strip()}\nSQL: {sql[:300]}")
+        return out.stdout if out.returncode == 0 else None
+    return psql
+
+
+class AckedProducer(threading.Thread):
+    """Inserts messages with SQL and records the endToEndIds of every transaction whose COMMIT was
+    answered: those are the acknowledged messages the verdict follows. A COMMIT that got no answer
+    (connection lost) is unknown, neither counted nor required."""
+
+    def __init__(self, drain, conninfo, period):
+        super().__init__(daemon=True)
+        self.d, self.conninfo, self.period = drain, conninfo, period
+        self.acked = set()
+        self.unknown = 0
+
+    def run(self):
+        rng = random.Random()
+        deadline = time.monotonic() + self.d.max_seconds
+        while not self.d.stop_producers.is_set() and time.monotonic() < deadline:
+            ispb = rng.choice(self.d.ispbs)
+            n = rng.randint(1, 10)
+            # One session, one transaction: the ids this transaction inserted (xmin), then COMMIT.
+            try:
+                out = subprocess.run(
+                    [fl.PSQL, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+                     f"{self.conninfo} dbname={self.d.dbname} user=postgres",
+                     "-c", "BEGIN",
+                     "-c", f"SELECT pix_generate_messages('{ispb}', {n})",
+                     "-c", "SELECT end_to_end_id FROM pix.message WHERE xmin::text = "
+                           "(pg_current_xact_id()::text::bigint % 4294967296)::text AND recebedor_ispb = "
+                           f"'{ispb}' AND id > coalesce((SELECT max(id) - 100000 FROM pix.message), 0)",
+                     "-c", "COMMIT"],
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=20)
+            except subprocess.TimeoutExpired:
+                self.unknown += 1
+                continue
+            if out.returncode == 0:
+                lines = out.stdout.split()
+                ids = [x for x in lines[1:] if len(x) == 32]  # first line: the count
+                if len(ids) != n:
+                    self.d.stats.violation(f"producer: inserted {n}, saw {len(ids)} ids")
+                with self.d.stats.lock:
+                    self.acked.update(ids)
+                    self.d.stats.produced_calls += 1
+            else:
+                self.unknown += 1
+                time.sleep(0.2)
+            time.sleep(self.period)
+
+
+class TimedStats(fl.Stats):
+    """faultlib's Stats, with the time of every read status (for the outage figure)."""
+
+    def __init__(self):
+        super().__init__()
+        self.timeline = []  # (monotonic time, status)
+
+    def count(self, status):
+        super().count(status)
+        if isinstance(status, int):
+            with self.lock:
+                self.timeline.append((time.monotonic(), status))
+
+
+def outage(stats, t_fault):
+    """First 503 after the fault -> first 200 after that 503 (seconds), and the 503 count."""
+    events = sorted(e for e in stats.timeline if e[0] >= t_fault)
+    first_503 = next((t for t, s in events if s == 503), None)
+    if first_503 is None:
+        return None, None, 0
+    first_200 = next((t for t, s in events if s == 200 and t > first_503), None)
+    n503 = sum(1 for _, s in events if s == 503)
+    return first_503, first_200, n503
+
+
+def run_scenario(name, formation, seconds, fault):
+    dbname = f"ha_{name}"
+    psql = fl.psql
+    psql(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
+    psql(f"CREATE DATABASE {dbname}")
+    psql("CREATE EXTENSION pix", dbname=dbname)
+    psql(f"ALTER DATABASE {dbname} SET pix.stream_idle_timeout = '{IDLE_TIMEOUT}'")
+    pixd = fl.Pixd(f"{formation.conninfo} dbname={dbname} user=postgres", name=f"pixd-{name}").start()
+    d = fl.Drain(name, dbname, port=pixd.port, n_ispbs=3, collectors_per_ispb=6, http_producers=1,
+                 sql_producers=0, produce_period=0.2, max_seconds=seconds + 240)
+    d.stats = TimedStats()
+    producer = AckedProducer(d, formation.conninfo, 0.1)
+    d.producers.append(producer)
+    events = []
+    info = {}
+    d.start()
+    t_end = time.monotonic() + seconds
+    fault(d, pixd, events, info)
+    while time.monotonic() < t_end:
+        time.sleep(0.2)
+    r = d.finish(drain_timeout=90)
+    r["events"] = events
+    r.update(info)
+    # The verdict on acknowledged inserts.
+    acked = producer.acked
+    received = set(d.stats.receipts)
+    out = psql("SELECT DISTINCT msg.end_to_end_id FROM pix.iteration i, unnest(i.message_ids) m(id) "
+               "JOIN pix.message msg ON msg.id = m.id WHERE i.confirmed_at IS NOT NULL", dbname=dbname)
+    confirmed = set(out.split())
+    not_received = acked - received
+    not_confirmed = acked - confirmed
+    r["acked_inserts"] = len(acked)
+    r["unknown_inserts"] = producer.unknown
+    r["acked_not_received"] = len(not_received)
+    r["acked_not_confirmed"] = len(not_confirmed)
+    if not_received:
+        r["violations"].append(f"{len(not_received)} acknowledged messages never received, e.g. "
+                               f"{sorted(not_received)[:3]}")
+    if not_confirmed:
+        r["violations"].append(f"{len(not_confirmed)} acknowledged messages not confirmed, e.g. "
+                               f"{sorted(not_confirmed)[:3]}")
+    if len(acked) < 50:
+        r["violations"].append(f"only {len(acked)} acknowledged inserts: too few to mean anything")
+    if "t_fault" in info:
+        t_fault = info.pop("t_fault")
+        first_503, first_200, n503 = outage(d.stats, t_fault)
+        r["reads_503"] = n503
+        r["outage_s"] = round(first_200 - first_503, 2) if first_503 and first_200 else None
+        r["first_503_after_fault_s"] = round(first_503 - t_fault, 2) if first_503 else None
+        if "t_switch" in info:
+            info_switch = info.pop("t_switch")
+            r["switch_after_fault_s"] = round(info_switch - t_fault, 2)
+        r.pop("t_switch", None)
+    r["primary_at_end"] = formation.primary()
+    rc = pixd.stop()
+    r["pixd_exit"] = rc
+    if rc != 0:
+        r["violations"].append(f"pixd exited {rc} on SIGTERM (log {pixd.log_path})")
+    r["verdict"] = "PASS" if not r["violations"] else "FAIL"
+    return r
+
+
+def kill_and_switch(formation, how, at):
+    def fault(d, pixd, events, info):
+        while time.monotonic() < d.t0 + at:
+            time.sleep(0.05)
+        old = formation.primary()
+        if old is None:
+            d.stats.violation("no primary before the fault")
+            return
+        info["t_fault"] = time.monotonic()
+        if how == "postmaster":
+            formation.kill_postmaster(old)
+            events.append(f"t={at}s SIGKILL of node{old}'s postmaster")
+        else:
+            formation.kill_node(old)
+            events.append(f"t={at}s SIGKILL of node{old} (pg_autoctl, keeper, PostgreSQL)")
+        new = formation.wait_primary_other_than(old, 60)
+        if new is not None:
+            info["t_switch"] = time.monotonic()
+            events.append(f"node{new} primary {time.monotonic() - info['t_fault']:.1f} s after the fault")
+        elif how == "node":
+            d.stats.violation("the monitor did not promote the standby within 60 s")
+        else:
+            events.append("no switch within 60 s (the keeper restarted PostgreSQL in place)")
+        if how == "node":
+            formation.run_node(old)
+            events.append(f"node{old} started again (rejoins as standby)")
+        info["old_primary"], info["new_primary"] = old, new
+    return fault
+
+
+def scenario_postmaster_kill(formation, short):
+    return run_scenario("postmaster_kill", formation, 20 if short else 35,
+                        kill_and_switch(formation, "postmaster", 8))
+
+
+def scenario_node_kill(formation, short):
+    r = run_scenario("node_kill", formation, 45, kill_and_switch(formation, "node", 8))
+    return r
+
+
+def scenario_partition(formation, short):
+    try:
+        import netns  # noqa: F401  (test/fault/netns.py)
+    except ImportError:
+        return {"name": "partition", "verdict": "SKIP", "violations": [],
+                "skipped": "test/fault/netns.py is not there yet"}
+    return netns.partition_scenario(formation, run_scenario)
+
+
+SCENARIOS = {"postmaster_kill": scenario_postmaster_kill, "node_kill": scenario_node_kill,
+             "partition": scenario_partition}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--short", action="store_true")
+    ap.add_argument("--only", nargs="*")
+    ap.add_argument("--json")
+    ap.add_argument("--dir", default=os.environ.get("PIX_HA_DIR", "/tmp/pixha-fault"))
+    ap.add_argument("--port", type=int, default=int(os.environ.get("PIX_HA_PORT", "5850")))
+    ap.add_argument("--keep", action="store_true", help="leave the formation running")
+    args = ap.parse_args()
+    names = args.only or (["postmaster_kill"] if args.short else list(SCENARIOS))
+    formation = Formation(args.dir, args.port)
+    results = []
+    passed = failed = 0
+    try:
+        formation.stop()
+        subprocess.run(["rm", "-rf", args.dir], check=True)
+        conninfo = formation.start()
+        fl.psql = make_psql(conninfo)  # faultlib's drain and checks follow the primary
+        settings = formation.settings()
+        for line in settings:
+            log("setting:", line)
+        for name in names:
+            formation.wait_ready()
+            log(f"--- {name}")
+            try:
+                r = SCENARIOS[name](formation, args.short)
+            except Exception as e:  # a scenario that cannot run is a failure, not a crash of the suite
+                r = {"name": name, "verdict": "FAIL", "violations": [f"{type(e).__name__}: {e}"]}
+            r["ha_settings"] = settings
+            results.append(r)
+            print(json.dumps(r, sort_keys=True), flush=True)
+            if r["verdict"] == "PASS":
+                passed += 1
+            elif r["verdict"] == "FAIL":
+                failed += 1
+                log(f"{name}: FAIL: {r['violations'][:5]}")
+            else:
+                log(f"{name}: {r['verdict']}: {r.get('skipped')}")
+    finally:
+        if not args.keep:
+            formation.stop()
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1, sort_keys=True)
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

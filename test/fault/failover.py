@@ -44,9 +44,9 @@ sys.path.insert(0, HERE)
 import faultlib as fl  # noqa: E402
 
 HA_SH = os.path.join(ROOT, "scripts", "ha.sh")
-# A read that finds nothing parks for WAIT_MS; the fault harness' short idle timeout makes expiry
-# part of every drain.
-IDLE_TIMEOUT = "5s"
+# Longer than the outage, so that a stream survives the failover (the contract's idle timeout is
+# 60 s; a shorter one keeps the drain's end quick).
+IDLE_TIMEOUT = "30s"
 
 
 def log(*a):
@@ -204,6 +204,87 @@ class TimedStats(fl.Stats):
                 self.timeline.append((time.monotonic(), status))
 
 
+def get_until_answered(port, path, accept="application/json", method="GET", timeout=90):
+    """The request again after each 503 or broken connection (what a collector does), until it gets
+    another answer. Returns (status, Pull-Next, body, number of 503s seen)."""
+    deadline = time.monotonic() + timeout
+    n503 = 0
+    while time.monotonic() < deadline:
+        try:
+            status, headers, body = fl.http_get(port, path, {"Accept": accept}, method=method)
+        except OSError:
+            time.sleep(0.2)
+            continue
+        if status != 503:
+            return status, headers.get("pull-next"), body, n503
+        if not headers.get("retry-after"):
+            return status, None, b"503 without Retry-After", n503
+        n503 += 1
+        time.sleep(0.2)
+    return None, None, b"no answer", n503
+
+
+class StreamProbe:
+    """A collector's stream across the failover, on an ISPB of its own: before the fault it reads
+    batch A (start), then batch B (Pull-Next id1 -> Pull-Next id2) and holds B pending, and 5 more
+    streams fill the 6 slots. After the fault, the retry of the previous id (id1) must replay B with
+    the same Pull-Next, a 7th start must get 429, and id2 must confirm B and read on."""
+
+    def __init__(self, port, dbname, stats):
+        self.port, self.dbname, self.stats = port, dbname, stats
+        self.ispb = "%08d" % random.randrange(10_000_000, 99_999_999)
+        self.checks = []
+
+    def get(self, path, method="GET"):
+        """One call, retried through 503s; what a 200 carried counts as received (once: the replay of
+        a batch to the same stream is not a second delivery) for the drain's end-to-end check."""
+        st, pull_next, body, n503 = get_until_answered(self.port, path, method=method)
+        if st == 200 and method == "GET":
+            with self.stats.lock:
+                for e2e in [json.loads(body)["endToEndId"]]:
+                    self.stats.receipts.setdefault(e2e, 1)
+        return st, pull_next, body, n503
+
+    def check(self, ok, what):
+        self.checks.append((bool(ok), what))
+
+    def before(self):
+        fl.psql(f"SELECT pix_generate_messages('{self.ispb}', 4)", dbname=self.dbname)
+        st, self.id1, a, _ = self.get(f"/api/pix/{self.ispb}/stream/start")
+        self.check(st == 200 and self.id1, f"start: 200 with Pull-Next (got {st})")
+        st, self.id2, self.batch_b, _ = self.get(self.id1)
+        self.check(st == 200 and self.id2 and self.id2 != self.id1, f"id1: 200 with a new Pull-Next (got {st})")
+        self.others = []
+        threads = [threading.Thread(target=self._open_empty) for _ in range(5)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        self.check(len(self.others) == 5, f"5 more streams opened (got {len(self.others)})")
+
+    def _open_empty(self):
+        # The 2 messages left go to whichever of these starts first: any answer with a Pull-Next opens.
+        st, pull_next, _, _ = self.get(f"/api/pix/{self.ispb}/stream/start")
+        if st in (200, 204) and pull_next:
+            self.others.append(pull_next)
+
+    def after(self):
+        st, pull_next, body, n503 = self.get(self.id1)
+        self.check(st == 200 and body == self.batch_b and pull_next == self.id2,
+                   f"retry of the previous id after the failover replays batch B with the same Pull-Next "
+                   f"(got {st}, same body {body == self.batch_b}, same Pull-Next {pull_next == self.id2}, "
+                   f"after {n503} answers 503)")
+        st, _, _, _ = self.get(f"/api/pix/{self.ispb}/stream/start")
+        self.check(st == 429, f"a 7th start after the failover gets 429 (got {st})")
+        st, _, _, _ = self.get(self.id2)
+        self.check(st in (200, 204), f"Pull-Next id2 confirms B and reads on (got {st})")
+        for uri in [self.id2] + self.others:
+            self.get(uri, method="DELETE")
+
+    def result(self):
+        return [what for ok, what in self.checks if not ok], len(self.checks)
+
+
 def outage(stats, t_fault):
     """First 503 after the fault -> first 200 after that 503 (seconds), and the 503 count."""
     events = sorted(e for e in stats.timeline if e[0] >= t_fault)
@@ -220,12 +301,19 @@ def run_scenario(name, formation, seconds, fault):
     psql = fl.psql
     psql(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
     psql(f"CREATE DATABASE {dbname}")
-    psql("CREATE EXTENSION pix", dbname=dbname)
+    # libpq tries the nodes in order and does not go on after a FATAL at start-up: until the
+    # standby has replayed CREATE DATABASE, a connection that tries it first is refused.
+    for attempt in range(100):
+        if psql("CREATE EXTENSION pix", dbname=dbname, check=attempt == 99) is not None:
+            break
+        time.sleep(0.2)
     psql(f"ALTER DATABASE {dbname} SET pix.stream_idle_timeout = '{IDLE_TIMEOUT}'")
     pixd = fl.Pixd(f"{formation.conninfo} dbname={dbname} user=postgres", name=f"pixd-{name}").start()
     d = fl.Drain(name, dbname, port=pixd.port, n_ispbs=3, collectors_per_ispb=6, http_producers=1,
                  sql_producers=0, produce_period=0.2, max_seconds=seconds + 240)
     d.stats = TimedStats()
+    probe = StreamProbe(pixd.port, dbname, d.stats)
+    probe.before()
     producer = AckedProducer(d, formation.conninfo, 0.1)
     d.producers.append(producer)
     events = []
@@ -233,11 +321,15 @@ def run_scenario(name, formation, seconds, fault):
     d.start()
     t_end = time.monotonic() + seconds
     fault(d, pixd, events, info)
+    probe.after()
     while time.monotonic() < t_end:
         time.sleep(0.2)
     r = d.finish(drain_timeout=90)
     r["events"] = events
     r.update(info)
+    failed_checks, n_checks = probe.result()
+    r["stream_checks"] = f"{n_checks - len(failed_checks)}/{n_checks}"
+    r["violations"] += [f"stream across the failover: {c}" for c in failed_checks]
     # The verdict on acknowledged inserts.
     acked = producer.acked
     received = set(d.stats.receipts)
@@ -258,16 +350,14 @@ def run_scenario(name, formation, seconds, fault):
                                f"{sorted(not_confirmed)[:3]}")
     if len(acked) < 50:
         r["violations"].append(f"only {len(acked)} acknowledged inserts: too few to mean anything")
-    if "t_fault" in info:
-        t_fault = info.pop("t_fault")
+    if "t_fault" in r:
+        t_fault = r.pop("t_fault")
         first_503, first_200, n503 = outage(d.stats, t_fault)
         r["reads_503"] = n503
         r["outage_s"] = round(first_200 - first_503, 2) if first_503 and first_200 else None
         r["first_503_after_fault_s"] = round(first_503 - t_fault, 2) if first_503 else None
-        if "t_switch" in info:
-            info_switch = info.pop("t_switch")
-            r["switch_after_fault_s"] = round(info_switch - t_fault, 2)
-        r.pop("t_switch", None)
+        if "t_switch" in r:
+            r["switch_after_fault_s"] = round(r.pop("t_switch") - t_fault, 2)
     r["primary_at_end"] = formation.primary()
     rc = pixd.stop()
     r["pixd_exit"] = rc

@@ -79,6 +79,9 @@ static void usage(FILE *out)
 	    "                             (default 5000)                       "
 	    "PIXD_CONNECT_TIMEOUT_MS\n"
 	    "  --no-access-log            no line per request on stderr          PIXD_ACCESS_LOG=0\n"
+	    "  --durable-reads            every stream call waits for the synchronous\n"
+	    "                             standby, even one that wrote nothing (HA)\n"
+	    "                                                     PIXD_DURABLE_READS=1\n"
 	    "  --help                     this text\n"
 	    "SIGTERM/SIGINT: stop accepting, answer waiting reads 204, finish the rest, exit 0.\n");
 }
@@ -107,6 +110,8 @@ static int read_environment(const struct int_option *opts, size_t n)
 		pixd_config.db_conninfo = v;
 	if ((v = getenv("PIXD_ACCESS_LOG")) != NULL)
 		pixd_config.access_log = strcmp(v, "0") != 0;
+	if ((v = getenv("PIXD_DURABLE_READS")) != NULL)
+		pixd_config.durable_reads = strcmp(v, "1") == 0;
 	for (size_t i = 0; i < n; i++)
 		if ((v = getenv(opts[i].env)) != NULL && *v != '\0' && parse_int(&opts[i], v) != 0)
 			return -1;
@@ -115,14 +120,15 @@ static int read_environment(const struct int_option *opts, size_t n)
 
 static int parse_arguments(int argc, char **argv, const struct int_option *opts, size_t n)
 {
-	enum { OPT_LISTEN = 1000, OPT_DB, OPT_NO_ACCESS_LOG, OPT_HELP, OPT_INT };
-	struct option longopts[N_INT_OPTIONS + 5];
+	enum { OPT_LISTEN = 1000, OPT_DB, OPT_NO_ACCESS_LOG, OPT_DURABLE_READS, OPT_HELP, OPT_INT };
+	struct option longopts[N_INT_OPTIONS + 6];
 	size_t k = 0;
 	int c, idx;
 
 	longopts[k++] = (struct option){"listen", required_argument, NULL, OPT_LISTEN};
 	longopts[k++] = (struct option){"db", required_argument, NULL, OPT_DB};
 	longopts[k++] = (struct option){"no-access-log", no_argument, NULL, OPT_NO_ACCESS_LOG};
+	longopts[k++] = (struct option){"durable-reads", no_argument, NULL, OPT_DURABLE_READS};
 	longopts[k++] = (struct option){"help", no_argument, NULL, OPT_HELP};
 	for (size_t i = 0; i < n; i++)
 		longopts[k++] = (struct option){opts[i].name, required_argument, NULL, OPT_INT + (int)i};
@@ -134,6 +140,8 @@ static int parse_arguments(int argc, char **argv, const struct int_option *opts,
 			pixd_config.db_conninfo = optarg;
 		else if (c == OPT_NO_ACCESS_LOG)
 			pixd_config.access_log = 0;
+		else if (c == OPT_DURABLE_READS)
+			pixd_config.durable_reads = 1;
 		else if (c == OPT_HELP || c == 'h') {
 			usage(stdout);
 			exit(0);

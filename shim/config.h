@@ -30,6 +30,7 @@ struct pixd_config {
 	int query_timeout_ms;    /* a query (or a wait in the queue) longer than this is given up */
 	int connect_timeout_ms;  /* a connection attempt longer than this is given up */
 	int access_log;          /* one line per request on stderr */
+	int durable_reads;       /* stream calls take a transaction id (see database.c) */
 };
 
 /* The defaults until config_parse; tests and fuzzers may set fields before using the server. */

@@ -17,6 +17,16 @@
  *   - A connection reset for being stuck reconnects at once and does not count as a failure:
  *     PostgreSQL answered until then, so the pool does not go down for one slow query.
  *   - queue_len <= --max-queue; each queued query has a wait timer of --query-timeout-ms.
+ *   - A connection whose server refused a write as read-only (SQLSTATE 25006: a standby, or a
+ *     primary being demoted) is closed once its result is delivered, and reconnects: with a
+ *     multi-host conninfo and target_session_attrs=read-write, libpq then finds the new primary.
+ *
+ * Failover (--durable-reads). With synchronous replication a COMMIT answers only once the standby
+ * has the transaction, but other sessions see it on the primary before that. A call that writes
+ * nothing (a replay of the previous id, an empty read) would then answer from a state a failover
+ * can take back: a Pull-Next the new primary never heard of (404), a batch it will give to another
+ * stream. With --durable-reads the stream calls take a transaction id (pg_current_xact_id()), so
+ * their COMMIT also waits for the standby, which then has everything the call saw.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -40,17 +50,31 @@ struct db_conn {
 	int backoff;        /* index into retry_ms */
 	int failure_logged; /* quiet while failing over and over */
 	int resetting;      /* closed by us (stuck), not by a failure: reconnect at once */
+	int read_only;      /* its server refused a write (25006): close it after the result */
 };
 
 struct statement {
 	const char *name;
 	const char *sql;
+	const char *durable_sql; /* the text under --durable-reads, when it differs */
 	int nparams;
 	Oid types[3];
 };
 
 static void conn_connect(struct db_conn *c);
 static void on_conn_open(struct pgconn *pc);
+static const char *statement_sql(const struct statement *s)
+{
+	return pixd_config.durable_reads && s->durable_sql != NULL ? s->durable_sql : s->sql;
+}
+
+static int is_read_only_refusal(const PGresult *res)
+{
+	const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+
+	return state != NULL && strcmp(state, "25006") == 0;
+}
+
 static void on_conn_readable(struct pgconn *pc);
 static void on_conn_failed(struct pgconn *pc, const char *why);
 static void on_query_timeout(h2o_timeout_entry_t *entry);
@@ -67,30 +91,38 @@ static void dispatch(void);
 static void schedule_retry(struct db_conn *c);
 static void update_down(void);
 static db_query_t *queue_pop(void);
+static const char *statement_sql(const struct statement *s);
+static int is_read_only_refusal(const PGresult *res);
 
 static const struct statement statements[DB_NSTMT] = {
     [DB_STREAM_START] = {"pix_stream_start",
                          "SELECT interation_id, pull_next, message_count, body FROM "
                          "pix_stream_start($1, $2)",
+                         "SELECT interation_id, pull_next, message_count, body FROM "
+                         "pix_stream_start($1, $2) WHERE pg_current_xact_id() IS NOT NULL",
                          2,
                          {OID_TEXT, OID_INT4}},
     [DB_STREAM_NEXT] = {"pix_stream_next",
                         "SELECT interation_id, pull_next, message_count, body FROM "
                         "pix_stream_next($1, $2, $3)",
+                        "SELECT interation_id, pull_next, message_count, body FROM "
+                        "pix_stream_next($1, $2, $3) WHERE pg_current_xact_id() IS NOT NULL",
                         3,
                         {OID_TEXT, OID_TEXT, OID_INT4}},
     [DB_STREAM_STOP] = {"pix_stream_stop",
                         "SELECT pix_stream_stop($1, $2)",
+                        "SELECT pix_stream_stop($1, $2) WHERE pg_current_xact_id() IS NOT NULL",
                         2,
                         {OID_TEXT, OID_TEXT}},
     [DB_GENERATE] = {"pix_generate_messages",
                      "SELECT pix_generate_messages($1, $2)",
+                     NULL,
                      2,
                      {OID_TEXT, OID_INT4}},
-    [DB_HEALTH] = {"pix_health", "SELECT 1", 0, {0}},
-    [DB_EXPIRE] = {"pix_expire_streams", "SELECT pix_expire_streams()", 0, {0}},
-    [DB_PURGE] = {"pix_purge_history", "SELECT pix_purge_history()", 0, {0}},
-    [DB_METRICS] = {"pix_metrics", "SELECT metric, ispb, value FROM pix_metrics()", 0, {0}},
+    [DB_HEALTH] = {"pix_health", "SELECT 1", NULL, 0, {0}},
+    [DB_EXPIRE] = {"pix_expire_streams", "SELECT pix_expire_streams()", NULL, 0, {0}},
+    [DB_PURGE] = {"pix_purge_history", "SELECT pix_purge_history()", NULL, 0, {0}},
+    [DB_METRICS] = {"pix_metrics", "SELECT metric, ispb, value FROM pix_metrics()", NULL, 0, {0}},
 };
 
 /* Reconnect delays; the last one repeats while PostgreSQL stays away. */
@@ -181,7 +213,7 @@ static int send_prepare(struct db_conn *c)
 		return pgconn_flush(&c->pc);
 	}
 	s = &statements[c->preparing];
-	if (!PQsendPrepare(c->pc.pg, s->name, s->sql, s->nparams, s->types))
+	if (!PQsendPrepare(c->pc.pg, s->name, statement_sql(s), s->nparams, s->types))
 		return -1;
 	return pgconn_flush(&c->pc);
 }
@@ -237,8 +269,10 @@ static void handle_result(struct db_conn *c, PGresult *res)
 		return; /* cancelled, or a second result of the same query */
 	c->query = NULL;
 	q->_conn = NULL;
-	if (PQresultStatus(res) == PGRES_FATAL_ERROR)
+	if (PQresultStatus(res) == PGRES_FATAL_ERROR) {
 		pixd_metrics.db_errors++;
+		c->read_only |= is_read_only_refusal(res);
+	}
 	q->cb(q, res, DB_FAIL_NONE);
 }
 
@@ -262,6 +296,11 @@ static void result_stream_ended(struct db_conn *c)
 	}
 	h2o_timeout_unlink(&c->query_timer);
 	c->query = NULL;
+	if (c->read_only) {
+		c->read_only = 0;
+		pgconn_fail(&c->pc, "the server is read-only (a standby?); looking for the primary");
+		return;
+	}
 	become_idle(c);
 }
 
@@ -306,7 +345,7 @@ static int send_query(struct db_conn *c, db_query_t *q)
 	int sent =
 	    q->stmt < DB_NPREPARED
 	        ? PQsendQueryPrepared(c->pc.pg, s->name, s->nparams, q->params, NULL, NULL, 0)
-	        : PQsendQueryParams(c->pc.pg, s->sql, s->nparams, s->types, q->params, NULL, NULL, 0);
+	        : PQsendQueryParams(c->pc.pg, statement_sql(s), s->nparams, s->types, q->params, NULL, NULL, 0);
 
 	if (!sent || pgconn_flush(&c->pc) != 0)
 		return -1;

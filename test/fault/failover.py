@@ -308,7 +308,8 @@ def run_scenario(name, formation, seconds, fault):
             break
         time.sleep(0.2)
     psql(f"ALTER DATABASE {dbname} SET pix.stream_idle_timeout = '{IDLE_TIMEOUT}'")
-    pixd = fl.Pixd(f"{formation.conninfo} dbname={dbname} user=postgres", name=f"pixd-{name}").start()
+    pixd = fl.Pixd(f"{formation.conninfo} dbname={dbname} user=postgres", extra=["--durable-reads"],
+                   name=f"pixd-{name}").start()
     d = fl.Drain(name, dbname, port=pixd.port, n_ispbs=3, collectors_per_ispb=6, http_producers=1,
                  sql_producers=0, produce_period=0.2, max_seconds=seconds + 240)
     d.stats = TimedStats()

@@ -342,10 +342,10 @@ static db_query_t *queue_pop(void)
 static int send_query(struct db_conn *c, db_query_t *q)
 {
 	const struct statement *s = &statements[q->stmt];
-	int sent =
-	    q->stmt < DB_NPREPARED
-	        ? PQsendQueryPrepared(c->pc.pg, s->name, s->nparams, q->params, NULL, NULL, 0)
-	        : PQsendQueryParams(c->pc.pg, statement_sql(s), s->nparams, s->types, q->params, NULL, NULL, 0);
+	int sent = q->stmt < DB_NPREPARED
+	               ? PQsendQueryPrepared(c->pc.pg, s->name, s->nparams, q->params, NULL, NULL, 0)
+	               : PQsendQueryParams(c->pc.pg, statement_sql(s), s->nparams, s->types, q->params,
+	                                   NULL, NULL, 0);
 
 	if (!sent || pgconn_flush(&c->pc) != 0)
 		return -1;

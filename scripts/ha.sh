@@ -50,8 +50,8 @@ usage() {
     exit 2
 }
 
-as_pg() { # run as postgres with pg_autoctl's environment
-    runuser -u postgres -- env XDG_CONFIG_HOME="$DIR/xdg/config" XDG_DATA_HOME="$DIR/xdg/data" \
+as_pg() { # run as postgres with pg_autoctl's environment (without the caller's PG* connection settings)
+    runuser -u postgres -- env -u PGHOST -u PGPORT -u PGUSER -u PGDATABASE -u PGDATA XDG_CONFIG_HOME="$DIR/xdg/config" XDG_DATA_HOME="$DIR/xdg/data" \
         PG_CONFIG="$PG_CONFIG" PATH="$PGBIN:$PATH" "$@"
 }
 
@@ -145,6 +145,18 @@ start_node() { # n
     wait_for 120 "node$n's configuration" test -f "$DIR/xdg/config/pg_autoctl$DIR/node$n/pg_autoctl.cfg"
 }
 
+# pg_basebackup (the standby's clone) waits for a spread checkpoint on the primary: a minute or more
+# on an idle server. A CHECKPOINT asked meanwhile makes the one in progress finish at once.
+hurry_base_backup() {
+    local i
+    for ((i = 0; i < 120; i++)); do
+        [[ -f "$DIR/node2/standby.signal" ]] && return 0
+        "$PGBIN/psql" -X -q "host=127.0.0.1 port=$((PORT + 1)) dbname=postgres user=postgres connect_timeout=2" \
+            -c CHECKPOINT >/dev/null 2>&1 || true
+        sleep 1
+    done
+}
+
 cmd_start() {
     [[ -x "$PGBIN/pg_ctl" ]] || die "$PGBIN/pg_ctl not found: run scripts/deps.sh"
     command -v pg_autoctl >/dev/null || die "pg_autoctl not found: run scripts/deps.sh (pg-auto-failover-cli)"
@@ -174,6 +186,7 @@ cmd_start() {
     wait_for 120 "node1 as primary" psql_monitor -c \
         "SELECT 1/count(*) FROM pgautofailover.node WHERE reportedstate IN ('single', 'primary', 'wait_primary')"
     service_running node2 || start_node 2
+    hurry_base_backup
     wait_for 180 "primary + secondary" formation_ready
     tune_keeper "$DIR/node1"
     tune_keeper "$DIR/node2"

@@ -13,7 +13,7 @@ Scenarios (one formation for all, in this order; each its own database and drain
   partition         (not in --short) the primary and the standby cannot reach each other (network
                     namespaces made by test/fault/netns.py); skipped with a message when namespaces
                     cannot be made here
---short (make test): postmaster_kill only, with a shorter drain.
+--short (make test): postmaster_kill and node_kill, with shorter drains.
 
 Verdict of each scenario (on top of test/fault/faultlib.py's checks: nothing lost in the database,
 no message in two open streams, no duplicate without a requeue, nothing confirmed that no collector
@@ -23,8 +23,8 @@ received, no 5xx other than 503):
   - the formation really switched (for node_kill: the other node is primary at the end).
 Figure: the outage seen by collectors, from the first 503 after the fault to the first 200 after it.
 
-Ports: PORT (default 5850, PIX_HA_PORT) for the monitor, PORT+1 and PORT+2 for the nodes, and
-PIX_FAULT_HTTP_PORT (3850) for pixd. Loopback only. Ends with "N passed, N failed".
+Ports: PORT (default 5850, PIX_HA_PORT; 0 = three free ones) for the monitor, PORT+1 and PORT+2 for
+the nodes, and PIX_FAULT_HTTP_PORT (3850) for pixd. Loopback only. Ends with "N passed, N failed".
 """
 
 import argparse
@@ -404,8 +404,7 @@ def scenario_postmaster_kill(formation, short):
 
 
 def scenario_node_kill(formation, short):
-    r = run_scenario("node_kill", formation, 45, kill_and_switch(formation, "node", 8))
-    return r
+    return run_scenario("node_kill", formation, 30 if short else 45, kill_and_switch(formation, "node", 8))
 
 
 def scenario_partition(formation, short):
@@ -421,6 +420,26 @@ SCENARIOS = {"postmaster_kill": scenario_postmaster_kill, "node_kill": scenario_
              "partition": scenario_partition}
 
 
+def free_port_run(n=3, lo=20000, hi=60000):
+    """A port P with P..P+n-1 all free on loopback (make test runs beside other clusters)."""
+    import socket
+    for _ in range(200):
+        p = random.randrange(lo, hi - n)
+        socks = []
+        try:
+            for k in range(n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", p + k))
+            return p
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no run of free ports")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--short", action="store_true")
@@ -430,7 +449,9 @@ def main():
     ap.add_argument("--port", type=int, default=int(os.environ.get("PIX_HA_PORT", "5850")))
     ap.add_argument("--keep", action="store_true", help="leave the formation running")
     args = ap.parse_args()
-    names = args.only or (["postmaster_kill"] if args.short else list(SCENARIOS))
+    if args.port == 0:
+        args.port = free_port_run()
+    names = args.only or (["postmaster_kill", "node_kill"] if args.short else list(SCENARIOS))
     formation = Formation(args.dir, args.port)
     results = []
     passed = failed = 0

@@ -289,7 +289,8 @@ run_suite() { # name command...
     fi
 }
 docker_check() {
-    if docker-compose -f docker/compose.yaml config >/dev/null; then
+    if docker-compose -f docker/compose.yaml config >/dev/null &&
+        docker-compose -f docker/compose.yaml --profile ha config >/dev/null; then
         echo "1 passed, 0 failed"
     else
         echo "0 passed, 1 failed"

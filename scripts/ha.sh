@@ -17,6 +17,12 @@
 # XDG_CONFIG_HOME and XDG_DATA_HOME under DIR/xdg, and finds PostgreSQL through PG_CONFIG (or PGBIN).
 # Logs: DIR/monitor.log, DIR/node1.log, DIR/node2.log.
 #
+# Network namespaces (test/fault/netns.py uses them to cut the nodes apart): PIX_HA_NETNS1/2 run node
+# 1/2 inside that namespace; PIX_HA_HOST1/2 are the nodes' addresses (default 127.0.0.1);
+# PIX_HA_MONITOR_HOST1/2 the monitor's address as each node reaches it; PIX_HA_MONITOR_LISTEN the
+# monitor's listen_addresses, PIX_HA_MONITOR_CIDR the network the nodes register from (trusted by the
+# monitor). Unset, everything is on loopback.
+#
 # Failover timing is set on the monitor (PIX_HA_* variables below, milliseconds) and on each keeper;
 # the defaults here are the short ones the fault test measures, see README "Deployment: high
 # availability".
@@ -42,6 +48,10 @@ PIX_HA_PRIMARY_DEMOTE_TIMEOUT=${PIX_HA_PRIMARY_DEMOTE_TIMEOUT:-8000}
 PIX_HA_NETWORK_PARTITION_TIMEOUT=${PIX_HA_NETWORK_PARTITION_TIMEOUT:-5}
 PIX_HA_PROMOTION_WALRECEIVER=${PIX_HA_PROMOTION_WALRECEIVER:-2}
 
+PIX_HA_HOST1=${PIX_HA_HOST1:-127.0.0.1}
+PIX_HA_HOST2=${PIX_HA_HOST2:-127.0.0.1}
+PIX_HA_MONITOR_LISTEN=${PIX_HA_MONITOR_LISTEN:-127.0.0.1}
+
 die() { echo "ha.sh: $*" >&2; exit 1; }
 say() { echo "ha.sh: $*" >&2; }
 
@@ -55,7 +65,12 @@ as_pg() { # run as postgres with pg_autoctl's environment (without the caller's 
         PG_CONFIG="$PG_CONFIG" PATH="$PGBIN:$PATH" "$@"
 }
 
-monitor_uri() { echo "postgres://autoctl_node@127.0.0.1:$PORT/pg_auto_failover?sslmode=disable"; }
+node_host() { local v="PIX_HA_HOST$1"; echo "${!v}"; }
+
+monitor_uri() { # as node n reaches it
+    local v="PIX_HA_MONITOR_HOST$1"
+    echo "postgres://autoctl_node@${!v:-127.0.0.1}:$PORT/pg_auto_failover?sslmode=disable"
+}
 
 psql_monitor() {
     "$PGBIN/psql" -X -q -tA -v ON_ERROR_STOP=1 "host=127.0.0.1 port=$PORT dbname=pg_auto_failover user=postgres" "$@"
@@ -69,11 +84,18 @@ load_ports() {
 }
 
 # Starts a pg_autoctl service (`create ... --run`, or `run`) in the background, in a session of its
-# own (its process group is the node: pg_autoctl, its keeper and PostgreSQL).
+# own (its process group is the node: pg_autoctl, its keeper and PostgreSQL), inside the node's
+# network namespace when it has one.
 spawn() { # name args...
-    local name=$1
+    local name=$1 ns=() v
     shift
-    as_pg setsid pg_autoctl "$@" </dev/null >>"$DIR/$name.log" 2>&1 &
+    v="PIX_HA_NETNS${name#node}"
+    if [[ "$name" == node* && -n "${!v:-}" ]]; then
+        ns=(ip netns exec "${!v}")
+    fi
+    "${ns[@]}" runuser -u postgres -- env -u PGHOST -u PGPORT -u PGUSER -u PGDATABASE -u PGDATA \
+        XDG_CONFIG_HOME="$DIR/xdg/config" XDG_DATA_HOME="$DIR/xdg/data" PG_CONFIG="$PG_CONFIG" \
+        PATH="$PGBIN:$PATH" setsid pg_autoctl "$@" </dev/null >>"$DIR/$name.log" 2>&1 &
     echo $! >"$DIR/$name.pid"
 }
 
@@ -118,24 +140,34 @@ SQL
 
 # `pg_autoctl config set` signals the running service to reload (SIGHUP); in a session of its own,
 # so that a signal meant for a process group never reaches this script.
+# The keeper rewrites its file now and then: a reader may catch it half written, so try again.
 tune_keeper() { # pgdata
-    as_pg setsid -w pg_autoctl config set --pgdata "$1" timeout.network_partition_timeout "$PIX_HA_NETWORK_PARTITION_TIMEOUT" >/dev/null
-    as_pg setsid -w pg_autoctl config set --pgdata "$1" timeout.prepare_promotion_walreceiver "$PIX_HA_PROMOTION_WALRECEIVER" >/dev/null
+    keeper_set "$1" timeout.network_partition_timeout "$PIX_HA_NETWORK_PARTITION_TIMEOUT"
+    keeper_set "$1" timeout.prepare_promotion_walreceiver "$PIX_HA_PROMOTION_WALRECEIVER"
+}
+
+keeper_set() { # pgdata key value
+    local i
+    for ((i = 0; i < 10; i++)); do
+        as_pg setsid -w pg_autoctl config set --pgdata "$1" "$2" "$3" >/dev/null 2>&1 && return 0
+        sleep 0.5
+    done
+    as_pg setsid -w pg_autoctl config set --pgdata "$1" "$2" "$3" >/dev/null
 }
 
 # The multi-host conninfo pixd uses: libpq tries both nodes and keeps the read-write one. TCP
 # keepalives notice a primary that vanished without a word (a partition) within seconds.
 conninfo() {
     local p1=$((PORT + 1)) p2=$((PORT + 2))
-    echo "host=127.0.0.1,127.0.0.1 port=$p1,$p2 dbname=$PIX_DBNAME target_session_attrs=read-write" \
+    echo "host=$PIX_HA_HOST1,$PIX_HA_HOST2 port=$p1,$p2 dbname=$PIX_DBNAME target_session_attrs=read-write" \
         "connect_timeout=2 keepalives_idle=3 keepalives_interval=1 keepalives_count=3"
 }
 
 node_args() { # n
     local n=$1
     echo create postgres --pgdata "$DIR/node$n" --pgport $((PORT + n)) --pgctl "$PGBIN/pg_ctl" \
-        --hostname 127.0.0.1 --listen 127.0.0.1 --name "node$n" --dbname "$PIX_DBNAME" \
-        --auth trust --no-ssl --monitor "$(monitor_uri)" --run
+        --hostname "$(node_host "$n")" --listen "$(node_host "$n")" --name "node$n" --dbname "$PIX_DBNAME" \
+        --auth trust --no-ssl --pg-hba-lan --monitor "$(monitor_uri "$n")" --run
 }
 
 start_node() { # n
@@ -151,7 +183,7 @@ hurry_base_backup() {
     local i
     for ((i = 0; i < 120; i++)); do
         [[ -f "$DIR/node2/standby.signal" ]] && return 0
-        "$PGBIN/psql" -X -q "host=127.0.0.1 port=$((PORT + 1)) dbname=postgres user=postgres connect_timeout=2" \
+        "$PGBIN/psql" -X -q "host=$PIX_HA_HOST1 port=$((PORT + 1)) dbname=$PIX_DBNAME user=postgres connect_timeout=2" \
             -c CHECKPOINT >/dev/null 2>&1 || true
         sleep 1
     done
@@ -177,9 +209,13 @@ cmd_start() {
 
     if ! service_running monitor; then
         spawn monitor create monitor --pgdata "$DIR/monitor" --pgport "$PORT" --pgctl "$PGBIN/pg_ctl" \
-            --hostname 127.0.0.1 --listen 127.0.0.1 --auth trust --no-ssl --run
+            --hostname 127.0.0.1 --listen "$PIX_HA_MONITOR_LISTEN" --auth trust --no-ssl --run
     fi
     wait_for 120 "the monitor" psql_monitor -c "SELECT 1 FROM pgautofailover.formation"
+    if [[ -n "${PIX_HA_MONITOR_CIDR:-}" ]] && ! grep -q "$PIX_HA_MONITOR_CIDR" "$DIR/monitor/pg_hba.conf"; then
+        echo "host pg_auto_failover autoctl_node $PIX_HA_MONITOR_CIDR trust # ha.sh: PIX_HA_MONITOR_CIDR" \
+            >>"$DIR/monitor/pg_hba.conf"
+    fi
     tune_monitor
     # One node at a time: the first becomes primary, the second is cloned from it.
     service_running node1 || start_node 1

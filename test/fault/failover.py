@@ -10,9 +10,9 @@ Scenarios (one formation for all, in this order; each its own database and drain
   node_kill         SIGKILL of the primary's whole node (pg_autoctl, keeper, PostgreSQL: a machine
                     lost); the monitor fails over after its health checks; the node is started
                     again afterwards and rejoins as the standby
-  partition         (not in --short) the primary and the standby cannot reach each other (network
-                    namespaces made by test/fault/netns.py); skipped with a message when namespaces
-                    cannot be made here
+  partition         (not in --short) the primary and the standby cannot reach each other for 15 s
+                    (a formation of its own in network namespaces made by test/fault/netns.py, on
+                    PORT+3..PORT+5); skipped with a message when namespaces cannot be made here
 --short (make test): postmaster_kill and node_kill, with shorter drains.
 
 Verdict of each scenario (on top of test/fault/faultlib.py's checks: nothing lost in the database,
@@ -132,11 +132,12 @@ class Formation:
         self.ha("run-node", str(n))
 
 
-def make_psql(conninfo):
-    """faultlib's psql, pointed at whichever node is primary (libpq's target_session_attrs)."""
-    def psql(sql, dbname="postgres", user="postgres", check=True, timeout=60, **_):
+def make_psql(conninfo, default_db="postgres"):
+    """faultlib's psql, pointed at whichever node is primary (libpq's target_session_attrs), or at
+    the node a `conninfo` argument names."""
+    def psql(sql, dbname=None, user="postgres", check=True, timeout=60, conninfo=conninfo, **_):
         out = subprocess.run([fl.PSQL, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
-                              f"{conninfo} dbname={dbname} user={user}", "-c", sql],
+                              f"{conninfo} dbname={dbname or default_db} user={user}", "-c", sql],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout)
         if check and out.returncode != 0:
             raise RuntimeError(f"psql failed: {out.stderr.strip()}\nSQL: {sql[:300]}")
@@ -296,6 +297,17 @@ def outage(stats, t_fault):
     return first_503, first_200, n503
 
 
+def longest_gap_200(stats, t_fault, t_until):
+    """The longest time without any 200 to any collector, from the last 200 before the fault until
+    t_until: a stall seen even when nothing answered 503 (requests that waited instead)."""
+    times = sorted(t for t, s in stats.timeline if s == 200 and t <= t_until)
+    before = [t for t in times if t < t_fault]
+    after = [t for t in times if t >= t_fault]
+    points = before[-1:] + after
+    gaps = [b - a for a, b in zip(points, points[1:])]
+    return round(max(gaps), 2) if gaps else None
+
+
 def run_scenario(name, formation, seconds, fault):
     dbname = f"ha_{name}"
     psql = fl.psql
@@ -353,6 +365,7 @@ def run_scenario(name, formation, seconds, fault):
         r["violations"].append(f"only {len(acked)} acknowledged inserts: too few to mean anything")
     if "t_fault" in r:
         t_fault = r.pop("t_fault")
+        r["longest_gap_between_200s_s"] = longest_gap_200(d.stats, t_fault, t_fault + 30)
         first_503, first_200, n503 = outage(d.stats, t_fault)
         r["reads_503"] = n503
         r["outage_s"] = round(first_200 - first_503, 2) if first_503 and first_200 else None
@@ -408,12 +421,10 @@ def scenario_node_kill(formation, short):
 
 
 def scenario_partition(formation, short):
-    try:
-        import netns  # noqa: F401  (test/fault/netns.py)
-    except ImportError:
-        return {"name": "partition", "verdict": "SKIP", "violations": [],
-                "skipped": "test/fault/netns.py is not there yet"}
-    return netns.partition_scenario(formation, run_scenario)
+    """A formation of its own, in network namespaces (test/fault/netns.py), on PORT+3..PORT+5."""
+    import netns
+    return netns.partition_scenario(Formation, formation.dir + "-netns", formation.port + 3, run_scenario,
+                                    make_psql, fl)
 
 
 SCENARIOS = {"postmaster_kill": scenario_postmaster_kill, "node_kill": scenario_node_kill,

@@ -42,6 +42,7 @@ ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 os.environ.setdefault("PIX_FAULT_HTTP_PORT", "3850")
 sys.path.insert(0, HERE)
 import faultlib as fl  # noqa: E402
+from faults import close  # noqa: E402
 
 HA_SH = os.path.join(ROOT, "scripts", "ha.sh")
 # Longer than the outage, so that a stream survives the failover (the contract's idle timeout is
@@ -373,12 +374,7 @@ def run_scenario(name, formation, seconds, fault):
         if "t_switch" in r:
             r["switch_after_fault_s"] = round(r.pop("t_switch") - t_fault, 2)
     r["primary_at_end"] = formation.primary()
-    rc = pixd.stop()
-    r["pixd_exit"] = rc
-    if rc != 0:
-        r["violations"].append(f"pixd exited {rc} on SIGTERM (log {pixd.log_path})")
-    r["verdict"] = "PASS" if not r["violations"] else "FAIL"
-    return r
+    return close(r, pixd)
 
 
 def kill_and_switch(formation, how, at):

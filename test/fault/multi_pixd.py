@@ -39,23 +39,13 @@ os.environ.setdefault("PIX_FAULT_PGDIR", "/tmp/pixmp")
 os.environ.setdefault("PIX_FAULT_PGPORT", "5860")
 sys.path.insert(0, HERE)
 import faultlib as fl  # noqa: E402
+from failover import make_psql  # noqa: E402
 
 
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def psql_for(conninfo):
-    def psql(sql, dbname="postgres", user="postgres", check=True, timeout=60, **_):
-        out = subprocess.run([fl.PSQL, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
-                              f"{conninfo} dbname={dbname} user={user}", "-c", sql],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout)
-        if check and out.returncode != 0:
-            raise RuntimeError(f"psql failed: {out.stderr.strip()}\nSQL: {sql[:300]}")
-        return out.stdout if out.returncode == 0 else None
-    return psql
 
 
 class SpreadCollector(fl.Collector):
@@ -231,7 +221,7 @@ def main():
         base = fl.base()
     else:
         base = os.environ["PIX_PG"]
-        fl.psql = psql_for(base)
+        fl.psql = make_psql(base)
     dbname = "multi_pixd"
     fl.psql(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
     fl.psql(f"CREATE DATABASE {dbname}")

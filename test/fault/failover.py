@@ -5,6 +5,8 @@ standby), pixd on the multi-host conninfo, an exactly-once drain, and the primar
     test/fault/failover.py [--short] [--only NAME ...] [--json OUT.json] [--dir DIR] [--port PORT]
 
 Scenarios (one formation for all, in this order; each its own database and drain):
+  standby_only      pixd on the standby alone: every call is refused as read-only (25006) and must
+                    answer 503 + Retry-After, never 500 or 404 (no drain)
   postmaster_kill   SIGKILL of the primary's postmaster (its keeper stays: the monitor may fail over,
                     or the keeper may restart PostgreSQL first; either way the drain must finish)
   node_kill         SIGKILL of the primary's whole node (pg_autoctl, keeper, PostgreSQL: a machine
@@ -13,7 +15,7 @@ Scenarios (one formation for all, in this order; each its own database and drain
   partition         (not in --short) the primary and the standby cannot reach each other for 15 s
                     (a formation of its own in network namespaces made by test/fault/netns.py, on
                     PORT+3..PORT+5); skipped with a message when namespaces cannot be made here
---short (make test): postmaster_kill and node_kill, with shorter drains.
+--short (make test): standby_only, postmaster_kill and node_kill, with shorter drains.
 
 Verdict of each scenario (on top of test/fault/faultlib.py's checks: nothing lost in the database,
 no message in two open streams, no duplicate without a requeue, nothing confirmed that no collector
@@ -423,7 +425,41 @@ def scenario_partition(formation, short):
                                     make_psql, fl)
 
 
-SCENARIOS = {"postmaster_kill": scenario_postmaster_kill, "node_kill": scenario_node_kill,
+def scenario_standby_only(formation, short):
+    """pixd pointed at the standby alone (no target_session_attrs): its calls are refused as read-only
+    (SQLSTATE 25006); every read and every POST must answer 503 + Retry-After, never 500 or 404."""
+    standby = next((n for n, (rep, _) in formation.nodes().items() if rep == "secondary"), None)
+    r = {"name": "standby_only", "violations": []}
+    if standby is None:
+        r["violations"].append("no secondary to point pixd at")
+        r["verdict"] = "FAIL"
+        return r
+    dbname = "pix"
+    conninfo = formation.conninfo.replace("target_session_attrs=read-write", "")
+    host = conninfo.split("host=")[1].split()[0].split(",")[standby - 1]
+    port = formation.port + standby
+    pixd = fl.Pixd(f"host={host} port={port} dbname={dbname} user=postgres", extra=["--durable-reads"],
+                   name="pixd-standby_only").start()
+    seen = {}
+    for path, method in [("/api/pix/12345678/stream/start", "GET"), ("/api/util/msgs/12345678/3", "POST"),
+                         ("/api/pix/12345678/stream/abcdefghijkmnpqrstvw", "GET"),
+                         ("/api/pix/12345678/stream/abcdefghijkmnpqrstvw", "DELETE")] * 3:
+        try:
+            status, headers, _ = fl.http_get(pixd.port, path, method=method)
+        except OSError as e:
+            r["violations"].append(f"{method} {path}: {e}")
+            continue
+        key = f"{method} {path.split('/')[-1] if 'stream' in path else 'msgs'} {status}"
+        seen[key] = seen.get(key, 0) + 1
+        if status != 503 or not headers.get("retry-after"):
+            r["violations"].append(f"{method} {path} on the standby answered {status} "
+                                   f"(Retry-After {headers.get('retry-after')})")
+    r["status"] = seen
+    r["events"] = [f"pixd on node{standby} (the standby) only"]
+    return close(r, pixd)
+
+
+SCENARIOS = {"standby_only": scenario_standby_only, "postmaster_kill": scenario_postmaster_kill, "node_kill": scenario_node_kill,
              "partition": scenario_partition}
 
 
@@ -458,7 +494,7 @@ def main():
     args = ap.parse_args()
     if args.port == 0:
         args.port = free_port_run()
-    names = args.only or (["postmaster_kill", "node_kill"] if args.short else list(SCENARIOS))
+    names = args.only or (["standby_only", "postmaster_kill", "node_kill"] if args.short else list(SCENARIOS))
     formation = Formation(args.dir, args.port)
     results = []
     passed = failed = 0

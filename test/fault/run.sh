@@ -54,10 +54,13 @@ if [[ $# -eq 0 && "${PIX_FAULT_NO_HA:-}" != 1 ]]; then
     done
 fi
 if [[ "${PIX_FAULT_NO_REPORT:-}" != 1 && -s "$LOGS/results.json" ]]; then
-    python3 test/fault/report.py "$LOGS/results.json" "$started" "$SNAP" >"$ROOT/RELIABILITY.md"
+    # Written aside and moved at the end: the reports ask git whether the tree is clean, and a
+    # half-written RELIABILITY.md would make it look modified.
+    python3 test/fault/report.py "$LOGS/results.json" "$started" "$SNAP" >"$LOGS/RELIABILITY.md"
     if [[ -s "$LOGS/failover.json" || -s "$LOGS/multi.json" ]]; then
-        python3 test/fault/ha_report.py "$LOGS/failover.json" "$LOGS/multi.json" "$started" >>"$ROOT/RELIABILITY.md"
+        python3 test/fault/ha_report.py "$LOGS/failover.json" "$LOGS/multi.json" "$started" >>"$LOGS/RELIABILITY.md"
     fi
+    mv "$LOGS/RELIABILITY.md" "$ROOT/RELIABILITY.md"
     echo "wrote RELIABILITY.md"
 fi
 line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$LOGS/faults.out" | tail -n1)

@@ -23,7 +23,8 @@ received, no 5xx other than 503):
   - every message whose INSERT was acknowledged (COMMIT answered) was received by a collector and is
     confirmed in the database of the new primary;
   - the formation really switched (for node_kill: the other node is primary at the end).
-Figure: the outage seen by collectors, from the first 503 after the fault to the first 200 after it.
+Figures: the outage seen by collectors, from the first 503 after the fault to the first 200 after the
+last 503, and the longest time without any 200 to any collector around the fault.
 
 Ports: PORT (default 5850, PIX_HA_PORT; 0 = three free ones) for the monitor, PORT+1 and PORT+2 for
 the nodes, and PIX_FAULT_HTTP_PORT (3850) for pixd. Loopback only. Ends with "N passed, N failed".
@@ -289,15 +290,16 @@ class StreamProbe:
         return [what for ok, what in self.checks if not ok], len(self.checks)
 
 
-def outage(stats, t_fault):
-    """First 503 after the fault -> first 200 after that 503 (seconds), and the 503 count."""
-    events = sorted(e for e in stats.timeline if e[0] >= t_fault)
-    first_503 = next((t for t, s in events if s == 503), None)
-    if first_503 is None:
+def outage(stats, t_fault, window=30):
+    """The outage collectors saw: from the first 503 after the fault to the first 200 after the
+    last 503 of the window (a 200 may slip between 503s while the old primary is still answering;
+    the outage ends when the collectors stop meeting 503s). Returns (start, end, 503 count)."""
+    events = sorted(e for e in stats.timeline if t_fault <= e[0] <= t_fault + window)
+    n503 = [t for t, s in events if s == 503]
+    if not n503:
         return None, None, 0
-    first_200 = next((t for t, s in events if s == 200 and t > first_503), None)
-    n503 = sum(1 for _, s in events if s == 503)
-    return first_503, first_200, n503
+    first_200 = next((t for t, s in sorted(stats.timeline) if s == 200 and t > n503[-1]), None)
+    return n503[0], first_200, len(n503)
 
 
 def longest_gap_200(stats, t_fault, t_until):

@@ -56,25 +56,12 @@ struct db_conn {
 struct statement {
 	const char *name;
 	const char *sql;
-	const char *durable_sql; /* the text under --durable-reads, when it differs */
 	int nparams;
 	Oid types[3];
 };
 
 static void conn_connect(struct db_conn *c);
 static void on_conn_open(struct pgconn *pc);
-static const char *statement_sql(const struct statement *s)
-{
-	return pixd_config.durable_reads && s->durable_sql != NULL ? s->durable_sql : s->sql;
-}
-
-static int is_read_only_refusal(const PGresult *res)
-{
-	const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-
-	return state != NULL && strcmp(state, "25006") == 0;
-}
-
 static void on_conn_readable(struct pgconn *pc);
 static void on_conn_failed(struct pgconn *pc, const char *why);
 static void on_query_timeout(h2o_timeout_entry_t *entry);
@@ -91,38 +78,50 @@ static void dispatch(void);
 static void schedule_retry(struct db_conn *c);
 static void update_down(void);
 static db_query_t *queue_pop(void);
-static const char *statement_sql(const struct statement *s);
+static const struct statement *statement(int stmt);
 static int is_read_only_refusal(const PGresult *res);
 
 static const struct statement statements[DB_NSTMT] = {
     [DB_STREAM_START] = {"pix_stream_start",
                          "SELECT interation_id, pull_next, message_count, body FROM "
                          "pix_stream_start($1, $2)",
+                         2,
+                         {OID_TEXT, OID_INT4}},
+    [DB_STREAM_NEXT] = {"pix_stream_next",
+                        "SELECT interation_id, pull_next, message_count, body FROM "
+                        "pix_stream_next($1, $2, $3)",
+                        3,
+                        {OID_TEXT, OID_TEXT, OID_INT4}},
+    [DB_STREAM_STOP] = {"pix_stream_stop",
+                        "SELECT pix_stream_stop($1, $2)",
+                        2,
+                        {OID_TEXT, OID_TEXT}},
+    [DB_GENERATE] = {"pix_generate_messages",
+                     "SELECT pix_generate_messages($1, $2)",
+                     2,
+                     {OID_TEXT, OID_INT4}},
+    [DB_HEALTH] = {"pix_health", "SELECT 1", 0, {0}},
+    [DB_EXPIRE] = {"pix_expire_streams", "SELECT pix_expire_streams()", 0, {0}},
+    [DB_PURGE] = {"pix_purge_history", "SELECT pix_purge_history()", 0, {0}},
+    [DB_METRICS] = {"pix_metrics", "SELECT metric, ispb, value FROM pix_metrics()", 0, {0}},
+};
+
+/* The stream calls under --durable-reads (see the header): same names, parameters and results. */
+static const struct statement durable_statements[DB_NSTMT] = {
+    [DB_STREAM_START] = {"pix_stream_start",
                          "SELECT interation_id, pull_next, message_count, body FROM "
                          "pix_stream_start($1, $2) WHERE pg_current_xact_id() IS NOT NULL",
                          2,
                          {OID_TEXT, OID_INT4}},
     [DB_STREAM_NEXT] = {"pix_stream_next",
                         "SELECT interation_id, pull_next, message_count, body FROM "
-                        "pix_stream_next($1, $2, $3)",
-                        "SELECT interation_id, pull_next, message_count, body FROM "
                         "pix_stream_next($1, $2, $3) WHERE pg_current_xact_id() IS NOT NULL",
                         3,
                         {OID_TEXT, OID_TEXT, OID_INT4}},
     [DB_STREAM_STOP] = {"pix_stream_stop",
-                        "SELECT pix_stream_stop($1, $2)",
                         "SELECT pix_stream_stop($1, $2) WHERE pg_current_xact_id() IS NOT NULL",
                         2,
                         {OID_TEXT, OID_TEXT}},
-    [DB_GENERATE] = {"pix_generate_messages",
-                     "SELECT pix_generate_messages($1, $2)",
-                     NULL,
-                     2,
-                     {OID_TEXT, OID_INT4}},
-    [DB_HEALTH] = {"pix_health", "SELECT 1", NULL, 0, {0}},
-    [DB_EXPIRE] = {"pix_expire_streams", "SELECT pix_expire_streams()", NULL, 0, {0}},
-    [DB_PURGE] = {"pix_purge_history", "SELECT pix_purge_history()", NULL, 0, {0}},
-    [DB_METRICS] = {"pix_metrics", "SELECT metric, ispb, value FROM pix_metrics()", NULL, 0, {0}},
 };
 
 /* Reconnect delays; the last one repeats while PostgreSQL stays away. */
@@ -212,10 +211,24 @@ static int send_prepare(struct db_conn *c)
 			return -1;
 		return pgconn_flush(&c->pc);
 	}
-	s = &statements[c->preparing];
-	if (!PQsendPrepare(c->pc.pg, s->name, statement_sql(s), s->nparams, s->types))
+	s = statement(c->preparing);
+	if (!PQsendPrepare(c->pc.pg, s->name, s->sql, s->nparams, s->types))
 		return -1;
 	return pgconn_flush(&c->pc);
+}
+
+static const struct statement *statement(int stmt)
+{
+	if (pixd_config.durable_reads && durable_statements[stmt].sql != NULL)
+		return &durable_statements[stmt];
+	return &statements[stmt];
+}
+
+static int is_read_only_refusal(const PGresult *res)
+{
+	const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+
+	return state != NULL && strcmp(state, "25006") == 0;
 }
 
 static void on_conn_readable(struct pgconn *pc)
@@ -341,11 +354,11 @@ static db_query_t *queue_pop(void)
 /* Sends q on the idle connection c; -1 (nothing attached) if libpq refuses. */
 static int send_query(struct db_conn *c, db_query_t *q)
 {
-	const struct statement *s = &statements[q->stmt];
-	int sent = q->stmt < DB_NPREPARED
-	               ? PQsendQueryPrepared(c->pc.pg, s->name, s->nparams, q->params, NULL, NULL, 0)
-	               : PQsendQueryParams(c->pc.pg, statement_sql(s), s->nparams, s->types, q->params,
-	                                   NULL, NULL, 0);
+	const struct statement *s = statement(q->stmt);
+	int sent =
+	    q->stmt < DB_NPREPARED
+	        ? PQsendQueryPrepared(c->pc.pg, s->name, s->nparams, q->params, NULL, NULL, 0)
+	        : PQsendQueryParams(c->pc.pg, s->sql, s->nparams, s->types, q->params, NULL, NULL, 0);
 
 	if (!sent || pgconn_flush(&c->pc) != 0)
 		return -1;

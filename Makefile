@@ -2,6 +2,7 @@
 #   make            build the extension and shim/pixd
 #   make install    install the extension into the PostgreSQL found by pg_config
 #   make run        install what is missing, start a private cluster and the server on 127.0.0.1:3000
+#   make run-ha     the same on a pg_auto_failover formation: monitor, primary, synchronous standby
 #   make test       every suite against a throw-away cluster; ends with "N passed, N failed"
 
 EXTENSION = pix
@@ -68,9 +69,12 @@ clean: clean-unit
 clean-unit:
 	rm -f test/unit/test_validate
 
-.PHONY: run test clean-shim clean-unit
+.PHONY: run run-ha test clean-shim clean-unit
 run:
 	./scripts/run.sh
+
+run-ha:
+	PIX_HA=1 ./scripts/run.sh
 
 test:
 	./test/run-all.sh

@@ -10,6 +10,7 @@ PACKAGES=(
     postgresql-15 postgresql-server-dev-15 postgresql-client-15 libpq-dev
     libh2o-evloop-dev libssl-dev zlib1g-dev pkg-config make gcc
     python3 curl libipc-run-perl wrk openssl
+    postgresql-15-auto-failover pg-auto-failover-cli
 )
 if [[ "${1:-}" == --test ]]; then
     PACKAGES+=(clang libclang-rt-14-dev docker-compose iproute2 procps gnuplot-nox)

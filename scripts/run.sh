@@ -10,12 +10,22 @@
 #              certificate (mtls) or bearer token (token) per demo ISPB (PIX_DEMO_ISPBS, default
 #              "32074986 60746948") plus an admin one for the generator, registered in the database;
 #              the curl commands that use them are printed.
+#
+# PIX_HA=1 (`make run-ha`): instead of one cluster, a pg_auto_failover formation (scripts/ha.sh:
+# a monitor on PIX_HA_PORT (5810), a primary and a synchronous standby on the next two ports, data in
+# PIX_HA_DIR ($PWD/.pgha)), and pixd on the multi-host conninfo with --durable-reads. Ctrl-C stops
+# the server and the formation.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 PIX_PGPORT=${PIX_PGPORT:-5433}
 PIX_PGDIR=${PIX_PGDIR:-$ROOT/.pgdata}
+PIX_HA=${PIX_HA:-0}
+PIX_HA_PORT=${PIX_HA_PORT:-5810}
+if [[ "$PIX_HA" == 1 ]]; then
+    PIX_PGDIR=${PIX_HA_DIR:-$ROOT/.pgha} # the formation's directory takes the cluster's place
+fi
 PIX_LISTEN=${PIX_LISTEN:-127.0.0.1:3000}
 PIX_DBNAME=${PIX_DBNAME:-pix}
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
@@ -53,8 +63,23 @@ if ((EUID == 0)) && [[ ! -e "$PIX_PGDIR" || -L "$PIX_PGDIR" ]] &&
     say "user postgres cannot reach $(dirname "$PIX_PGDIR"): the cluster lives in $real ($PIX_PGDIR links to it)"
 fi
 
-conninfo=$(./scripts/cluster.sh start "$PIX_PGDIR" "$PIX_PGPORT")
-PIX_PGDIR=$(cd "$PIX_PGDIR" && pwd -P)
+stop_database() {
+    if [[ "$PIX_HA" == 1 ]]; then
+        ./scripts/ha.sh stop "$PIX_PGDIR" || true
+    else
+        ./scripts/cluster.sh stop "$PIX_PGDIR" || true
+    fi
+}
+if [[ "$PIX_HA" == 1 ]]; then
+    say "starting the formation in $PIX_PGDIR (monitor :$PIX_HA_PORT, nodes :$((PIX_HA_PORT + 1)) and :$((PIX_HA_PORT + 2)); about a minute the first time)"
+    trap stop_database EXIT
+    ha_conninfo=$(PIX_DBNAME=$PIX_DBNAME ./scripts/ha.sh start "$PIX_PGDIR" "$PIX_HA_PORT")
+    trap - EXIT
+    PIX_PGDIR=$(cd "$PIX_PGDIR" && pwd -P)
+else
+    conninfo=$(./scripts/cluster.sh start "$PIX_PGDIR" "$PIX_PGPORT")
+    PIX_PGDIR=$(cd "$PIX_PGDIR" && pwd -P)
+fi
 
 pixd_pid=
 # shellcheck disable=SC2317  # invoked through trap
@@ -75,7 +100,7 @@ cleanup() {
         fi
         wait "$pixd_pid" 2>/dev/null || true
     fi
-    ./scripts/cluster.sh stop "$PIX_PGDIR" || true
+    stop_database
     exit "$rc"
 }
 trap cleanup EXIT
@@ -83,23 +108,32 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
 
-psql_admin() { PGOPTIONS="-c client_min_messages=warning" "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 "$conninfo" "$@"; }
+if [[ "$PIX_HA" == 1 ]]; then
+    # ha.sh made the database, the extension and the role on the primary.
+    db="$ha_conninfo user=pix_http"
+    admin_conninfo="$ha_conninfo user=postgres"
+    say "database:  psql \"$ha_conninfo user=postgres\" (the server logs in as pix_http)"
+    say "formation: ./scripts/ha.sh state $PIX_PGDIR"
+    set -- --durable-reads "$@"
+else
+    psql_admin() { PGOPTIONS="-c client_min_messages=warning" "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 "$conninfo" "$@"; }
 
-if [[ -z "$(psql_admin -tAc "SELECT 1 FROM pg_database WHERE datname = '$PIX_DBNAME'")" ]]; then
-    say "creating database $PIX_DBNAME"
-    psql_admin -c "CREATE DATABASE $PIX_DBNAME"
+    if [[ -z "$(psql_admin -tAc "SELECT 1 FROM pg_database WHERE datname = '$PIX_DBNAME'")" ]]; then
+        say "creating database $PIX_DBNAME"
+        psql_admin -c "CREATE DATABASE $PIX_DBNAME"
+    fi
+    # The extension (updated in place when this tree has a newer version), and the least-privilege role
+    # the server logs in as: it may execute the pix functions and nothing else.
+    PGOPTIONS="-c client_min_messages=warning" "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 "host=$PIX_PGDIR port=$PIX_PGPORT dbname=$PIX_DBNAME user=postgres" \
+        -c "CREATE EXTENSION IF NOT EXISTS pix" -c "ALTER EXTENSION pix UPDATE" \
+        -c "DO \$\$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pix_http') THEN CREATE ROLE pix_http LOGIN IN ROLE pix_client; END IF; END \$\$"
+
+    db="host=$PIX_PGDIR port=$PIX_PGPORT dbname=$PIX_DBNAME user=pix_http"
+    admin_conninfo="host=$PIX_PGDIR port=$PIX_PGPORT dbname=$PIX_DBNAME user=postgres"
+    say "database:  psql \"host=$PIX_PGDIR port=$PIX_PGPORT dbname=$PIX_DBNAME user=postgres\" (the server logs in as pix_http)"
 fi
-# The extension (updated in place when this tree has a newer version), and the least-privilege role
-# the server logs in as: it may execute the pix functions and nothing else.
-PGOPTIONS="-c client_min_messages=warning" "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 "host=$PIX_PGDIR port=$PIX_PGPORT dbname=$PIX_DBNAME user=postgres" \
-    -c "CREATE EXTENSION IF NOT EXISTS pix" -c "ALTER EXTENSION pix UPDATE" \
-    -c "DO \$\$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pix_http') THEN CREATE ROLE pix_http LOGIN IN ROLE pix_client; END IF; END \$\$"
-
-db="host=$PIX_PGDIR port=$PIX_PGPORT dbname=$PIX_DBNAME user=pix_http"
-say "database:  psql \"host=$PIX_PGDIR port=$PIX_PGPORT dbname=$PIX_DBNAME user=postgres\" (the server logs in as pix_http)"
-
 # ---- authentication (PIX_AUTH != none): certificates and tokens, registered as an operator would --
-psql_pix() { PGOPTIONS="-c client_min_messages=warning" "$PGBIN/psql" -X -q -tA -v ON_ERROR_STOP=1 "host=$PIX_PGDIR port=$PIX_PGPORT dbname=$PIX_DBNAME user=postgres" "$@"; }
+psql_pix() { PGOPTIONS="-c client_min_messages=warning" "$PGBIN/psql" -X -q -tA -v ON_ERROR_STOP=1 "$admin_conninfo" "$@"; }
 
 # Registers certificate $2 for ISPB $1 (or as admin when $1 is "admin") unless it already is.
 register_cert() {

@@ -97,6 +97,9 @@ static void usage(FILE *out)
 	    "  --insecure-open            allow --auth none or plain HTTP on a\n"
 	    "                             non-loopback address            PIXD_INSECURE_OPEN=1\n"
 	    "  --no-util                  POST /api/util/msgs answers 404        PIXD_NO_UTIL=1\n"
+	    "  --durable-reads            every stream call waits for the synchronous\n"
+	    "                             standby, even one that wrote nothing (HA)\n"
+	    "                                                     PIXD_DURABLE_READS=1\n"
 	    "  --help                     this text\n"
 	    "SIGTERM/SIGINT: stop accepting, answer waiting reads 204, finish the rest, exit 0.\n");
 }
@@ -137,6 +140,8 @@ static int read_environment(const struct int_option *opts, size_t n)
 		pixd_config.insecure_open = strcmp(v, "1") == 0;
 	if ((v = getenv("PIXD_NO_UTIL")) != NULL)
 		pixd_config.no_util = strcmp(v, "1") == 0;
+	if ((v = getenv("PIXD_DURABLE_READS")) != NULL)
+		pixd_config.durable_reads = strcmp(v, "1") == 0;
 	for (size_t i = 0; i < n; i++)
 		if ((v = getenv(opts[i].env)) != NULL && *v != '\0' && parse_int(&opts[i], v) != 0)
 			return -1;
@@ -149,6 +154,7 @@ static int parse_arguments(int argc, char **argv, const struct int_option *opts,
 		OPT_LISTEN = 1000,
 		OPT_DB,
 		OPT_NO_ACCESS_LOG,
+		OPT_DURABLE_READS,
 		OPT_HELP,
 		OPT_AUTH,
 		OPT_TLS_CERT,
@@ -158,13 +164,14 @@ static int parse_arguments(int argc, char **argv, const struct int_option *opts,
 		OPT_NO_UTIL,
 		OPT_INT
 	};
-	struct option longopts[N_INT_OPTIONS + 11];
+	struct option longopts[N_INT_OPTIONS + 12];
 	size_t k = 0;
 	int c, idx;
 
 	longopts[k++] = (struct option){"listen", required_argument, NULL, OPT_LISTEN};
 	longopts[k++] = (struct option){"db", required_argument, NULL, OPT_DB};
 	longopts[k++] = (struct option){"no-access-log", no_argument, NULL, OPT_NO_ACCESS_LOG};
+	longopts[k++] = (struct option){"durable-reads", no_argument, NULL, OPT_DURABLE_READS};
 	longopts[k++] = (struct option){"help", no_argument, NULL, OPT_HELP};
 	longopts[k++] = (struct option){"auth", required_argument, NULL, OPT_AUTH};
 	longopts[k++] = (struct option){"tls-cert", required_argument, NULL, OPT_TLS_CERT};
@@ -182,6 +189,8 @@ static int parse_arguments(int argc, char **argv, const struct int_option *opts,
 			pixd_config.db_conninfo = optarg;
 		else if (c == OPT_NO_ACCESS_LOG)
 			pixd_config.access_log = 0;
+		else if (c == OPT_DURABLE_READS)
+			pixd_config.durable_reads = 1;
 		else if (c == OPT_AUTH) {
 			if (parse_auth(optarg) != 0)
 				return -1;

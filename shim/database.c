@@ -17,6 +17,16 @@
  *   - A connection reset for being stuck reconnects at once and does not count as a failure:
  *     PostgreSQL answered until then, so the pool does not go down for one slow query.
  *   - queue_len <= --max-queue; each queued query has a wait timer of --query-timeout-ms.
+ *   - A connection whose server refused a write as read-only (SQLSTATE 25006: a standby, or a
+ *     primary being demoted) is closed once its result is delivered, and reconnects: with a
+ *     multi-host conninfo and target_session_attrs=read-write, libpq then finds the new primary.
+ *
+ * Failover (--durable-reads). With synchronous replication a COMMIT answers only once the standby
+ * has the transaction, but other sessions see it on the primary before that. A call that writes
+ * nothing (a replay of the previous id, an empty read) would then answer from a state a failover
+ * can take back: a Pull-Next the new primary never heard of (404), a batch it will give to another
+ * stream. With --durable-reads the stream calls take a transaction id (pg_current_xact_id()), so
+ * their COMMIT also waits for the standby, which then has everything the call saw.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +51,7 @@ struct db_conn {
 	int backoff;        /* index into retry_ms */
 	int failure_logged; /* quiet while failing over and over */
 	int resetting;      /* closed by us (stuck), not by a failure: reconnect at once */
+	int read_only;      /* its server refused a write (25006): close it after the result */
 };
 
 struct statement {
@@ -71,6 +82,8 @@ static db_query_t *queue_pop(void);
 static void queue_left(void);
 
 _Static_assert(DB_NSTMT <= PIXD_MAX_STATEMENTS, "counters.h: PIXD_MAX_STATEMENTS too small");
+static const struct statement *statement(int stmt);
+static int is_read_only_refusal(const PGresult *res);
 
 static const struct statement statements[DB_NSTMT] = {
     [DB_STREAM_START] = {"pix_stream_start",
@@ -108,6 +121,24 @@ static const struct statement statements[DB_NSTMT] = {
                       "name = 'pix.stream_idle_timeout')",
                       1,
                       {OID_TEXT_ARRAY}},
+};
+
+/* The stream calls under --durable-reads (see the header): same names, parameters and results. */
+static const struct statement durable_statements[DB_NSTMT] = {
+    [DB_STREAM_START] = {"pix_stream_start",
+                         "SELECT interation_id, pull_next, message_count, body FROM "
+                         "pix_stream_start($1, $2, $3) WHERE pg_current_xact_id() IS NOT NULL",
+                         3,
+                         {OID_TEXT, OID_INT4, OID_TEXT}},
+    [DB_STREAM_NEXT] = {"pix_stream_next",
+                        "SELECT interation_id, pull_next, message_count, body FROM "
+                        "pix_stream_next($1, $2, $3, $4) WHERE pg_current_xact_id() IS NOT NULL",
+                        4,
+                        {OID_TEXT, OID_TEXT, OID_INT4, OID_TEXT}},
+    [DB_STREAM_STOP] = {"pix_stream_stop",
+                        "SELECT pix_stream_stop($1, $2, $3) WHERE pg_current_xact_id() IS NOT NULL",
+                        3,
+                        {OID_TEXT, OID_TEXT, OID_TEXT}},
 };
 
 /* Reconnect delays; the last one repeats while PostgreSQL stays away. */
@@ -201,10 +232,24 @@ static int send_prepare(struct db_conn *c)
 			return -1;
 		return pgconn_flush(&c->pc);
 	}
-	s = &statements[c->preparing];
+	s = statement(c->preparing);
 	if (!PQsendPrepare(c->pc.pg, s->name, s->sql, s->nparams, s->types))
 		return -1;
 	return pgconn_flush(&c->pc);
+}
+
+static const struct statement *statement(int stmt)
+{
+	if (pixd_config.durable_reads && durable_statements[stmt].sql != NULL)
+		return &durable_statements[stmt];
+	return &statements[stmt];
+}
+
+static int is_read_only_refusal(const PGresult *res)
+{
+	const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+
+	return state != NULL && strcmp(state, "25006") == 0;
 }
 
 static void on_conn_readable(struct pgconn *pc)
@@ -258,8 +303,10 @@ static void handle_result(struct db_conn *c, PGresult *res)
 		return; /* cancelled, or a second result of the same query */
 	c->query = NULL;
 	q->_conn = NULL;
-	if (PQresultStatus(res) == PGRES_FATAL_ERROR)
+	if (PQresultStatus(res) == PGRES_FATAL_ERROR) {
 		pixd_metrics.db_errors++;
+		c->read_only |= is_read_only_refusal(res);
+	}
 	q->cb(q, res, DB_FAIL_NONE);
 }
 
@@ -287,6 +334,11 @@ static void result_stream_ended(struct db_conn *c)
 	}
 	h2o_timeout_unlink(&c->query_timer);
 	c->query = NULL;
+	if (c->read_only) {
+		c->read_only = 0;
+		pgconn_fail(&c->pc, "the server is read-only (a standby?); looking for the primary");
+		return;
+	}
 	become_idle(c);
 }
 
@@ -335,7 +387,7 @@ static void queue_left(void)
 /* Sends q on the idle connection c; -1 (nothing attached) if libpq refuses. */
 static int send_query(struct db_conn *c, db_query_t *q)
 {
-	const struct statement *s = &statements[q->stmt];
+	const struct statement *s = statement(q->stmt);
 	int sent =
 	    q->stmt < DB_NPREPARED
 	        ? PQsendQueryPrepared(c->pc.pg, s->name, s->nparams, q->params, NULL, NULL, 0)

@@ -258,7 +258,8 @@ static int sqlstate_is_transient(const char *s)
 	       strncmp(s, "53", 2) == 0 ||   /* insufficient resources */
 	       strncmp(s, "57P0", 4) == 0 || /* admin/crash shutdown, cannot connect now */
 	       strcmp(s, "40001") == 0 ||    /* serialization failure */
-	       strcmp(s, "40P01") == 0;      /* deadlock detected */
+	       strcmp(s, "40P01") == 0 ||    /* deadlock detected */
+	       strcmp(s, "25006") == 0;      /* read-only: a standby, or a primary being demoted */
 }
 
 void respond_db_error(h2o_req_t *req, const PGresult *res)

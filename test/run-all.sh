@@ -8,7 +8,9 @@
 #      "UNIT_CFLAGS: ..." adds compiler flags.
 #   4. the end-to-end suite over HTTP (test/e2e/run.py) against the real shim/pixd
 #   5. security (test/security), fuzzing (test/fuzz, PIX_FUZZ_SECONDS per harness), pixbench's
-#      correctness check (bench/pixbench.sh check) and the compose file (docker-compose config)
+#      correctness check (bench/pixbench.sh check), the compose file (docker-compose config), and
+#      ha: three pixd on this cluster (test/fault/multi_pixd.py --short) and a failover mid-drain on
+#      a pg_auto_failover formation of its own (test/fault/failover.py --short)
 # Ends with a line "N passed, N failed" (individual tests) and a non-zero status when anything failed.
 #
 # Environment: PIX_TEST_ONLY="regress isolation unit e2e security fuzz bench docker" (a subset), PIX_E2E_ARGS (passed to
@@ -20,7 +22,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 export PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
-PIX_TEST_ONLY=${PIX_TEST_ONLY:-regress isolation unit e2e security fuzz bench docker}
+PIX_TEST_ONLY=${PIX_TEST_ONLY:-regress isolation unit e2e security fuzz bench docker ha}
 JOBS=$(nproc 2>/dev/null || echo 2)
 
 say() { printf '\n=== %s\n' "$*"; }
@@ -53,6 +55,10 @@ cleanup() {
                 kill -KILL "$pid" 2>/dev/null || true
             fi
         done
+        # The failover test's pg_auto_failover formation, if it was interrupted.
+        if [[ -f "$TMP/ha/formation/ports" ]]; then
+            ./scripts/ha.sh stop "$TMP/ha/formation" 2>/dev/null || true
+        fi
         # Every cluster under $TMP: ours and the ones the end-to-end suite made.
         local d
         for d in "$TMP" "$TMP"/*/ "$TMP"/e2e/*/; do
@@ -283,7 +289,8 @@ run_suite() { # name command...
     fi
 }
 docker_check() {
-    if docker-compose -f docker/compose.yaml config >/dev/null; then
+    if docker-compose -f docker/compose.yaml config >/dev/null &&
+        docker-compose -f docker/compose.yaml --profile ha config >/dev/null; then
         echo "1 passed, 0 failed"
     else
         echo "0 passed, 1 failed"
@@ -293,6 +300,34 @@ docker_check() {
 if wanted security; then run_suite security test/security/run.sh; fi
 if wanted fuzz; then run_suite fuzz test/fuzz/run.sh "${PIX_FUZZ_SECONDS:-10}"; fi
 if wanted bench; then run_suite bench bench/pixbench.sh check --no-install; fi
+# Several pixd on this cluster, then the primary of a formation of its own killed mid-drain (about
+# 2 minutes together). Each prints "N passed, N failed"; this adds them up.
+ha_check() {
+    local p=0 f=0 out line a b status
+    mkdir -p "$TMP/ha"
+    for args in "multi_pixd.py --short" "failover.py --short --port 0 --dir $TMP/ha/formation"; do
+        out="$TMP/ha/$(echo "$args" | cut -d' ' -f1).out"
+        set +e
+        # shellcheck disable=SC2086  # args is a word list
+        PIX_FAULT_LOGDIR=$TMP/ha PIX_FAULT_HTTP_PORT=$(free_port) PIX_PG="host=$PGDIR port=$PGPORT_TEST user=postgres" \
+            timeout 600 python3 test/fault/$args 2>&1 | tee "$out"
+        status=${PIPESTATUS[0]}
+        set -e
+        line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$out" | tail -n1 || true)
+        if [[ -z "$line" ]]; then
+            echo "test/fault/$args ended without a summary (status $status)"
+            f=$((f + 1))
+            continue
+        fi
+        read -r a _ b _ <<<"$line"
+        p=$((p + a))
+        f=$((f + b))
+        if ((status != 0 && b == 0)); then f=$((f + 1)); fi
+    done
+    echo "$p passed, $f failed"
+    ((f == 0))
+}
 if wanted docker; then run_suite docker docker_check; fi
+if wanted ha; then run_suite ha ha_check; fi
 
 finish

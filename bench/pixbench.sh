@@ -24,9 +24,9 @@ set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
 PB="$top/bench/pixbench/pixbench"
-PGBIN=/usr/lib/postgresql/15/bin
-PG_PORT=5496
-HTTP_PORT=3496
+PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
+PG_PORT=${PIXBENCH_PG_PORT:-5496}
+HTTP_PORT=${PIXBENCH_HTTP_PORT:-3496}
 OUT=/tmp/pixbench-results
 MODE=default
 INSTALL=1

@@ -16,7 +16,7 @@ SECONDS_PER_RUN=15
 BACKLOG=2000000
 HISTORY=1000000
 CLIENTS=6
-PORT=5497
+PORT=${SQLBENCH_PORT:-5497}
 while (($#)); do
     case "$1" in
         --seconds) SECONDS_PER_RUN=$2; shift 2 ;;
@@ -31,7 +31,7 @@ done
 
 top=$(cd "$(dirname "$0")/.." && pwd)
 here="$top/bench/pgbench"
-PGBIN=/usr/lib/postgresql/15/bin
+PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 dir=$(mktemp -d /tmp/pixbench.XXXXXX)
 trap '"$top/scripts/cluster.sh" stop "$dir" >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
 

@@ -9,9 +9,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DIR=${1:?usage: snapshot.sh DIR}
-SYS_BIN=$(pg_config --bindir)
-SYS_LIB=$(pg_config --pkglibdir)
-SYS_SHARE=$(pg_config --sharedir)
+PG_CONFIG=${PG_CONFIG:-pg_config}
+SYS_BIN=$($PG_CONFIG --bindir)
+SYS_LIB=$($PG_CONFIG --pkglibdir)
+SYS_SHARE=$($PG_CONFIG --sharedir)
 
 if [[ ! -f "$SYS_LIB/pix.so" ]]; then
     echo "snapshot.sh: pix is not installed; running make install" >&2

@@ -87,8 +87,9 @@ $fn$ $f$, :'credentials', :partitions - 1) \gexec
 GRANT EXECUTE ON FUNCTION pix_router.partition_of(text, text) TO pix_client;
 
 -- The client-facing functions, generated from one list. kind 'ispb': RUN ON the ISPB's partition, same
--- result as the extension's; kind 'sum': RUN ON ALL through pix_router.<name>_each, and the function of
--- the extension's name adds up the shards' answers. `args` is the signature, `pass` the arguments passed
+-- result as the extension's; kind 'sum': the function of the extension's name calls it on each shard in
+-- turn (pix_router.<name>_on, RUN ON one partition of that shard) and adds up the answers, skipping a
+-- shard that cannot be reached, so that one shard down does not stop the expiry sweep of the others. `args` is the signature, `pass` the arguments passed
 -- on; the credential is passed on only when the shards take it.
 WITH fn(kind, name, args, pass, result) AS (VALUES
     ('ispb', 'pix_stream_start', 'ispb text, max_messages int DEFAULT 1', 'ispb, max_messages', 'pix_read'),
@@ -113,18 +114,31 @@ ddl AS (
       FROM fn WHERE kind = 'ispb'
     UNION ALL
     SELECT format($f$
-        CREATE OR REPLACE FUNCTION pix_router.%1$I(%2$s) RETURNS SETOF %3$s LANGUAGE plproxy AS $p$
+        CREATE OR REPLACE FUNCTION pix_router.%1$I(%2$s) RETURNS %3$s LANGUAGE plproxy AS $p$
             CLUSTER 'pix_cluster';
-            RUN ON ALL;
+            RUN ON shard_partition;
             SELECT public.%4$I(%5$s) AS %1$I;
-        $p$ $f$, name || '_each', args, result, name, pass),
-        format('pix_router.%I(%s)', name || '_each', args)
+        $p$ $f$, name || '_on', concat_ws(', ', 'shard_partition int', nullif(args, '')), result, name, pass),
+        format('pix_router.%I(%s)', name || '_on', concat_ws(', ', 'int', nullif(args, '')))
       FROM fn WHERE kind = 'sum'
     UNION ALL
     SELECT format($f$
-        CREATE OR REPLACE FUNCTION public.%1$I(%2$s) RETURNS %3$s LANGUAGE sql VOLATILE AS $s$
-            SELECT coalesce(sum(n), 0)::%3$s FROM pix_router.%4$I(%5$s) n
-        $s$ $f$, name, args, result, name || '_each', pass),
+        CREATE OR REPLACE FUNCTION public.%1$I(%2$s) RETURNS %3$s
+        LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $s$
+        DECLARE
+            total %3$s := 0;
+            p int;
+        BEGIN
+            FOR p IN SELECT s.partitions[1] FROM public.pix_shards() s LOOP
+                BEGIN
+                    total := total + pix_router.%4$I(%5$s);
+                EXCEPTION WHEN internal_error THEN
+                    NULL; -- PL/Proxy could not reach that shard: the others are served
+                END;
+            END LOOP;
+            RETURN total;
+        END
+        $s$ $f$, name, args, result, name || '_on', concat_ws(', ', 'p', nullif(pass, ''))),
         format('public.%I(%s)', name, args)
       FROM fn WHERE kind = 'sum')
 SELECT s FROM ddl, LATERAL (VALUES (stmt), (format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', sig)),
@@ -132,11 +146,32 @@ SELECT s FROM ddl, LATERAL (VALUES (stmt), (format('REVOKE ALL ON FUNCTION %s FR
 
 -- /metrics of every shard: counters and totals (ispb NULL) add up; per-ISPB gauges are kept for the
 -- max_ispbs busiest ISPBs over all shards (an ISPB lives on one shard, so its rows come from one).
-CREATE OR REPLACE FUNCTION pix_router.pix_metrics_each(max_ispbs int)
+-- A shard that cannot be reached is skipped and counted in pix_shards_unreachable.
+CREATE OR REPLACE FUNCTION pix_router.pix_metrics_on(shard_partition int, max_ispbs int)
 RETURNS TABLE (metric text, ispb text, value bigint) LANGUAGE plproxy AS $$
     CLUSTER 'pix_cluster';
-    RUN ON ALL;
+    RUN ON shard_partition;
     SELECT metric, ispb, value FROM public.pix_metrics(max_ispbs);
+$$;
+CREATE OR REPLACE FUNCTION pix_router.pix_metrics_each(max_ispbs int)
+RETURNS TABLE (metric text, ispb text, value bigint)
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    p int;
+    unreachable bigint := 0;
+BEGIN
+    FOR p IN SELECT s.partitions[1] FROM public.pix_shards() s LOOP
+        BEGIN
+            RETURN QUERY SELECT * FROM pix_router.pix_metrics_on(p, max_ispbs);
+        EXCEPTION WHEN internal_error THEN
+            unreachable := unreachable + 1;
+        END;
+    END LOOP;
+    metric := 'pix_shards_unreachable';
+    ispb := NULL;
+    value := unreachable;
+    RETURN NEXT;
+END
 $$;
 CREATE OR REPLACE FUNCTION public.pix_metrics(max_ispbs int DEFAULT 50)
 RETURNS TABLE (metric text, ispb text, value bigint) LANGUAGE sql VOLATILE AS $$
@@ -148,6 +183,8 @@ SELECT m.metric, m.ispb, sum(m.value)::bigint FROM m
  WHERE m.ispb IS NULL OR m.ispb IN (SELECT b.ispb FROM busiest b)
  GROUP BY m.metric, m.ispb ORDER BY m.metric, m.ispb NULLS FIRST
 $$;
+REVOKE ALL ON FUNCTION pix_router.pix_metrics_on(int, int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pix_router.pix_metrics_on(int, int) TO pix_client;
 REVOKE ALL ON FUNCTION public.pix_metrics(int), pix_router.pix_metrics_each(int) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION public.pix_metrics(int), pix_router.pix_metrics_each(int) TO pix_client;
 

@@ -10,6 +10,11 @@
 #   scripts/shards.sh each ROUTER SQL             run SQL on every shard (e.g. to register a credential)
 #   scripts/shards.sh move ROUTER TARGET PART...  move partitions to the database TARGET (see README,
 #                                                 "Deployment: sharded")
+#   scripts/shards.sh up DIR PORT N               on this machine: N shard clusters (DIR/shardK, port
+#                                                 PORT+1+K) and a router cluster (DIR/router, PORT), each
+#                                                 with database pix and the login role pix_http; prints
+#                                                 the router's conninfo, and one line per shard on stderr
+#   scripts/shards.sh down DIR                    stops every cluster under DIR
 #
 # ROUTER, SHARD and TARGET are libpq conninfos with a dbname, for a superuser (psql runs with them). The
 # shards' conninfos are stored as given in the router's foreign server `pix_cluster` (the one source of
@@ -30,7 +35,7 @@ die() { echo "shards.sh: $*" >&2; exit 1; }
 say() { echo "shards.sh: $*" >&2; }
 
 usage() {
-    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -220,6 +225,7 @@ cmd_move() { # router target partition...
     self=$(realpath "$0")
     export PGBIN PIX_PARTITIONS
     q "$router" -f - <<SQL
+\\o /dev/null
 $locks
 \\set copied \`$(printf '%q ' "$self" _copy "$source" "$target" "$parts") >&2 && echo yes || echo no\`
 \\if :copied
@@ -231,13 +237,55 @@ $locks
         \\echo shards.sh: moved, but deleting the moved rows from the source failed: delete them by hand (scripts/shards.sh _delete)
     \\endif
 \\else
-    \\echo shards.sh: the copy failed: nothing changed (the target's transaction was rolled back)
+    \\echo shards.sh: the copy failed: nothing changed: the copy to the target was rolled back
     SELECT pg_advisory_unlock_all();
     \\quit
 \\endif
 SELECT pg_advisory_unlock_all();
 SQL
     [[ "$(cmd_list "$router" | grep -c "^[0-9]* $target ")" == 1 ]] || die "the router does not list the target"
+}
+
+# ---- one machine ---------------------------------------------------------------------------------
+make_database() { # cluster-conninfo (dbname=postgres) : database pix and the roles the server uses
+    local c=$1
+    [[ -n "$(value "$c" "SELECT 1 FROM pg_database WHERE datname = 'pix'")" ]] || q "$c" -c "CREATE DATABASE pix"
+    q "$c" -c "DO \$\$ BEGIN
+        IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pix_client') THEN CREATE ROLE pix_client NOLOGIN; END IF;
+        IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pix_http') THEN CREATE ROLE pix_http LOGIN IN ROLE pix_client; END IF;
+        END \$\$"
+}
+
+cmd_up() { # dir port n
+    local dir=$1 port=$2 n=$3 k c shards=() router
+    [[ "$n" =~ ^[0-9]+$ ]] && ((n >= 1 && n <= 64)) || die "the number of shards must be 1..64, not '$n'"
+    for ((k = 0; k < n; k++)); do
+        c=$(./scripts/cluster.sh start "$dir/shard$k" $((port + 1 + k)))
+        make_database "$c"
+        shards+=("${c/dbname=postgres/dbname=pix}")
+        shards[k]=${shards[k]/ user=postgres/}
+    done
+    c=$(./scripts/cluster.sh start "$dir/router" "$port")
+    make_database "$c"
+    router=${c/dbname=postgres/dbname=pix}
+    if [[ -n "$(value "$router" "SELECT 1 FROM pg_foreign_server WHERE srvname = 'pix_cluster'")" ]]; then
+        say "reusing the router's cluster configuration (scripts/shards.sh list)"
+        cmd_install "$router" >/dev/null
+    else
+        cmd_init "$router" "${shards[@]}"
+    fi
+    while read -r k c; do
+        say "shard $k: $c"
+    done < <(cmd_list "$router")
+    echo "$router"
+}
+
+cmd_down() { # dir
+    local d
+    for d in "$1"/shard* "$1"/router; do
+        [[ -d "$d" ]] && ./scripts/cluster.sh stop "$d"
+    done
+    return 0
 }
 
 (($# >= 2)) || usage
@@ -249,6 +297,8 @@ case "$cmd" in
     list) cmd_list "$1" ;;
     each) (($# == 2)) || usage; cmd_each "$1" "$2" ;;
     move) cmd_move "$@" ;;
+    up) (($# == 3)) || usage; cmd_up "$@" ;;
+    down) cmd_down "$1" ;;
     _copy) (($# == 3)) || usage; cmd_copy "$@" ;;
     _delete) (($# == 2)) || usage; cmd_delete "$@" ;;
     *) usage ;;

@@ -42,6 +42,7 @@ static struct {
 
 static enum route route_of(h2o_req_t *req);
 static void put_observed(struct text *t);
+static void put_shards(struct text *t);
 
 static void put(struct text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void counter(struct text *t, const char *name, const char *help, uint64_t value);
@@ -108,6 +109,20 @@ void metrics_observe(h2o_req_t *req, int status, double ms)
 		b++;
 	observed.latency[r][b]++;
 	observed.latency_sum[r] += ms / 1000.0;
+}
+
+/* Behind a pix router: how many shards the router lists and whether each one's LISTEN is up. */
+static void put_shards(struct text *t)
+{
+	int n = listener_shards();
+
+	gauge(t, "pixd_shards", "Shards listed by the router (0: --db is a single database).", n);
+	if (n == 0)
+		return;
+	put(t, "# HELP pixd_shard_listener_up 1 while LISTEN pix_message is active on the shard.\n"
+	       "# TYPE pixd_shard_listener_up gauge\n");
+	for (int i = 0; i < n; i++)
+		put(t, "pixd_shard_listener_up{shard=\"%d\"} %d\n", i, listener_shard_is_listening(i));
 }
 
 static void put_observed(struct text *t)
@@ -183,7 +198,9 @@ void handle_metrics(h2o_req_t *req)
 	gauge(&t, "pixd_db_connections_busy", "Pool connections running a query.",
 	      db_busy_connections());
 	gauge(&t, "pixd_db_queue_length", "Queries waiting for a connection.", db_queue_length());
-	gauge(&t, "pixd_listener_up", "1 while LISTEN pix_message is active.", listener_is_listening());
+	gauge(&t, "pixd_listener_up", "1 while LISTEN pix_message is active (on every shard, behind a router).",
+	      listener_is_listening());
+	put_shards(&t);
 	put_observed(&t);
 	put(&t,
 	    "# HELP pix_db_metrics_age_seconds Age of the database samples below (-1: none yet).\n"

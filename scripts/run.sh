@@ -5,11 +5,19 @@
 #
 # Environment: PIX_PGPORT (5433), PIX_PGDIR ($PWD/.pgdata), PIX_LISTEN (127.0.0.1:3000),
 #              PIX_DBNAME (pix). Extra arguments are passed to shim/pixd.
+#              PIX_SHARDS=N: a sharded deployment instead (README, "Deployment: sharded"): N shard
+#              clusters (ports PIX_PGPORT+1..+N) and a router cluster (PIX_PGPORT) under
+#              $PWD/.pgshards (PIX_PGDIR), database pix in each; pixd talks to the router.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 PIX_PGPORT=${PIX_PGPORT:-5433}
+PIX_SHARDS=${PIX_SHARDS:-}
+if [[ -n "$PIX_SHARDS" ]]; then
+    PIX_PGDIR=${PIX_PGDIR:-$ROOT/.pgshards}
+    PIX_DBNAME=pix
+fi
 PIX_PGDIR=${PIX_PGDIR:-$ROOT/.pgdata}
 PIX_LISTEN=${PIX_LISTEN:-127.0.0.1:3000}
 PIX_DBNAME=${PIX_DBNAME:-pix}
@@ -43,8 +51,19 @@ if ((EUID == 0)) && [[ ! -e "$PIX_PGDIR" || -L "$PIX_PGDIR" ]] &&
     say "user postgres cannot reach $(dirname "$PIX_PGDIR"): the cluster lives in $real ($PIX_PGDIR links to it)"
 fi
 
-conninfo=$(./scripts/cluster.sh start "$PIX_PGDIR" "$PIX_PGPORT")
-PIX_PGDIR=$(cd "$PIX_PGDIR" && pwd -P)
+if [[ -n "$PIX_SHARDS" ]]; then # the clusters' directories go inside: the postgres user must reach it
+    mkdir -p "$PIX_PGDIR"
+    PIX_PGDIR=$(cd "$PIX_PGDIR" && pwd -P)
+    chmod 0755 "$PIX_PGDIR"
+fi
+
+stop_databases() {
+    if [[ -n "$PIX_SHARDS" ]]; then
+        ./scripts/shards.sh down "$PIX_PGDIR" || true
+    else
+        ./scripts/cluster.sh stop "$PIX_PGDIR" || true
+    fi
+}
 
 pixd_pid=
 # shellcheck disable=SC2317  # invoked through trap
@@ -65,7 +84,7 @@ cleanup() {
         fi
         wait "$pixd_pid" 2>/dev/null || true
     fi
-    ./scripts/cluster.sh stop "$PIX_PGDIR" || true
+    stop_databases
     exit "$rc"
 }
 trap cleanup EXIT
@@ -73,20 +92,29 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
 
-psql_admin() { PGOPTIONS="-c client_min_messages=warning" "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 "$conninfo" "$@"; }
+if [[ -n "$PIX_SHARDS" ]]; then
+    say "starting $PIX_SHARDS shard cluster(s) and the router under $PIX_PGDIR"
+    router=$(./scripts/shards.sh up "$PIX_PGDIR" "$PIX_PGPORT" "$PIX_SHARDS")
+    db=${router/user=postgres/user=pix_http}
+    say "router:    psql \"$router\" (scripts/shards.sh list|move \"$router\" ...)"
+else
+    conninfo=$(./scripts/cluster.sh start "$PIX_PGDIR" "$PIX_PGPORT")
+    PIX_PGDIR=$(cd "$PIX_PGDIR" && pwd -P)
+    psql_admin() { PGOPTIONS="-c client_min_messages=warning" "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 "$conninfo" "$@"; }
 
-if [[ -z "$(psql_admin -tAc "SELECT 1 FROM pg_database WHERE datname = '$PIX_DBNAME'")" ]]; then
-    say "creating database $PIX_DBNAME"
-    psql_admin -c "CREATE DATABASE $PIX_DBNAME"
+    if [[ -z "$(psql_admin -tAc "SELECT 1 FROM pg_database WHERE datname = '$PIX_DBNAME'")" ]]; then
+        say "creating database $PIX_DBNAME"
+        psql_admin -c "CREATE DATABASE $PIX_DBNAME"
+    fi
+    # The extension (updated in place when this tree has a newer version), and the least-privilege role
+    # the server logs in as: it may execute the pix functions and nothing else.
+    PGOPTIONS="-c client_min_messages=warning" "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 "host=$PIX_PGDIR port=$PIX_PGPORT dbname=$PIX_DBNAME user=postgres" \
+        -c "CREATE EXTENSION IF NOT EXISTS pix" -c "ALTER EXTENSION pix UPDATE" \
+        -c "DO \$\$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pix_http') THEN CREATE ROLE pix_http LOGIN IN ROLE pix_client; END IF; END \$\$"
+
+    db="host=$PIX_PGDIR port=$PIX_PGPORT dbname=$PIX_DBNAME user=pix_http"
+    say "database:  psql \"host=$PIX_PGDIR port=$PIX_PGPORT dbname=$PIX_DBNAME user=postgres\" (the server logs in as pix_http)"
 fi
-# The extension (updated in place when this tree has a newer version), and the least-privilege role
-# the server logs in as: it may execute the pix functions and nothing else.
-PGOPTIONS="-c client_min_messages=warning" "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 "host=$PIX_PGDIR port=$PIX_PGPORT dbname=$PIX_DBNAME user=postgres" \
-    -c "CREATE EXTENSION IF NOT EXISTS pix" -c "ALTER EXTENSION pix UPDATE" \
-    -c "DO \$\$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pix_http') THEN CREATE ROLE pix_http LOGIN IN ROLE pix_client; END IF; END \$\$"
-
-db="host=$PIX_PGDIR port=$PIX_PGPORT dbname=$PIX_DBNAME user=pix_http"
-say "database:  psql \"host=$PIX_PGDIR port=$PIX_PGPORT dbname=$PIX_DBNAME user=postgres\" (the server logs in as pix_http)"
 say "server:    http://$PIX_LISTEN  (Ctrl-C stops the server and the cluster)"
 # In a session of its own, so that Ctrl-C reaches this script only, which then sends pixd exactly
 # one SIGTERM (a second signal makes pixd exit at once instead of gracefully).

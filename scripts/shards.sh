@@ -55,7 +55,7 @@ range_of() {
 # The extension, and ids from range k when the shard has never allocated one.
 prepare_shard() { # conninfo k
     local c=$1 k=$2 fresh
-    q "$c" -c "CREATE EXTENSION IF NOT EXISTS pix" -f router/pix_shard.sql
+    q "$c" -c "CREATE EXTENSION IF NOT EXISTS pix" -c "ALTER EXTENSION pix UPDATE" -f router/pix_shard.sql
     fresh=$(value "$c" "SELECT NOT EXISTS (SELECT 1 FROM pix.message) AND NOT EXISTS (SELECT 1 FROM pix.stream)")
     if [[ "$fresh" == t && "$(range_of "$c")" == 0 && "$k" != 0 ]]; then
         q "$c" -c "ALTER TABLE pix.message ALTER COLUMN id RESTART WITH $((k << RANGE_BITS))" \
@@ -270,6 +270,9 @@ cmd_up() { # dir port n
     router=${c/dbname=postgres/dbname=pix}
     if [[ -n "$(value "$router" "SELECT 1 FROM pg_foreign_server WHERE srvname = 'pix_cluster'")" ]]; then
         say "reusing the router's cluster configuration (scripts/shards.sh list)"
+        for ((k = 0; k < n; k++)); do
+            prepare_shard "${shards[k]}" "$k"
+        done
         cmd_install "$router" >/dev/null
     else
         cmd_init "$router" "${shards[@]}"

@@ -28,7 +28,8 @@ enum listener_state { L_DOWN, L_CONNECTING, L_SUBSCRIBING, L_DISCOVERING, L_LIST
 #define MAX_LISTENERS 65      /* --db + up to 64 shards */
 #define REDISCOVER_MS 10000   /* how often the router's shard list is read again */
 #define ROUTER_PROBE "LISTEN pix_message; SELECT to_regprocedure('public.pix_shards()') IS NOT NULL"
-#define SHARD_LIST "SELECT conninfo FROM public.pix_shards() ORDER BY shard"
+/* The router connection LISTENs too (a no-op when repeated): whatever NOTIFY is sent there is heard. */
+#define SHARD_LIST "LISTEN pix_message; SELECT conninfo FROM public.pix_shards() ORDER BY shard"
 
 struct listener {
 	struct pgconn pc;

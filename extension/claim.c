@@ -86,50 +86,77 @@ typedef struct claim {
 	int max;
 	int taken;
 	int64 *ids;
+	bool peek; /* only look: take nothing, stop at the first claimable row */
 } claim;
 
 static HTAB *claim_hints = NULL;
 
 static Oid ready_relation(Oid *index_oid);
 static claim_hint *hint_for(const char *ispb);
-static int scan_range(claim *c, bool fresh, int64 from_id, int64 *first_entry_id);
+static int run_claim(claim *c, int *redelivered);
+static int scan_range(claim *c, bool fresh, int64 from_id, int64 below_id, int64 *first_entry_id);
 static bool lock_and_delete(claim *c, ItemPointer tid);
 static void sort_ids(int64 *ids, int count);
 
 int pix_claim_ready(const char *ispb, int max, int64 *ids, int *redelivered)
 {
-	Oid index_oid;
-	Oid heap_oid = ready_relation(&index_oid);
-	claim_hint *hint = hint_for(ispb);
-	TimestampTz now = GetCurrentTimestamp();
-	bool full = now - hint->last_full_scan >= PIX_FULL_SCAN_INTERVAL_MS * (int64)1000;
-	int64 first_entry = -1;
 	claim c = {.ispb = ispb, .max = max, .ids = ids};
-
-	c.heap = table_open(heap_oid, RowExclusiveLock);
-	c.index = index_open(index_oid, RowExclusiveLock);
-	c.snapshot = RegisterSnapshot(GetLatestSnapshot());
-	c.slot = table_slot_create(c.heap, NULL);
-	c.scratch = table_slot_create(c.heap, NULL);
-
-	*redelivered = scan_range(&c, false, PG_INT64_MIN, NULL);
-	if (c.taken < max)
-		scan_range(&c, true, full ? PG_INT64_MIN : hint->first_entry_id, &first_entry);
-	if (full)
-		hint->last_full_scan = now;
-	if (first_entry >= 0)
-		hint->first_entry_id = first_entry;
-
-	ExecDropSingleTupleTableSlot(c.slot);
-	ExecDropSingleTupleTableSlot(c.scratch);
-	UnregisterSnapshot(c.snapshot);
-	index_close(c.index, NoLock);
-	table_close(c.heap, NoLock);
+	int taken = run_claim(&c, redelivered);
 
 	/* Later statements of this transaction (and replays within it) must see the rows as gone. */
 	CommandCounterIncrement();
-	sort_ids(ids, c.taken);
-	return c.taken;
+	sort_ids(ids, taken);
+	return taken;
+}
+
+/*
+ * Whether a claim for ispb would find something now, taking nothing and writing nothing: an empty
+ * read that finds nothing here need not lock (and so write) its stream at all. A row another
+ * claimer holds counts as something (the caller then claims for real and finds out).
+ */
+bool pix_claim_peek(const char *ispb)
+{
+	int64 id;
+	int redelivered;
+	claim c = {.ispb = ispb, .max = 1, .ids = &id, .peek = true};
+
+	return run_claim(&c, &redelivered) > 0;
+}
+
+/* The requeued range first, then the fresh range from the hint (or from its start when due). */
+static int run_claim(claim *c, int *redelivered)
+{
+	Oid index_oid;
+	Oid heap_oid = ready_relation(&index_oid);
+	claim_hint *hint = hint_for(c->ispb);
+	TimestampTz now = GetCurrentTimestamp();
+	bool full = now - hint->last_full_scan >= PIX_FULL_SCAN_INTERVAL_MS * (int64)1000;
+	int64 from = full ? PG_INT64_MIN : hint->first_entry_id;
+	int64 first_entry = -1;
+	int64 *first_entry_p = c->peek ? NULL : &first_entry;
+
+	c->heap = table_open(heap_oid, RowExclusiveLock);
+	c->index = index_open(index_oid, RowExclusiveLock);
+	c->snapshot = RegisterSnapshot(GetLatestSnapshot());
+	c->slot = table_slot_create(c->heap, NULL);
+	c->scratch = table_slot_create(c->heap, NULL);
+
+	*redelivered = scan_range(c, false, PG_INT64_MIN, PG_INT64_MAX, NULL);
+	if (c->taken < c->max)
+		scan_range(c, true, from, PG_INT64_MAX, first_entry_p);
+	if (!c->peek) {
+		if (full)
+			hint->last_full_scan = now;
+		if (first_entry >= 0)
+			hint->first_entry_id = first_entry;
+	}
+
+	ExecDropSingleTupleTableSlot(c->slot);
+	ExecDropSingleTupleTableSlot(c->scratch);
+	UnregisterSnapshot(c->snapshot);
+	index_close(c->index, NoLock);
+	table_close(c->heap, NoLock);
+	return c->taken;
 }
 
 /*
@@ -148,15 +175,15 @@ bool pix_claim_sweep_due(const char *ispb, TimestampTz now, int64 interval_ms)
 }
 
 /*
- * One ordered scan of the ISPB's requeued (fresh = false) or fresh range from from_id on, taking
- * rows until the batch is full. When first_entry_id is given, lowers it to the message id of the
- * first index entry the scan met that is not known dead (killed entries never reach us). Returns
- * how many rows this scan took.
+ * One ordered scan of the ISPB's requeued (fresh = false) or fresh range, message ids from from_id
+ * up to below_id (excluded), taking rows until the batch is full. When first_entry_id is given,
+ * lowers it to the message id of the first index entry the scan met that is not known dead (killed
+ * entries never reach us). Returns how many rows this scan took (or, peeking, found).
  */
-static int scan_range(claim *c, bool fresh, int64 from_id, int64 *first_entry_id)
+static int scan_range(claim *c, bool fresh, int64 from_id, int64 below_id, int64 *first_entry_id)
 {
 	IndexScanDesc scan;
-	ScanKeyData keys[3];
+	ScanKeyData keys[4];
 	int taken_before = c->taken;
 
 	ScanKeyInit(&keys[0], READY_ISPB, BTEqualStrategyNumber, F_TEXTEQ,
@@ -164,9 +191,11 @@ static int scan_range(claim *c, bool fresh, int64 from_id, int64 *first_entry_id
 	ScanKeyInit(&keys[1], READY_FRESH, BTEqualStrategyNumber, F_BOOLEQ, BoolGetDatum(fresh));
 	ScanKeyInit(&keys[2], READY_MESSAGE_ID, BTGreaterEqualStrategyNumber, F_INT8GE,
 	            Int64GetDatum(from_id));
-	scan = index_beginscan(c->heap, c->index, c->snapshot, 3, 0);
+	ScanKeyInit(&keys[3], READY_MESSAGE_ID, BTLessStrategyNumber, F_INT8LT,
+	            Int64GetDatum(below_id));
+	scan = index_beginscan(c->heap, c->index, c->snapshot, 4, 0);
 	scan->xs_want_itup = first_entry_id != NULL; /* to read message_id off entries we cannot see */
-	index_rescan(scan, keys, 3, NULL, 0);
+	index_rescan(scan, keys, 4, NULL, 0);
 
 	while (c->taken < c->max) {
 		bool isnull;
@@ -187,6 +216,10 @@ static int scan_range(claim *c, bool fresh, int64 from_id, int64 *first_entry_id
 		}
 		if (!index_fetch_heap(scan, c->slot))
 			continue;
+		if (c->peek) {
+			c->taken++;
+			break;
+		}
 		message_id = slot_getattr(c->slot, READY_MESSAGE_ID, &isnull);
 		if (!isnull && lock_and_delete(c, &c->slot->tts_tid))
 			c->ids[c->taken++] = DatumGetInt64(message_id);

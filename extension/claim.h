@@ -15,6 +15,9 @@
  */
 extern int pix_claim_ready(const char *ispb, int max, int64 *ids, int *redelivered);
 
+/* Whether pix_claim_ready would find something for ispb now; takes and writes nothing. */
+extern bool pix_claim_peek(const char *ispb);
+
 /* True (and remembered) when this backend's reads of ispb have not swept idle streams for
  * interval_ms. */
 extern bool pix_claim_sweep_due(const char *ispb, TimestampTz now, int64 interval_ms);

@@ -46,7 +46,12 @@
  * being read is alive).
  *
  * EXPIRY
- *   A stream whose last_read_at is older than pix.stream_idle_timeout is dead. Its ids answer gone
+ *   A stream whose last_read_at is older than pix.stream_idle_timeout plus the liveness slack (a
+ * quarter of the timeout, at most 15 s) is dead. An empty read with nothing pending to confirm
+ * writes nothing while last_read_at is younger than the slack (it does not even lock the row: see
+ * quiet_read), so last_read_at may lag the true last read by up to the slack, and the slack added
+ * to the timeout keeps expiry from coming earlier than the timeout after the true last read.
+ * pix_streams_keepalive() refreshes the streams whose reads the HTTP server holds parked. Its ids answer gone
  * at once; its slot and batch are recovered by the next sweep: every start of its ISPB sweeps that
  * ISPB first (so the count of open streams is true), reads sweep it before claiming (so the
  * requeued batch goes to that very reader) at most once a second per backend (a quarter of the
@@ -78,9 +83,12 @@ PG_FUNCTION_INFO_V1(pix_stream_next);
 PG_FUNCTION_INFO_V1(pix_stream_stop);
 PG_FUNCTION_INFO_V1(pix_expire_streams);
 PG_FUNCTION_INFO_V1(pix_purge_history);
+PG_FUNCTION_INFO_V1(pix_streams_keepalive);
 
 #define PIX_NOTIFY_CHANNEL "pix_message"
 #define PIX_PURGE_CHUNK 10000
+/* The most an empty read may leave last_read_at behind the true last read (see LIVENESS). */
+#define PIX_LIVENESS_SLACK_MAX_MS 15000
 
 /* A prepared statement, planned once per backend and kept (SPI_keepplan). */
 typedef struct statement {
@@ -111,13 +119,14 @@ typedef struct read_result {
 	char *body; /* NULL when count == 0; allocated in the caller's context */
 } read_result;
 
-static statement lock_stream_sql = {
-    "SELECT s.stream_id, s.ispb, s.state, s.seq, s.current_iid, s.pending_ids, s.last_read_at, "
-    "i.seq"
-    "  FROM pix.iteration i JOIN pix.stream s ON s.stream_id = i.stream_id"
-    " WHERE i.iid = $1 FOR NO KEY UPDATE OF s",
-    1,
-    {TEXTOID}};
+/* The stream an id of this ISPB names: another ISPB's id finds nothing, and locks nothing. */
+#define FIND_STREAM_SQL                                                                            \
+	"SELECT s.stream_id, s.ispb, s.state, s.seq, s.current_iid, s.pending_ids, s.last_read_at,"   \
+	"       i.seq"                                                                                 \
+	"  FROM pix.iteration i JOIN pix.stream s ON s.stream_id = i.stream_id"                       \
+	" WHERE i.iid = $1 AND s.ispb = $2"
+static statement lock_stream_sql = {FIND_STREAM_SQL " FOR NO KEY UPDATE OF s", 2, {TEXTOID, TEXTOID}};
+static statement peek_stream_sql = {FIND_STREAM_SQL, 2, {TEXTOID, TEXTOID}};
 static statement confirm_sql = {
     "UPDATE pix.iteration SET confirmed_at = $2 WHERE iid = $1", 2, {TEXTOID, TIMESTAMPTZOID}};
 static statement advance_sql = {
@@ -209,12 +218,15 @@ static statement purge_streams_sql = {
 
 static int batch_size_arg(FunctionCallInfo fcinfo, int argno);
 static void iid_arg(FunctionCallInfo fcinfo, int argno, char *iid);
+static Datum wellformed_ids(ArrayType *array);
 static void raise_not_found(void) pg_attribute_noreturn();
 static void raise_gone(void) pg_attribute_noreturn();
 static int execute(statement *st, Datum *values, const char *nulls, bool read_only, long limit);
-static bool lock_stream(const char *iid, stream_row *s);
-static void check_stream(const stream_row *s, const char *ispb);
+static bool find_stream(statement *st, const char *ispb, const char *iid, stream_row *s);
+static TimestampTz lock_stream(const char *ispb, const char *iid, stream_row *s);
+static bool quiet_read(const char *ispb, const char *iid, read_result *r);
 static TimestampTz idle_cutoff(TimestampTz now);
+static int64 liveness_slack_us(void);
 static Datum ids_array(const int64 *ids, int count);
 static int array_length_of(Datum array);
 static void sweep_ispb(const char *ispb, int64 except_stream, TimestampTz now);
@@ -293,25 +305,24 @@ Datum pix_stream_next(PG_FUNCTION_ARGS)
 	char *ispb = pix_ispb_arg(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0));
 	int max = batch_size_arg(fcinfo, 2);
 	MemoryContext outer = CurrentMemoryContext;
-	TimestampTz now = GetCurrentTimestamp();
 	char iid[PIX_IID_LEN + 1];
 	read_result r = {.ispb = ispb};
 	stream_row s;
+	TimestampTz now;
 
 	iid_arg(fcinfo, 1, iid);
 	pix_require_read_committed();
 	SPI_connect();
 
-	if (!lock_stream(iid, &s))
-		raise_not_found();
-	check_stream(&s, ispb);
-
-	if (s.called_seq == s.seq)
-		read_on(&s, max, now, &r, outer);
-	else if (s.called_seq == s.seq - 1 && s.pending_count > 0)
-		replay(&s, max, now, &r, outer);
-	else
-		raise_gone();
+	if (!quiet_read(ispb, iid, &r)) {
+		now = lock_stream(ispb, iid, &s);
+		if (s.called_seq == s.seq)
+			read_on(&s, max, now, &r, outer);
+		else if (s.called_seq == s.seq - 1 && s.pending_count > 0)
+			replay(&s, max, now, &r, outer);
+		else
+			raise_gone();
+	}
 
 	SPI_finish();
 	PG_RETURN_DATUM(read_result_datum(fcinfo, &r));
@@ -325,21 +336,18 @@ Datum pix_stream_next(PG_FUNCTION_ARGS)
 Datum pix_stream_stop(PG_FUNCTION_ARGS)
 {
 	char *ispb = pix_ispb_arg(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0));
-	TimestampTz now = GetCurrentTimestamp();
 	char iid[PIX_IID_LEN + 1];
 	Datum values[2];
 	statement *close = &close_confirming_sql;
 	stream_row s;
 	int confirmed = 0;
+	TimestampTz now;
 
 	iid_arg(fcinfo, 1, iid);
 	pix_require_read_committed();
 	SPI_connect();
 
-	if (!lock_stream(iid, &s))
-		raise_not_found();
-	check_stream(&s, ispb);
-
+	now = lock_stream(ispb, iid, &s);
 	if (s.called_seq == s.seq) {
 		if (s.pending_count > 0) {
 			values[0] = CStringGetTextDatum(s.current_iid);
@@ -429,6 +437,46 @@ Datum pix_purge_history(PG_FUNCTION_ARGS)
 	PG_RETURN_INT64(iterations);
 }
 
+/*
+ * pix_streams_keepalive(interation_ids): marks the live streams those ids name (their current id, or
+ * their previous id while its batch is pending) as read now, in one statement, and returns how many
+ * it marked. The HTTP server calls it for all its parked reads at once, so a collector waiting in a
+ * long poll keeps its stream alive without a commit of its own. NULL elements and malformed ids are
+ * ignored; a stream already dead is not revived; a stream whose row another call holds right now is
+ * skipped (that call is a read, and marks it itself).
+ */
+Datum pix_streams_keepalive(PG_FUNCTION_ARGS)
+{
+	static statement keepalive_sql = {
+	    "UPDATE pix.stream s SET last_read_at = $2"
+	    "  FROM (SELECT s.stream_id FROM pix.iteration i JOIN pix.stream s USING (stream_id)"
+	    "         WHERE i.iid = ANY ($1) AND s.state = 'o' AND s.last_read_at >= $3"
+	    "           AND (i.seq = s.seq OR (i.seq = s.seq - 1 AND cardinality(s.pending_ids) > 0))"
+	    "           FOR NO KEY UPDATE OF s SKIP LOCKED) live"
+	    " WHERE s.stream_id = live.stream_id",
+	    3,
+	    {TEXTARRAYOID, TIMESTAMPTZOID, TIMESTAMPTZOID}};
+	TimestampTz now = GetCurrentTimestamp();
+	Datum values[3];
+	Datum ids;
+	int marked;
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_INT32(0);
+	ids = wellformed_ids(PG_GETARG_ARRAYTYPE_P(0));
+	if (array_length_of(ids) == 0)
+		PG_RETURN_INT32(0);
+
+	pix_require_read_committed();
+	SPI_connect();
+	values[0] = ids;
+	values[1] = TimestampTzGetDatum(now);
+	values[2] = TimestampTzGetDatum(idle_cutoff(now));
+	marked = execute(&keepalive_sql, values, NULL, false, 0);
+	SPI_finish();
+	PG_RETURN_INT32(marked);
+}
+
 /* ------------------------------------------------------------------------------------------------
  * Arguments
  * ------------------------------------------------------------------------------------------------
@@ -454,6 +502,29 @@ static void iid_arg(FunctionCallInfo fcinfo, int argno, char *iid)
 		raise_not_found();
 	memcpy(iid, VARDATA_ANY(arg), PIX_IID_LEN);
 	iid[PIX_IID_LEN] = '\0';
+}
+
+/*
+ * The well-formed ids of a text[] of any shape, as a one-dimensional text[] (NULLs and anything
+ * that is not an id dropped), so that only ids ever reach an index lookup.
+ */
+static Datum wellformed_ids(ArrayType *array)
+{
+	Datum *elems;
+	bool *nulls;
+	int n;
+	int kept = 0;
+
+	if (ARR_ELEMTYPE(array) != TEXTOID)
+		elog(ERROR, "pix: interation_ids must be text[]");
+	deconstruct_array(array, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	for (int i = 0; i < n; i++) {
+		text *id = nulls[i] ? NULL : DatumGetTextPP(elems[i]);
+
+		if (id != NULL && pix_iid_is_wellformed(VARDATA_ANY(id), VARSIZE_ANY_EXHDR(id)))
+			elems[kept++] = PointerGetDatum(id);
+	}
+	return PointerGetDatum(construct_array(elems, kept, TEXTOID, -1, false, TYPALIGN_INT));
 }
 
 static void raise_not_found(void)
@@ -496,16 +567,19 @@ static int execute(statement *st, Datum *values, const char *nulls, bool read_on
 	return (int)SPI_processed;
 }
 
-/* Finds the stream an id names and locks its row. False when no iteration has this id. */
-static bool lock_stream(const char *iid, stream_row *s)
+/*
+ * Reads the stream row an id of this ISPB names with st (locking it or not). False when there is
+ * none: an unknown id, or another ISPB's.
+ */
+static bool find_stream(statement *st, const char *ispb, const char *iid, stream_row *s)
 {
-	Datum values[1] = {CStringGetTextDatum(iid)};
+	Datum values[2] = {CStringGetTextDatum(iid), CStringGetTextDatum(ispb)};
 	HeapTuple row;
 	TupleDesc desc;
 	bool isnull;
 	char *text_value;
 
-	if (execute(&lock_stream_sql, values, NULL, false, 1) == 0)
+	if (execute(st, values, NULL, false, 1) == 0)
 		return false;
 	row = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
@@ -523,18 +597,65 @@ static bool lock_stream(const char *iid, stream_row *s)
 	return true;
 }
 
-/* Another ISPB's stream is "not found" (no oracle); a closed, expired or idle one is "gone". */
-static void check_stream(const stream_row *s, const char *ispb)
+/*
+ * The preamble of every call on a stream: lock the row the id names, then check that the stream is
+ * alive. Returns the time the call acts at, read once the lock is held: after a long wait for the
+ * lock, a time read before it would record a last read already in the past. An unknown id or
+ * another ISPB's is "not found" (no oracle); a closed, expired or idle stream is "gone".
+ */
+static TimestampTz lock_stream(const char *ispb, const char *iid, stream_row *s)
 {
-	if (strcmp(s->ispb, ispb) != 0)
+	TimestampTz now;
+
+	if (!find_stream(&lock_stream_sql, ispb, iid, s))
 		raise_not_found();
-	if (s->state != 'o' || s->last_read_at < idle_cutoff(GetCurrentTimestamp()))
+	now = GetCurrentTimestamp();
+	if (s->state != 'o' || s->last_read_at < idle_cutoff(now))
 		raise_gone();
+	return now;
 }
 
+/*
+ * An empty read that writes nothing: a call on the current id of a live stream with nothing pending
+ * to confirm, a recent enough last read, and nothing to claim. It reads the stream row without
+ * locking it (a lock is a write), so it answers as of a moment ago: as if it had come just before
+ * any call on the stream that has not committed yet. False when any of that does not hold: the
+ * caller then takes the locked path, which decides everything again.
+ */
+static bool quiet_read(const char *ispb, const char *iid, read_result *r)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	stream_row s;
+
+	if (!find_stream(&peek_stream_sql, ispb, iid, &s))
+		raise_not_found();
+	if (s.state != 'o' || s.called_seq != s.seq || s.pending_count > 0 ||
+	    s.last_read_at < now - liveness_slack_us())
+		return false;
+	if (pix_claim_sweep_due(ispb, now, Min(1000, pix_stream_idle_timeout_ms / 4)))
+		sweep_ispb(ispb, s.stream_id, now);
+	if (pix_claim_peek(ispb))
+		return false;
+	strlcpy(r->iid, s.current_iid, sizeof(r->iid));
+	r->count = 0;
+	r->body = NULL;
+	return true;
+}
+
+/*
+ * A stream is dead once its recorded last read is older than the idle timeout plus the slack: an
+ * empty read may leave the record up to the slack behind the true last read, so a stream never
+ * expires earlier than the timeout after its last read, and at most the slack later.
+ */
 static TimestampTz idle_cutoff(TimestampTz now)
 {
-	return now - (TimestampTz)pix_stream_idle_timeout_ms * 1000;
+	return now - (TimestampTz)pix_stream_idle_timeout_ms * 1000 - liveness_slack_us();
+}
+
+/* A quarter of the idle timeout, at most PIX_LIVENESS_SLACK_MAX_MS. */
+static int64 liveness_slack_us(void)
+{
+	return (int64)Min(pix_stream_idle_timeout_ms / 4, PIX_LIVENESS_SLACK_MAX_MS) * 1000;
 }
 
 static Datum ids_array(const int64 *ids, int count)
@@ -627,10 +748,13 @@ static void read_on(stream_row *s, int max, TimestampTz now, read_result *r, Mem
 
 	if (r->count == 0) {
 		strlcpy(r->iid, s->current_iid, sizeof(r->iid));
+		r->body = NULL;
+		/* Nothing to confirm and a recent enough last read: this read writes nothing. */
+		if (s->pending_count == 0 && s->last_read_at >= now - liveness_slack_us())
+			return;
 		values[0] = Int64GetDatum(s->stream_id);
 		values[1] = TimestampTzGetDatum(now);
 		execute(&stay_sql, values, NULL, false, 0);
-		r->body = NULL;
 		return;
 	}
 

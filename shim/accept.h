@@ -9,7 +9,8 @@
 #define PIXD_ACCEPT_H
 
 #include <stddef.h>
-#include "pixd.h"
+#include <h2o.h>
+#include "config.h"
 
 /* What a read may send: application/json (one message) or multipart/json (a batch). */
 enum accept_choice {

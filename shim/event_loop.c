@@ -28,7 +28,8 @@
 #include <unistd.h>
 #include "event_loop.h"
 #include "parking.h"
-#include "request_handler.h"
+#include "respond.h"
+#include "router.h"
 
 #define DRAIN_MS 100
 
@@ -46,7 +47,6 @@ static h2o_globalconf_t config;
 static h2o_accept_ctx_t accept_ctx;
 static h2o_socket_t *listener;
 static h2o_socket_t *signals;
-static int num_connections;
 
 void event_loop_init(void)
 {
@@ -54,7 +54,7 @@ void event_loop_init(void)
 	config.server_name = h2o_iovec_init(H2O_STRLIT("pixd"));
 	/* Only POST /api/util/msgs takes a body, and ignores it. */
 	config.max_request_entity_size = 64 * 1024;
-	request_handler_register(&config);
+	router_register(&config);
 	pixd_loop = h2o_evloop_create();
 	h2o_context_init(&pixd_ctx, pixd_loop, &config);
 	accept_ctx.ctx = &pixd_ctx;
@@ -138,25 +138,20 @@ static void on_accept(h2o_socket_t *sock, const char *err)
 	if (err != NULL)
 		return;
 	/* A bounded batch per wake-up keeps one busy listener from starving the other sockets. */
-	for (int i = 0; i < 64 && num_connections < pixd_config.max_connections; i++) {
+	for (int i = 0; i < 64 && pixd_metrics.connections < pixd_config.max_connections; i++) {
 		h2o_socket_t *conn = h2o_evloop_socket_accept(sock);
 		if (conn == NULL)
 			break;
-		num_connections++;
+		pixd_metrics.connections++;
 		conn->on_close.cb = on_connection_closed;
 		h2o_accept(&accept_ctx, conn);
 	}
 	update_accepting();
 }
 
-int event_loop_connections(void)
-{
-	return num_connections;
-}
-
 static void on_connection_closed(void *data)
 {
-	num_connections--;
+	pixd_metrics.connections--;
 	update_accepting();
 }
 
@@ -164,7 +159,7 @@ static void update_accepting(void)
 {
 	if (listener == NULL)
 		return;
-	if (num_connections < pixd_config.max_connections) {
+	if (pixd_metrics.connections < pixd_config.max_connections) {
 		if (!h2o_socket_is_reading(listener))
 			h2o_socket_read_start(listener, on_accept);
 	} else if (h2o_socket_is_reading(listener)) {
@@ -242,7 +237,7 @@ int event_loop_run(void)
 		return 1;
 	for (;;) {
 		h2o_evloop_run(pixd_loop, pixd_shutting_down ? 10 : 1000);
-		if (!pixd_shutting_down || request_handler_in_flight() > 0)
+		if (!pixd_shutting_down || async_req_in_flight() > 0)
 			continue;
 		if (drain_until == 0)
 			drain_until = h2o_now(pixd_loop) + DRAIN_MS;

@@ -11,8 +11,6 @@
 void event_loop_init(void);
 /* Binds and listens on "host:port" ("[v6]:port", ":port" for every address). -1 on error. */
 int event_loop_listen(const char *hostport);
-/* Open client connections (for /metrics). */
-int event_loop_connections(void);
 /* Runs until a graceful shutdown completes; returns the exit status. */
 int event_loop_run(void);
 /* Frees what event_loop_init made (after the database connections closed): a clean valgrind run. */

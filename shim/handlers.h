@@ -1,5 +1,5 @@
 /*
- * handlers.h — one function per route, called by the router (request_handler.c) once the path
+ * handlers.h — one function per route, called by the router (router.c) once the path
  * and method matched. Each answers the request, now or after its query; the path segments they get
  * point into the request and are not validated yet.
  */
@@ -15,8 +15,5 @@ void handle_util_msgs(h2o_req_t *req, h2o_iovec_t ispb, h2o_iovec_t number);
 void handle_health(h2o_req_t *req);
 void handle_metrics(h2o_req_t *req);
 void handle_openapi(h2o_req_t *req);
-
-/* Counts a response for /metrics: by route and status class, and its latency in the histogram. */
-void metrics_observe(h2o_req_t *req, int status, double ms);
 
 #endif

@@ -21,7 +21,6 @@
 #include "listener.h"
 #include "parking.h"
 #include "pgconn.h"
-#include "request_handler.h"
 
 enum listener_state { L_DOWN, L_CONNECTING, L_SUBSCRIBING, L_DISCOVERING, L_LISTENING };
 

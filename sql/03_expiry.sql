@@ -6,7 +6,9 @@
 -- very reader, at the head of the queue), and pix_expire_streams() sweeps all ISPBs and says how
 -- many streams it expired. The timeout is a superuser GUC; this suite sets it per step, so no
 -- step depends on how fast the machine is: a stream is made idle by sleeping well past a short
--- timeout, and kept alive by a long one.
+-- timeout, and kept alive by a long one. A stream dies once its recorded last read is older than
+-- the timeout plus the liveness slack (a quarter of it, at most 15 s: see 09_liveness), so the
+-- sleeps are longer than 1.25 times the short timeouts.
 --
 -- The helpers are the ones of 02_streams: ids are kept by name, messages shown by label.
 -- Recipients used here: 03000001 .. 03000009.
@@ -74,9 +76,9 @@ SELECT stop('03000002', 'e1');
 --
 SELECT enqueue('03000003', 1, 2, 3);
 SELECT start('03000003', 1, 'f1');
-SELECT pg_sleep(0.6);
+SELECT pg_sleep(0.8);
 SELECT start('03000003', 1, 'g1');
-SET pix.stream_idle_timeout = '500ms';
+SET pix.stream_idle_timeout = '500ms';  -- dead after 625 ms: 500 plus the slack (a quarter)
 SELECT read('03000003', 'g1', 10, 'g2');
 SET pix.stream_idle_timeout = '10min';
 SELECT read('03000003', 'f1', 1, 'x') AS f1;

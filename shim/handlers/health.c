@@ -5,7 +5,7 @@
  */
 #include "database.h"
 #include "handlers.h"
-#include "request_handler.h"
+#include "respond.h"
 
 struct health_ctx {
 	struct async_req base;

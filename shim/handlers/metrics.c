@@ -4,43 +4,23 @@
  * ISPB, delivered / confirmed / redelivered / requeued / expired totals), which maintenance.c
  * refreshes every few seconds. Answered from memory, no query: it works while the database is down,
  * and pix_db_metrics_age_seconds says how old the database's part is.
- *
- * Routes are a fixed set (the contract's), so labels stay bounded whatever clients send.
  */
-#define _GNU_SOURCE /* memmem */
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include "database.h"
-#include "event_loop.h"
 #include "handlers.h"
 #include "listener.h"
 #include "maintenance.h"
 #include "parking.h"
-#include "request_handler.h"
+#include "respond.h"
 
 struct text {
 	char buf[32768];
 	size_t len;
 };
 
-enum route { R_START, R_NEXT, R_STOP, R_MSGS, R_HEALTH, R_METRICS, R_OPENAPI, R_OTHER, R_N };
-static const char *const route_names[R_N] = {"stream_start", "stream_next", "stream_stop",
-                                             "util_msgs",    "health",      "metrics",
-                                             "openapi",      "other"};
-/* Upper bounds (seconds) of the latency histogram; a long poll lands near --wait-ms. */
-static const double latency_bounds[] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1,
-                                        0.25,  0.5,   1,    2.5,   5,    9};
-#define N_BOUNDS (sizeof(latency_bounds) / sizeof(latency_bounds[0]))
-
-static struct {
-	uint64_t responses[R_N][6]; /* by route and status / 100 */
-	uint64_t latency[R_N][N_BOUNDS + 1];
-	double latency_sum[R_N];
-} observed;
-
-static enum route route_of(h2o_req_t *req);
 static void put_observed(struct text *t);
 static void put_shards(struct text *t);
 
@@ -72,45 +52,6 @@ static void gauge(struct text *t, const char *name, const char *help, long value
 	put(t, "# HELP %s %s\n# TYPE %s gauge\n%s %ld\n", name, help, name, name, value);
 }
 
-static int path_is(h2o_iovec_t path, const char *prefix, const char *suffix)
-{
-	size_t p = strlen(prefix), s = strlen(suffix);
-
-	return path.len >= p + s && memcmp(path.base, prefix, p) == 0 &&
-	       memcmp(path.base + path.len - s, suffix, s) == 0;
-}
-
-static enum route route_of(h2o_req_t *req)
-{
-	h2o_iovec_t path = req->path_normalized;
-
-	if (path_is(path, "/api/pix/", "/stream/start"))
-		return R_START;
-	if (path_is(path, "/api/pix/", "") && memmem(path.base, path.len, "/stream/", 8) != NULL)
-		return h2o_memis(req->method.base, req->method.len, H2O_STRLIT("DELETE")) ? R_STOP : R_NEXT;
-	if (path_is(path, "/api/util/msgs/", ""))
-		return R_MSGS;
-	if (h2o_memis(path.base, path.len, H2O_STRLIT("/health")))
-		return R_HEALTH;
-	if (h2o_memis(path.base, path.len, H2O_STRLIT("/metrics")))
-		return R_METRICS;
-	if (h2o_memis(path.base, path.len, H2O_STRLIT("/openapi.json")))
-		return R_OPENAPI;
-	return R_OTHER;
-}
-
-void metrics_observe(h2o_req_t *req, int status, double ms)
-{
-	enum route r = route_of(req);
-	size_t b = 0;
-
-	observed.responses[r][status / 100 < 6 ? status / 100 : 5]++;
-	while (b < N_BOUNDS && ms / 1000.0 > latency_bounds[b])
-		b++;
-	observed.latency[r][b]++;
-	observed.latency_sum[r] += ms / 1000.0;
-}
-
 /* Behind a pix router: how many shards the router lists and whether each one's LISTEN is up. */
 static void put_shards(struct text *t)
 {
@@ -129,19 +70,19 @@ static void put_observed(struct text *t)
 {
 	put(t, "# HELP pixd_http_responses_total HTTP responses by route and status class.\n"
 	       "# TYPE pixd_http_responses_total counter\n");
-	for (int r = 0; r < R_N; r++)
+	for (int r = 0; r < ROUTE_N; r++)
 		for (int c = 1; c <= 5; c++)
-			if (observed.responses[r][c] > 0)
+			if (route_observed.responses[r][c] > 0)
 				put(t, "pixd_http_responses_total{route=\"%s\",class=\"%dxx\"} %" PRIu64 "\n",
-				    route_names[r], c, observed.responses[r][c]);
+				    route_names[r], c, route_observed.responses[r][c]);
 	put(t, "# HELP pixd_http_request_duration_seconds Time from request to response, by route.\n"
 	       "# TYPE pixd_http_request_duration_seconds histogram\n");
-	for (int r = 0; r < R_N; r++) {
+	for (int r = 0; r < ROUTE_N; r++) {
 		uint64_t cumulative = 0;
 
-		for (size_t b = 0; b <= N_BOUNDS; b++) {
-			cumulative += observed.latency[r][b];
-			if (b < N_BOUNDS)
+		for (size_t b = 0; b <= PIXD_LATENCY_BOUNDS; b++) {
+			cumulative += route_observed.latency[r][b];
+			if (b < PIXD_LATENCY_BOUNDS)
 				put(t,
 				    "pixd_http_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"} %" PRIu64
 				    "\n",
@@ -153,7 +94,7 @@ static void put_observed(struct text *t)
 				    route_names[r], cumulative);
 		}
 		put(t, "pixd_http_request_duration_seconds_sum{route=\"%s\"} %.6f\n", route_names[r],
-		    observed.latency_sum[r]);
+		    route_observed.latency_sum[r]);
 		put(t, "pixd_http_request_duration_seconds_count{route=\"%s\"} %" PRIu64 "\n",
 		    route_names[r], cumulative);
 	}
@@ -187,9 +128,9 @@ void handle_metrics(h2o_req_t *req)
 	counter(&t, "pixd_db_rejected_total", "Requests answered 503 at once (pool down or full).",
 	        m->db_rejected);
 	counter(&t, "pixd_db_reconnects_total", "Reconnection attempts.", m->db_reconnects);
-	gauge(&t, "pixd_connections", "Open client connections.", event_loop_connections());
+	gauge(&t, "pixd_connections", "Open client connections.", m->connections);
 	gauge(&t, "pixd_requests_in_flight", "Requests taken and not answered yet.",
-	      request_handler_in_flight());
+	      async_req_in_flight());
 	gauge(&t, "pixd_reads_in_progress", "Reads querying or parked.", parking_joined_count());
 	gauge(&t, "pixd_reads_parked", "Reads waiting for a message.", parking_parked_count());
 	gauge(&t, "pixd_db_up", "1 while the pool accepts queries.", !db_is_down());

@@ -8,7 +8,7 @@
  * never the .inc.
  */
 #include "handlers.h"
-#include "request_handler.h"
+#include "respond.h"
 
 static const unsigned char openapi_json[] = {
 #include "openapi.json.inc"

@@ -20,7 +20,7 @@
 #include "database.h"
 #include "handlers.h"
 #include "parking.h"
-#include "request_handler.h"
+#include "respond.h"
 
 struct read_ctx {
 	struct async_req base;

@@ -10,7 +10,7 @@
 #include <string.h>
 #include "database.h"
 #include "handlers.h"
-#include "request_handler.h"
+#include "respond.h"
 
 #define NUMBER_MAX_DIGITS 9 /* fits an int4 whatever --max-generate says */
 

@@ -266,6 +266,9 @@ class TestExpiry(PixTestCase):
     than the idle timeout, as in production: 8 s and 60 s)."""
     DB = "pix_e2e_expiry"
     IDLE = 4.0
+    # A stream is dead once its last read is older than the timeout plus the slack (a quarter of it,
+    # at most 15 s): see "Liveness" in the README.
+    EXPIRES = IDLE + min(IDLE / 4, 15.0)
     WAIT = 3.0
 
     @classmethod
@@ -284,7 +287,7 @@ class TestExpiry(PixTestCase):
         ids = insert_messages(self.xdb, ispb, 2)
         c1 = self.collector(ispb, pixd=self.xpixd)
         self.assertEqual(self.assertMessagesFor(c1.start(), ispb), ids[:1])
-        time.sleep(self.IDLE + 0.6)
+        time.sleep(self.EXPIRES + 0.6)
         c2 = self.collector(ispb, pixd=self.xpixd, accept="multipart/json")
         r = c2.start()
         self.assertEqual(self.assertMessagesFor(r, ispb), ids, "the expired batch first, same endToEndId")
@@ -299,7 +302,7 @@ class TestExpiry(PixTestCase):
         for c in cs:
             self.assertEqual(c.start().status, 200)
         self.assertProblem(self.collector(ispb, pixd=self.xpixd).start(), 429)
-        time.sleep(self.IDLE + 0.6)
+        time.sleep(self.EXPIRES + 0.6)
         c7 = self.collector(ispb, pixd=self.xpixd, accept="multipart/json")
         r = c7.start()
         self.assertEqual(r.status, 200, repr(r))
@@ -316,20 +319,21 @@ class TestExpiry(PixTestCase):
         self.assertEqual(got, ids)
 
     def test_parked_reader_gets_the_expired_batch_by_its_deadline(self):
-        """c1 takes the message at t0 and vanishes; c2 starts reading at t0 + 1.5 s and waits up to 3 s.
-        c1's stream expires at t0 + 4 s, before c2's wait ends (t0 + 4.5 s), while c2's own stream (read
-        at t0 + 1.5 s) is alive: a message is available before the wait ends, so the answer is 200 (woken
-        by a sweep, or at the latest by the read at the deadline), not 204."""
+        """c1 takes the message at t0 and vanishes; c2 starts reading at t0 + 2.5 s and waits up to 3 s.
+        c1's stream expires at t0 + 5 s (timeout + slack), before c2's wait ends (t0 + 5.5 s), while c2's
+        own stream (read at t0 + 2.5 s) is alive: a message is available before the wait ends, so the
+        answer is 200 (woken by a sweep, or at the latest by the read at the deadline), not 204."""
         ispb = new_ispb()
         ids = insert_messages(self.xdb, ispb, 1)
         c1 = self.collector(ispb, pixd=self.xpixd)
         t0 = time.monotonic()
         self.assertEqual(self.assertMessagesFor(c1.start(), ispb), ids)
-        time.sleep(1.5 - (time.monotonic() - t0))
+        start_c2 = self.EXPIRES - self.WAIT + 0.5
+        time.sleep(start_c2 - (time.monotonic() - t0))
         c2 = self.collector(ispb, pixd=self.xpixd)
         r = c2.start()
         log(f"\n    parked reader answered {r.status} after {r.elapsed * 1000:.0f} ms "
-            f"({(time.monotonic() - t0 - self.IDLE) * 1000:.0f} ms after the other stream expired)")
+            f"({(time.monotonic() - t0 - self.EXPIRES) * 1000:.0f} ms after the other stream expired)")
         self.assertEqual(r.status, 200, f"the expired batch should reach the parked reader: {r!r}")
         self.assertEqual(self.assertMessagesFor(r, ispb), ids)
 
@@ -347,7 +351,7 @@ class TestExpiry(PixTestCase):
         # whatever the dropped request claimed comes back once its stream expires
         c = self.collector(ispb, pixd=self.xpixd)
         r = c.start()
-        deadline = time.monotonic() + self.IDLE + 3 * self.WAIT
+        deadline = time.monotonic() + self.EXPIRES + 3 * self.WAIT
         while r.status == 204 and time.monotonic() < deadline:
             r = c.next()
         self.assertEqual(r.status, 200, repr(r))

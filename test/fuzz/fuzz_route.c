@@ -1,10 +1,13 @@
 /*
  * fuzz_route.c — libFuzzer harness for the shim's request side: routing and path splitting
- * (shim/request_handler.c), the {number} and interationId checks and the read/stop/generate
- * handlers (shim/handlers/util.c, shim/handlers/stream.c), the problem+json responses and gzip.
+ * (shim/router.c), the {number} and interationId checks and the read/stop/generate handlers
+ * (shim/handlers/util.c, shim/handlers/stream.c), the problem+json responses and gzip
+ * (shim/respond.c).
  *
- * The shim's files are included as they are (their static functions become reachable) and the
- * harness stands in for what surrounds them: the database pool (db_submit records the query and
+ * The shim's files are included as they are (their static functions become reachable) and linked
+ * with the ground floor they stand on (config.c, counters.c, log.c, pixd.c, accept.c: the real
+ * globals, nothing redefined). The harness stands in for the layer below the handlers and for
+ * h2o's output: the database pool (db_submit records the query and
  * the harness answers it after the handler returned, as the loop would), the parking lot, the
  * health/metrics/openapi handlers, and h2o_start_response/h2o_send (which capture the response;
  * they interpose the ones of libh2o-evloop). Requests are built with libh2o's own memory pool,
@@ -22,7 +25,8 @@
  * is 1..9 ASCII digits within --max-generate, and the parameters are NUL-terminated copies.
  */
 #define _GNU_SOURCE
-#include "../../shim/request_handler.c"
+#include "../../shim/router.c"
+#include "../../shim/respond.c"
 #include "../../shim/handlers/stream.c"
 #include "../../shim/handlers/util.c"
 
@@ -32,36 +36,13 @@
 #include "json_check.h"
 #include "parking.h"
 
-struct pixd_config pixd_config = {.listen = "127.0.0.1:0",
-                                  .pool_size = 1,
-                                  .wait_ms = 0,
-                                  .max_queue = 1,
-                                  .max_parked = 10,
-                                  .max_generate = 10000,
-                                  .query_timeout_ms = 1000,
-                                  .connect_timeout_ms = 1000,
-                                  .access_log = 1};
-struct pixd_metrics pixd_metrics;
-h2o_evloop_t *pixd_loop;
-h2o_context_t pixd_ctx;
-int pixd_shutting_down;
-
 static int db_mode;
 static db_query_t *pending_query;
 static int submits, responses, resp_status;
 static char resp_body[65536];
 static size_t resp_len;
-static char log_line[2048];
 
 static void fail(const char *what);
-
-void pixd_log(const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(log_line, sizeof(log_line), fmt, ap);
-	va_end(ap);
-}
 
 /* ---- stand-ins for the pool and the parking lot ---- */
 
@@ -96,12 +77,6 @@ enum park_outcome parking_park(struct parking_slot *s)
 void parking_leave(struct parking_slot *s)
 {
 	s->joined = 0;
-}
-void metrics_observe(h2o_req_t *req, int status, double ms)
-{
-	(void)req;
-	(void)status;
-	(void)ms;
 }
 
 void handle_health(h2o_req_t *req)
@@ -145,7 +120,7 @@ static size_t cur_size;
 
 static void fail(const char *what)
 {
-	fprintf(stderr, "fuzz_route: %s (status %d, log: %s)\ninput: ", what, resp_status, log_line);
+	fprintf(stderr, "fuzz_route: %s (status %d)\ninput: ", what, resp_status);
 	for (size_t i = 0; i < cur_size; i++)
 		fprintf(stderr, (cur_input[i] >= 0x20 && cur_input[i] < 0x7f) ? "%c" : "\\x%02x",
 		        (unsigned char)cur_input[i]);
@@ -315,6 +290,13 @@ static const char *find_res_header(h2o_req_t *req, const char *name)
 	return NULL;
 }
 
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+	/* The defaults of config.c, quiet: stderr is for libFuzzer's and the sanitizers' reports. */
+	pixd_config.access_log = 0;
+	return 0;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	h2o_req_t req;
@@ -459,7 +441,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			fail("problem body lacks type/title/status/detail");
 	}
 	h2o_mem_clear_pool(&req.pool);
-	if (request_handler_in_flight() != 0)
+	if (async_req_in_flight() != 0)
 		fail("a request left in flight");
 	free(copy);
 	return 0;

@@ -28,8 +28,10 @@ build() { # name
     fuzz_accept)
         $CC "${FLAGS[@]}" "${SHIM_FLAGS[@]}" -o "$OUT/$1" test/fuzz/fuzz_accept.c shim/accept.c "${SHIM_LIBS[@]}" ;;
     fuzz_route)
-        # includes shim/request_handler.c and shim/handlers/{stream,util}.c itself
+        # includes shim/router.c, shim/respond.c and shim/handlers/{stream,util}.c itself, and links
+        # the ground floor they stand on
         $CC "${FLAGS[@]}" "${SHIM_FLAGS[@]}" -Wno-unused-parameter -o "$OUT/$1" test/fuzz/fuzz_route.c shim/accept.c \
+            shim/config.c shim/counters.c shim/log.c shim/pixd.c \
             "${SHIM_LIBS[@]}" ;;
     *) echo "unknown harness $1" >&2; return 1 ;;
     esac

@@ -1,5 +1,5 @@
 /*
- * request_handler.h — routing, and the one way every response leaves the server.
+ * respond.h — the response helpers: the one way every response leaves the server.
  *
  * respond() sets status, reason, Content-Length (h2o_send_inline would not), Vary, gzip when the
  * client accepts it, writes the access-log line and counts the response. Handlers never call
@@ -12,8 +12,8 @@
  * parking lot, timers). After that nothing holds a pointer to it, so a late database answer cannot
  * touch freed memory: the pool finds the query cancelled and drops the result.
  */
-#ifndef PIXD_REQUEST_HANDLER_H
-#define PIXD_REQUEST_HANDLER_H
+#ifndef PIXD_RESPOND_H
+#define PIXD_RESPOND_H
 
 #include <libpq-fe.h>
 #include "database.h"
@@ -28,11 +28,8 @@ struct async_req {
 	char log_path[96];
 };
 
-/* Registers the router for every path of the default host. */
-void request_handler_register(h2o_globalconf_t *conf);
-
 /* Number of requests taken and not yet answered (graceful shutdown waits for 0). */
-int request_handler_in_flight(void);
+int async_req_in_flight(void);
 
 /* size >= sizeof(struct async_req), which must be the state's first member. Zero-filled. */
 void *async_req_new(h2o_req_t *req, size_t size, void (*detach)(struct async_req *a));
@@ -41,6 +38,7 @@ h2o_req_t *async_req_answer(struct async_req *a);
 
 void add_header(h2o_req_t *req, const char *name, const char *value, size_t len);
 void respond(h2o_req_t *req, int status, const char *content_type, const char *body, size_t len);
+void respond_not_allowed(h2o_req_t *req, const char *allow); /* 405 with Allow */
 void respond_json(h2o_req_t *req, int status, const char *json);
 void respond_problem(h2o_req_t *req, int status, const char *detail);
 /* 503 (or 429) with Retry-After. */
@@ -53,8 +51,5 @@ void respond_db_error(h2o_req_t *req, const PGresult *res);
 /* A query without result, or one that could not be submitted. */
 void respond_db_failure(h2o_req_t *req, enum db_failure failure);
 void respond_db_rejected(h2o_req_t *req, enum db_submit_status status);
-
-/* Shared validation: exactly 8 ASCII digits. */
-int is_ispb(const char *s, size_t len);
 
 #endif

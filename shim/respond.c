@@ -1,11 +1,10 @@
 /*
- * request_handler.c — the router and the response helpers.
+ * respond.c — the response helpers: the one way every response leaves the server, and the lifetime
+ * of requests answered later (async_req).
  *
- * Routes (SPEC.md): GET /health, /metrics, /openapi.json; GET /api/pix/{ispb}/stream/start;
- * GET|DELETE /api/pix/{ispb}/stream/{interationId}; POST /api/util/msgs/{ispb}/{number}.
- * A known path with another method is 405 with Allow; anything else 404. Every error body is
- * application/problem+json (RFC 9457) with type, title, status and detail. Details are fixed
- * strings chosen here, never a database message or request text: nothing to escape, no oracle.
+ * Every error body is application/problem+json (RFC 9457) with type, title, status and detail.
+ * Details are fixed strings chosen here or by the handlers, never a database message or request
+ * text: nothing to escape, no oracle.
  *
  * Compression: gzip (zlib, one deflate state reused with deflateReset: the loop is single-threaded)
  * whenever Accept-Encoding allows it and there is a body; Vary: Accept-Encoding on every body.
@@ -13,26 +12,15 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/time.h>
-#include <time.h>
 #include <zlib.h>
 #include "accept.h"
-#include "handlers.h"
-#include "request_handler.h"
+#include "respond.h"
 
-#define MAX_SEGMENTS 6
 #define RETRY_AFTER_DB_DOWN 2
 #define RETRY_AFTER_BUSY 1
 
-static int on_req(h2o_handler_t *self, h2o_req_t *req);
-static size_t split_path(h2o_iovec_t path, h2o_iovec_t *segs, size_t max);
-static int seg_is(h2o_iovec_t seg, const char *s);
-static int method_is(h2o_req_t *req, const char *m);
-static void route_api(h2o_req_t *req, h2o_iovec_t *segs, size_t n);
-static void respond_not_allowed(h2o_req_t *req, const char *allow);
 static int gzip_body(h2o_req_t *req, const char *body, size_t len, h2o_iovec_t *out);
 static double request_ms(h2o_req_t *req);
-static void access_log(h2o_req_t *req, const char *method, size_t method_len, const char *path,
-                       size_t path_len, int status);
 static void async_dispose(void *p);
 static const char *reason_phrase(int status);
 static int sqlstate_is_transient(const char *s);
@@ -40,115 +28,9 @@ static int shard_unreachable(const char *sqlstate, const PGresult *res);
 
 static int in_flight;
 
-void request_handler_register(h2o_globalconf_t *conf)
-{
-	h2o_hostconf_t *host =
-	    h2o_config_register_host(conf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
-	h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
-	h2o_handler_t *handler = h2o_create_handler(path, sizeof(*handler));
-
-	handler->on_req = on_req;
-}
-
-int request_handler_in_flight(void)
+int async_req_in_flight(void)
 {
 	return in_flight;
-}
-
-static int on_req(h2o_handler_t *self, h2o_req_t *req)
-{
-	h2o_iovec_t segs[MAX_SEGMENTS + 1];
-	size_t n = split_path(req->path_normalized, segs, MAX_SEGMENTS + 1);
-
-	pixd_metrics.requests++;
-	if (n == 1 && (seg_is(segs[0], "health") || seg_is(segs[0], "metrics") ||
-	               seg_is(segs[0], "openapi.json"))) {
-		if (!method_is(req, "GET"))
-			respond_not_allowed(req, "GET");
-		else if (seg_is(segs[0], "health"))
-			handle_health(req);
-		else if (seg_is(segs[0], "metrics"))
-			handle_metrics(req);
-		else
-			handle_openapi(req);
-		return 0;
-	}
-	if (n == 5 && seg_is(segs[0], "api")) {
-		route_api(req, segs, n);
-		return 0;
-	}
-	respond_problem(req, 404, "no such resource");
-	return 0;
-}
-
-/* /api/pix/{ispb}/stream/start, /api/pix/{ispb}/stream/{id}, /api/util/msgs/{ispb}/{number} */
-static void route_api(h2o_req_t *req, h2o_iovec_t *segs, size_t n)
-{
-	if (seg_is(segs[1], "pix") && seg_is(segs[3], "stream")) {
-		if (seg_is(segs[4], "start")) {
-			if (method_is(req, "GET"))
-				handle_stream_start(req, segs[2]);
-			else
-				respond_not_allowed(req, "GET");
-		} else if (method_is(req, "GET")) {
-			handle_stream_next(req, segs[2], segs[4]);
-		} else if (method_is(req, "DELETE")) {
-			handle_stream_stop(req, segs[2], segs[4]);
-		} else {
-			respond_not_allowed(req, "GET, DELETE");
-		}
-		return;
-	}
-	if (seg_is(segs[1], "util") && seg_is(segs[2], "msgs")) {
-		if (method_is(req, "POST"))
-			handle_util_msgs(req, segs[3], segs[4]);
-		else
-			respond_not_allowed(req, "POST");
-		return;
-	}
-	respond_problem(req, 404, "no such resource");
-}
-
-/* Splits "/a/b/c" into segments; returns how many (up to max; more count as max). */
-static size_t split_path(h2o_iovec_t path, h2o_iovec_t *segs, size_t max)
-{
-	size_t n = 0, i = 0;
-
-	if (path.len == 0 || path.base[0] != '/')
-		return 0;
-	if (path.len == 1)
-		return 0;
-	i = 1;
-	while (n < max) {
-		size_t start = i;
-		while (i < path.len && path.base[i] != '/')
-			i++;
-		segs[n++] = h2o_iovec_init(path.base + start, i - start);
-		if (i >= path.len)
-			break;
-		i++; /* the '/'; a trailing one yields an empty last segment */
-	}
-	return n;
-}
-
-static int seg_is(h2o_iovec_t seg, const char *s)
-{
-	return h2o_memis(seg.base, seg.len, s, strlen(s));
-}
-
-static int method_is(h2o_req_t *req, const char *m)
-{
-	return h2o_memis(req->method.base, req->method.len, m, strlen(m));
-}
-
-int is_ispb(const char *s, size_t len)
-{
-	if (len != PIXD_ISPB_LEN)
-		return 0;
-	for (size_t i = 0; i < len; i++)
-		if (s[i] < '0' || s[i] > '9')
-			return 0;
-	return 1;
 }
 
 /* ---- asynchronous requests ---------------------------------------------------------------- */
@@ -204,6 +86,7 @@ void respond(h2o_req_t *req, int status, const char *content_type, const char *b
 {
 	static h2o_generator_t generator = {NULL, NULL};
 	h2o_iovec_t buf = {NULL, 0};
+	double ms;
 
 	req->res.status = status;
 	req->res.reason = reason_phrase(status);
@@ -222,9 +105,10 @@ void respond(h2o_req_t *req, int status, const char *content_type, const char *b
 		req->res.content_length = 0;
 	}
 	pixd_metrics.responses_by_class[status / 100 < 6 ? status / 100 : 5]++;
-	metrics_observe(req, status, request_ms(req));
-	access_log(req, req->method.base, req->method.len, req->input.path.base, req->input.path.len,
-	           status);
+	ms = request_ms(req);
+	metrics_observe(req, status, ms);
+	log_access(req->method.base, req->method.len, req->input.path.base, req->input.path.len, status,
+	           ms);
 	h2o_start_response(req, &generator);
 	h2o_send(req, &buf, buf.len != 0 ? 1 : 0, H2O_SEND_STATE_FINAL);
 }
@@ -255,7 +139,7 @@ void respond_retry_later(h2o_req_t *req, int status, int seconds, const char *de
 	respond_problem(req, status, detail);
 }
 
-static void respond_not_allowed(h2o_req_t *req, const char *allow)
+void respond_not_allowed(h2o_req_t *req, const char *allow)
 {
 	h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, allow, strlen(allow));
 	respond_problem(req, 405, "method not allowed on this resource");
@@ -372,27 +256,6 @@ static double request_ms(h2o_req_t *req)
 	gettimeofday(&now, NULL);
 	return (now.tv_sec - req->timestamps.request_begin_at.tv_sec) * 1e3 +
 	       (now.tv_usec - req->timestamps.request_begin_at.tv_usec) / 1e3;
-}
-
-/* "2024-02-21T19:27:00.123Z GET /path 200 1.234ms"; bytes outside printable ASCII as %XX. */
-static void access_log(h2o_req_t *req, const char *method, size_t method_len, const char *path,
-                       size_t path_len, int status)
-{
-	char clean[256];
-	size_t j = 0;
-
-	if (!pixd_config.access_log)
-		return;
-	for (size_t i = 0; i < path_len && j + 4 < sizeof(clean); i++) {
-		unsigned char ch = path[i];
-		if (ch > 0x20 && ch < 0x7f)
-			clean[j++] = ch;
-		else
-			j += snprintf(clean + j, sizeof(clean) - j, "%%%02X", ch);
-	}
-	clean[j] = '\0';
-	pixd_log("%.*s %s %d %.3fms", (int)(method_len < 16 ? method_len : 16), method, clean, status,
-	         request_ms(req));
 }
 
 static const char *reason_phrase(int status)

@@ -1,0 +1,59 @@
+/*
+ * counters.h — ground floor: the counters and gauges GET /metrics exposes. Every layer adds to
+ * them; only handlers/metrics.c reads them. Plain integers: the loop is single-threaded.
+ */
+#ifndef PIXD_COUNTERS_H
+#define PIXD_COUNTERS_H
+
+#include <stdint.h>
+#include <h2o.h>
+
+struct pixd_metrics {
+	uint64_t requests;
+	uint64_t responses_by_class[6]; /* index status / 100 */
+	uint64_t reads_200;
+	uint64_t reads_204;
+	uint64_t parks;
+	uint64_t wakeups;
+	uint64_t notifications;
+	uint64_t db_queries;
+	uint64_t db_errors;
+	uint64_t db_timeouts;
+	uint64_t db_rejected; /* 503 because the pool was down or its queue full */
+	uint64_t db_reconnects;
+	uint64_t clients_gone; /* requests whose client left before the answer */
+	/* gauges, kept by the layer that owns them */
+	int connections; /* open client connections (event_loop.c) */
+};
+
+extern struct pixd_metrics pixd_metrics;
+
+/* Responses by route and latency: routes are the contract's fixed set, so labels stay bounded. */
+enum route {
+	ROUTE_START,
+	ROUTE_NEXT,
+	ROUTE_STOP,
+	ROUTE_MSGS,
+	ROUTE_HEALTH,
+	ROUTE_METRICS,
+	ROUTE_OPENAPI,
+	ROUTE_OTHER,
+	ROUTE_N
+};
+#define PIXD_LATENCY_BOUNDS 12
+
+struct route_observations {
+	uint64_t responses[ROUTE_N][6]; /* by route and status / 100 */
+	uint64_t latency[ROUTE_N][PIXD_LATENCY_BOUNDS + 1];
+	double latency_sum[ROUTE_N];
+};
+
+extern const char *const route_names[ROUTE_N];
+/* Upper bounds (seconds) of the latency histogram's buckets. */
+extern const double latency_bounds[PIXD_LATENCY_BOUNDS];
+extern struct route_observations route_observed;
+
+/* Counts a response: by route and status class, and its latency in the histogram. */
+void metrics_observe(h2o_req_t *req, int status, double ms);
+
+#endif

@@ -221,11 +221,28 @@ if wanted unit; then
     fi
 fi
 
+# The last "N passed, N failed" line of a suite's output; a non-zero status without failures counts one.
+record_summary() { # name output-file status
+    local line p f
+    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$2" | tail -n1 || true)
+    if [[ -n "$line" ]]; then
+        read -r p _ f _ <<<"$line"
+        f=${f%,}
+        if (($3 != 0 && f == 0)); then
+            f=1
+        fi
+        record "$1" "$p" "$f"
+    else
+        echo "$1 ended without a summary (status $3)"
+        record "$1" 0 1
+    fi
+}
+
 # ---- end to end -------------------------------------------------------------------------------
 # e2e_suite NAME SHARDS ARGS...: test/e2e/run.py against the throw-away cluster (SHARDS > 0: every database
 # it makes is a router in front of that many shard databases).
 e2e_suite() {
-    local name=$1 shards=$2 status line p f
+    local name=$1 shards=$2 status
     shift 2
     say "$name (test/e2e/${shards:+, $shards shards}) against shim/pixd"
     if [[ ! -x shim/pixd ]]; then
@@ -245,17 +262,7 @@ e2e_suite() {
     PIX_E2E_SHARDS=$shards timeout 900 python3 test/e2e/run.py "$@" 2>&1 | tee "$TMP/$name.out"
     status=${PIPESTATUS[0]}
     set -e
-    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$TMP/$name.out" | tail -n1 || true)
-    if [[ -n "$line" ]]; then
-        read -r p _ f _ <<<"$line"
-        if ((status != 0 && f == 0)); then
-            f=1
-        fi
-        record "$name" "$p" "$f"
-    else
-        echo "the end-to-end suite ended without a summary (status $status)"
-        record "$name" 0 1
-    fi
+    record_summary "$name" "$TMP/$name.out" "$status"
 }
 if wanted e2e; then
     read -r -a e2e_args <<<"${PIX_E2E_ARGS:-}"
@@ -270,7 +277,7 @@ if wanted shards; then e2e_suite shards 4 -k test_drain_while_producing -k TestS
 # bench: pixbench's short drain, wake and expiry runs as a correctness check (verdicts, no timing)
 # docker: the compose file is accepted by docker-compose
 run_suite() { # name command...
-    local name=$1 out="$TMP/$1.out" status line p f
+    local name=$1 out="$TMP/$1.out" status
     shift
     say "$name: $*"
     set +e
@@ -281,21 +288,11 @@ run_suite() { # name command...
     fi
     status=${PIPESTATUS[0]}
     set -e
-    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$out" | tail -n1 || true)
-    if [[ -n "$line" ]]; then
-        read -r p _ f _ <<<"$line"
-        f=${f%,}
-        if ((status != 0 && f == 0)); then
-            f=1
-        fi
-        record "$name" "$p" "$f"
-    else
-        echo "$name ended without a summary (status $status)"
-        record "$name" 0 1
-    fi
+    record_summary "$name" "$out" "$status"
 }
 docker_check() {
-    if docker-compose -f docker/compose.yaml config >/dev/null; then
+    if docker-compose -f docker/compose.yaml config >/dev/null &&
+        docker-compose -f docker/compose.yaml --profile sharded config >/dev/null; then
         echo "1 passed, 0 failed"
     else
         echo "0 passed, 1 failed"

@@ -40,6 +40,13 @@ END
 $$;
 GRANT USAGE ON SCHEMA pix_router TO pix_client;
 GRANT USAGE ON FOREIGN SERVER pix_cluster TO pix_client;
+-- PL/Proxy says "dropping stale conn" (NOTICE) on the call after a shard raised an error (404, 410...):
+-- routine here, not worth a line in the server's log each time.
+DO $$
+BEGIN
+    EXECUTE format('ALTER DATABASE %I SET client_min_messages = warning', current_database());
+END
+$$;
 
 -- What this router was installed with (read by partition_of and by scripts/shards.sh).
 CREATE TABLE IF NOT EXISTS pix_router.setting (name text PRIMARY KEY, value text NOT NULL);

@@ -479,20 +479,21 @@ GP
 }
 
 # ---- sharding -----------------------------------------------------------------------------------
-# The same drain (many ISPBs, 2 multipart collectors each, tracked messages preloaded) against one
-# database and against routers with 1, 2 and 4 shards, all on this machine; round 2 runs in the reverse
-# order. Each run uses ISPBs of its own.
+# The same drain (many ISPBs, 2 multipart collectors each) against one database and against routers with
+# 1, 2 and 4 shards, all on this machine; round 2 runs in the reverse order. Each run uses ISPBs of its
+# own: a backlog made with pix_generate_messages (through the router: routed per ISPB) plus 2 000 tracked
+# messages (INSERT; through the router one forwarded row at a time, hence few) for the exactly-once check.
 scenario_sharding() {
-    local n=40000 ispbs=64 rounds=2
-    q && n=10000 ispbs=32 rounds=1
-    full && n=100000
+    local n=150000 ispbs=64 rounds=2 tracked=2000
+    q && n=20000 ispbs=32 rounds=1
+    full && n=500000
     setup_cluster
     local -A dbs=([db]=$DB)
     local s k
     for s in 1 2 4; do
         dbs[r$s]=$("$top/scripts/shards.sh" up "$dir/sharded-$s" $((PG_PORT + 10 * s)) "$s" 2>>"$OUT/shards.log")
     done
-    header "sharding: $n messages over $ispbs ISPBs x 2 multipart collectors; 1 database vs the router with 1, 2, 4 shards"
+    header "sharding: $n + $tracked messages over $ispbs ISPBs x 2 multipart collectors; 1 database vs the router with 1, 2, 4 shards"
     local order=(db r1 r2 r4) r c base=40000000 run=0
     local -A res
     for ((r = 1; r <= rounds; r++)); do
@@ -501,8 +502,9 @@ scenario_sharding() {
             DB=${dbs[$c]}
             start_shim 8000
             log "sharding round $r: $c"
-            pb "sharding-$c-$r" --ispbs "$ispbs" --ispb-base $((base + 1000 * run)) --collectors 2 --preload "$n" \
-                --accept multipart
+            pb "sharding-$c-$r" --ispbs "$ispbs" --ispb-base $((base + 1000 * run)) --collectors 2 \
+                --preload "$tracked" --backlog "$n" --stop-after $((n + tracked)) --accept multipart
+            res[$c.pg]+="$(f pg_cpu_pct) "
             res[$c]+="$(f msgs_per_s) "
             res[$c.v]+="$(verdict_word) "
             [[ "$c" == r4 ]] && res[r4.base]=$((base + 1000 * run))
@@ -514,13 +516,13 @@ scenario_sharding() {
     mean() { awk '{s = 0; for (i = 1; i <= NF; i++) s += $i; printf "%.0f", s / NF}' <<<"$1"; }
     local m_db m
     m_db=$(mean "${res[db]}")
-    echo "| deployment | msgs/s per round | mean | vs 1 database | per shard | verdicts |"
-    echo "|---|---|---:|---:|---:|---|"
+    echo "| deployment | msgs/s per round | mean | vs 1 database | per shard | verdicts | CPU of --db's PostgreSQL (router or database), % of one core |"
+    echo "|---|---|---:|---:|---:|---|---|"
     for c in db r1 r2 r4; do
         m=$(mean "${res[$c]}")
         k=${c#r}
         [[ "$c" == db ]] && k=1
-        echo "| $([[ $c == db ]] && echo "1 database, no router" || echo "router, $k shard(s)") | ${res[$c]% } | $m | $(awk "BEGIN {printf \"%.2fx\", $m / $m_db}") | $((m / k)) | ${res[$c.v]% } |"
+        echo "| $([[ $c == db ]] && echo "1 database, no router" || echo "router, $k shard(s)") | ${res[$c]% } | $m | $(awk "BEGIN {printf \"%.2fx\", $m / $m_db}") | $((m / k)) | ${res[$c.v]% } | ${res[$c.pg]% } |"
     done
     echo
     local r1 overhead bar=PASS

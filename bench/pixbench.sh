@@ -483,8 +483,10 @@ GP
 # 1, 2 and 4 shards, all on this machine; round 2 runs in the reverse order. Each run uses ISPBs of its
 # own: a backlog made with pix_generate_messages (through the router: routed per ISPB) plus 2 000 tracked
 # messages (INSERT; through the router one forwarded row at a time, hence few) for the exactly-once check.
+# pixd's --pool is PIXBENCH_POOL (16) for every deployment: a routed call takes longer (one more hop), and
+# with a pool of 4 the router's throughput is bounded by 4 calls in flight, not by any CPU.
 scenario_sharding() {
-    local n=150000 ispbs=64 rounds=2 tracked=2000
+    local n=150000 ispbs=64 rounds=2 tracked=2000 POOL=${PIXBENCH_POOL:-16}
     q && n=20000 ispbs=32 rounds=1
     full && n=500000
     setup_cluster
@@ -493,14 +495,14 @@ scenario_sharding() {
     for s in 1 2 4; do
         dbs[r$s]=$("$top/scripts/shards.sh" up "$dir/sharded-$s" $((PG_PORT + 10 * s)) "$s" 2>>"$OUT/shards.log")
     done
-    header "sharding: $n + $tracked messages over $ispbs ISPBs x 2 multipart collectors; 1 database vs the router with 1, 2, 4 shards"
+    header "sharding: $n + $tracked messages over $ispbs ISPBs x 2 multipart collectors, pixd --pool $POOL; 1 database vs the router with 1, 2, 4 shards"
     local order=(db r1 r2 r4) r c base=40000000 run=0
     local -A res
     for ((r = 1; r <= rounds; r++)); do
         for c in "${order[@]}"; do
             run=$((run + 1))
             DB=${dbs[$c]}
-            start_shim 8000
+            start_shim 8000 --pool "$POOL"
             log "sharding round $r: $c"
             pb "sharding-$c-$r" --ispbs "$ispbs" --ispb-base $((base + 1000 * run)) --collectors 2 \
                 --preload "$tracked" --backlog "$n" --stop-after $((n + tracked)) --accept multipart

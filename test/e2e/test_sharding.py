@@ -254,3 +254,20 @@ class TestSharded(PixTestCase):
         with self.assertRaises(RuntimeError) as e:
             self.sql(f"SELECT * FROM pix_messages_send('{sender}', $b${json.dumps(bad)}$b$)")
         self.assertIn("messages[3]", str(e.exception))
+
+    def test_functions_for_everyone_add_up_over_the_shards(self):
+        a, b = self.ispb_on(0), self.ispb_on(3)
+        ids = [self.sql(f"SELECT interation_id FROM pix_stream_start('{i}')") for i in (a, b)]
+        metrics = dict(tuple(line.rsplit("|", 1)) for line in
+                       self.sql("SELECT metric || '|' || coalesce(ispb, '') || '|' || value FROM pix_metrics(1000)")
+                       .splitlines())
+        self.assertEqual(metrics[f"pix_streams_open|{a}"], "1")
+        self.assertEqual(metrics[f"pix_streams_open|{b}"], "1")
+        self.assertEqual(metrics["pix_shards_unreachable|"], "0")
+        total = sum(int(self.sql("SELECT count(*) FROM pix.stream WHERE state = 'o'", c)) for c in self.shards.values())
+        self.assertEqual(metrics["pix_streams_open|"], str(total), "the total is the sum over the shards")
+        if self.sql("SELECT count(*) FROM pg_proc WHERE proname = 'pix_streams_keepalive'", self.shards[0]) != "0":
+            # ids do not name their ISPB: every shard marks the ones it has, the router adds up
+            self.assertEqual(self.sql(f"SELECT pix_streams_keepalive(ARRAY['{ids[0]}', '{ids[1]}', 'unknown'])"), "2")
+        for i, iid in zip((a, b), ids):
+            self.assertEqual(self.sql(f"SELECT pix_stream_stop('{i}', '{iid}')"), "0")

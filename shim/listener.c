@@ -2,18 +2,20 @@
  * listener.c — LISTEN pix_message on every database that enqueues; NOTIFY payload = ISPB.
  *
  * One connection to --db always. When --db is a pix router (it has pix_shards(): see
- * router/pix_router.sql), the messages are enqueued, and notified, on the shards: that connection then
- * reads the shard list from the router (the router's cluster configuration is the one source of truth)
- * and one more connection per shard LISTENs there. The list is read again on every reconnection to
- * the router and every REDISCOVER_MS, so a shard added by moving partitions is heard without a restart.
- * A shard connection logs in as the router connection's user (PL/Proxy does the same).
+ * router/pix_router.sql), the messages are enqueued, and notified, on the shards: that connection
+ * then reads the shard list from the router (the router's cluster configuration is the one source
+ * of truth) and one more connection per shard LISTENs there. The list is read again on every
+ * reconnection to the router and every REDISCOVER_MS, so a shard added by moving partitions is
+ * heard without a restart. A shard connection logs in as the router connection's user (PL/Proxy
+ * does the same).
  *
  * States of each connection: DOWN (retry timer linked) -> CONNECTING -> SUBSCRIBING (LISTEN sent,
  * and on --db the router probe) -> DISCOVERING (--db of a router: shard list asked) -> LISTENING.
  * Invariants:
- *   - deaf_timer is linked exactly while some connection is not LISTENING (and not stopping): it wakes
- *     every parked read once a second, so a lost notification costs a second, never a whole wait.
- *   - A connection entering LISTENING wakes every parked read: whatever was enqueued while deaf gets read.
+ *   - deaf_timer is linked exactly while some connection is not LISTENING (and not stopping): it
+ * wakes every parked read once a second, so a lost notification costs a second, never a whole wait.
+ *   - A connection entering LISTENING wakes every parked read: whatever was enqueued while deaf
+ * gets read.
  *   - A payload that is not an ISPB is ignored: the channel is public to every database user.
  */
 #include <stdlib.h>
@@ -24,10 +26,11 @@
 
 enum listener_state { L_DOWN, L_CONNECTING, L_SUBSCRIBING, L_DISCOVERING, L_LISTENING };
 
-#define MAX_LISTENERS 65      /* --db + up to 64 shards */
-#define REDISCOVER_MS 10000   /* how often the router's shard list is read again */
+#define MAX_LISTENERS 65    /* --db + up to 64 shards */
+#define REDISCOVER_MS 10000 /* how often the router's shard list is read again */
 #define ROUTER_PROBE "LISTEN pix_message; SELECT to_regprocedure('public.pix_shards()') IS NOT NULL"
-/* The router connection LISTENs too (a no-op when repeated): whatever NOTIFY is sent there is heard. */
+/* The router connection LISTENs too (a no-op when repeated): whatever NOTIFY is sent there is
+ * heard. */
 #define SHARD_LIST "LISTEN pix_message; SELECT conninfo FROM public.pix_shards() ORDER BY shard"
 
 struct listener {
@@ -41,6 +44,7 @@ struct listener {
 	h2o_timeout_entry_t retry_timer;
 };
 
+static struct listener *listener_new(const char *conninfo, int shard);
 static void connect_now(struct listener *l);
 static void on_open(struct pgconn *pc);
 static void on_readable(struct pgconn *pc);
@@ -53,6 +57,7 @@ static int read_one_result(struct listener *l, PGresult *res);
 static void become_listening(struct listener *l);
 static void add_shard(const char *conninfo);
 static char *shard_conninfo(const char *conninfo);
+static char *append_param(char *o, const char *key, const char *value);
 static void deliver_notifications(struct listener *l);
 static void become_deaf(void);
 static int all_listening(void);
@@ -119,7 +124,8 @@ static void on_open(struct pgconn *pc)
 	struct listener *l = pc->data;
 
 	l->state = L_SUBSCRIBING;
-	if (!PQsendQuery(pc->pg, l->shard < 0 ? ROUTER_PROBE : "LISTEN pix_message") || pgconn_flush(pc) != 0)
+	if (!PQsendQuery(pc->pg, l->shard < 0 ? ROUTER_PROBE : "LISTEN pix_message") ||
+	    pgconn_flush(pc) != 0)
 		pgconn_fail(pc, PQerrorMessage(pc->pg));
 }
 
@@ -166,7 +172,8 @@ static int read_one_result(struct listener *l, PGresult *res)
 
 	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
 		char why[300];
-		snprintf(why, sizeof(why), "%s failed: %s", l->state == L_DISCOVERING ? "reading the shard list" : "LISTEN",
+		snprintf(why, sizeof(why), "%s failed: %s",
+		         l->state == L_DISCOVERING ? "reading the shard list" : "LISTEN",
 		         PQresultErrorMessage(res));
 		PQclear(res);
 		pgconn_fail(&l->pc, why);

@@ -13,7 +13,8 @@ void listener_init(void);
 void listener_shutdown(void);
 /* 1 while every LISTEN connection (--db and each shard's) is listening. */
 int listener_is_listening(void);
-/* Shards heard through a router (0 on a single database), and whether shard i (0..) is listening. */
+/* Shards heard through a router (0 on a single database), and whether shard i (0..) is listening.
+ */
 int listener_shards(void);
 int listener_shard_is_listening(int shard);
 

@@ -166,16 +166,17 @@ static int sqlstate_is_transient(const char *s)
 }
 
 /*
- * A pix router (PL/Proxy) that cannot reach, or lost, the shard of the call raises XX000 with a message
- * of its own ("PL/Proxy function f(n): [db] PQconnectStart: ..."); errors the shard raised keep their
- * SQLSTATE and say "REMOTE ERROR". Only the first kind means "that shard is unavailable".
+ * A pix router (PL/Proxy) that cannot reach, or lost, the shard of the call raises XX000 with a
+ * message of its own ("PL/Proxy function f(n): [db] PQconnectStart: ..."); errors the shard raised
+ * keep their SQLSTATE and say "REMOTE ERROR". Only the first kind means "that shard is
+ * unavailable".
  */
 static int shard_unreachable(const char *sqlstate, const PGresult *res)
 {
 	const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
 
-	return strcmp(sqlstate, "XX000") == 0 && msg != NULL && strncmp(msg, "PL/Proxy function ", 18) == 0 &&
-	       strstr(msg, "REMOTE ERROR") == NULL;
+	return strcmp(sqlstate, "XX000") == 0 && msg != NULL &&
+	       strncmp(msg, "PL/Proxy function ", 18) == 0 && strstr(msg, "REMOTE ERROR") == NULL;
 }
 
 void respond_db_error(h2o_req_t *req, const PGresult *res)

@@ -139,7 +139,8 @@ void handle_metrics(h2o_req_t *req)
 	gauge(&t, "pixd_db_connections_busy", "Pool connections running a query.",
 	      db_busy_connections());
 	gauge(&t, "pixd_db_queue_length", "Queries waiting for a connection.", db_queue_length());
-	gauge(&t, "pixd_listener_up", "1 while LISTEN pix_message is active (on every shard, behind a router).",
+	gauge(&t, "pixd_listener_up",
+	      "1 while LISTEN pix_message is active (on every shard, behind a router).",
 	      listener_is_listening());
 	put_shards(&t);
 	put_observed(&t);

@@ -28,10 +28,8 @@ enum listener_state { L_DOWN, L_CONNECTING, L_SUBSCRIBING, L_DISCOVERING, L_LIST
 
 #define MAX_LISTENERS 65    /* --db + up to 64 shards */
 #define REDISCOVER_MS 10000 /* how often the router's shard list is read again */
-#define ROUTER_PROBE "LISTEN pix_message; SELECT to_regprocedure('public.pix_shards()') IS NOT NULL"
 /* The router connection LISTENs too (a no-op when repeated): whatever NOTIFY is sent there is
  * heard. */
-#define SHARD_LIST "LISTEN pix_message; SELECT conninfo FROM public.pix_shards() ORDER BY shard"
 
 struct listener {
 	struct pgconn pc;
@@ -46,6 +44,10 @@ struct listener {
 
 static struct listener *listener_new(const char *conninfo, int shard);
 static void connect_now(struct listener *l);
+static void send_step(struct listener *l, int (*send)(PGconn *pg));
+static int send_listen(PGconn *pg);
+static int send_router_probe(PGconn *pg);
+static int send_shard_list(PGconn *pg);
 static void on_open(struct pgconn *pc);
 static void on_readable(struct pgconn *pc);
 static void on_failed(struct pgconn *pc, const char *why);
@@ -124,9 +126,34 @@ static void on_open(struct pgconn *pc)
 	struct listener *l = pc->data;
 
 	l->state = L_SUBSCRIBING;
-	if (!PQsendQuery(pc->pg, l->shard < 0 ? ROUTER_PROBE : "LISTEN pix_message") ||
-	    pgconn_flush(pc) != 0)
-		pgconn_fail(pc, PQerrorMessage(pc->pg));
+	send_step(l, l->shard < 0 ? send_router_probe : send_listen);
+}
+
+/* Sends one step's queries; each is a literal at its call (no SQL is ever built at run time). */
+static void send_step(struct listener *l, int (*send)(PGconn *pg))
+{
+	if (!send(l->pc.pg) || pgconn_flush(&l->pc) != 0)
+		pgconn_fail(&l->pc, PQerrorMessage(l->pc.pg));
+}
+
+static int send_listen(PGconn *pg)
+{
+	return PQsendQuery(pg, "LISTEN pix_message");
+}
+
+/* Whether --db is a pix router: it has pix_shards() (router/pix_router.sql). */
+static int send_router_probe(PGconn *pg)
+{
+	return PQsendQuery(
+	    pg, "LISTEN pix_message; SELECT to_regprocedure('public.pix_shards()') IS NOT NULL");
+}
+
+/* The router connection LISTENs too (a no-op when repeated): whatever NOTIFY is sent there is
+ * heard. */
+static int send_shard_list(PGconn *pg)
+{
+	return PQsendQuery(
+	    pg, "LISTEN pix_message; SELECT conninfo FROM public.pix_shards() ORDER BY shard");
 }
 
 static void on_readable(struct pgconn *pc)
@@ -153,8 +180,7 @@ static void read_results(struct listener *l)
 		if (res == NULL) {
 			if (l->state == L_SUBSCRIBING && l->shard < 0 && lsn.is_router) {
 				l->state = L_DISCOVERING;
-				if (!PQsendQuery(l->pc.pg, SHARD_LIST) || pgconn_flush(&l->pc) != 0)
-					pgconn_fail(&l->pc, PQerrorMessage(l->pc.pg));
+				send_step(l, send_shard_list);
 				return;
 			}
 			become_listening(l);
@@ -323,8 +349,7 @@ static void on_rediscover(h2o_timeout_entry_t *entry)
 		return;
 	l->state = L_DISCOVERING;
 	l->rediscovering = 1;
-	if (!PQsendQuery(l->pc.pg, SHARD_LIST) || pgconn_flush(&l->pc) != 0)
-		pgconn_fail(&l->pc, PQerrorMessage(l->pc.pg));
+	send_step(l, send_shard_list);
 }
 
 static int all_listening(void)

@@ -69,7 +69,7 @@ clean: clean-unit
 clean-unit:
 	rm -f test/unit/test_validate
 
-.PHONY: run run-ha test clean-shim clean-unit
+.PHONY: run run-ha test test-sharded clean-shim clean-unit
 run:
 	./scripts/run.sh
 
@@ -78,6 +78,10 @@ run-ha:
 
 test:
 	./test/run-all.sh
+
+# The whole end-to-end suite against routers with 4 shard databases each (README, "Deployment: sharded").
+test-sharded:
+	PIX_TEST_ONLY=e2e PIX_E2E_SHARDS=4 ./test/run-all.sh
 
 # ---- pixbench: the end-to-end load generator (bench/pixbench/, see BENCHMARKS.md) -------------
 PIXBENCH_SRCS = $(wildcard bench/pixbench/*.c)

@@ -20,6 +20,9 @@
 #                  one run; bar: TLS >= 0.8x plain
 #   send           POST /api/pix/{ispb}/msgs in batches of 100 vs SQL INSERT of the same messages
 #                  (pixbench --send); bars: >= 20 000 msgs/s over HTTP, >= 0.7x SQL
+#   sharding       1 database vs the PL/Proxy router with 1, 2 and 4 shards on this machine, many ISPBs:
+#                  drain throughput side by side, routing overhead at 1 shard (bar <= 15 %), per shard
+#                  (PostgreSQL ports --pg-port + 10..+14, +20..+22, +40..+44)
 #   check          short drain + wake + expiry runs, verdicts only (for the test suite)
 #   all            every scenario above except check, then charts
 #   charts         redraw bench/charts/*.png from the results directory
@@ -66,6 +69,10 @@ shim_pid=
 failures=0
 cleanup() {
     stop_shim
+    local d
+    for d in "$dir"/sharded-*; do
+        [[ -d "$d" ]] && "$top/scripts/shards.sh" down "$d" >/dev/null 2>&1
+    done
     "$top/scripts/cluster.sh" stop "$dir" >/dev/null 2>&1 || true
     [[ -f "$dir/postgres.log" ]] && cp "$dir/postgres.log" "$OUT/$scenario-postgres.log"
     grep -E 'terminated by signal|PANIC' "$dir/postgres.log" 2>/dev/null >&2 || true
@@ -660,8 +667,74 @@ GP
     log "charts in $cdir"
 }
 
+# ---- sharding -----------------------------------------------------------------------------------
+# The same drain (many ISPBs, 2 multipart collectors each) against one database and against routers with
+# 1, 2 and 4 shards, all on this machine; round 2 runs in the reverse order. Each run uses ISPBs of its
+# own: a backlog made with pix_generate_messages (through the router: routed per ISPB) plus 2 000 tracked
+# messages (INSERT; through the router one forwarded row at a time, hence few) for the exactly-once check.
+# pixd's --pool is PIXBENCH_POOL (16) for every deployment: a routed call takes longer (one more hop), and
+# with a pool of 4 the router's throughput is bounded by 4 calls in flight, not by any CPU.
+scenario_sharding() {
+    local n=150000 ispbs=64 rounds=2 tracked=2000 POOL=${PIXBENCH_POOL:-16}
+    q && n=20000 ispbs=32 rounds=1
+    full && n=500000
+    setup_cluster
+    local -A dbs=([db]=$DB)
+    local s k
+    for s in 1 2 4; do
+        dbs[r$s]=$("$top/scripts/shards.sh" up "$dir/sharded-$s" $((PG_PORT + 10 * s)) "$s" 2>>"$OUT/shards.log")
+    done
+    header "sharding: $n + $tracked messages over $ispbs ISPBs x 2 multipart collectors, pixd --pool $POOL; 1 database vs the router with 1, 2, 4 shards"
+    local order=(db r1 r2 r4) r c base=40000000 run=0
+    local -A res
+    for ((r = 1; r <= rounds; r++)); do
+        for c in "${order[@]}"; do
+            run=$((run + 1))
+            DB=${dbs[$c]}
+            start_shim 8000 --pool "$POOL"
+            log "sharding round $r: $c"
+            pb "sharding-$c-$r" --ispbs "$ispbs" --ispb-base $((base + 1000 * run)) --collectors 2 \
+                --preload "$tracked" --backlog "$n" --stop-after $((n + tracked)) --accept multipart
+            res[$c.pg]+="$(f pg_cpu_pct) "
+            res[$c]+="$(f msgs_per_s) "
+            res[$c.v]+="$(verdict_word) "
+            [[ "$c" == r4 ]] && res[r4.base]=$((base + 1000 * run))
+        done
+        order=(r4 r2 r1 db) # the other way round
+    done
+    stop_shim
+    DB=${dbs[db]}
+    mean() { awk '{s = 0; for (i = 1; i <= NF; i++) s += $i; printf "%.0f", s / NF}' <<<"$1"; }
+    local m_db m
+    m_db=$(mean "${res[db]}")
+    echo "| deployment | msgs/s per round | mean | vs 1 database | per shard | verdicts | CPU of --db's PostgreSQL (router or database), % of one core |"
+    echo "|---|---|---:|---:|---:|---|---|"
+    for c in db r1 r2 r4; do
+        m=$(mean "${res[$c]}")
+        k=${c#r}
+        [[ "$c" == db ]] && k=1
+        echo "| $([[ $c == db ]] && echo "1 database, no router" || echo "router, $k shard(s)") | ${res[$c]% } | $m | $(awk "BEGIN {printf \"%.2fx\", $m / $m_db}") | $((m / k)) | ${res[$c.v]% } | ${res[$c.pg]% } |"
+    done
+    echo
+    local r1 overhead bar=PASS
+    r1=$(mean "${res[r1]}")
+    overhead=$(awk "BEGIN {printf \"%.1f\", (1 - $r1 / $m_db) * 100}")
+    awk "BEGIN {exit !($overhead <= 15)}" || bar=MISSED
+    echo "**Bar (routing overhead at 1 shard <= 15 % of throughput): $bar — ${r1} vs ${m_db} msgs/s = ${overhead} %.**"
+    echo
+    echo "ISPBs per shard in the 4-shard runs (hash partitions, 16 over 4 shards):"
+    echo
+    echo '```'
+    psql -qXAt -v ON_ERROR_STOP=1 "${dbs[r4]}" -c "SELECT 'shard ' || s.shard || ': ' || count(*) || ' ISPBs'
+        FROM generate_series(0, $ispbs - 1) k JOIN pix_shards() s
+          ON pix_router.partition_number(lpad((${res[r4.base]} + k)::text, 8, '0')) = ANY (s.partitions)
+        GROUP BY s.shard ORDER BY s.shard"
+    echo '```'
+}
+
 run_one() {
     case "$1" in
+        sharding) scenario_sharding ;;
         drain) scenario_drain ;;
         wake) scenario_wake ;;
         parked) scenario_parked ;;

@@ -1,6 +1,9 @@
 #!/bin/sh
 # First start: initdb, allow password logins from the compose network, create database pix with the
 # extension and the HTTP server's least-privilege role. Later starts reuse the volume as it is.
+# PIX_ROUTER=1: a router of the sharded profile: database pix without the extension (scripts/shards.sh
+# init, run by the router-init service, installs the router's functions). PIX_ADMIN_PASSWORD, when set,
+# lets the superuser log in over the network (router-init needs it).
 set -eu
 BIN=/usr/lib/postgresql/15/bin
 : "${PIX_HTTP_PASSWORD:?set PIX_HTTP_PASSWORD}"
@@ -34,10 +37,14 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
     psql -v ON_ERROR_STOP=1 -h /tmp -U postgres <<SQL
 CREATE DATABASE pix;
 \connect pix
-CREATE EXTENSION pix;
+$(if [ "${PIX_ROUTER:-0}" = 1 ]; then echo "CREATE ROLE pix_client NOLOGIN;"; else echo "CREATE EXTENSION pix;"; fi)
 CREATE ROLE pix_http LOGIN PASSWORD '$PIX_HTTP_PASSWORD' IN ROLE pix_client;
+$(if [ -n "${PIX_ADMIN_PASSWORD:-}" ]; then echo "ALTER ROLE postgres PASSWORD '$PIX_ADMIN_PASSWORD';"; fi)
 SQL
-    make_credentials
+    # The sharded profile's databases serve the unauthenticated demo pixd: no credentials there.
+    if [ "${PIX_ROUTER:-0}" != 1 ] && [ "${PIX_DEMO_CREDENTIALS:-1}" = 1 ]; then
+        make_credentials
+    fi
     "$BIN/pg_ctl" -D "$PGDATA" -m fast -w stop
 fi
 exec "$BIN/postgres" -D "$PGDATA" -c listen_addresses='*' -c unix_socket_directories=/tmp

@@ -7,7 +7,7 @@
 set -euo pipefail
 
 PACKAGES=(
-    postgresql-15 postgresql-server-dev-15 postgresql-client-15 libpq-dev
+    postgresql-15 postgresql-server-dev-15 postgresql-client-15 libpq-dev postgresql-15-plproxy
     libh2o-evloop-dev libssl-dev zlib1g-dev pkg-config make gcc
     python3 curl libipc-run-perl wrk openssl
     postgresql-15-auto-failover pg-auto-failover-cli

@@ -15,11 +15,20 @@
 # a monitor on PIX_HA_PORT (5810), a primary and a synchronous standby on the next two ports, data in
 # PIX_HA_DIR ($PWD/.pgha)), and pixd on the multi-host conninfo with --durable-reads. Ctrl-C stops
 # the server and the formation.
+#
+# PIX_SHARDS=N: a sharded deployment instead (README, "Deployment: sharded"): N shard clusters (ports
+# PIX_PGPORT+1..+N) and a router cluster (PIX_PGPORT) under $PWD/.pgshards (PIX_PGDIR), database pix
+# in each; pixd talks to the router.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 PIX_PGPORT=${PIX_PGPORT:-5433}
+PIX_SHARDS=${PIX_SHARDS:-}
+if [[ -n "$PIX_SHARDS" ]]; then
+    PIX_PGDIR=${PIX_PGDIR:-$ROOT/.pgshards}
+    PIX_DBNAME=pix
+fi
 PIX_PGDIR=${PIX_PGDIR:-$ROOT/.pgdata}
 PIX_HA=${PIX_HA:-0}
 PIX_HA_PORT=${PIX_HA_PORT:-5810}
@@ -38,6 +47,7 @@ die() { echo "run.sh: $*" >&2; exit 1; }
 
 [[ "$PIX_DBNAME" =~ ^[a-z_][a-z0-9_]*$ ]] || die "PIX_DBNAME must be a plain identifier"
 case $PIX_AUTH in none | token | mtls | token,mtls | mtls,token) ;; *) die "PIX_AUTH must be none, token, mtls or token,mtls" ;; esac
+[[ -z "$PIX_SHARDS" || "$PIX_HA" != 1 ]] || die "PIX_SHARDS and PIX_HA are separate deployments: choose one"
 for ispb in $PIX_DEMO_ISPBS; do [[ "$ispb" =~ ^[0-9]{8}$ ]] || die "PIX_DEMO_ISPBS: $ispb is not an ISPB"; done
 
 ./scripts/deps.sh
@@ -63,14 +73,25 @@ if ((EUID == 0)) && [[ ! -e "$PIX_PGDIR" || -L "$PIX_PGDIR" ]] &&
     say "user postgres cannot reach $(dirname "$PIX_PGDIR"): the cluster lives in $real ($PIX_PGDIR links to it)"
 fi
 
+if [[ -n "$PIX_SHARDS" ]]; then # the clusters' directories go inside: the postgres user must reach it
+    mkdir -p "$PIX_PGDIR"
+    PIX_PGDIR=$(cd "$PIX_PGDIR" && pwd -P)
+    chmod 0755 "$PIX_PGDIR"
+fi
+
 stop_database() {
-    if [[ "$PIX_HA" == 1 ]]; then
+    if [[ -n "$PIX_SHARDS" ]]; then
+        ./scripts/shards.sh down "$PIX_PGDIR" || true
+    elif [[ "$PIX_HA" == 1 ]]; then
         ./scripts/ha.sh stop "$PIX_PGDIR" || true
     else
         ./scripts/cluster.sh stop "$PIX_PGDIR" || true
     fi
 }
-if [[ "$PIX_HA" == 1 ]]; then
+if [[ -n "$PIX_SHARDS" ]]; then
+    say "starting $PIX_SHARDS shard cluster(s) and the router under $PIX_PGDIR"
+    router=$(./scripts/shards.sh up "$PIX_PGDIR" "$PIX_PGPORT" "$PIX_SHARDS")
+elif [[ "$PIX_HA" == 1 ]]; then
     say "starting the formation in $PIX_PGDIR (monitor :$PIX_HA_PORT, nodes :$((PIX_HA_PORT + 1)) and :$((PIX_HA_PORT + 2)); about a minute the first time)"
     trap stop_database EXIT
     ha_conninfo=$(PIX_DBNAME=$PIX_DBNAME ./scripts/ha.sh start "$PIX_PGDIR" "$PIX_HA_PORT")
@@ -108,7 +129,11 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
 
-if [[ "$PIX_HA" == 1 ]]; then
+if [[ -n "$PIX_SHARDS" ]]; then
+    db=${router/user=postgres/user=pix_http}
+    admin_conninfo=$router
+    say "router:    psql \"$router\" (scripts/shards.sh list|move \"$router\" ...)"
+elif [[ "$PIX_HA" == 1 ]]; then
     # ha.sh made the database, the extension and the role on the primary.
     db="$ha_conninfo user=pix_http"
     admin_conninfo="$ha_conninfo user=postgres"

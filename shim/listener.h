@@ -11,11 +11,16 @@
 
 void listener_init(void);
 void listener_shutdown(void);
+/* 1 while every LISTEN connection (--db and each shard's) is listening. */
 int listener_is_listening(void);
 /*
  * Which LISTEN session is active (0 while not listening). Two equal non-zero values mean the
  * listener heard every notification between the two moments they were read.
  */
 unsigned listener_epoch(void);
+/* Shards heard through a router (0 on a single database), and whether shard i (0..) is listening.
+ */
+int listener_shards(void);
+int listener_shard_is_listening(int shard);
 
 #endif

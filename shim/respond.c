@@ -49,6 +49,7 @@ struct auth_delay {
 	h2o_timeout_entry_t timer;
 	int token_presented;
 };
+static int shard_unreachable(const char *sqlstate, const PGresult *res);
 
 static int in_flight;
 
@@ -262,6 +263,20 @@ static int sqlstate_is_transient(const char *s)
 	       strcmp(s, "25006") == 0;      /* read-only: a standby, or a primary being demoted */
 }
 
+/*
+ * A pix router (PL/Proxy) that cannot reach, or lost, the shard of the call raises XX000 with a
+ * message of its own ("PL/Proxy function f(n): [db] PQconnectStart: ..."); errors the shard raised
+ * keep their SQLSTATE and say "REMOTE ERROR". Only the first kind means "that shard is
+ * unavailable".
+ */
+static int shard_unreachable(const char *sqlstate, const PGresult *res)
+{
+	const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+
+	return strcmp(sqlstate, "XX000") == 0 && msg != NULL &&
+	       strncmp(msg, "PL/Proxy function ", 18) == 0 && strstr(msg, "REMOTE ERROR") == NULL;
+}
+
 void respond_db_error(h2o_req_t *req, const PGresult *res)
 {
 	const char *s = PQresultErrorField(res, PG_DIAG_SQLSTATE);
@@ -291,7 +306,7 @@ void respond_db_error(h2o_req_t *req, const PGresult *res)
 		respond_problem(req, 400, "the request body is not valid UTF-8");
 	else if (strcmp(s, "57014") == 0) /* statement_timeout: rolled back, nothing happened */
 		respond_retry_later(req, 503, RETRY_AFTER_BUSY, "the database did not answer in time");
-	else if (sqlstate_is_transient(s))
+	else if (sqlstate_is_transient(s) || shard_unreachable(s, res))
 		respond_retry_later(req, 503, RETRY_AFTER_DB_DOWN, "the database is unavailable");
 	else {
 		pixd_log("database error %s on %.*s: %s", s, (int)req->input.path.len, req->input.path.base,

@@ -6,14 +6,16 @@
 #      its output with "N passed, N failed". It is linked with the .c file next to each header it includes with quotes
 #      from shim/ or extension/ (x.h -> x.c), or with what a comment line "UNIT_SOURCES: a.c b.c" names;
 #      "UNIT_CFLAGS: ..." adds compiler flags.
-#   4. the end-to-end suite over HTTP (test/e2e/run.py) against the real shim/pixd
+#   4. the end-to-end suite over HTTP (test/e2e/run.py) against the real shim/pixd; then "shards": the
+#      exactly-once drain and test/e2e/test_sharding.py against routers with 4 shards (PIX_E2E_SHARDS=4;
+#      `make test-sharded` runs the whole end-to-end suite so)
 #   5. security (test/security), fuzzing (test/fuzz, PIX_FUZZ_SECONDS per harness), pixbench's
 #      correctness check (bench/pixbench.sh check), the compose file (docker-compose config), and
 #      ha: three pixd on this cluster (test/fault/multi_pixd.py --short) and a failover mid-drain on
 #      a pg_auto_failover formation of its own (test/fault/failover.py --short)
 # Ends with a line "N passed, N failed" (individual tests) and a non-zero status when anything failed.
 #
-# Environment: PIX_TEST_ONLY="regress isolation unit e2e security fuzz bench docker" (a subset), PIX_E2E_ARGS (passed to
+# Environment: PIX_TEST_ONLY="regress isolation unit e2e shards security fuzz bench docker" (a subset), PIX_E2E_ARGS (passed to
 # test/e2e/run.py, e.g. a test name pattern "-k Accept"), PIX_VALGRIND=1 (run every shim of the
 # end-to-end suite under valgrind; slow), PIX_KEEP_TMP=1|0 (keep the temporary directory always|never;
 # by default it is kept when something failed).
@@ -22,7 +24,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 export PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
-PIX_TEST_ONLY=${PIX_TEST_ONLY:-regress isolation unit e2e security fuzz bench docker ha}
+PIX_TEST_ONLY=${PIX_TEST_ONLY:-regress isolation unit e2e shards security fuzz bench docker ha}
 JOBS=$(nproc 2>/dev/null || echo 2)
 
 say() { printf '\n=== %s\n' "$*"; }
@@ -46,7 +48,7 @@ cleanup() {
     if [[ -n "$TMP" ]]; then
         # Shims the end-to-end suite started and did not stop (it records their pids here).
         local f pid
-        for f in "$TMP"/e2e/pixd.*; do
+        for f in "$TMP"/*/pixd.*; do
             [[ -e "$f" ]] || continue
             pid=${f##*.}
             if [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null; then
@@ -61,7 +63,7 @@ cleanup() {
         fi
         # Every cluster under $TMP: ours and the ones the end-to-end suite made.
         local d
-        for d in "$TMP" "$TMP"/*/ "$TMP"/e2e/*/; do
+        for d in "$TMP" "$TMP"/*/ "$TMP"/*/*/ "$TMP"/*/*/*/; do
             [[ -f "$d/data/PG_VERSION" ]] || continue
             ./scripts/cluster.sh stop "${d%/}" 2>/dev/null || true
         done
@@ -125,7 +127,7 @@ fi
 
 TMP=$(mktemp -d /tmp/pix-test.XXXXXX)
 chmod 0755 "$TMP"
-mkdir -p "$TMP/e2e"
+mkdir -p "$TMP/e2e" "$TMP/shards"
 PGDIR=$TMP/pg
 PGPORT_TEST=$(free_port)
 say "throw-away cluster in $PGDIR, port $PGPORT_TEST"
@@ -225,38 +227,55 @@ if wanted unit; then
     fi
 fi
 
+# The last "N passed, N failed" line of a suite's output; a non-zero status without failures counts one.
+record_summary() { # name output-file status
+    local line p f
+    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$2" | tail -n1 || true)
+    if [[ -n "$line" ]]; then
+        read -r p _ f _ <<<"$line"
+        f=${f%,}
+        if (($3 != 0 && f == 0)); then
+            f=1
+        fi
+        record "$1" "$p" "$f"
+    else
+        echo "$1 ended without a summary (status $3)"
+        record "$1" 0 1
+    fi
+}
+
 # ---- end to end -------------------------------------------------------------------------------
-if wanted e2e; then
-    say "end-to-end (test/e2e/) against shim/pixd"
+# e2e_suite NAME SHARDS ARGS...: test/e2e/run.py against the throw-away cluster (SHARDS > 0: every database
+# it makes is a router in front of that many shard databases).
+e2e_suite() {
+    local name=$1 shards=$2 status
+    shift 2
+    say "$name (test/e2e/${shards:+, $shards shards}) against shim/pixd"
     if [[ ! -x shim/pixd ]]; then
         echo "shim/pixd was not built"
-        record e2e 0 1
-    else
-        export PIX_PG="host=$PGDIR port=$PGPORT_TEST user=postgres"
-        export PIX_PIXD=$ROOT/shim/pixd
-        export PIX_E2E_TMP=$TMP/e2e
-        if [[ "${PIX_VALGRIND:-}" == 1 ]]; then
-            command -v valgrind >/dev/null || { echo "PIX_VALGRIND=1 needs valgrind (apt-get install valgrind)"; exit 1; }
-            export PIX_PIXD_WRAPPER="valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect"
-        fi
-        read -r -a e2e_args <<<"${PIX_E2E_ARGS:-}"
-        set +e
-        timeout 900 python3 test/e2e/run.py "${e2e_args[@]}" 2>&1 | tee "$TMP/e2e.out"
-        status=${PIPESTATUS[0]}
-        set -e
-        line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$TMP/e2e.out" | tail -n1 || true)
-        if [[ -n "$line" ]]; then
-            read -r p _ f _ <<<"$line"
-            if ((status != 0 && f == 0)); then
-                f=1
-            fi
-            record e2e "$p" "$f"
-        else
-            echo "the end-to-end suite ended without a summary (status $status)"
-            record e2e 0 1
-        fi
+        record "$name" 0 1
+        return
     fi
+    export PIX_PG="host=$PGDIR port=$PGPORT_TEST user=postgres"
+    export PIX_PIXD=$ROOT/shim/pixd
+    export PIX_E2E_TMP=$TMP/$name
+    mkdir -p "$PIX_E2E_TMP"
+    if [[ "${PIX_VALGRIND:-}" == 1 ]]; then
+        command -v valgrind >/dev/null || { echo "PIX_VALGRIND=1 needs valgrind (apt-get install valgrind)"; exit 1; }
+        export PIX_PIXD_WRAPPER="valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect"
+    fi
+    set +e
+    PIX_E2E_SHARDS=$shards timeout 900 python3 test/e2e/run.py "$@" 2>&1 | tee "$TMP/$name.out"
+    status=${PIPESTATUS[0]}
+    set -e
+    record_summary "$name" "$TMP/$name.out" "$status"
+}
+if wanted e2e; then
+    read -r -a e2e_args <<<"${PIX_E2E_ARGS:-}"
+    e2e_suite e2e "${PIX_E2E_SHARDS:-}" "${e2e_args[@]}"
 fi
+# The short sharded form: the exactly-once drain and the sharding tests (make test-sharded: everything).
+if wanted shards; then e2e_suite shards 4 -k test_drain_while_producing -k TestSharded; fi
 
 # ---- suites with a runner of their own: each ends with "N passed, N failed" --------------------
 # security: least-privilege role, id entropy, limits, configuration (test/security, ~40 s)
@@ -264,7 +283,7 @@ fi
 # bench: pixbench's short drain, wake and expiry runs as a correctness check (verdicts, no timing)
 # docker: the compose file is accepted by docker-compose
 run_suite() { # name command...
-    local name=$1 out="$TMP/$1.out" status line p f
+    local name=$1 out="$TMP/$1.out" status
     shift
     say "$name: $*"
     set +e
@@ -275,22 +294,12 @@ run_suite() { # name command...
     fi
     status=${PIPESTATUS[0]}
     set -e
-    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$out" | tail -n1 || true)
-    if [[ -n "$line" ]]; then
-        read -r p _ f _ <<<"$line"
-        f=${f%,}
-        if ((status != 0 && f == 0)); then
-            f=1
-        fi
-        record "$name" "$p" "$f"
-    else
-        echo "$name ended without a summary (status $status)"
-        record "$name" 0 1
-    fi
+    record_summary "$name" "$out" "$status"
 }
 docker_check() {
     if docker-compose -f docker/compose.yaml config >/dev/null &&
-        docker-compose -f docker/compose.yaml --profile ha config >/dev/null; then
+        docker-compose -f docker/compose.yaml --profile ha config >/dev/null &&
+        docker-compose -f docker/compose.yaml --profile sharded config >/dev/null; then
         echo "1 passed, 0 failed"
     else
         echo "0 passed, 1 failed"

@@ -23,6 +23,7 @@ struct text {
 };
 
 static void put_observed(struct text *t);
+static void put_shards(struct text *t);
 
 static void put(struct text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void counter(struct text *t, const char *name, const char *help, uint64_t value);
@@ -50,6 +51,20 @@ static void counter(struct text *t, const char *name, const char *help, uint64_t
 static void gauge(struct text *t, const char *name, const char *help, long value)
 {
 	put(t, "# HELP %s %s\n# TYPE %s gauge\n%s %ld\n", name, help, name, name, value);
+}
+
+/* Behind a pix router: how many shards the router lists and whether each one's LISTEN is up. */
+static void put_shards(struct text *t)
+{
+	int n = listener_shards();
+
+	gauge(t, "pixd_shards", "Shards listed by the router (0: --db is a single database).", n);
+	if (n == 0)
+		return;
+	put(t, "# HELP pixd_shard_listener_up 1 while LISTEN pix_message is active on the shard.\n"
+	       "# TYPE pixd_shard_listener_up gauge\n");
+	for (int i = 0; i < n; i++)
+		put(t, "pixd_shard_listener_up{shard=\"%d\"} %d\n", i, listener_shard_is_listening(i));
 }
 
 static void put_observed(struct text *t)
@@ -140,7 +155,10 @@ void handle_metrics(h2o_req_t *req)
 	gauge(&t, "pixd_db_connections_busy", "Pool connections running a query.",
 	      db_busy_connections());
 	gauge(&t, "pixd_db_queue_length", "Queries waiting for a connection.", db_queue_length());
-	gauge(&t, "pixd_listener_up", "1 while LISTEN pix_message is active.", listener_is_listening());
+	gauge(&t, "pixd_listener_up",
+	      "1 while LISTEN pix_message is active (on every shard, behind a router).",
+	      listener_is_listening());
+	put_shards(&t);
 	put_observed(&t);
 	t.len += auth_metrics_text(t.buf + t.len, sizeof(t.buf) - t.len);
 	put(&t,

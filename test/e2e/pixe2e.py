@@ -9,6 +9,9 @@ Environment (test/run-all.sh sets them; every one is optional):
   PIX_PIXD_WRAPPER  a command prefix for every pixd (e.g. "valgrind -q --error-exitcode=99")
   PIX_E2E_TMP       where logs, pid files (pixd.<pid>) and the suite's own clusters go
   PGBIN             PostgreSQL's bin directory (default /usr/lib/postgresql/15/bin)
+  PIX_E2E_SHARDS    N: every database the suite makes is a sharded deployment instead: a router database
+                    (router/pix_router.sql) of that name in front of N shard databases <name>_s0.. on the
+                    same PostgreSQL; the servers talk to the router, SQL helpers go through it too.
 
 Standard library only. Every wait is bounded.
 """
@@ -121,8 +124,29 @@ def sql_literal(s):
     return "'" + s.replace("'", "''") + "'"
 
 
+SHARDS = int(os.environ.get("PIX_E2E_SHARDS") or 0)
+
+
+def shard_names(name):
+    return [f"{name}_s{k}" for k in range(SHARDS)]
+
+
 def create_database(name, gucs=None, base=None):
-    """A fresh database with the extension, and per-database GUCs (ALTER DATABASE ... SET)."""
+    """A fresh database with the extension, and per-database GUCs (ALTER DATABASE ... SET). With
+    PIX_E2E_SHARDS, a router of that name in front of shard databases that get the extension and GUCs."""
+    if not SHARDS:
+        return _plain_database(name, gucs, base)
+    drop_database(name, base=base)
+    psql(f"CREATE DATABASE {name}", base=base)
+    # the router's conninfos name no user: PL/Proxy logs in as the caller
+    shards = [" ".join(p for p in _plain_database(s, gucs, base).split() if not p.startswith("user="))
+              for s in shard_names(name)]
+    subprocess.run([os.path.join(ROOT, "scripts", "shards.sh"), "init", conninfo(name, base)] + shards,
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
+    return conninfo(name, base)
+
+
+def _plain_database(name, gucs, base):
     assert re.fullmatch(r"[a-z_][a-z0-9_]*", name)
     psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", base=base)
     psql(f"CREATE DATABASE {name}", base=base)
@@ -133,7 +157,8 @@ def create_database(name, gucs=None, base=None):
 
 
 def drop_database(name, base=None):
-    psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", base=base, check=False)
+    for db in [name] + shard_names(name):
+        psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)", base=base, check=False)
 
 
 _ispbs = set()

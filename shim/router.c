@@ -15,8 +15,8 @@
  * Request bodies: each route has its limit in route_body_max; only the send route takes one
  * (PIXD_SEND_BODY_MAX). h2o, told the largest limit of all routes (router_max_entity), refuses a
  * larger declared body with 413 before reading it, so a crowd of slow uploads cannot hold memory;
- * every other route answers a body over its own limit with 413 (problem+json) before
- * authentication, never passing it to a handler.
+ * once path and method matched a route, a body over that route's own limit is 413 (problem+json)
+ * before authentication, never passed to a handler. An unknown path stays 404 whatever its body.
  */
 #include <string.h>
 #include "handlers.h"
@@ -79,12 +79,12 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
 	size_t n = split_path(req->path_normalized, segs, MAX_SEGMENTS + 1);
 
 	pixd_metrics.requests++;
-	if (body_too_large(req, route_of_request(req)))
-		return 0;
 	if (n == 1 && (seg_is(segs[0], "health") || seg_is(segs[0], "metrics") ||
 	               seg_is(segs[0], "openapi.json"))) {
 		if (!method_is(req, "GET"))
 			respond_not_allowed(req, "GET");
+		else if (body_too_large(req, route_of_request(req)))
+			return 0;
 		else if (seg_is(segs[0], "health"))
 			handle_health(req);
 		else if (seg_is(segs[0], "metrics"))
@@ -115,7 +115,7 @@ static const char *api_allow(h2o_iovec_t *segs, size_t n)
 	return NULL;
 }
 
-/* Matches path and method, authenticates, then hands over. */
+/* Matches path and method, checks the body's size, authenticates, then hands over. */
 static void route_api(h2o_req_t *req, h2o_iovec_t *segs, size_t n)
 {
 	const char *allow = api_allow(segs, n), *credential;
@@ -130,6 +130,8 @@ static void route_api(h2o_req_t *req, h2o_iovec_t *segs, size_t n)
 		respond_not_allowed(req, allow);
 		return;
 	}
+	if (body_too_large(req, route_of_request(req)))
+		return;
 	if (request_authenticate(req, &credential) != 0)
 		return;
 	if (seg_is(segs[1], "util"))

@@ -304,11 +304,12 @@ class TestKeepalive(PixTestCase):
 
 class TestRequestBodies(PixTestCase):
     def test_a_body_no_route_takes_is_refused_before_it_is_read(self):
-        """Headers announcing a 1 MB body, and no body: the answer is 413 at once, without waiting for
-        bytes that never come. An empty body is fine."""
+        """Headers announcing a body larger than any route takes (2 MB; the send route's limit is
+        1 MiB), and no body: the answer is 413 at once, without waiting for bytes that never come.
+        A small body on a route that takes none is 413 once read; an empty body is fine."""
         ispb = new_ispb()
         raw = raw_http(self.pixd.port, f"POST /api/util/msgs/{ispb}/1 HTTP/1.1\r\nHost: pix\r\n"
-                                       f"Content-Length: 1000000\r\n\r\n".encode(), timeout=10)
+                                       f"Content-Length: 2000000\r\n\r\n".encode(), timeout=10)
         self.assertRegex(raw.split(b"\r\n", 1)[0].decode(), r"^HTTP/1\.1 413 ")
         self.assertEqual(self.http.post(f"/api/util/msgs/{ispb}/1", body=b"").status, 201)
         self.assertEqual(self.http.post(f"/api/util/msgs/{ispb}/1", body=b"{}").status, 413)

@@ -208,13 +208,15 @@ static struct expect reference(h2o_iovec_t method, h2o_iovec_t path, int accepta
 	}
 #define SEG(i, lit) (lens[i] == strlen(lit) && memcmp(segs[i], lit, lens[i]) == 0)
 	if (n == 1 && (SEG(0, "health") || SEG(0, "metrics") || SEG(0, "openapi.json"))) {
-		e.status = get ? 200 : 405;
+		e.status = !get ? 405 : body.len > 0 ? 413 : 200;
 		return e;
 	}
 	if (n == 4 && SEG(0, "api") && SEG(1, "pix") && (SEG(3, "msgs") || SEG(3, "streams"))) {
 		int send = SEG(3, "msgs");
 		if (send ? !post : !del)
 			e.status = 405;
+		else if (!send && body.len > 0)
+			e.status = 413;
 		else if (!ref_digits(segs[2], lens[2], 8, 8))
 			e.status = 400;
 		else if (send && body.len == 0)
@@ -233,6 +235,8 @@ static struct expect reference(h2o_iovec_t method, h2o_iovec_t path, int accepta
 		int start = SEG(4, "start"), stop_all = SEG(4, "stop");
 		if (start || stop_all ? !get : !(get || del)) {
 			e.status = 405;
+		} else if (body.len > 0) {
+			e.status = 413;
 		} else if (!ref_digits(segs[2], lens[2], 8, 8)) {
 			e.status = 400;
 		} else if (stop_all) {
@@ -250,6 +254,8 @@ static struct expect reference(h2o_iovec_t method, h2o_iovec_t path, int accepta
 	} else if (SEG(1, "util") && SEG(2, "msgs")) {
 		if (!post) {
 			e.status = 405;
+		} else if (body.len > 0) {
+			e.status = 413;
 		} else if (!ref_digits(segs[3], lens[3], 8, 8)) {
 			e.status = 400;
 		} else if (!ref_digits(segs[4], lens[4], 1, 9) || ref_value(segs[4], lens[4]) < 1 ||

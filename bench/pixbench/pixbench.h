@@ -127,6 +127,9 @@ struct counters {
 extern struct ledger_entry *ledger;
 extern long ledger_cap;
 extern char run_nonce[4];
+/* The run's ISPB number idx, and its endToEndId number idx (carrying run_nonce). */
+void ispb_format(int idx, char out[9]);
+void e2e_format(long idx, char out[PB_E2E_LEN + 1]);
 extern struct counters cnt;
 extern long tracked_committed; /* atomic: producers */
 extern long tracked_failed;    /* atomic */
@@ -154,8 +157,6 @@ void interval_latency_add(uint32_t us);
 void interval_latency_take(double *p50_ms, double *p99_ms, long *n);
 
 /* ---- producer.c --------------------------------------------------------------------------- */
-void ispb_format(int idx, char out[9]);
-void e2e_format(long idx, char out[PB_E2E_LEN + 1]);
 /* A CPF with valid check digits (not all digits equal), from a seed. */
 void cpf_format(unsigned long seed, char out[12]);
 int preload_tracked(long n);

@@ -27,35 +27,6 @@ int producers_running_now(void)
 	return __atomic_load_n(&live_threads, __ATOMIC_ACQUIRE) > 0;
 }
 
-void ispb_format(int idx, char out[9])
-{
-	long v = (cfg.ispb_base + idx) % 100000000L;
-	if (v < 0)
-		v += 100000000L;
-	for (int i = 7; i >= 0; i--, v /= 10)
-		out[i] = '0' + v % 10;
-	out[8] = 0;
-}
-
-void e2e_format(long idx, char out[PB_E2E_LEN + 1])
-{
-	char when[16];
-	time_t now = time(NULL);
-	struct tm tm;
-	gmtime_r(&now, &tm);
-	strftime(when, sizeof when, "%Y%m%d%H%M", &tm);
-	out[0] = 'E';
-	memcpy(out + 1, PB_PAYER_ISPB, 8);
-	memcpy(out + 9, when, 12);
-	memcpy(out + 21, run_nonce, 3);
-	for (int i = 31; i >= 24; i--) {
-		int d = idx % 36;
-		out[i] = d < 10 ? '0' + d : 'a' + d - 10;
-		idx /= 36;
-	}
-	out[PB_E2E_LEN] = 0;
-}
-
 /* A CPF with valid check digits whose digits are not all equal. */
 void cpf_format(unsigned long seed, char out[12])
 {

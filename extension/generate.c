@@ -460,7 +460,8 @@ uint64 pix_messages_insert(Datum **columns, int rows, bool skip_existing)
 	pix_insert_skips_existing = skip_existing;
 	PG_TRY();
 	{
-		rc = SPI_execute_plan(skip_existing ? insert_new_plan : insert_plan, params, NULL, false, 0);
+		rc =
+		    SPI_execute_plan(skip_existing ? insert_new_plan : insert_plan, params, NULL, false, 0);
 	}
 	PG_FINALLY();
 	{

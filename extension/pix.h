@@ -27,7 +27,7 @@
 #define ERRCODE_PIX_INVALID_MESSAGE MAKE_SQLSTATE('P', 'X', '0', '0', '6')
 #define ERRCODE_PIX_IMMUTABLE MAKE_SQLSTATE('P', 'X', '0', '0', '7')
 #define ERRCODE_PIX_ISOLATION MAKE_SQLSTATE('P', 'X', '0', '0', '8')
-#define ERRCODE_PIX_BUSY MAKE_SQLSTATE('P', 'X', '0', '0', '9') /* 503 */
+#define ERRCODE_PIX_BUSY MAKE_SQLSTATE('P', 'X', '0', '0', '9')            /* 503 */
 #define ERRCODE_PIX_INVALID_SEND MAKE_SQLSTATE('P', 'X', '0', '1', '0')    /* 422 */
 #define ERRCODE_PIX_SEND_CONFLICT MAKE_SQLSTATE('P', 'X', '0', '1', '1')   /* 409 */
 #define ERRCODE_PIX_UNAUTHENTICATED MAKE_SQLSTATE('P', 'X', '0', '1', '2') /* 401 */

@@ -42,7 +42,7 @@ struct pixd_config {
 	const char *tls_cert;    /* PEM chain: HTTPS when set */
 	const char *tls_key;
 	const char *client_ca; /* PEM CAs of client certificates (--auth mtls) */
-	int durable_reads;       /* stream calls take a transaction id (see database.c) */
+	int durable_reads;     /* stream calls take a transaction id (see database.c) */
 };
 
 /* The defaults until config_parse; tests and fuzzers may set fields before using the server. */

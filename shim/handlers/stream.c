@@ -48,6 +48,7 @@ struct stop_ctx {
 };
 
 static int iid_is_plausible(h2o_iovec_t iid);
+static int stream_path_ok(h2o_req_t *req, h2o_iovec_t ispb, h2o_iovec_t iid);
 static struct read_ctx *read_ctx_new(h2o_req_t *req, h2o_iovec_t ispb, enum accept_choice batch,
                                      const char *credential);
 static void read_begin(struct read_ctx *ctx);
@@ -88,6 +89,20 @@ static int iid_is_plausible(h2o_iovec_t iid)
 	return 1;
 }
 
+/* The ISPB and id of /api/pix/{ispb}/stream/{id}: 1 when usable, else answered (400 or 404). */
+static int stream_path_ok(h2o_req_t *req, h2o_iovec_t ispb, h2o_iovec_t iid)
+{
+	if (!is_ispb(ispb.base, ispb.len)) {
+		respond_bad_ispb(req);
+		return 0;
+	}
+	if (!iid_is_plausible(iid)) {
+		respond_stream_not_found(req);
+		return 0;
+	}
+	return 1;
+}
+
 static int negotiate(h2o_req_t *req, enum accept_choice *batch)
 {
 	*batch = accept_negotiate(req);
@@ -125,14 +140,8 @@ void handle_stream_next(h2o_req_t *req, h2o_iovec_t ispb, h2o_iovec_t iid, const
 	enum accept_choice batch;
 	struct read_ctx *ctx;
 
-	if (!is_ispb(ispb.base, ispb.len)) {
-		respond_bad_ispb(req);
+	if (!stream_path_ok(req, ispb, iid))
 		return;
-	}
-	if (!iid_is_plausible(iid)) {
-		respond_stream_not_found(req);
-		return;
-	}
 	if (negotiate(req, &batch) != 0)
 		return;
 	ctx = read_ctx_new(req, ispb, batch, credential);
@@ -358,14 +367,8 @@ void handle_stream_stop(h2o_req_t *req, h2o_iovec_t ispb, h2o_iovec_t iid, const
 {
 	struct stop_ctx *ctx;
 
-	if (!is_ispb(ispb.base, ispb.len)) {
-		respond_bad_ispb(req);
+	if (!stream_path_ok(req, ispb, iid))
 		return;
-	}
-	if (!iid_is_plausible(iid)) {
-		respond_stream_not_found(req);
-		return;
-	}
 	ctx = stop_submit(req, ispb, DB_STREAM_STOP);
 	memcpy(ctx->iid, iid.base, iid.len);
 	ctx->query.params[1] = ctx->iid;

@@ -63,7 +63,7 @@ static int jc_utf8(struct jc *c)
 		cp = (cp << 6) | (p[i] & 0x3f);
 	}
 	if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) || cp > 0x10ffff ||
-		(cp >= 0xd800 && cp <= 0xdfff))
+	    (cp >= 0xd800 && cp <= 0xdfff))
 		return 0;
 	c->p += n;
 	return 1;
@@ -89,7 +89,7 @@ static int jc_string(struct jc *c)
 			ch = *c->p;
 			if (ch == 'u') {
 				if (c->end - c->p < 5 || !jc_hex(c->p[1]) || !jc_hex(c->p[2]) || !jc_hex(c->p[3]) ||
-					!jc_hex(c->p[4]))
+				    !jc_hex(c->p[4]))
 					return 0;
 				c->p += 5;
 			} else if (strchr("\"\\/bfnrt", ch) != NULL && ch != '\0') {

@@ -312,7 +312,7 @@ BEGIN
     EXCEPTION WHEN others THEN
         doc := NULL;
     END;
-    IF json_typeof(doc) = 'array' AND json_array_length(doc) BETWEEN 2 AND 1000 THEN
+    IF json_typeof(doc) = 'array' AND json_array_length(doc) BETWEEN 1 AND 1000 THEN
         -- each message with its receiver, in the order SPLIT sends them: by shard, then batch order
         SELECT array_agg(t.r ORDER BY t.s, t.n), array_agg(t.m ORDER BY t.s, t.n), array_agg((t.n - 1)::int ORDER BY t.s, t.n)
           INTO receivers, messages, idx

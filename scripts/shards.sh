@@ -7,7 +7,7 @@
 #                                                 extension on every shard, the router's functions
 #   scripts/shards.sh install ROUTER              (re)install the router's functions (after a shard upgrade)
 #   scripts/shards.sh list ROUTER                 one line per shard: number, conninfo, partitions
-#   scripts/shards.sh each ROUTER SQL             run SQL on every shard (e.g. to register a credential)
+#   scripts/shards.sh each ROUTER SQL             run SQL on every shard (credentials: through the router)
 #   scripts/shards.sh move ROUTER TARGET PART...  move partitions to the database TARGET (see README,
 #                                                 "Deployment: sharded")
 #   scripts/shards.sh up DIR PORT N               on this machine: N shard clusters (DIR/shardK, port

@@ -500,7 +500,8 @@ $p$;
 
 -- Runs `call` (SQL of one pix_router.*_on function with $1 for the partition) on one partition of every
 -- shard in turn and returns each shard's answer as text. A shard that cannot be reached (PL/Proxy's
--- XX000) does not stop the others; once they have answered, the call raises naming it.
+-- XX000) does not stop the others; once they have answered, the call raises naming it. For changes of
+-- credentials and bindings only: refused while a move copies them.
 CREATE OR REPLACE FUNCTION pix_router.on_every_shard(call text) RETURNS SETOF text
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -509,6 +510,7 @@ DECLARE
     unreachable text[] := '{}';
     e_msg text;
 BEGIN
+    PERFORM pix_router.credentials_unlocked();
     FOR s IN SELECT sh.shard, sh.partitions[1] AS p FROM public.pix_shards() sh ORDER BY sh.shard LOOP
         BEGIN
             EXECUTE 'SELECT (' || call || ')::text' INTO answer USING s.p;
@@ -527,15 +529,15 @@ BEGIN
 END
 $$;
 
--- Revokes a credential on every shard: true when some shard had it active.
+-- True when some shard answered true (e.g. had the credential active).
+CREATE OR REPLACE FUNCTION pix_router.on_any_shard(call text) RETURNS boolean
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp
+    AS $$ SELECT coalesce(bool_or(a::boolean), false) FROM pix_router.on_every_shard(call) a $$;
+
 CREATE OR REPLACE FUNCTION public.pix_credential_revoke(credential_id bigint) RETURNS boolean
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    PERFORM pix_router.credentials_unlocked();
-    RETURN (SELECT coalesce(bool_or(a::boolean), false)
-              FROM pix_router.on_every_shard(format('pix_router.credential_revoke_on($1, %s)',
-                                                    coalesce(credential_id::text, 'NULL::bigint'))) a);
-END
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT pix_router.on_any_shard(format('pix_router.credential_revoke_on($1, %s::bigint)',
+                                          coalesce(credential_id::text, 'NULL')))
 $$;
 
 -- Copies the credential just made on partition `home` (found by digest or id) to every other shard.
@@ -622,30 +624,19 @@ $$;
 -- Revokes every active credential of this fingerprint on every shard: how many (the copies of one
 -- credential count once).
 CREATE OR REPLACE FUNCTION public.pix_certificate_revoke(fingerprint text) RETURNS int
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    PERFORM pix_router.credentials_unlocked();
-    RETURN (SELECT coalesce(max(n::int), 0)
-              FROM pix_router.on_every_shard(format('pix_router.certificate_revoke_on($1, %L)', fingerprint)) n);
-END
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT coalesce(max(n::int), 0)
+      FROM pix_router.on_every_shard(format('pix_router.certificate_revoke_on($1, %L)', fingerprint)) n
 $$;
 
 CREATE OR REPLACE FUNCTION public.pix_role_bind(role regrole, ispb text) RETURNS void
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    PERFORM pix_router.credentials_unlocked();
-    PERFORM pix_router.on_every_shard(format('pix_router.role_bind_on($1, %L, %L)', role::text, ispb));
-END
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT FROM pix_router.on_every_shard(format('pix_router.role_bind_on($1, %L, %L)', role::text, ispb))
 $$;
 
 CREATE OR REPLACE FUNCTION public.pix_role_unbind(role regrole) RETURNS boolean
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    PERFORM pix_router.credentials_unlocked();
-    RETURN (SELECT coalesce(bool_or(a::boolean), false)
-              FROM pix_router.on_every_shard(format('pix_router.role_unbind_on($1, %L)', role::text)) a);
-END
-$$;
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp
+    AS $$ SELECT pix_router.on_any_shard(format('pix_router.role_unbind_on($1, %L)', role::text)) $$;
 
 -- Every shard's rows, with the shard's number (a shard that cannot be reached raises: a list must not
 -- look complete when it is not).
@@ -695,7 +686,7 @@ CREATE OR REPLACE VIEW pix.credential_audit AS SELECT * FROM pix_router.credenti
 REVOKE ALL ON FUNCTION pix_router.credentials_unlocked(), pix_router.token_lookup(text),
     pix_router.admin_partition(), pix_router.role_bind_on(int, text, text),
     pix_router.credential_list_on(int, text), pix_router.credential_audit_on(int),
-    pix_router.on_every_shard(text), pix_router.credential_copy(int, bytea, bigint),
+    pix_router.on_every_shard(text), pix_router.on_any_shard(text), pix_router.credential_copy(int, bytea, bigint),
     pix_router.credential_list_each(text), pix_router.credential_audit_each(),
     public.pix_credential_revoke(bigint), public.pix_token_issue(text, text), public.pix_admin_token_issue(text),
     public.pix_certificate_add(text, text, text), public.pix_admin_certificate_add(text, text),
@@ -704,7 +695,7 @@ REVOKE ALL ON FUNCTION pix_router.credentials_unlocked(), pix_router.token_looku
 GRANT EXECUTE ON FUNCTION pix_router.credentials_unlocked(), pix_router.token_lookup(text),
     pix_router.admin_partition(), pix_router.role_bind_on(int, text, text),
     pix_router.credential_list_on(int, text), pix_router.credential_audit_on(int),
-    pix_router.on_every_shard(text), pix_router.credential_copy(int, bytea, bigint),
+    pix_router.on_every_shard(text), pix_router.on_any_shard(text), pix_router.credential_copy(int, bytea, bigint),
     pix_router.credential_list_each(text), pix_router.credential_audit_each(),
     public.pix_credential_revoke(bigint), public.pix_token_issue(text, text), public.pix_admin_token_issue(text),
     public.pix_certificate_add(text, text, text), public.pix_admin_certificate_add(text, text),

@@ -25,6 +25,11 @@ def shards_sh(*args, timeout=180):
     return out.stdout.strip()
 
 
+def sendable(msgs):
+    """Messages as the send route takes them: the stream's format with valor as a JSON number (README)."""
+    return [dict(m, valor=float(m["valor"])) for m in msgs]
+
+
 @unittest.skipUnless(pixe2e.SHARDS, "runs in the sharded suite (PIX_E2E_SHARDS=4, make test-sharded)")
 class TestSharded(PixTestCase):
     @classmethod
@@ -239,7 +244,7 @@ class TestSharded(PixTestCase):
             self.skipTest("the shards' extension has no pix_messages_send yet (pix 1.3)")
         sender = self.ispb_on(0)
         receivers = [self.ispb_on(k) for k in range(SHARDS)]
-        batch = [make_message(r, pagador_ispb=sender) for r in receivers for _ in range(3)]
+        batch = sendable([make_message(r, pagador_ispb=sender) for r in receivers for _ in range(3)])
         row = self.sql(f"SELECT accepted, duplicates FROM pix_messages_send('{sender}', "
                        f"$b${json.dumps(batch)}$b$)")
         self.assertEqual(row, f"{len(batch)}|0")
@@ -250,8 +255,8 @@ class TestSharded(PixTestCase):
         row = self.sql(f"SELECT accepted, duplicates FROM pix_messages_send('{sender}', $b${json.dumps(batch)}$b$)")
         self.assertEqual(row, f"0|{len(batch)}")
         # an invalid message: the error names its index in the batch, not in its shard's part
-        bad = [make_message(r, pagador_ispb=sender) for r in receivers]
-        bad[3]["valor"] = "-1"
+        bad = sendable([make_message(r, pagador_ispb=sender) for r in receivers])
+        bad[3]["valor"] = -1
         with self.assertRaises(RuntimeError) as e:
             self.sql(f"SELECT * FROM pix_messages_send('{sender}', $b${json.dumps(bad)}$b$)")
         self.assertIn("messages[3]", str(e.exception))
@@ -343,7 +348,7 @@ class TestShardedAuth(PixTestCase):
         return self.sql(f"SELECT credential_id FROM pix_credential_list('{ispb}') WHERE label = '{label}'")
 
     def send(self, c, token, sender, msgs):
-        body = json.dumps([dict(m, valor=float(m["valor"])) for m in msgs]).encode()
+        body = json.dumps(sendable(msgs)).encode()
         return self.call(c, "POST", f"/api/pix/{sender}/msgs", token, body)
 
     def generate(self, ispb, n):

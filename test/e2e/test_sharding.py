@@ -438,6 +438,16 @@ class TestShardedAuth(PixTestCase):
         to_moving = [make_message(moving, pagador_ispb=sender) for _ in range(2)]
         own = [make_message(sender, pagador_ispb=moving)]
         c = self.client()
+        # an id whose message is delivered, confirmed (stop) and purged from the log before the move:
+        # only pix.sent_message remembers it
+        purged = [make_message(moving, pagador_ispb=sender)]
+        self.assertEqual(self.send(c, ts, sender, purged).status, 201)
+        r = self.call(c, "GET", f"/api/pix/{moving}/stream/start", tm)
+        self.assertMessagesFor(r, moving, count=1)
+        self.assertEqual(self.call(c, "DELETE", r.header("Pull-Next"), tm).status, 200)
+        self.sql("SET pix.history_retention = 0; SELECT pix_purge_history(); SELECT pix_purge_history()", source)
+        self.assertEqual(self.sql(f"SELECT count(*) FROM pix.message WHERE end_to_end_id = "
+                                  f"'{purged[0]['endToEndId']}'", source), "0", "purged")
         self.assertEqual(self.send(c, ts, sender, to_moving).status, 201)
         self.assertEqual(self.send(c, tm, moving, own).status, 201)
         r = self.call(c, "GET", f"/api/pix/{moving}/stream/start", tm)
@@ -468,6 +478,8 @@ class TestShardedAuth(PixTestCase):
         self.assertEqual((r.status, r.json()["duplicates"]), (201, 2), repr(r))
         r = self.send(c, tm, moving, own)
         self.assertEqual((r.status, r.json()["duplicates"]), (201, 1), repr(r))
+        r = self.send(c, ts, sender, purged)
+        self.assertEqual((r.status, r.json()["duplicates"]), (201, 1), "purged before the move: " + repr(r))
         changed = [dict(to_moving[0], valor="999.99")]
         self.assertProblem(self.send(c, ts, sender, changed), 409)
         # a token issued after the move is on the new server too; revocation reaches it

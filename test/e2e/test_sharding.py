@@ -391,6 +391,24 @@ class TestShardedAuth(PixTestCase):
         self.assertProblem(self.send(c, ta, a, [make_message(b, pagador_ispb=a)]), 401)
         self.assertNotEqual(self.sql(f"SELECT revoked_at FROM pix_credential_list('{a}') WHERE label = 'to-revoke'"), "")
 
+    def make_role(self, role, *more_conns):
+        """A login role in pix_client on the router and every shard (PL/Proxy logs in to shards as it)."""
+        create = f"CREATE ROLE {role} LOGIN IN ROLE pix_client"
+        for conn in [self.router, *more_conns]:
+            self.sql(create, conn)
+        shards_sh("each", self.router, create)
+        return self.router.replace("user=postgres", f"user={role}")
+
+    def test_role_bound_through_the_router(self):
+        a, b = self.ispb_on(0), self.ispb_on(1)
+        as_role = self.make_role("inst_bound")
+        self.sql(f"SELECT pix_role_bind('inst_bound', '{a}')")
+        self.assertEqual(self.sql(f"SELECT count(*) FROM pix_stream_start('{a}')", as_role), "1")
+        with self.assertRaisesRegex(RuntimeError, "forbidden"):
+            self.sql(f"SELECT * FROM pix_stream_start('{b}')", as_role)
+        self.assertEqual(self.sql("SELECT pix_role_unbind('inst_bound')"), "t")
+        self.assertEqual(self.sql(f"SELECT count(*) FROM pix_stream_start('{b}')", as_role), "1")
+
     def test_certificate_registered_through_the_router(self):
         b = self.ispb_on(1)
         fp = subprocess.run([os.path.join(ROOT, "scripts", "pki.sh"), "fingerprint", os.path.join(self.pki, "b1.crt")],
@@ -463,7 +481,14 @@ class TestShardedAuth(PixTestCase):
         target_pix = target.replace("dbname=postgres", "dbname=pix")
         self.sql("CREATE ROLE pix_client NOLOGIN; CREATE ROLE pix_http LOGIN IN ROLE pix_client", target_pix)
         target_db = " ".join(p for p in target_pix.split() if not p.startswith("user="))
+        as_moving = self.make_role("inst_moving", target_pix)  # a role bound to the moving ISPB
+        self.sql(f"SELECT pix_role_bind('inst_moving', '{moving}')")
         shards_sh("move", self.router, target_db, str(part))
+        with self.assertRaisesRegex(RuntimeError, "forbidden"):
+            self.sql(f"SELECT * FROM pix_stream_start('{sender}')", as_moving)
+        self.assertEqual(self.sql("SELECT count(*) FROM pix.role_binding b JOIN pg_roles r ON r.oid = b.role "
+                                  f"WHERE r.rolname = 'inst_moving' AND b.ispb = '{moving}'", target_pix), "1",
+                         "the binding is on the new server")
         self.assertEqual(self.sql(f"SELECT count(*) FROM pix.sent_message WHERE end_to_end_id IN "
                                   f"({','.join(repr(m['endToEndId']) for m in to_moving)})", source), "0",
                          "the moved receiver's sent ids left the source")

@@ -312,7 +312,7 @@ BEGIN
     EXCEPTION WHEN others THEN
         doc := NULL;
     END;
-    IF json_typeof(doc) = 'array' AND json_array_length(doc) BETWEEN 2 AND 1000 THEN
+    IF json_typeof(doc) = 'array' AND json_array_length(doc) BETWEEN 1 AND 1000 THEN
         -- each message with its receiver, in the order SPLIT sends them: by shard, then batch order
         SELECT array_agg(t.r ORDER BY t.s, t.n), array_agg(t.m ORDER BY t.s, t.n), array_agg((t.n - 1)::int ORDER BY t.s, t.n)
           INTO receivers, messages, idx
@@ -401,3 +401,306 @@ $$;
 DROP TRIGGER IF EXISTS message_forward ON pix.message;
 CREATE TRIGGER message_forward INSTEAD OF INSERT ON pix.message
     FOR EACH ROW EXECUTE FUNCTION pix_router.message_forward();
+
+-- ---- Credentials (pix 1.3): the extension's management functions, for every shard ----------------
+-- Every credential is on every shard, under the same credential_id: a send's parts are authorized by
+-- the receivers' shards with the sender's credential, and an admin credential acts on every ISPB's shard.
+-- Issuing runs the extension's own function on the ISPB's shard (the first shard for admin credentials),
+-- which makes the token (once, from its CSPRNG) or the certificate's row and audits it; the router then
+-- copies that row (digests only: a token never leaves the call that returns it) to every other shard,
+-- where pix_shard.credential_import audits the copy. Revoking, binding and unbinding run on every shard.
+-- Every shard's credential_id comes from its own range (scripts/shards.sh), so copies never collide
+-- with ids a shard allocates. There is no transaction across shards: a change that cannot reach a shard
+-- raises once the others have it (a new credential is then revoked where it was stored), and running
+-- it again is safe. scripts/shards.sh move holds the credentials lock while it copies credentials to a
+-- new server: changes meanwhile answer 57P03 at once.
+\if :credentials
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pix_admin') THEN
+        CREATE ROLE pix_admin NOLOGIN;
+    END IF;
+END
+$$;
+GRANT USAGE ON SCHEMA pix_router, pix TO pix_admin;
+GRANT USAGE ON FOREIGN SERVER pix_cluster TO pix_admin;
+GRANT EXECUTE ON FUNCTION public.pix_shards() TO pix_admin;
+
+-- The second advisory lock key of the credentials (partitions use 0..1023).
+CREATE OR REPLACE FUNCTION pix_router.credentials_lock() RETURNS int LANGUAGE sql IMMUTABLE AS $$ SELECT -1 $$;
+
+CREATE OR REPLACE FUNCTION pix_router.credentials_unlocked() RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT pg_try_advisory_xact_lock_shared(pix_router.lock_space(), pix_router.credentials_lock()) THEN
+        RAISE EXCEPTION 'credentials are being copied to another server' USING ERRCODE = '57P03',
+            DETAIL = 'scripts/shards.sh move is running.', HINT = 'Retry once the move has ended.';
+    END IF;
+END
+$$;
+
+-- The digest a shard stores for a token (extension/pix--1.2--1.3.sql, pix.token_issue).
+CREATE OR REPLACE FUNCTION pix_router.token_lookup(token text) RETURNS bytea
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT sha256(convert_to('token:' || encode(sha256(convert_to(token, 'UTF8')), 'hex'), 'UTF8'))
+$$;
+
+-- The first partition of the first shard: where admin credentials are issued.
+CREATE OR REPLACE FUNCTION pix_router.admin_partition() RETURNS int
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT s.partitions[1] FROM public.pix_shards() s ORDER BY s.shard LIMIT 1
+$$;
+
+-- One function per shard call (RUN ON a partition of that shard).
+WITH fn(name, args, call, result) AS (VALUES
+    ('token_issue', 'ispb text, label text', 'public.pix_token_issue(ispb, label)', 'text'),
+    ('admin_token_issue', 'label text', 'public.pix_admin_token_issue(label)', 'text'),
+    ('certificate_add', 'ispb text, fingerprint text, label text',
+     'public.pix_certificate_add(ispb, fingerprint, label)', 'bigint'),
+    ('admin_certificate_add', 'fingerprint text, label text', 'public.pix_admin_certificate_add(fingerprint, label)',
+     'bigint'),
+    ('credential_get', 'lookup bytea, id bigint', 'pix_shard.credential_get(lookup, id)', 'text'),
+    ('credential_import', 'credential text', 'pix_shard.credential_import(credential)', 'boolean'),
+    ('credential_revoke', 'id bigint', 'public.pix_credential_revoke(id)', 'boolean'),
+    ('certificate_revoke', 'fingerprint text', 'public.pix_certificate_revoke(fingerprint)', 'int'),
+    ('role_unbind', 'role text', 'public.pix_role_unbind(role::regrole)', 'boolean'))
+SELECT s FROM fn, LATERAL (VALUES
+    (format($f$
+        CREATE OR REPLACE FUNCTION pix_router.%1$I(shard_partition int, %2$s) RETURNS %4$s LANGUAGE plproxy AS $p$
+            CLUSTER 'pix_cluster';
+            RUN ON shard_partition;
+            SELECT %3$s AS %1$I;
+        $p$ $f$, name || '_on', args, call, result)),
+    (format('REVOKE ALL ON FUNCTION pix_router.%I(int, %s) FROM PUBLIC', name || '_on',
+            regexp_replace(args, '[a-z_]+ ([a-z]+)', '\1', 'g'))),
+    (format('GRANT EXECUTE ON FUNCTION pix_router.%I(int, %s) TO pix_admin', name || '_on',
+            regexp_replace(args, '[a-z_]+ ([a-z]+)', '\1', 'g')))) AS v(s) \gexec
+CREATE OR REPLACE FUNCTION pix_router.role_bind_on(shard_partition int, role text, ispb text) RETURNS boolean
+LANGUAGE plproxy AS $p$
+    CLUSTER 'pix_cluster';
+    RUN ON shard_partition;
+    SELECT true AS role_bind_on FROM public.pix_role_bind(role::regrole, ispb);
+$p$;
+CREATE OR REPLACE FUNCTION pix_router.credential_list_on(shard_partition int, ispb text)
+RETURNS TABLE (credential_id bigint, kind text, ispb text, admin boolean, label text, fingerprint text,
+               created_at timestamptz, created_by text, revoked_at timestamptz, revoked_by text)
+LANGUAGE plproxy AS $p$
+    CLUSTER 'pix_cluster';
+    RUN ON shard_partition;
+    SELECT * FROM public.pix_credential_list(ispb);
+$p$;
+CREATE OR REPLACE FUNCTION pix_router.credential_audit_on(shard_partition int)
+RETURNS TABLE (audit_id bigint, at timestamptz, actor text, action text, ispb text, credential_id bigint,
+               detail text)
+LANGUAGE plproxy AS $p$
+    CLUSTER 'pix_cluster';
+    RUN ON shard_partition;
+    SELECT audit_id, at, actor, action, ispb, credential_id, detail FROM pix.credential_audit;
+$p$;
+
+-- Runs `call` (SQL of one pix_router.*_on function with $1 for the partition) on one partition of every
+-- shard in turn and returns each shard's answer as text. A shard that cannot be reached (PL/Proxy's
+-- XX000) does not stop the others; once they have answered, the call raises naming it. For changes of
+-- credentials and bindings only: refused while a move copies them.
+CREATE OR REPLACE FUNCTION pix_router.on_every_shard(call text) RETURNS SETOF text
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    s record;
+    answer text;
+    unreachable text[] := '{}';
+    e_msg text;
+BEGIN
+    PERFORM pix_router.credentials_unlocked();
+    FOR s IN SELECT sh.shard, sh.partitions[1] AS p FROM public.pix_shards() sh ORDER BY sh.shard LOOP
+        BEGIN
+            EXECUTE 'SELECT (' || call || ')::text' INTO answer USING s.p;
+            RETURN NEXT answer;
+        EXCEPTION WHEN internal_error THEN
+            GET STACKED DIAGNOSTICS e_msg = MESSAGE_TEXT;
+            unreachable := unreachable || format('shard %s (%s)', s.shard, e_msg);
+        END;
+    END LOOP;
+    IF cardinality(unreachable) > 0 THEN
+        RAISE EXCEPTION 'not every shard could be reached' USING ERRCODE = '57P03',
+            DETAIL = 'Unreachable: ' || array_to_string(unreachable, '; ')
+                     || '. The other shards have the change.',
+            HINT = 'Run the same call again once every shard answers.';
+    END IF;
+END
+$$;
+
+-- True when some shard answered true (e.g. had the credential active).
+CREATE OR REPLACE FUNCTION pix_router.on_any_shard(call text) RETURNS boolean
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp
+    AS $$ SELECT coalesce(bool_or(a::boolean), false) FROM pix_router.on_every_shard(call) a $$;
+
+CREATE OR REPLACE FUNCTION public.pix_credential_revoke(credential_id bigint) RETURNS boolean
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT pix_router.on_any_shard(format('pix_router.credential_revoke_on($1, %s::bigint)',
+                                          coalesce(credential_id::text, 'NULL')))
+$$;
+
+-- Copies the credential just made on partition `home` (found by digest or id) to every other shard.
+-- When a shard cannot take it, it is revoked wherever it was stored and the error is raised again.
+CREATE OR REPLACE FUNCTION pix_router.credential_copy(home int, lookup bytea, id bigint) RETURNS bigint
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    credential text := pix_router.credential_get_on(home, lookup, id);
+    s record;
+    e_state text;
+    e_msg text;
+    e_detail text;
+BEGIN
+    IF credential IS NULL THEN
+        RAISE EXCEPTION 'the new credential is not on its shard' USING ERRCODE = 'XX000';
+    END IF;
+    id := (credential::json ->> 'credential_id')::bigint;
+    FOR s IN SELECT sh.shard, sh.partitions[1] AS p FROM public.pix_shards() sh
+              WHERE NOT home = ANY (sh.partitions) ORDER BY sh.shard LOOP
+        BEGIN
+            PERFORM pix_router.credential_import_on(s.p, credential);
+        EXCEPTION WHEN others THEN
+            GET STACKED DIAGNOSTICS e_state = RETURNED_SQLSTATE, e_msg = MESSAGE_TEXT, e_detail = PG_EXCEPTION_DETAIL;
+            BEGIN
+                PERFORM public.pix_credential_revoke(id);
+            EXCEPTION WHEN others THEN
+                NULL; -- revoked on the shards that answer; the error below says what to do
+            END;
+            RAISE EXCEPTION 'could not store the new credential on shard %: %', s.shard, e_msg
+                USING ERRCODE = e_state, DETAIL = concat_ws(' ', nullif(e_detail, ''),
+                      format('Credential %s was revoked on the shards that answer; issue it again.', id));
+        END;
+    END LOOP;
+    RETURN id;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION public.pix_token_issue(ispb text, label text DEFAULT '') RETURNS text
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    home int := pix_router.partition_number(ispb);
+    token text;
+BEGIN
+    PERFORM pix_router.credentials_unlocked();
+    token := pix_router.token_issue_on(home, ispb, label);
+    PERFORM pix_router.credential_copy(home, pix_router.token_lookup(token), NULL);
+    RETURN token;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION public.pix_admin_token_issue(label text DEFAULT '') RETURNS text
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    home int := pix_router.admin_partition();
+    token text;
+BEGIN
+    PERFORM pix_router.credentials_unlocked();
+    token := pix_router.admin_token_issue_on(home, label);
+    PERFORM pix_router.credential_copy(home, pix_router.token_lookup(token), NULL);
+    RETURN token;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION public.pix_certificate_add(ispb text, fingerprint text, label text DEFAULT '')
+RETURNS bigint LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    home int := pix_router.partition_number(ispb);
+BEGIN
+    PERFORM pix_router.credentials_unlocked();
+    RETURN pix_router.credential_copy(home, NULL, pix_router.certificate_add_on(home, ispb, fingerprint, label));
+END
+$$;
+
+CREATE OR REPLACE FUNCTION public.pix_admin_certificate_add(fingerprint text, label text DEFAULT '')
+RETURNS bigint LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    home int := pix_router.admin_partition();
+BEGIN
+    PERFORM pix_router.credentials_unlocked();
+    RETURN pix_router.credential_copy(home, NULL, pix_router.admin_certificate_add_on(home, fingerprint, label));
+END
+$$;
+
+-- Revokes every active credential of this fingerprint on every shard: how many (the copies of one
+-- credential count once).
+CREATE OR REPLACE FUNCTION public.pix_certificate_revoke(fingerprint text) RETURNS int
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT coalesce(max(n::int), 0)
+      FROM pix_router.on_every_shard(format('pix_router.certificate_revoke_on($1, %L)', fingerprint)) n
+$$;
+
+CREATE OR REPLACE FUNCTION public.pix_role_bind(role regrole, ispb text) RETURNS void
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT FROM pix_router.on_every_shard(format('pix_router.role_bind_on($1, %L, %L)', role::text, ispb))
+$$;
+
+CREATE OR REPLACE FUNCTION public.pix_role_unbind(role regrole) RETURNS boolean
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp
+    AS $$ SELECT pix_router.on_any_shard(format('pix_router.role_unbind_on($1, %L)', role::text)) $$;
+
+-- Every shard's rows, with the shard's number (a shard that cannot be reached raises: a list must not
+-- look complete when it is not).
+CREATE OR REPLACE FUNCTION pix_router.credential_list_each(of_ispb text)
+RETURNS TABLE (shard int, credential_id bigint, kind text, ispb text, admin boolean, label text,
+               fingerprint text, created_at timestamptz, created_by text, revoked_at timestamptz,
+               revoked_by text)
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    s record;
+BEGIN
+    FOR s IN SELECT sh.shard, sh.partitions[1] AS p FROM public.pix_shards() sh ORDER BY sh.shard LOOP
+        RETURN QUERY SELECT s.shard, l.* FROM pix_router.credential_list_on(s.p, of_ispb) l;
+    END LOOP;
+END
+$$;
+
+-- One row per credential: revoked only when no shard has it active.
+CREATE OR REPLACE FUNCTION public.pix_credential_list(ispb text DEFAULT NULL)
+RETURNS TABLE (credential_id bigint, kind text, ispb text, admin boolean, label text,
+               fingerprint text, created_at timestamptz, created_by text, revoked_at timestamptz,
+               revoked_by text)
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT e.credential_id, min(e.kind), min(e.ispb), bool_or(e.admin), min(e.label), min(e.fingerprint),
+           min(e.created_at), min(e.created_by),
+           CASE WHEN bool_and(e.revoked_at IS NOT NULL) THEN max(e.revoked_at) END,
+           CASE WHEN bool_and(e.revoked_at IS NOT NULL) THEN max(e.revoked_by) END
+      FROM pix_router.credential_list_each(ispb) e
+     GROUP BY e.credential_id ORDER BY e.credential_id
+$$;
+
+CREATE OR REPLACE FUNCTION pix_router.credential_audit_each()
+RETURNS TABLE (shard int, audit_id bigint, at timestamptz, actor text, action text, ispb text,
+               credential_id bigint, detail text)
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    s record;
+BEGIN
+    FOR s IN SELECT sh.shard, sh.partitions[1] AS p FROM public.pix_shards() sh ORDER BY sh.shard LOOP
+        RETURN QUERY SELECT s.shard, a.* FROM pix_router.credential_audit_on(s.p) a;
+    END LOOP;
+END
+$$;
+-- The audit of every shard (each change is audited where it ran; copies as 'credential_copy').
+CREATE OR REPLACE VIEW pix.credential_audit AS SELECT * FROM pix_router.credential_audit_each();
+
+REVOKE ALL ON FUNCTION pix_router.credentials_unlocked(), pix_router.token_lookup(text),
+    pix_router.admin_partition(), pix_router.role_bind_on(int, text, text),
+    pix_router.credential_list_on(int, text), pix_router.credential_audit_on(int),
+    pix_router.on_every_shard(text), pix_router.on_any_shard(text), pix_router.credential_copy(int, bytea, bigint),
+    pix_router.credential_list_each(text), pix_router.credential_audit_each(),
+    public.pix_credential_revoke(bigint), public.pix_token_issue(text, text), public.pix_admin_token_issue(text),
+    public.pix_certificate_add(text, text, text), public.pix_admin_certificate_add(text, text),
+    public.pix_certificate_revoke(text), public.pix_role_bind(regrole, text), public.pix_role_unbind(regrole),
+    public.pix_credential_list(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pix_router.credentials_unlocked(), pix_router.token_lookup(text),
+    pix_router.admin_partition(), pix_router.role_bind_on(int, text, text),
+    pix_router.credential_list_on(int, text), pix_router.credential_audit_on(int),
+    pix_router.on_every_shard(text), pix_router.on_any_shard(text), pix_router.credential_copy(int, bytea, bigint),
+    pix_router.credential_list_each(text), pix_router.credential_audit_each(),
+    public.pix_credential_revoke(bigint), public.pix_token_issue(text, text), public.pix_admin_token_issue(text),
+    public.pix_certificate_add(text, text, text), public.pix_admin_certificate_add(text, text),
+    public.pix_certificate_revoke(text), public.pix_role_bind(regrole, text), public.pix_role_unbind(regrole),
+    public.pix_credential_list(text) TO pix_admin;
+REVOKE ALL ON pix.credential_audit FROM PUBLIC;
+GRANT SELECT ON pix.credential_audit TO pix_admin;
+\endif

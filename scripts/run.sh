@@ -18,7 +18,8 @@
 #
 # PIX_SHARDS=N: a sharded deployment instead (README, "Deployment: sharded"): N shard clusters (ports
 # PIX_PGPORT+1..+N) and a router cluster (PIX_PGPORT) under $PWD/.pgshards (PIX_PGDIR), database pix
-# in each; pixd talks to the router.
+# in each; pixd talks to the router, and PIX_AUTH's credentials are registered through the router, which
+# stores each on every shard.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."

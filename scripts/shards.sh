@@ -7,7 +7,7 @@
 #                                                 extension on every shard, the router's functions
 #   scripts/shards.sh install ROUTER              (re)install the router's functions (after a shard upgrade)
 #   scripts/shards.sh list ROUTER                 one line per shard: number, conninfo, partitions
-#   scripts/shards.sh each ROUTER SQL             run SQL on every shard (e.g. to register a credential)
+#   scripts/shards.sh each ROUTER SQL             run SQL on every shard (credentials: through the router)
 #   scripts/shards.sh move ROUTER TARGET PART...  move partitions to the database TARGET (see README,
 #                                                 "Deployment: sharded")
 #   scripts/shards.sh up DIR PORT N               on this machine: N shard clusters (DIR/shardK, port
@@ -61,6 +61,22 @@ prepare_shard() { # conninfo k
         q "$c" -c "ALTER TABLE pix.message ALTER COLUMN id RESTART WITH $((k << RANGE_BITS))" \
             -c "ALTER TABLE pix.stream ALTER COLUMN stream_id RESTART WITH $((k << RANGE_BITS))"
     fi
+    # Credential ids from the shard's range too: the router copies credentials to every shard under
+    # the id their first shard gave them (router/pix_router.sql), so no shard may allocate another's.
+    q "$c" -c "DO \$\$
+        DECLARE
+            seq text := CASE WHEN to_regclass('pix.credential') IS NOT NULL
+                             THEN pg_get_serial_sequence('pix.credential', 'credential_id') END;
+            first bigint := $(($(range_of "$c") << RANGE_BITS));
+            last bigint;
+        BEGIN
+            IF seq IS NOT NULL AND first > 0 THEN
+                EXECUTE format('SELECT last_value FROM %s', seq) INTO last;
+                IF last < first THEN
+                    PERFORM setval(seq, first, false);
+                END IF;
+            END IF;
+        END \$\$"
 }
 
 # Whether the shards' functions take the trailing credential (pix 1.3); asked of the first shard.
@@ -115,15 +131,30 @@ cmd_each() { # router sql
 }
 
 # ---- moving partitions -------------------------------------------------------------------------
-# The tables of the extension and which rows of them belong to the moving ISPBs ($P is the predicate on
-# an ISPB column). A table of schema pix that is not listed stops the move before anything changes.
+# The tables of the extension, what a move does with each, and which rows ($P is the predicate on an
+# ISPB column, for the moving partitions). A table of schema pix that is not listed stops the move
+# before anything changes. Modes:
+#   move   the moving ISPBs' rows: copied to the target, then deleted from the source
+#   merge  copied to the target, kept on the source, merged with what the target has (below)
+#   stays  not copied
+# sent_message (pix 1.3): a send's ids are recorded on the receiver's shard, so they move with the
+# receiver while its message is in the log; ids whose message the purge removed no longer name their
+# receiver, and are merged into the target (kept on the source too) so a re-send within the horizon
+# is still a duplicate wherever its receiver lives. credential and role_binding are on every shard
+# (router/pix_router.sql): merged, so a new server has them all. The audit stays where each change ran.
 move_tables() {
     cat <<'TABLES'
-institution	ispb IN (SELECT ispb FROM pix.institution WHERE $P(ispb))
-message	recebedor_ispb IN (SELECT recebedor_ispb FROM pix.message WHERE $P(recebedor_ispb))
-stream	$P(ispb)
-iteration	stream_id IN (SELECT stream_id FROM pix.stream WHERE $P(ispb))
-ready	$P(ispb)
+institution	move	ispb IN (SELECT ispb FROM pix.institution WHERE $P(ispb))
+message	move	recebedor_ispb IN (SELECT recebedor_ispb FROM pix.message WHERE $P(recebedor_ispb))
+stream	move	$P(ispb)
+iteration	move	stream_id IN (SELECT stream_id FROM pix.stream WHERE $P(ispb))
+ready	move	$P(ispb)
+retired_id	move	$P(ispb)
+sent_message	move	end_to_end_id IN (SELECT end_to_end_id FROM pix.message WHERE $P(recebedor_ispb))
+sent_message	merge	NOT EXISTS (SELECT 1 FROM pix.message m WHERE m.end_to_end_id = sent_message.end_to_end_id)
+credential	merge	true
+role_binding	merge	true
+credential_audit	stays	false
 TABLES
 }
 
@@ -147,10 +178,58 @@ rows_of() { # table filter partitions -> the WHERE clause
 
 check_tables_known() { # conninfo
     local known unknown
-    known=$(move_tables | cut -f1 | paste -sd, -)
+    known=$(move_tables | cut -f1 | sort -u | paste -sd, -)
     unknown=$(value "$1" "SELECT string_agg(relname, ', ') FROM pg_class WHERE relnamespace = 'pix'::regnamespace
                           AND relkind IN ('r', 'p') AND relname <> ALL (string_to_array('$known', ','))")
     [[ -z "$unknown" ]] || die "table(s) pix.$unknown on $1 are not known to the move procedure: extend move_tables"
+}
+
+# What the copy reads of a table: its rows, except role bindings, which name their role by oid (an oid
+# is local to a server): by name.
+dump_select() { # table where
+    case $1 in
+        role_binding) echo "SELECT r.rolname, b.ispb, b.bound_at, b.bound_by FROM pix.role_binding b
+                            JOIN pg_roles r ON r.oid = b.role WHERE $2" ;;
+        *) echo "SELECT * FROM pix.$1 WHERE $2" ;;
+    esac
+}
+
+# How the target takes a file of rows. Moved rows are new there; merged ones may be there already:
+# a sent id is kept as the target has it, a credential keeps its id and is revoked when either side
+# revoked it, a binding names a role that must exist on the target (the role calls the target through
+# the router) and is inserted with triggers on, so that the target's backends forget cached bindings.
+load_statements() { # table mode file
+    local t=$1 file=$3
+    case $1:$2 in
+        sent_message:*)
+            printf '%s
+' "CREATE TEMP TABLE stage_$2 (LIKE pix.sent_message);" "\copy stage_$2 FROM '$file'" \
+                "INSERT INTO pix.sent_message SELECT * FROM stage_$2 ON CONFLICT DO NOTHING;" ;;
+        credential:merge)
+            printf '%s
+' "CREATE TEMP TABLE stage_credential (LIKE pix.credential);" "\copy stage_credential FROM '$file'" \
+                "INSERT INTO pix.credential OVERRIDING SYSTEM VALUE SELECT * FROM stage_credential
+                 ON CONFLICT (credential_id) DO UPDATE
+                 SET revoked_at = coalesce(pix.credential.revoked_at, excluded.revoked_at),
+                     revoked_by = coalesce(pix.credential.revoked_by, excluded.revoked_by);" ;;
+        role_binding:merge)
+            printf '%s
+' "CREATE TEMP TABLE stage_binding (rolname name, ispb text, bound_at timestamptz, bound_by text);" \
+                "\copy stage_binding FROM '$file'" \
+                "DO \$\$ DECLARE missing text; BEGIN
+                     SELECT string_agg(rolname, ', ') INTO missing FROM stage_binding
+                      WHERE rolname NOT IN (SELECT rolname FROM pg_roles);
+                     IF missing IS NOT NULL THEN
+                         RAISE EXCEPTION 'bound role(s) % do not exist on the target: create them first', missing;
+                     END IF;
+                 END \$\$;" \
+                "SET LOCAL session_replication_role = origin;" \
+                "INSERT INTO pix.role_binding (role, ispb, bound_at, bound_by)
+                 SELECT r.oid, s.ispb, s.bound_at, s.bound_by FROM stage_binding s JOIN pg_roles r USING (rolname)
+                 ON CONFLICT (role) DO NOTHING;" \
+                "SET LOCAL session_replication_role = replica;" ;;
+        *:move) echo "\copy pix.$t FROM '$file'" ;;
+    esac
 }
 
 # Copies the moving rows from source to target: read in one snapshot of the source, written in one
@@ -161,27 +240,31 @@ check_tables_known() { # conninfo
 # (routed calls are locked out): it requeues a dead stream's batch there, while the copy still has it
 # pending in its stream, which the target expires in turn. Nothing is lost either way.
 cmd_copy() { # source target partitions
-    local source=$1 target=$2 parts=$3 dump load table filter tmp
+    local source=$1 target=$2 parts=$3 dump load table mode filter tmp present
     tmp=$(mktemp -d /tmp/pix-move.XXXXXX)
+    present=",$(value "$source" "SELECT string_agg(relname, ',') FROM pg_class WHERE relnamespace = 'pix'::regnamespace"),"
     dump="BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;"$'\n'
     load="SET session_replication_role = replica;"$'\n'
-    while IFS=$'\t' read -r table filter; do
-        dump+="\\copy (SELECT * FROM pix.$table WHERE $(rows_of "$table" "$filter" "$parts")) TO '$tmp/$table'"$'\n'
-        load+="\\copy pix.$table FROM '$tmp/$table'"$'\n'
+    while IFS=$'\t' read -r table mode filter; do
+        [[ "$mode" != stays && "$present" == *",$table,"* ]] || continue # an older source: no such rows
+        dump+="\\copy ($(dump_select "$table" "$(rows_of "$table" "$filter" "$parts")" | tr '\n' ' ')) TO '$tmp/$table.$mode'"$'\n'
+        load+=$(load_statements "$table" "$mode" "$tmp/$table.$mode")$'\n'
     done < <(move_tables)
     dump+="COMMIT;"
     load+="SELECT setval('pix.message_id_seq', greatest((SELECT last_value FROM pix.message_id_seq), (SELECT max(id) FROM pix.message)));"$'\n'
     load+="SELECT setval('pix.stream_stream_id_seq', greatest((SELECT last_value FROM pix.stream_stream_id_seq), (SELECT max(stream_id) FROM pix.stream)));"$'\n'
     local rc=0
     q "$source" -f - <<<"$dump" >/dev/null && q "$target" -1 -f - <<<"$load" >/dev/null || rc=$?
-    say "copied $(wc -l <"$tmp/message" 2>/dev/null || echo 0) message(s), $(wc -l <"$tmp/stream" 2>/dev/null || echo 0) stream(s)"
+    say "copied $(wc -l <"$tmp/message.move" 2>/dev/null || echo 0) message(s), $(wc -l <"$tmp/stream.move" 2>/dev/null || echo 0) stream(s), $(wc -l <"$tmp/credential.merge" 2>/dev/null || echo 0) credential(s)"
     rm -rf "$tmp"
     return "$rc"
 }
 
 cmd_delete() { # source partitions : the moved rows, children first, in one transaction
-    local source=$1 parts=$2 script="" table filter
-    while IFS=$'\t' read -r table filter; do
+    local source=$1 parts=$2 script="" table mode filter present
+    present=",$(value "$source" "SELECT string_agg(relname, ',') FROM pg_class WHERE relnamespace = 'pix'::regnamespace"),"
+    while IFS=$'\t' read -r table mode filter; do
+        [[ "$mode" == move && "$present" == *",$table,"* ]] || continue
         script="DELETE FROM pix.$table WHERE $(rows_of "$table" "$filter" "$parts");"$'\n'"$script"
     done < <(move_tables)
     q "$source" -1 -f - <<<"$script" >/dev/null
@@ -213,6 +296,10 @@ cmd_move() { # router target partition...
     [[ "$(value "$target" "SELECT count(*) FROM pix.stream WHERE $(predicate "$parts" ispb)")" == 0 ]] ||
         die "the target already has streams of partitions $parts"
 
+    # Credentials are on every shard: none may change while they are copied to the target.
+    if [[ "$(value "$router" "SELECT to_regprocedure('pix_router.credentials_lock()') IS NOT NULL")" == t ]]; then
+        locks+="SELECT pg_advisory_lock(pix_router.lock_space(), pix_router.credentials_lock());"$'\n'
+    fi
     for p in "$@"; do
         locks+="SELECT pg_advisory_lock(pix_router.lock_space(), $p);"$'\n'
         sets+="${sets:+, }SET p$p $(literal "$target")"

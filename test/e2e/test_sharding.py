@@ -4,6 +4,7 @@ answers 503 for its institutions only; partitions move to a new server under loa
 duplicating a message; a batch sent for receivers on several shards lands on each receiver's shard."""
 
 import json
+import ssl
 import os
 import unittest
 import subprocess
@@ -22,6 +23,11 @@ def shards_sh(*args, timeout=180):
     out = subprocess.run([os.path.join(ROOT, "scripts", "shards.sh"), *args], check=True, text=True,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
     return out.stdout.strip()
+
+
+def sendable(msgs):
+    """Messages as the send route takes them: the stream's format with valor as a JSON number (README)."""
+    return [dict(m, valor=float(m["valor"])) for m in msgs]
 
 
 @unittest.skipUnless(pixe2e.SHARDS, "runs in the sharded suite (PIX_E2E_SHARDS=4, make test-sharded)")
@@ -238,7 +244,7 @@ class TestSharded(PixTestCase):
             self.skipTest("the shards' extension has no pix_messages_send yet (pix 1.3)")
         sender = self.ispb_on(0)
         receivers = [self.ispb_on(k) for k in range(SHARDS)]
-        batch = [make_message(r, pagador_ispb=sender) for r in receivers for _ in range(3)]
+        batch = sendable([make_message(r, pagador_ispb=sender) for r in receivers for _ in range(3)])
         row = self.sql(f"SELECT accepted, duplicates FROM pix_messages_send('{sender}', "
                        f"$b${json.dumps(batch)}$b$)")
         self.assertEqual(row, f"{len(batch)}|0")
@@ -249,8 +255,8 @@ class TestSharded(PixTestCase):
         row = self.sql(f"SELECT accepted, duplicates FROM pix_messages_send('{sender}', $b${json.dumps(batch)}$b$)")
         self.assertEqual(row, f"0|{len(batch)}")
         # an invalid message: the error names its index in the batch, not in its shard's part
-        bad = [make_message(r, pagador_ispb=sender) for r in receivers]
-        bad[3]["valor"] = "-1"
+        bad = sendable([make_message(r, pagador_ispb=sender) for r in receivers])
+        bad[3]["valor"] = -1
         with self.assertRaises(RuntimeError) as e:
             self.sql(f"SELECT * FROM pix_messages_send('{sender}', $b${json.dumps(bad)}$b$)")
         self.assertIn("messages[3]", str(e.exception))
@@ -271,3 +277,238 @@ class TestSharded(PixTestCase):
             self.assertEqual(self.sql(f"SELECT pix_streams_keepalive(ARRAY['{ids[0]}', '{ids[1]}', 'unknown'])"), "2")
         for i, iid in zip((a, b), ids):
             self.assertEqual(self.sql(f"SELECT pix_stream_stop('{i}', '{iid}')"), "0")
+
+
+@unittest.skipUnless(pixe2e.SHARDS, "runs in the sharded suite (PIX_E2E_SHARDS=4, make test-sharded)")
+class TestShardedAuth(PixTestCase):
+    """pixd over HTTPS with --auth token,mtls in front of a router with 2 shards. Every credential is
+    issued, revoked and listed through the router with the extension's own function names, as an
+    operator does on one database; the router stores each on every shard (a send's parts are authorized
+    by the receivers' shards). A move carries credentials and sent ids to the new server."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.port = free_port()
+        cls.dir = os.path.join(TMP, f"sharded-auth-{cls.port}")
+        cls.router = shards_sh("up", cls.dir, str(cls.port), "2").splitlines()[-1]
+        cls.shards = {}
+        for line in shards_sh("list", cls.router).splitlines():
+            k, rest = line.split(" ", 1)
+            cls.shards[int(k)] = rest.split(" partitions ")[0] + " user=postgres"
+        cls.pki = os.path.join(cls.dir, "pki")
+        for args in (("ca", cls.pki), ("server", cls.pki), ("client", cls.pki, "b1")):
+            subprocess.run([os.path.join(ROOT, "scripts", "pki.sh"), *args], check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+        cls.server = Pixd(cls.router.replace("user=postgres", "user=pix_http"), wait_ms=1000,
+                          extra=["--auth", "token,mtls", "--tls-cert", os.path.join(cls.pki, "server.crt"),
+                                 "--tls-key", os.path.join(cls.pki, "server.key"),
+                                 "--client-ca", os.path.join(cls.pki, "ca.crt")]).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+        shards_sh("down", cls.dir)
+        for d in cls.extra_dirs:
+            subprocess.run([os.path.join(ROOT, "scripts", "cluster.sh"), "stop", d],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+
+    extra_dirs = []
+
+    # -- helpers -------------------------------------------------------------------------------------
+    sql = TestSharded.sql
+    shard_of = TestSharded.shard_of
+    ispb_on = TestSharded.ispb_on
+
+    def conn_of(self, ispb):
+        """The superuser conninfo of the shard that serves ispb now (a test may have moved it)."""
+        return self.sql(f"SELECT conninfo FROM pix_shards() WHERE pix_router.partition_number('{ispb}') "
+                        "= ANY (partitions)") + " user=postgres"
+
+    def client(self, cert=None):
+        ctx = ssl.create_default_context(cafile=os.path.join(self.pki, "ca.crt"))
+        if cert:
+            ctx.load_cert_chain(os.path.join(self.pki, f"{cert}.crt"), os.path.join(self.pki, f"{cert}.key"))
+        c = pixe2e.Client(self.server.port, timeout=30, ssl_context=ctx)
+        self.addCleanup(c.close)
+        return c
+
+    def call(self, c, method, path, token=None, body=None, accept=None):
+        h = {"Authorization": f"Bearer {token}"} if token else {}
+        if accept:
+            h["Accept"] = accept
+        if body is not None:
+            h["Content-Type"] = "application/json"
+        return c.request(method, path, headers=h, body=body)
+
+    def token(self, ispb, label="test"):
+        """A token issued through the router (as an operator would)."""
+        return self.sql(f"SELECT pix_token_issue('{ispb}', '{label}')")
+
+    def credential_id(self, ispb, label):
+        return self.sql(f"SELECT credential_id FROM pix_credential_list('{ispb}') WHERE label = '{label}'")
+
+    def send(self, c, token, sender, msgs):
+        body = json.dumps(sendable(msgs)).encode()
+        return self.call(c, "POST", f"/api/pix/{sender}/msgs", token, body)
+
+    def generate(self, ispb, n):
+        admin = getattr(type(self), "_admin", None) or self.sql("SELECT pix_admin_token_issue('generator')")
+        type(self)._admin = admin
+        r = self.call(self.client(), "POST", f"/api/util/msgs/{ispb}/{n}", admin)
+        self.assertEqual(r.status, 201, repr(r))
+
+    # -- tests ---------------------------------------------------------------------------------------
+    def test_tokens_issued_through_the_router_work_on_their_own_ispb_only(self):
+        a, b = self.ispb_on(0), self.ispb_on(1)
+        ta, tb = self.token(a), self.token(b)
+        self.generate(a, 2)  # the admin token works on both shards
+        self.generate(b, 3)
+        c = self.client()
+        self.assertMessagesFor(self.call(c, "GET", f"/api/pix/{a}/stream/start", ta, accept="multipart/json"), a, count=2)
+        self.assertMessagesFor(self.call(c, "GET", f"/api/pix/{b}/stream/start", tb, accept="multipart/json"), b, count=3)
+        for path in (f"/api/pix/{b}/stream/start", f"/api/pix/{b}/streams"):
+            self.assertProblem(self.call(c, "GET" if "start" in path else "DELETE", path, ta), 403)
+        self.assertProblem(self.send(c, ta, b, [make_message(a, pagador_ispb=b)]), 403)
+        self.assertProblem(self.call(c, "GET", f"/api/pix/{a}/stream/start", "pix_" + "0" * 64), 401)
+        self.assertProblem(self.call(c, "GET", f"/api/pix/{a}/stream/start"), 401)
+        # one row per shard, under one id: issued on a's shard, copied to the other
+        cid = self.credential_id(a, "test")
+        conns = self.sql("SELECT conninfo FROM pix_shards()").splitlines()
+        self.assertGreaterEqual(len(conns), 2)
+        for conn in conns:
+            self.assertEqual(self.sql(f"SELECT ispb FROM pix.credential WHERE credential_id = {cid} "
+                                      "AND revoked_at IS NULL", conn + " user=postgres"), a)
+
+    def test_revoke_through_the_router_is_401_on_the_next_request_on_every_shard(self):
+        a, b = self.ispb_on(1), self.ispb_on(0)
+        ta = self.token(a, "to-revoke")
+        c = self.client()
+        r = self.call(c, "GET", f"/api/pix/{a}/stream/start", ta)
+        self.assertIn(r.status, (200, 204), repr(r))
+        self.assertEqual(self.send(c, ta, a, [make_message(b, pagador_ispb=a)]).status, 201, "b's shard knows a")
+        self.assertEqual(self.sql(f"SELECT pix_credential_revoke({self.credential_id(a, 'to-revoke')})"), "t")
+        self.assertProblem(self.call(c, "GET", f"/api/pix/{a}/stream/start", ta), 401)
+        self.assertProblem(self.send(c, ta, a, [make_message(b, pagador_ispb=a)]), 401)
+        self.assertNotEqual(self.sql(f"SELECT revoked_at FROM pix_credential_list('{a}') WHERE label = 'to-revoke'"), "")
+
+    def make_role(self, role, *more_conns):
+        """A login role in pix_client on the router and every shard (PL/Proxy logs in to shards as it)."""
+        create = f"CREATE ROLE {role} LOGIN IN ROLE pix_client"
+        for conn in [self.router, *more_conns]:
+            self.sql(create, conn)
+        shards_sh("each", self.router, create)
+        return self.router.replace("user=postgres", f"user={role}")
+
+    def test_role_bound_through_the_router(self):
+        a, b = self.ispb_on(0), self.ispb_on(1)
+        as_role = self.make_role("inst_bound")
+        self.sql(f"SELECT pix_role_bind('inst_bound', '{a}')")
+        self.assertEqual(self.sql(f"SELECT count(*) FROM pix_stream_start('{a}')", as_role), "1")
+        with self.assertRaisesRegex(RuntimeError, "forbidden"):
+            self.sql(f"SELECT * FROM pix_stream_start('{b}')", as_role)
+        self.assertEqual(self.sql("SELECT pix_role_unbind('inst_bound')"), "t")
+        self.assertEqual(self.sql(f"SELECT count(*) FROM pix_stream_start('{b}')", as_role), "1")
+
+    def test_certificate_registered_through_the_router(self):
+        b = self.ispb_on(1)
+        fp = subprocess.run([os.path.join(ROOT, "scripts", "pki.sh"), "fingerprint", os.path.join(self.pki, "b1.crt")],
+                            check=True, text=True, stdout=subprocess.PIPE, timeout=30).stdout.strip()
+        self.sql(f"SELECT pix_certificate_add('{b}', '{fp}', 'b1')")
+        self.generate(b, 1)
+        c = self.client("b1")
+        self.assertMessagesFor(self.call(c, "GET", f"/api/pix/{b}/stream/start"), b)
+        self.assertProblem(self.call(c, "GET", f"/api/pix/{self.ispb_on(0)}/stream/start"), 403)
+        self.assertEqual(self.sql(f"SELECT pix_certificate_revoke('{fp}')"), "1")
+        self.assertProblem(self.call(c, "GET", f"/api/pix/{b}/stream/start"), 401)
+
+    def test_send_to_receivers_on_two_shards(self):
+        sender, r0, r1 = self.ispb_on(0), self.ispb_on(0), self.ispb_on(1)
+        ts, t1 = self.token(sender), self.token(r1)
+        batch = [make_message(r, pagador_ispb=sender) for r in (r0, r1, r1)]
+        c = self.client()
+        r = self.send(c, ts, sender, batch)
+        self.assertEqual(r.status, 201, repr(r))
+        self.assertEqual((r.json()["accepted"], r.json()["duplicates"]), (3, 0))
+        self.assertEqual(self.sql(f"SELECT count(*) FROM pix.message WHERE recebedor_ispb = '{r1}'", self.conn_of(r1)), "2")
+        self.assertEqual(self.sql(f"SELECT count(*) FROM pix.message WHERE recebedor_ispb = '{r0}'", self.conn_of(r0)), "1")
+        r = self.send(c, ts, sender, batch)
+        self.assertEqual((r.status, r.json()["accepted"], r.json()["duplicates"]), (201, 0, 3), repr(r))
+        got = self.assertMessagesFor(self.call(c, "GET", f"/api/pix/{r1}/stream/start", t1, accept="multipart/json"), r1,
+                                     count=2)
+        self.assertEqual(sorted(got), sorted(m["endToEndId"] for m in batch[1:]))
+        # a batch of one message goes to its receiver's shard too, not to the sender's
+        one = [make_message(r1, pagador_ispb=sender)]
+        self.assertEqual(self.send(c, ts, sender, one).status, 201)
+        self.assertEqual(self.sql(f"SELECT count(*) FROM pix.message WHERE end_to_end_id = '{one[0]['endToEndId']}'",
+                                  self.conn_of(r1)), "1", "stored where its receiver reads")
+
+    def test_move_keeps_tokens_and_idempotency(self):
+        """A credentialed ISPB's partition moves to a new server: its token still reads there, a re-send
+        to it is still a duplicate, and a revocation through the router reaches the new server."""
+        sender = self.ispb_on(0)
+        # not shard 1's first partition: the shards keep their numbers after the move
+        first = int(self.sql("SELECT partitions[1] FROM pix_shards() WHERE shard = 1"))
+        moving = next(i for i in iter(lambda: self.ispb_on(1), None)
+                      if int(self.sql(f"SELECT pix_router.partition_number('{i}')")) != first)
+        part = int(self.sql(f"SELECT pix_router.partition_number('{moving}')"))
+        source = self.conn_of(moving)
+        ts, tm = self.token(sender, "sender"), self.token(moving, "moving")
+        to_moving = [make_message(moving, pagador_ispb=sender) for _ in range(2)]
+        own = [make_message(sender, pagador_ispb=moving)]
+        c = self.client()
+        # an id whose message is delivered, confirmed (stop) and purged from the log before the move:
+        # only pix.sent_message remembers it
+        purged = [make_message(moving, pagador_ispb=sender)]
+        self.assertEqual(self.send(c, ts, sender, purged).status, 201)
+        r = self.call(c, "GET", f"/api/pix/{moving}/stream/start", tm)
+        self.assertMessagesFor(r, moving, count=1)
+        self.assertEqual(self.call(c, "DELETE", r.header("Pull-Next"), tm).status, 200)
+        self.sql("SET pix.history_retention = 0; SELECT pix_purge_history(); SELECT pix_purge_history()", source)
+        self.assertEqual(self.sql(f"SELECT count(*) FROM pix.message WHERE end_to_end_id = "
+                                  f"'{purged[0]['endToEndId']}'", source), "0", "purged")
+        self.assertEqual(self.send(c, ts, sender, to_moving).status, 201)
+        self.assertEqual(self.send(c, tm, moving, own).status, 201)
+        r = self.call(c, "GET", f"/api/pix/{moving}/stream/start", tm)
+        self.assertEqual(r.status, 200, repr(r))
+        pending = r.header("Pull-Next")
+
+        target_dir = os.path.join(self.dir, "new")
+        target = subprocess.run([os.path.join(ROOT, "scripts", "cluster.sh"), "start", target_dir, str(free_port())],
+                                check=True, text=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                timeout=120).stdout.strip()
+        type(self).extra_dirs.append(target_dir)  # serves the moved partition until the class ends
+        self.sql("CREATE DATABASE pix", target)
+        target_pix = target.replace("dbname=postgres", "dbname=pix")
+        self.sql("CREATE ROLE pix_client NOLOGIN; CREATE ROLE pix_http LOGIN IN ROLE pix_client", target_pix)
+        target_db = " ".join(p for p in target_pix.split() if not p.startswith("user="))
+        as_moving = self.make_role("inst_moving", target_pix)  # a role bound to the moving ISPB
+        self.sql(f"SELECT pix_role_bind('inst_moving', '{moving}')")
+        shards_sh("move", self.router, target_db, str(part))
+        with self.assertRaisesRegex(RuntimeError, "forbidden"):
+            self.sql(f"SELECT * FROM pix_stream_start('{sender}')", as_moving)
+        self.assertEqual(self.sql("SELECT count(*) FROM pix.role_binding b JOIN pg_roles r ON r.oid = b.role "
+                                  f"WHERE r.rolname = 'inst_moving' AND b.ispb = '{moving}'", target_pix), "1",
+                         "the binding is on the new server")
+        self.assertEqual(self.sql(f"SELECT count(*) FROM pix.sent_message WHERE end_to_end_id IN "
+                                  f"({','.join(repr(m['endToEndId']) for m in to_moving)})", source), "0",
+                         "the moved receiver's sent ids left the source")
+
+        # the same token, on the new server: the pending batch, then the stream goes on
+        r = self.call(c, "GET", pending, tm)
+        self.assertIn(r.status, (200, 204), repr(r))
+        self.assertEqual(self.sql(f"SELECT count(*) FROM pix.credential WHERE credential_id = "
+                                  f"{self.credential_id(moving, 'moving')}", target_pix), "1")
+        # re-sends are duplicates: to the moved receiver, and by it
+        r = self.send(c, ts, sender, to_moving)
+        self.assertEqual((r.status, r.json()["duplicates"]), (201, 2), repr(r))
+        r = self.send(c, tm, moving, own)
+        self.assertEqual((r.status, r.json()["duplicates"]), (201, 1), repr(r))
+        r = self.send(c, ts, sender, purged)
+        self.assertEqual((r.status, r.json()["duplicates"]), (201, 1), "purged before the move: " + repr(r))
+        changed = [dict(to_moving[0], valor="999.99")]
+        self.assertProblem(self.send(c, ts, sender, changed), 409)
+        # a token issued after the move is on the new server too; revocation reaches it
+        tm2 = self.token(moving, "moving-after")
+        self.assertIn(self.call(c, "GET", f"/api/pix/{moving}/stream/start", tm2).status, (200, 204))
+        self.sql(f"SELECT pix_credential_revoke({self.credential_id(moving, 'moving')})")
+        self.assertProblem(self.call(c, "GET", f"/api/pix/{moving}/stream/start", tm), 401)

@@ -15,7 +15,7 @@ import time
 from collections import Counter
 
 from pixe2e import (PGBIN, SLOW, Collector, Pixd, PixTestCase, conninfo, create_database, drop_database,
-                    insert_messages, log, new_ispb, psql, raw_http, run_threads)
+                    insert_messages, log, new_ispb, psql, raw_http, run_threads, shard_names)
 
 
 def metrics(pixd):
@@ -203,15 +203,19 @@ class TestBackpressure(PixTestCase):
         t = threading.Thread(target=lambda: box.update(r=c.next(timeout=60)), daemon=True)
         t.start()
         wait_for(pixd, "the read parked", lambda m: m["pixd_reads_parked"] == 1, 30)
-        locker = subprocess.Popen([os.path.join(PGBIN, "psql"), "-X", "-q", conninfo(db), "-c",
-                                   "BEGIN; LOCK TABLE pix.message IN EXCLUSIVE MODE; SELECT pg_sleep(60)"],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.addCleanup(locker.kill)
+        # The message table is locked where the messages live: the database, or each shard of a router.
+        tables = shard_names(db) or [db]
+        for d in tables:
+            locker = subprocess.Popen([os.path.join(PGBIN, "psql"), "-X", "-q", conninfo(d), "-c",
+                                       "BEGIN; LOCK TABLE pix.message IN EXCLUSIVE MODE; SELECT pg_sleep(60)"],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.addCleanup(locker.kill)
         deadline = time.monotonic() + 30 * SLOW
-        while psql("SELECT count(*) FROM pg_locks WHERE relation = 'pix.message'::regclass "
-                   "AND mode = 'ExclusiveLock' AND granted", dbname=db).strip() != "1":
-            self.assertLess(time.monotonic(), deadline, "the lock was never taken")
-            time.sleep(0.05)
+        for d in tables:
+            while psql("SELECT count(*) FROM pg_locks WHERE relation = 'pix.message'::regclass "
+                       "AND mode = 'ExclusiveLock' AND granted", dbname=d).strip() != "1":
+                self.assertLess(time.monotonic(), deadline, "the lock was never taken")
+                time.sleep(0.05)
 
         def stuck():
             cl = pixd.client()
@@ -233,8 +237,9 @@ class TestBackpressure(PixTestCase):
         log(f"\n    parked read under a saturated pool: {r.status} after {r.elapsed * 1000:.0f} ms")
         self.assertEqual(r.status, 204, repr(r))
         self.assertEqual(r.header("Pull-Next"), c.previous, "the same id again")
-        psql("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE relation = 'pix.message'::regclass "
-             "AND mode = 'ExclusiveLock'", dbname=db)
+        for d in tables:
+            psql("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE relation = 'pix.message'::regclass "
+                 "AND mode = 'ExclusiveLock'", dbname=d)
         for h in hogs:
             h.join(60 * SLOW)
 

@@ -15,7 +15,7 @@
 #      a pg_auto_failover formation of its own (test/fault/failover.py --short)
 # Ends with a line "N passed, N failed" (individual tests) and a non-zero status when anything failed.
 #
-# Environment: PIX_TEST_ONLY="regress isolation unit e2e shards security fuzz bench docker" (a subset), PIX_E2E_ARGS (passed to
+# Environment: PIX_TEST_ONLY="regress isolation unit e2e shards security fuzz bench docker ha" (a subset), PIX_E2E_ARGS (passed to
 # test/e2e/run.py, e.g. a test name pattern "-k Accept"), PIX_VALGRIND=1 (run every shim of the
 # end-to-end suite under valgrind; slow), PIX_KEEP_TMP=1|0 (keep the temporary directory always|never;
 # by default it is kept when something failed).

@@ -612,7 +612,7 @@ class TestOpenAPIContract(PixTestCase):
     def test_oversized_send_body_is_a_problem_document(self):
         """KNOWN DEVIATION from SPEC.md ("Errors are application/problem+json"): a request body over 1 MiB
         (the send route's limit, libh2o 2.2.5's one limit for every path) is answered by h2o itself, 413
-        text/plain, before any handler runs; bodies over 64 KiB on other routes get pixd's documented 413.
+        text/plain, before any handler runs; any body on a route that takes none gets pixd's documented 413.
         When fixed, this test passes unexpectedly (and fails the suite): document it and drop the decorator."""
         r = pixe2e.raw_http(self.pixd.port, f"POST /api/pix/{new_ispb()}/msgs HTTP/1.1\r\nHost: x\r\n"
                             f"Content-Length: {1024 * 1024 + 1}\r\n\r\n".encode())

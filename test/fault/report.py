@@ -159,8 +159,10 @@ def main():
     p("- `test/fuzz/run.sh [SECONDS]`: libFuzzer (ASan+UBSan) harnesses `fuzz_message` (validator + JSON"
       " renderer, output checked by a strict JSON/UTF-8 validator), `fuzz_cpf_cnpj` (against an independent"
       " reference), `fuzz_accept` (Accept/Accept-Encoding, metamorphic checks), `fuzz_route` (router,"
-      " number/id checks, handlers and problem+json answers, against a reference router). Seed corpora in"
-      " `test/fuzz/corpus/`.")
+      " number/id checks, handlers and problem+json answers, against a reference router), `fuzz_bearer`"
+      " (the Authorization header parser: token alphabet, round trip, credential digest), `fuzz_send_json`"
+      " (the send route's body parser, with the judge and renderer it feeds: bounds, limit, round trip)."
+      " Seed corpora in `test/fuzz/corpus/`.")
     p("- `test/fault/http_fuzz.py`: the HTTP fuzzer alone (it is also the `http_fuzz` row above).")
     p("- `test/security/run.sh`: least-privilege role, id entropy, other-ISPB ids, no SQL from request text,"
       " request limits, start-up configuration.")

@@ -17,6 +17,9 @@ REGRESS_OPTS = --inputdir=. --load-extension=$(EXTENSION)
 ISOLATION = $(basename $(notdir $(wildcard specs/*.spec)))
 ISOLATION_OPTS = --load-extension=$(EXTENSION) --load-extension=pix_isolation
 
+# The rules below would otherwise make `install` the default goal: a bare `make` builds, nothing more.
+.DEFAULT_GOAL := all
+
 # The isolation specs' shared helpers: a test-only extension (schema t) in specs/, installed next to
 # pix so that pg_isolation_regress can load it into its throw-away database.
 install: install-isolation-helpers
@@ -101,7 +104,7 @@ clean-pixbench:
 # ---- reliability: fuzzing, fault injection, security (test/fuzz, test/fault, test/security) ------
 #   make fuzz [FUZZ_SECONDS=20]   libFuzzer harnesses, FUZZ_SECONDS each (clang; ~1.5 min at 20)
 #   make test-security            least-privilege role, id entropy, limits, configuration (~40 s)
-#   make test-fault               fault scenarios under a drain; rewrites RELIABILITY.md (~5 min)
+#   make test-fault               fault scenarios under a drain, then HA; rewrites RELIABILITY.md (~15 min)
 FUZZ_SECONDS ?= 20
 .PHONY: fuzz test-security test-fault
 fuzz:

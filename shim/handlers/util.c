@@ -3,7 +3,7 @@
  *
  * {number} is checked here strictly (ASCII digits only, 1..--max-generate) so that junk never costs
  * a query; the database checks again against pix.max_generate (PX002 -> 400), which should match.
- * The request body, if any, is ignored.
+ * It takes no body: the router answers 413 to one before this handler runs.
  */
 #include <stdio.h>
 #include <stdlib.h>

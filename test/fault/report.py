@@ -158,8 +158,9 @@ def main():
     p("")
     p("- `test/fuzz/run.sh [SECONDS]`: libFuzzer (ASan+UBSan) harnesses `fuzz_message` (validator + JSON"
       " renderer, output checked by a strict JSON/UTF-8 validator), `fuzz_cpf_cnpj` (against an independent"
-      " reference), `fuzz_accept` (Accept/Accept-Encoding, metamorphic checks), `fuzz_route` (router,"
-      " number/id checks, handlers and problem+json answers, against a reference router). Seed corpora in"
+      " reference), `fuzz_send_json` (the send body's JSON parser), `fuzz_accept` (Accept/Accept-Encoding,"
+      " metamorphic checks), `fuzz_route` (router, number/id checks, handlers and problem+json answers,"
+      " against a reference router), `fuzz_bearer` (`Authorization: Bearer` parsing). Seed corpora in"
       " `test/fuzz/corpus/`.")
     p("- `test/fault/http_fuzz.py`: the HTTP fuzzer alone (it is also the `http_fuzz` row above).")
     p("- `test/security/run.sh`: least-privilege role, id entropy, other-ISPB ids, no SQL from request text,"

@@ -36,6 +36,10 @@ struct read_ctx {
 	struct parking_slot slot; /* its ispb and iid are the query's parameters */
 	unsigned listen_epoch;    /* listener_epoch() when the last query was submitted */
 	char max_messages[4];
+	/* The database answered "nothing" on slot.iid: that id is the stream's current one with nothing
+	 * pending, so a 204 naming it again is true. Before that answer the id may be a previous one
+	 * whose batch waits to be replayed, and only the database can say. */
+	char id_seen_empty;
 	const char *credential; /* in req->pool, or NULL */
 };
 
@@ -218,9 +222,10 @@ static void on_read_result(db_query_t *q, PGresult *res, enum db_failure failure
 {
 	struct read_ctx *ctx = H2O_STRUCT_FROM_MEMBER(struct read_ctx, query, q);
 
-	if (failure == DB_FAIL_NOT_SENT && ctx->slot.expired && ctx->slot.iid[0] != '\0') {
-		/* The wait is over and the pool had no connection for this read: nothing was read, so
-		 * nothing was confirmed; 204 on time with the same id beats a 503 after the queue timer. */
+	if (failure == DB_FAIL_NOT_SENT && ctx->slot.expired && ctx->id_seen_empty) {
+		/* The wait is over and the pool had no connection for this read's last query: nothing was
+		 * read, so nothing was confirmed; 204 on time with the same id beats a 503 after the queue
+		 * timer. */
 		answer_empty(ctx);
 		return;
 	}
@@ -268,6 +273,7 @@ static void answer_messages(struct read_ctx *ctx, const PGresult *res)
 static void read_found_nothing(struct read_ctx *ctx, const PGresult *res)
 {
 	memcpy(ctx->slot.iid, PQgetvalue(res, 0, 0), PQgetlength(res, 0, 0) + 1);
+	ctx->id_seen_empty = 1;
 	read_next_params(ctx);
 	for (;;) {
 		switch (parking_park(&ctx->slot)) {
@@ -322,15 +328,16 @@ static void on_check(struct parking_slot *slot)
  * result is the answer: 200 with what it found, else 204 (parking_park answers at once now that the
  * deadline passed). When stopping, answer at once. The last read may wait for a connection only
  * DB_HURRY_MS: past that, 204 on time. A read that was querying when the deadline came is already
- * its last one: hurry it the same way, unless it is a start that has no stream yet (no id to answer
- * 204 with): that one waits its turn.
+ * its last one: hurry it the same way, unless the database has not answered it yet (a start with
+ * no stream, or a retry of a previous id whose batch is to be replayed: a 204 could only guess):
+ * that one waits its turn.
  */
 static void on_deadline(struct parking_slot *slot)
 {
 	struct read_ctx *ctx = H2O_STRUCT_FROM_MEMBER(struct read_ctx, slot, slot);
 
 	if (db_is_pending(&ctx->query)) {
-		if (ctx->slot.iid[0] != '\0')
+		if (ctx->id_seen_empty)
 			db_hurry(&ctx->query);
 		return;
 	}

@@ -306,6 +306,59 @@ class TestKeepalive(PixTestCase):
         self.assertEqual(set(got), set(ids), "the message reached a parked collector")
         self.assertGreater(metrics(pixd)["pixd_keepalive_streams_total"], 0)
 
+    def test_parked_collectors_reads_write_nothing(self):
+        """pixd keeps its parked streams fresher than the extension's liveness slack, so the re-reads of
+        parked collectors find nothing to write. pix.stream_idle_timeout 96 s: slack 6 s, keepalive
+        every 4 s (a keepalive slower than the slack, e.g. every 7 s, leaves reads to write). Six
+        collectors poll for 12 s with --wait-ms 1000; every write to their stream rows in that time is
+        a keepalive, which marks all six in one transaction: the rows always share one xmin."""
+        db = "pix_e2e_quiet"
+        create_database(db, {"pix.stream_idle_timeout": "96s"})
+        self.addCleanup(drop_database, db)
+        pixd = Pixd(conninfo(db), wait_ms=1000).start()
+        self.addCleanup(pixd.stop)
+        ispb = new_ispb()
+        cs = [Collector(pixd, ispb) for _ in range(6)]
+        for c in cs:
+            self.addCleanup(c.close)
+        rs = run_threads([lambda c=c: c.start(timeout=60) for c in cs], 60 * SLOW)
+        self.assertEqual([r.status for r in rs], [204] * 6, rs)
+        stop = time.monotonic() + 12
+
+        def poll(c):
+            while time.monotonic() < stop:
+                r = c.next(timeout=60)
+                assert r.status == 204, repr(r)
+
+        box = {}
+
+        def poll_all():
+            try:
+                run_threads([lambda c=c: poll(c) for c in cs], 60 * SLOW)
+            except BaseException as e:  # noqa: B036 - reported by the test's thread below
+                box["error"] = e
+
+        t = threading.Thread(target=poll_all, daemon=True)
+        t.start()
+        # The starts wrote each row in its own transaction: from the first keepalive on, one xmin.
+        first = calls(metrics(pixd), "pix_streams_keepalive")
+        wait_for(pixd, "a keepalive", lambda m: calls(m, "pix_streams_keepalive") > first, 30)
+        tables = shard_names(db) or [db]
+        samples, xmins = 0, set()
+        while t.is_alive() and time.monotonic() < stop:
+            rows = [x for d in tables for x in psql(
+                f"SELECT xmin FROM pix.stream WHERE ispb = '{ispb}' AND state = 'o'", dbname=d).split()]
+            self.assertEqual(len(rows), 6, rows)
+            self.assertEqual(len(set(rows)), 1, f"a parked collector's read wrote its stream row: xmins {rows}")
+            samples += 1
+            xmins |= set(rows)
+            time.sleep(0.1)
+        t.join(60 * SLOW)
+        self.assertNotIn("error", box, box.get("error"))
+        log(f"\n    6 parked collectors polling 12 s: {samples} samples, {len(xmins)} keepalive transaction(s) seen")
+        self.assertGreater(samples, 20)
+        self.assertGreater(len(xmins), 1, "no keepalive marked the rows while they were polled")
+
 
 class TestRequestBodies(PixTestCase):
     def test_a_body_no_route_takes_is_refused_before_it_is_read(self):

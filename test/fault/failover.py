@@ -275,10 +275,11 @@ class StreamProbe:
 
     def after(self):
         st, pull_next, body, n503 = self.get(self.id1)
-        self.check(st == 200 and body == self.batch_b and pull_next == self.id2,
+        replayed = st == 200 and body == self.batch_b and pull_next == self.id2
+        self.check(replayed,
                    f"retry of the previous id after the failover replays batch B with the same Pull-Next "
                    f"(got {st}, same body {body == self.batch_b}, same Pull-Next {pull_next == self.id2}, "
-                   f"after {n503} answers 503)")
+                   f"after {n503} answers 503)" + ("" if replayed else f"; {self.stream_state()}"))
         st, _, _, _ = self.get(f"/api/pix/{self.ispb}/stream/start")
         self.check(st == 429, f"a 7th start after the failover gets 429 (got {st})")
         st, _, _, _ = self.get(self.id2)
@@ -288,6 +289,16 @@ class StreamProbe:
 
     def result(self):
         return [what for ok, what in self.checks if not ok], len(self.checks)
+
+    def stream_state(self):
+        """What the database holds for the probe's stream, at once (to tell a wrong answer of pixd's
+        from a wrong state of the database's when the replay check fails)."""
+        iid2 = self.id2.rsplit("/", 1)[-1]
+        out = fl.psql("SELECT format('stream %s state %s seq %s current %s pending %s, last read %s ago', "
+                      "stream_id, state, seq, current_iid = " + f"'{iid2}'" + ", cardinality(pending_ids), "
+                      "clock_timestamp() - last_read_at) FROM pix.stream WHERE ispb = " + f"'{self.ispb}' "
+                      "AND current_iid = " + f"'{iid2}'", dbname=self.dbname, check=False)
+        return "database: " + ((out or "").strip() or "no open stream at id2 (or no answer)")
 
 
 def outage(stats, t_fault, window=30):

@@ -74,18 +74,22 @@ CREATE OR REPLACE FUNCTION pix_router.partition_number(ispb text) RETURNS int LA
 -- RUN ON's value for a call of this ISPB: refuses a credential the shards would not check, and a call of a
 -- partition that scripts/shards.sh move is copying (SQLSTATE 57P03, which pixd answers with 503). A NULL
 -- or malformed ISPB is routed like any other value: its shard answers PX001.
+-- Every routed call runs it, so it has no SET clause (a function with one saves and restores the
+-- settings on each call: bench/router-per-call.sh); every name and operator in it is schema-qualified
+-- instead, so the caller's search_path cannot change what it calls.
 SELECT format($f$
 CREATE OR REPLACE FUNCTION pix_router.partition_of(ispb text, credential text) RETURNS int
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql VOLATILE AS $fn$
 DECLARE
-    h int := coalesce(hashtext(ispb), 0);
+    h int := coalesce(pg_catalog.hashtext(ispb), 0);
+    p int := h OPERATOR(pg_catalog.&) %2$s;
 BEGIN
-    IF credential IS NOT NULL AND NOT %1$L::boolean THEN
+    IF credential IS NOT NULL AND NOT %1$L::pg_catalog.bool THEN
         RAISE EXCEPTION 'unauthenticated' USING ERRCODE = 'PX012',
             DETAIL = 'The shards of this router predate credentials.';
     END IF;
-    IF NOT pg_try_advisory_xact_lock_shared(pix_router.lock_space(), h & %2$s) THEN
-        RAISE EXCEPTION 'partition %% is moving to another server', h & %2$s
+    IF NOT pg_catalog.pg_try_advisory_xact_lock_shared(pix_router.lock_space(), p) THEN
+        RAISE EXCEPTION 'partition %% is moving to another server', p
             USING ERRCODE = '57P03', HINT = 'Retry in a second.';
     END IF;
     RETURN h;

@@ -238,6 +238,43 @@ class TestSharded(PixTestCase):
         self.assertIn('pixd_shard_listener_up{shard="4"} 1', self.http.get("/metrics").body.decode())
         log(f"\n    moved partitions {parts} under load: {len(deliveries)} deliveries, statuses {dict(statuses)}")
 
+    def test_a_moving_partition_refuses_calls_whatever_the_callers_search_path(self):
+        # partition_of has no SET search_path (it runs on every routed call): its names are qualified.
+        # A caller whose search_path puts a look-alike of the lock function first must still be refused.
+        ispb = new_ispb()
+        part = self.sql(f"SELECT pix_router.partition_number('{ispb}')")
+        psql = os.path.join(os.environ.get("PGBIN", "/usr/lib/postgresql/15/bin"), "psql")
+        held = (f"FROM pg_locks WHERE locktype = 'advisory' AND objid = {part} AND granted "
+                "AND mode = 'ExclusiveLock'")
+        holder = subprocess.Popen([psql, "-X", "-q", self.router, "-c",
+                                   f"SELECT pg_advisory_lock(pix_router.lock_space(), {part})", "-c",
+                                   "SELECT pg_sleep(60)"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def release():  # the holder's backend, not only its psql: a sleeping backend keeps its lock
+            self.sql(f"SELECT pg_terminate_backend(pid) {held}")
+            holder.wait(30)
+            for _ in range(100):
+                if self.sql(f"SELECT count(*) {held}") == "0":
+                    return
+                time.sleep(0.05)
+        self.addCleanup(release)
+        for _ in range(100):  # until the holder has the lock
+            if self.sql(f"SELECT count(*) {held}") == "1":
+                break
+            time.sleep(0.05)
+        self.sql("CREATE SCHEMA IF NOT EXISTS lookalike; CREATE OR REPLACE FUNCTION "
+                 "lookalike.pg_try_advisory_xact_lock_shared(int, int) RETURNS boolean LANGUAGE sql "
+                 "AS 'SELECT true'; CREATE OR REPLACE FUNCTION lookalike.hashtext(text) RETURNS int "
+                 "LANGUAGE sql AS 'SELECT 0'")
+        self.addCleanup(self.sql, "DROP SCHEMA lookalike CASCADE")
+        for path in ("public", "lookalike, pg_catalog, public"):
+            with self.subTest(search_path=path):
+                with self.assertRaisesRegex(RuntimeError, "is moving to another server"):
+                    self.sql(f"SET search_path = {path}; SELECT * FROM public.pix_stream_start('{ispb}', 1)")
+        release()
+        self.assertEqual(self.sql(f"SELECT message_count FROM public.pix_stream_start('{ispb}', 1)"), "0")
+        self.sql(f"SELECT public.pix_streams_stop_all('{ispb}')")
+
     def test_a_batch_for_several_shards_lands_on_each_receivers_shard(self):
         has_send = self.sql("SELECT count(*) FROM pg_proc WHERE proname = 'pix_messages_send'", self.shards[0])
         if has_send == "0":

@@ -13,8 +13,11 @@
 #   router      this tree's router (router/pix_router.sql)
 #   base        with BASE_REV: that commit's router/pix_router.sql, in a second database of the same
 #               router cluster, on the same shard
-#   hash        a bare `RUN ON hashtext(ispb)` function (no move lock, no credential check): the floor of
-#               what PL/Proxy itself costs
+#   hash        a bare `RUN ON hashtext(ispb)` function (no move lock, no credential check)
+#   extended    the shard's pix_stream_next as an unnamed statement, parsed and planned on every call
+#               (pgbench -M extended): how PL/Proxy sends every call to a shard (PQsendQueryParams)
+#   hop         a PL/Proxy function that runs `SELECT 1` on partition 0, against `one` (SELECT 1 on the
+#               shard directly): what one PL/Proxy hop costs with nothing else to do
 # Ports PIX_BENCH_PORT (5990) and +1; directory /tmp/pix-router-per-call (removed at the start).
 set -euo pipefail
 
@@ -41,11 +44,17 @@ q "$router" -c "CREATE OR REPLACE FUNCTION public.pix_stream_next_hash(ispb text
         CLUSTER 'pix_cluster';
         RUN ON hashtext(ispb);
         SELECT * FROM public.pix_stream_next(ispb, interation_id, max_messages, credential);
+    \$p\$" -c "CREATE OR REPLACE FUNCTION public.pix_hop() RETURNS int LANGUAGE plproxy AS \$p\$
+        CLUSTER 'pix_cluster';
+        RUN ON 0;
+        SELECT 1;
     \$p\$"
 
-variants=(direct router hash)
-declare -A conn=([direct]=$shard [router]=$router [hash]=$router)
-declare -A fn=([direct]=pix_stream_next [router]=pix_stream_next [hash]=pix_stream_next_hash)
+variants=(direct extended router hash one hop)
+declare -A conn=([direct]=$shard [extended]=$shard [router]=$router [hash]=$router [one]=$shard [hop]=$router)
+declare -A fn=([direct]=pix_stream_next [extended]=pix_stream_next [router]=pix_stream_next
+    [hash]=pix_stream_next_hash)
+declare -A sql=([one]="SELECT 1;" [hop]="SELECT pix_hop();")
 if [[ -n "$base_rev" ]]; then
     base_router=${router/dbname=pix/dbname=pix_base}
     q "$router" -c "CREATE DATABASE pix_base"
@@ -66,15 +75,16 @@ iid=$(q "$shard" -tAc "SELECT interation_id FROM pix_stream_start('$ispb', 10)")
 q "$shard" -c "ALTER DATABASE pix SET pix.stream_idle_timeout = '1h'"
 
 run() { # variant clients
-    local v=$1 c=$2 script="$dir/$1.sql"
-    echo "SELECT * FROM ${fn[$v]}('$ispb', '$iid', 10);" >"$script"
-    "$PGBIN/pgbench" -n -M prepared -c "$c" -j "$((c > 1 ? 2 : 1))" -T 4 -f "$script" "${conn[$v]}" 2>&1 |
+    local v=$1 c=$2 script="$dir/$1.sql" mode=prepared
+    echo "${sql[$v]:-SELECT * FROM ${fn[$v]}('$ispb', '$iid', 10);}" >"$script"
+    [[ $v == extended ]] && mode=extended
+    "$PGBIN/pgbench" -n -M "$mode" -c "$c" -j "$((c > 1 ? 2 : 1))" -T 4 -f "$script" "${conn[$v]}" 2>&1 |
         awk -v v="$v" -v c="$c" '/latency average/ {lat = $4} /^tps/ {tps = $3}
             END {printf "%-7s clients %d  latency %.3f ms  %.0f calls/s\n", v, c, lat, tps}'
 }
 
 echo "# bench/router-per-call.sh $* — $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git rev-parse --short HEAD)$([[ -z "$(git status --porcelain)" ]] && echo ", clean tree" || echo ", uncommitted changes"), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "# empty read: SELECT * FROM f('$ispb', <open stream id>, 10), pgbench -M prepared -T 4; rounds alternate the order"
+echo "# empty read: SELECT * FROM f('$ispb', <open stream id>, 10), pgbench -M prepared -T 4 (extended: -M extended); one/hop: SELECT 1 on the shard / through one PL/Proxy hop; rounds alternate the order"
 order=("${variants[@]}")
 for ((r = 1; r <= rounds; r++)); do
     for c in 1 8; do

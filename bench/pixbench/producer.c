@@ -74,9 +74,9 @@ static size_t row_format(char *buf, long idx, int ispb_idx, int first)
 	    cpf2, ispb, 2000 + idx % 9000000, idx);
 }
 
-static PGconn *connect_db(void)
+static PGconn *connect_to(const char *conninfo)
 {
-	PGconn *c = PQconnectdb(cfg.db);
+	PGconn *c = PQconnectdb(conninfo);
 	if (PQstatus(c) != CONNECTION_OK) {
 		fprintf(stderr, "pixbench: cannot connect to the database: %s", PQerrorMessage(c));
 		PQfinish(c);
@@ -84,6 +84,11 @@ static PGconn *connect_db(void)
 	}
 	PQclear(PQexec(c, "SET synchronous_commit = on"));
 	return c;
+}
+
+static PGconn *connect_db(void)
+{
+	return connect_to(cfg.db);
 }
 
 /* Inserts ledger indexes [from, from+n) in one statement; records their commit time. */
@@ -134,17 +139,61 @@ int preload_tracked(long n)
 	return rc;
 }
 
-/* Untracked backlog through the extension's generator, spread over the ISPBs. */
-/* pix.message ids of the backlog: (backlog_lo, backlog_hi] (the generator's rows only, before
- * any tracked insert) */
-static long backlog_lo, backlog_hi;
+/*
+ * The untracked backlog: pix_generate_messages through --db, spread over the ISPBs. Its rows are
+ * found again by id: (lo, hi] in each database that holds them, read before and after generating.
+ * That is --db itself, or, when --db is a PL/Proxy router (pix_shards() answers), each shard: every
+ * shard allocates ids from a range of its own, so each gets its own bounds.
+ */
+#define PB_MAX_SHARDS 64
+static struct backlog_db {
+	char conninfo[600];
+	long lo, hi;
+} backlog_dbs[PB_MAX_SHARDS];
+static int n_backlog_dbs;
 
-static long max_message_id(PGconn *c)
+static void find_backlog_dbs(PGconn *c)
 {
+	PGresult *r = PQexec(c, "SELECT conninfo FROM pix_shards() ORDER BY shard");
+	int n = PQresultStatus(r) == PGRES_TUPLES_OK ? PQntuples(r) : 0;
+
+	n_backlog_dbs = 0;
+	for (int i = 0; i < n && i < PB_MAX_SHARDS; i++) {
+		const char *shard = PQgetvalue(r, i, 0);
+		/* The router stores shards without a user: PL/Proxy connects as the caller, and so do we. */
+		snprintf(backlog_dbs[i].conninfo, sizeof backlog_dbs[i].conninfo, "%s%s%s", shard,
+		         strstr(shard, "user=") ? "" : " user=", strstr(shard, "user=") ? "" : PQuser(c));
+		n_backlog_dbs++;
+	}
+	PQclear(r);
+	if (n_backlog_dbs == 0) {
+		snprintf(backlog_dbs[0].conninfo, sizeof backlog_dbs[0].conninfo, "%s", cfg.db);
+		n_backlog_dbs = 1;
+	}
+}
+
+static long max_message_id(const char *conninfo)
+{
+	PGconn *c = connect_to(conninfo);
+	if (!c)
+		return -1;
 	PGresult *r = PQexec(c, "SELECT coalesce(max(id), 0) FROM pix.message");
 	long v = PQresultStatus(r) == PGRES_TUPLES_OK ? atol(PQgetvalue(r, 0, 0)) : -1;
 	PQclear(r);
+	PQfinish(c);
 	return v;
+}
+
+/* Reads each database's highest message id into lo (before) or hi (after); -1 if one cannot tell. */
+static int read_backlog_bounds(int after)
+{
+	for (int i = 0; i < n_backlog_dbs; i++) {
+		long v = max_message_id(backlog_dbs[i].conninfo);
+		if (v < 0)
+			return -1;
+		*(after ? &backlog_dbs[i].hi : &backlog_dbs[i].lo) = v;
+	}
+	return 0;
 }
 
 int generate_backlog(long n)
@@ -152,7 +201,11 @@ int generate_backlog(long n)
 	PGconn *c = connect_db();
 	if (!c)
 		return -1;
-	backlog_lo = max_message_id(c);
+	find_backlog_dbs(c);
+	if (read_backlog_bounds(0) < 0) {
+		PQfinish(c);
+		return -1;
+	}
 	int64_t t0 = now_ns();
 	long per = n / cfg.ispbs, done = 0;
 	for (int k = 0; k < cfg.ispbs && done < n; k++) {
@@ -176,23 +229,18 @@ int generate_backlog(long n)
 		}
 	}
 	if (!cfg.quiet)
-		fprintf(stderr, "pixbench: generated a backlog of %ld untracked messages in %.1f s\n", n,
-		        (now_ns() - t0) / 1e9);
-	backlog_hi = max_message_id(c);
+		fprintf(stderr, "pixbench: generated a backlog of %ld untracked messages in %.1f s%s\n", n,
+		        (now_ns() - t0) / 1e9, n_backlog_dbs > 1 ? " (through the router)" : "");
 	PQfinish(c);
-	return backlog_lo < 0 || backlog_hi < 0 ? -1 : 0;
+	return read_backlog_bounds(1);
 }
 
-/*
- * The loss check of the untracked backlog: every backlog message that is no longer queued (neither
- * ready nor pending in an open stream) was confirmed, so a collector must have received it.
- * Returns how many were not (and counts the checked ones), -1 when the database cannot tell.
- */
-long backlog_check(void)
+/* The backlog messages of one database that are no longer queued and that no collector received. */
+static long backlog_check_one(const struct backlog_db *db)
 {
-	if (backlog_hi <= backlog_lo)
+	if (db->hi <= db->lo)
 		return 0;
-	PGconn *c = connect_db();
+	PGconn *c = connect_to(db->conninfo);
 	if (!c)
 		return -1;
 	char q[640];
@@ -202,7 +250,7 @@ long backlog_check(void)
 	         " AND NOT EXISTS (SELECT 1 FROM pix.ready r WHERE r.message_id = m.id)"
 	         " AND NOT EXISTS (SELECT 1 FROM pix.stream s WHERE s.state = 'o'"
 	         " AND m.id = ANY (s.pending_ids))",
-	         backlog_lo, backlog_hi, PB_PAYER_ISPB);
+	         db->lo, db->hi, PB_PAYER_ISPB);
 	PGresult *r = PQexec(c, q);
 	long lost = -1;
 	if (PQresultStatus(r) == PGRES_TUPLES_OK) {
@@ -219,6 +267,24 @@ long backlog_check(void)
 		fprintf(stderr, "pixbench: backlog check failed: %s", PQresultErrorMessage(r));
 	PQclear(r);
 	PQfinish(c);
+	return lost;
+}
+
+/*
+ * The loss check of the untracked backlog: every backlog message that is no longer queued (neither
+ * ready nor pending in an open stream) was confirmed, so a collector must have received it.
+ * Returns how many were not (and counts the checked ones), -1 when a database cannot tell.
+ */
+long backlog_check(void)
+{
+	long lost = 0;
+
+	for (int i = 0; i < n_backlog_dbs; i++) {
+		long one = backlog_check_one(&backlog_dbs[i]);
+		if (one < 0)
+			return -1;
+		lost += one;
+	}
 	return lost;
 }
 

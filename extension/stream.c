@@ -675,10 +675,10 @@ static void raise_missing(const char *ispb, const char *iid)
  * plans are kept for the backend's life and made again only when a table's statistics change, so a
  * plan made just after ANALYZE saw a table empty (a fresh install that was vacuumed, `vacuumdb
  * --analyze` after an upgrade) would scan whole tables on every call, each call slower than the last
- * as the history grows, until autovacuum analyzes them again (a minute or more; 2 000-3 600 reads/s
- * instead of 6 700 over the first 15 s: bench/plans-after-analyze.sh). So the planner may not choose
- * a sequential scan for them: enable_seqscan is off while a call runs, at a GUC nest level of its own
- * (restored when the call returns, or by the abort of an error). That costs ~1 % in steady state.
+ * as the history grows, until autovacuum analyzes them again (a minute or more; over the first 15 s,
+ * 3 300 reads/s against 6 700-6 950: bench/plans-after-analyze.sh). So the planner may not choose a
+ * sequential scan for them: enable_seqscan is off while a call runs, at a GUC nest level of its own
+ * (restored when the call returns, or by the abort of an error); no cost measurable in steady state.
  */
 static int spi_begin(void)
 {

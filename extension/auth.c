@@ -235,11 +235,12 @@ static SPIPlanPtr prepare(SPIPlanPtr *plan, const char *sql, int nargs, Oid *typ
 
 static void lookup_credential(Datum key, caller *c)
 {
+	int nest;
 	Oid types[1] = {BYTEAOID};
 	Datum values[1] = {key};
 	bool isnull;
 
-	SPI_connect();
+	nest = pix_spi_connect();
 	if (SPI_execute_plan(prepare(&credential_plan, credential_sql, 1, types), values, NULL, true,
 	                     1) != SPI_OK_SELECT)
 		elog(ERROR, "pix: the credential lookup failed");
@@ -251,11 +252,12 @@ static void lookup_credential(Datum key, caller *c)
 		    DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 		strlcpy(c->ispb, ispb ? ispb : "", sizeof(c->ispb));
 	}
-	SPI_finish();
+	pix_spi_finish(nest);
 }
 
 static void lookup_binding(Oid role, binding *b)
 {
+	int nest;
 	Oid types[2] = {OIDOID, BOOLOID};
 	Datum values[2] = {ObjectIdGetDatum(role), BoolGetDatum(superuser_arg(role))};
 
@@ -267,7 +269,7 @@ static void lookup_binding(Oid role, binding *b)
 	}
 	memset(b, 0, sizeof(*b));
 	b->agree = true;
-	SPI_connect();
+	nest = pix_spi_connect();
 	if (SPI_execute_plan(prepare(&binding_plan, binding_sql, 2, types), values, NULL, true, 0) !=
 	    SPI_OK_SELECT)
 		elog(ERROR, "pix: the role binding lookup failed");
@@ -279,7 +281,7 @@ static void lookup_binding(Oid role, binding *b)
 		strlcpy(b->ispb, ispb, sizeof(b->ispb));
 		b->count++;
 	}
-	SPI_finish();
+	pix_spi_finish(nest);
 }
 
 /* Any relcache invalidation (ours is among them) makes the next call look the binding up again. */

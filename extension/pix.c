@@ -12,6 +12,7 @@
 #include "utils/builtins.h"
 #include "access/xact.h"
 #include "utils/guc.h"
+#include "executor/spi.h"
 
 #include "validate.h"
 
@@ -86,4 +87,32 @@ void pix_require_read_committed(void)
 		        (errcode(ERRCODE_PIX_ISOLATION),
 		         errmsg("pix functions need READ COMMITTED isolation"),
 		         errdetail("Claims must see messages and streams committed by others up to now.")));
+}
+
+/*
+ * The extension's statements find their rows by a key or an index (an id, a stream, a credential),
+ * and their plans are kept for the backend's life, made again only when a table's statistics change.
+ * A plan made just after ANALYZE saw a table empty (a fresh install that was vacuumed, `vacuumdb
+ * --analyze` after an upgrade) would scan the whole table on every call, each call slower than the
+ * last as the history grows, until autovacuum analyzes it again (a minute or more; over the first
+ * 15 s, 3 300 reads/s against 6 700-6 950: bench/plans-after-analyze.sh). So the planner may not
+ * choose a sequential scan for them: enable_seqscan is off between these two calls, at a GUC nest
+ * level of its own (restored by pix_spi_finish, or by the abort of an error); no cost measurable in
+ * steady state. Returns the nest level to pass to pix_spi_finish.
+ */
+int pix_spi_connect(void)
+{
+	int nest;
+
+	SPI_connect();
+	nest = NewGUCNestLevel();
+	(void)set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+	                        true, 0, false);
+	return nest;
+}
+
+void pix_spi_finish(int nest)
+{
+	AtEOXact_GUC(true, nest);
+	SPI_finish();
 }

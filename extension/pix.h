@@ -49,4 +49,8 @@ extern char *pix_ispb_arg(text *arg);
 /* Raises PX008 unless the transaction is READ COMMITTED (claims must see what others committed). */
 extern void pix_require_read_committed(void);
 
+/* SPI_connect / SPI_finish for statements whose plans must stay index plans (see pix.c). */
+extern int pix_spi_connect(void);
+extern void pix_spi_finish(int nest);
+
 #endif

@@ -69,7 +69,8 @@
  *   Errors never write, so a call that answers "gone" leaves the sweep to the others.
  *
  * All functions run in READ COMMITTED: each statement, and the claim scan, sees what is committed
- * now.
+ * now. Their statements are planned once per backend and always as index plans, whatever ANALYZE
+ * last saw (pix_spi_connect in pix.c).
  */
 #include "pix.h"
 
@@ -309,8 +310,6 @@ static void refuse_expanded_call(FunctionCallInfo fcinfo);
 static void raise_not_found(void) pg_attribute_noreturn();
 static void raise_gone(void) pg_attribute_noreturn();
 static void raise_missing(const char *ispb, const char *iid) pg_attribute_noreturn();
-static int spi_begin(void);
-static void spi_end(int nest);
 static int execute(statement *st, Datum *values, const char *nulls, long limit);
 static int execute_locking(statement *st, Datum *values);
 static bool find_stream(statement *st, const char *ispb, const char *iid, stream_row *s);
@@ -353,7 +352,7 @@ Datum pix_stream_start(PG_FUNCTION_ARGS)
 
 	refuse_expanded_call(fcinfo);
 	pix_require_read_committed();
-	nest = spi_begin();
+	nest = pix_spi_connect();
 
 	lock_institution(ispb);
 	now = GetCurrentTimestamp();
@@ -380,7 +379,7 @@ Datum pix_stream_start(PG_FUNCTION_ARGS)
 	execute(&open_sql, values, NULL, 0);
 	r.body = r.count > 0 ? render_rows(max > 1, outer) : NULL;
 
-	spi_end(nest);
+	pix_spi_finish(nest);
 	PG_RETURN_DATUM(read_result_datum(fcinfo, &r));
 }
 
@@ -400,7 +399,7 @@ Datum pix_stream_next(PG_FUNCTION_ARGS)
 	TimestampTz now;
 
 	refuse_expanded_call(fcinfo);
-	nest = spi_begin();
+	nest = pix_spi_connect();
 	if (!quiet_read(ispb, iid, &r)) {
 		now = lock_stream(ispb, iid, &s);
 		if (s.called_seq == s.seq)
@@ -410,7 +409,7 @@ Datum pix_stream_next(PG_FUNCTION_ARGS)
 		else
 			raise_gone();
 	}
-	spi_end(nest);
+	pix_spi_finish(nest);
 	PG_RETURN_DATUM(read_result_datum(fcinfo, &r));
 }
 
@@ -430,7 +429,7 @@ Datum pix_stream_stop(PG_FUNCTION_ARGS)
 	TimestampTz now;
 	int confirmed = 0;
 
-	nest = spi_begin();
+	nest = pix_spi_connect();
 	now = lock_stream(ispb, iid, &s);
 	values[0] = Int64GetDatum(s.stream_id);
 	values[1] = TimestampTzGetDatum(now);
@@ -444,7 +443,7 @@ Datum pix_stream_stop(PG_FUNCTION_ARGS)
 		execute(&close_requeuing_sql, values, NULL, 0);
 	} else
 		raise_gone();
-	spi_end(nest);
+	pix_spi_finish(nest);
 	PG_RETURN_INT32(confirmed);
 }
 
@@ -461,11 +460,11 @@ Datum pix_expire_streams(PG_FUNCTION_ARGS)
 	int expired;
 
 	pix_require_read_committed();
-	nest = spi_begin();
+	nest = pix_spi_connect();
 	values[0] = TimestampTzGetDatum(idle_cutoff(now));
 	values[1] = TimestampTzGetDatum(now);
 	expired = sweep(&sweep_all_sql, values);
-	spi_end(nest);
+	pix_spi_finish(nest);
 	PG_RETURN_INT32(expired);
 }
 
@@ -489,14 +488,14 @@ Datum pix_purge_history(PG_FUNCTION_ARGS)
 	bool isnull;
 
 	pix_require_read_committed();
-	nest = spi_begin();
+	nest = pix_spi_connect();
 	execute(&purge_iterations_sql, values, NULL, 1);
 	iterations =
 	    DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	values[1] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
 	execute(&purge_streams_sql, values, NULL, 0);
 	iterations += pix_send_forget_expired();
-	spi_end(nest);
+	pix_spi_finish(nest);
 	PG_RETURN_INT64(iterations);
 }
 
@@ -523,12 +522,12 @@ Datum pix_streams_keepalive(PG_FUNCTION_ARGS)
 		PG_RETURN_INT32(0);
 
 	pix_require_read_committed();
-	nest = spi_begin();
+	nest = pix_spi_connect();
 	values[0] = ids;
 	values[1] = TimestampTzGetDatum(now);
 	values[2] = TimestampTzGetDatum(idle_cutoff(now));
 	marked = execute(&keepalive_sql, values, NULL, 0);
-	spi_end(nest);
+	pix_spi_finish(nest);
 	PG_RETURN_INT32(marked);
 }
 
@@ -670,33 +669,6 @@ static void raise_missing(const char *ispb, const char *iid)
  */
 
 /* Runs a kept plan, preparing it on first use. Returns SPI_processed; errors are not expected. */
-/*
- * Every statement of this file finds its rows by a key or an index (an id, a stream, an age). Their
- * plans are kept for the backend's life and made again only when a table's statistics change, so a
- * plan made just after ANALYZE saw a table empty (a fresh install that was vacuumed, `vacuumdb
- * --analyze` after an upgrade) would scan whole tables on every call, each call slower than the last
- * as the history grows, until autovacuum analyzes them again (a minute or more; over the first 15 s,
- * 3 300 reads/s against 6 700-6 950: bench/plans-after-analyze.sh). So the planner may not choose a
- * sequential scan for them: enable_seqscan is off while a call runs, at a GUC nest level of its own
- * (restored when the call returns, or by the abort of an error); no cost measurable in steady state.
- */
-static int spi_begin(void)
-{
-	int nest;
-
-	SPI_connect();
-	nest = NewGUCNestLevel();
-	(void)set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
-	                        true, 0, false);
-	return nest;
-}
-
-static void spi_end(int nest)
-{
-	AtEOXact_GUC(true, nest);
-	SPI_finish();
-}
-
 static int execute(statement *st, Datum *values, const char *nulls, long limit)
 {
 	int rc;

@@ -185,25 +185,10 @@ class TestBackpressure(PixTestCase):
         self.assertGreater(len(retry), 1, "every refused client was told the same Retry-After")
         self.assertTrue(all(1 <= v <= 3 for v in retry), retry)
 
-    def test_deadline_read_answers_204_on_time_when_the_pool_is_saturated(self):
-        """The one pool connection is stuck behind a lock (calls that each run into the statement
-        timeout, 9 s): a parked continuation read, woken and queued behind them, is still queued at its
-        2 s deadline; it is hurried out of the queue and answers 204 with its own Pull-Next, instead of
-        503 when the 10 s queue timer runs out."""
-        db = "pix_e2e_saturated"
-        create_database(db)
-        self.addCleanup(drop_database, db)
-        pixd = Pixd(conninfo(db), wait_ms=2000, pool=1).start()
-        self.addCleanup(pixd.stop)
-        ispb, busy = new_ispb(), new_ispb()
-        c = Collector(pixd, ispb)
-        self.addCleanup(c.close)
-        self.assertEqual(c.start().status, 204)
-        box = {}
-        t = threading.Thread(target=lambda: box.update(r=c.next(timeout=60)), daemon=True)
-        t.start()
-        wait_for(pixd, "the read parked", lambda m: m["pixd_reads_parked"] == 1, 30)
-        # The message table is locked where the messages live: the database, or each shard of a router.
+    def saturate_pool(self, pixd, db, queued=2):
+        """pixd's one pool connection stuck behind a lock: pix.message locked (in the database, or in each
+        shard of a router) and three sends that each run into it until the statement timeout (9 s), with
+        at least `queued` calls in the queue behind them. Returns release(), which frees everything."""
         tables = shard_names(db) or [db]
         for d in tables:
             locker = subprocess.Popen([os.path.join(PGBIN, "psql"), "-X", "-q", conninfo(d), "-c",
@@ -216,6 +201,7 @@ class TestBackpressure(PixTestCase):
                        "AND mode = 'ExclusiveLock' AND granted", dbname=d).strip() != "1":
                 self.assertLess(time.monotonic(), deadline, "the lock was never taken")
                 time.sleep(0.05)
+        busy = new_ispb()
 
         def stuck():
             cl = pixd.client()
@@ -227,7 +213,36 @@ class TestBackpressure(PixTestCase):
         hogs = [threading.Thread(target=stuck, daemon=True) for _ in range(3)]
         for h in hogs:
             h.start()
-        wait_for(pixd, "the pool stuck", lambda m: m["pixd_db_queue_length"] >= 2, 30)
+        wait_for(pixd, "the pool stuck", lambda m: m["pixd_db_queue_length"] >= queued, 30)
+
+        def release():
+            for d in tables:
+                psql("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE relation = 'pix.message'::regclass "
+                     "AND mode = 'ExclusiveLock'", dbname=d)
+            for h in hogs:
+                h.join(60 * SLOW)
+        self.addCleanup(release)
+        return release
+
+    def test_deadline_read_answers_204_on_time_when_the_pool_is_saturated(self):
+        """The one pool connection is stuck behind a lock (calls that each run into the statement
+        timeout, 9 s): a parked continuation read, woken and queued behind them, is still queued at its
+        2 s deadline; it is hurried out of the queue and answers 204 with its own Pull-Next, instead of
+        503 when the 10 s queue timer runs out."""
+        db = "pix_e2e_saturated"
+        create_database(db)
+        self.addCleanup(drop_database, db)
+        pixd = Pixd(conninfo(db), wait_ms=2000, pool=1).start()
+        self.addCleanup(pixd.stop)
+        ispb = new_ispb()
+        c = Collector(pixd, ispb)
+        self.addCleanup(c.close)
+        self.assertEqual(c.start().status, 204)
+        box = {}
+        t = threading.Thread(target=lambda: box.update(r=c.next(timeout=60)), daemon=True)
+        t.start()
+        wait_for(pixd, "the read parked", lambda m: m["pixd_reads_parked"] == 1, 30)
+        release = self.saturate_pool(pixd, db)
         # A notification (nothing new can be inserted: the lock) wakes the read; its query queues
         # behind the stuck calls and is still there at the deadline.
         psql(f"NOTIFY pix_message, '{ispb}'", dbname=db)
@@ -237,49 +252,47 @@ class TestBackpressure(PixTestCase):
         log(f"\n    parked read under a saturated pool: {r.status} after {r.elapsed * 1000:.0f} ms")
         self.assertEqual(r.status, 204, repr(r))
         self.assertEqual(r.header("Pull-Next"), c.previous, "the same id again")
-        for d in tables:
-            psql("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE relation = 'pix.message'::regclass "
-                 "AND mode = 'ExclusiveLock'", dbname=d)
-        for h in hogs:
-            h.join(60 * SLOW)
+        release()
 
-
-    def test_pool_coming_back_wakes_parked_reads(self):
-        """The pool's one connection is cut while a read is parked (LISTEN stays up): when the pool is
-        back, every parked read is woken and reads again, with no notification at all (a wake the
-        pool refused while it was down would otherwise wait for the deadline)."""
-        db = "pix_e2e_poolback"
+    def test_retry_of_a_previous_id_is_not_answered_204_while_queued(self):
+        """The 204 on time above is only for an id the database has answered empty. A collector that
+        lost a batch retries its previous id while the pool is saturated: that read is queued past its
+        2 s deadline, and only the database can say that its batch is due again, so it is not answered
+        204; once the pool is free it replays the batch with the same Pull-Next."""
+        db = "pix_e2e_saturated_retry"
         create_database(db)
         self.addCleanup(drop_database, db)
-        pixd = Pixd(conninfo(db), wait_ms=8000, pool=1).start()
+        pixd = Pixd(conninfo(db), wait_ms=2000, pool=1).start()
         self.addCleanup(pixd.stop)
-        c = Collector(pixd, new_ispb())
+        ispb = new_ispb()
+        insert_messages(db, ispb, 2)
+        c = Collector(pixd, ispb)
         self.addCleanup(c.close)
-        t = threading.Thread(target=lambda: c.start(timeout=60), daemon=True)
+        self.assertEqual(c.start().status, 200)
+        batch = c.next()
+        self.assertEqual(batch.status, 200, repr(batch))
+        release = self.saturate_pool(pixd, db)
+        box = {}
+        t = threading.Thread(target=lambda: box.update(r=c.retry(timeout=60)), daemon=True)
         t.start()
-        before = wait_for(pixd, "the read parked", lambda m: m["pixd_reads_parked"] == 1, 30)
-        cut = psql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database() "
-                   "AND pid <> pg_backend_pid() AND backend_type = 'client backend' AND query NOT LIKE 'LISTEN%'",
-                   dbname=db).strip()
-        self.assertEqual(cut, "1", "the pool's connection")
-        after = wait_for(pixd, "a wake after the pool came back",
-                         lambda m: m["pixd_wakeups_total"] > before["pixd_wakeups_total"], 6)
-        self.assertEqual(after["pixd_notifications_total"], before["pixd_notifications_total"], "no NOTIFY")
-        self.assertEqual(after["pixd_listener_up"], 1)
-        t.join(30 * SLOW)
+        wait_for(pixd, "the retry queued", lambda m: m["pixd_db_queue_length"] >= 3, 30)
+        time.sleep(3)  # past the 2 s deadline and the 250 ms a deadline read may wait for a connection
+        self.assertTrue(t.is_alive(), f"answered while its query was still queued: {box.get('r')!r}")
+        release()
+        t.join(60 * SLOW)
+        r = box["r"]
+        self.assertEqual(r.status, 200, repr(r))
+        self.assertEqual(r.body, batch.body, "the same batch again")
+        self.assertEqual(r.header("Pull-Next"), c.pull_next, "the same Pull-Next again")
 
 
 class TestKeepalive(PixTestCase):
-    def test_parked_collector_outlives_a_short_idle_timeout(self):
-        """pix.stream_idle_timeout 3 s, --wait-ms 8000: a collector parked on start, then on its id,
-        is a live collector; it gets 204 (not 410) and its stream keeps working."""
-        has = psql("SELECT count(*) FROM pg_proc WHERE proname = 'pix_streams_keepalive'", dbname=self.db).strip()
-        if has == "0":
-            self.skipTest("the extension has no pix_streams_keepalive yet")
-        db = "pix_e2e_keepalive"
-        create_database(db, {"pix.stream_idle_timeout": "3s"})
+    def six_started(self, db, idle_timeout, wait_ms):
+        """A database of its own with this pix.stream_idle_timeout, pixd with this --wait-ms, and six
+        collectors of one ISPB whose starts found nothing (204). Returns (pixd, ispb, collectors)."""
+        create_database(db, {"pix.stream_idle_timeout": idle_timeout})
         self.addCleanup(drop_database, db)
-        pixd = Pixd(conninfo(db), wait_ms=8000).start()
+        pixd = Pixd(conninfo(db), wait_ms=wait_ms).start()
         self.addCleanup(pixd.stop)
         ispb = new_ispb()
         cs = [Collector(pixd, ispb) for _ in range(6)]
@@ -287,6 +300,16 @@ class TestKeepalive(PixTestCase):
             self.addCleanup(c.close)
         rs = run_threads([lambda c=c: c.start(timeout=60) for c in cs], 60 * SLOW)
         self.assertEqual([r.status for r in rs], [204] * 6, rs)
+        return pixd, ispb, cs
+
+    def test_parked_collector_outlives_a_short_idle_timeout(self):
+        """pix.stream_idle_timeout 3 s, --wait-ms 8000: a collector parked on start, then on its id,
+        is a live collector; it gets 204 (not 410) and its stream keeps working."""
+        has = psql("SELECT count(*) FROM pg_proc WHERE proname = 'pix_streams_keepalive'", dbname=self.db).strip()
+        if has == "0":
+            self.skipTest("the extension has no pix_streams_keepalive yet")
+        db = "pix_e2e_keepalive"
+        pixd, ispb, cs = self.six_started(db, "3s", 8000)
         rs = run_threads([lambda c=c: c.next(timeout=60) for c in cs], 60 * SLOW)
         self.assertEqual([r.status for r in rs], [204] * 6, f"parked continuations outlive the idle timeout: {rs}")
         box = {}
@@ -313,16 +336,7 @@ class TestKeepalive(PixTestCase):
         collectors poll for 12 s with --wait-ms 1000; every write to their stream rows in that time is
         a keepalive, which marks all six in one transaction: the rows always share one xmin."""
         db = "pix_e2e_quiet"
-        create_database(db, {"pix.stream_idle_timeout": "96s"})
-        self.addCleanup(drop_database, db)
-        pixd = Pixd(conninfo(db), wait_ms=1000).start()
-        self.addCleanup(pixd.stop)
-        ispb = new_ispb()
-        cs = [Collector(pixd, ispb) for _ in range(6)]
-        for c in cs:
-            self.addCleanup(c.close)
-        rs = run_threads([lambda c=c: c.start(timeout=60) for c in cs], 60 * SLOW)
-        self.assertEqual([r.status for r in rs], [204] * 6, rs)
+        pixd, ispb, cs = self.six_started(db, "96s", 1000)
         stop = time.monotonic() + 12
 
         def poll(c):

@@ -185,6 +185,17 @@ class TestBackpressure(PixTestCase):
         self.assertGreater(len(retry), 1, "every refused client was told the same Retry-After")
         self.assertTrue(all(1 <= v <= 3 for v in retry), retry)
 
+    def one_connection_pixd(self, db):
+        """A database of its own, pixd on it with one pool connection and --wait-ms 2000, and a
+        collector of a new ISPB. Returns (pixd, collector)."""
+        create_database(db)
+        self.addCleanup(drop_database, db)
+        pixd = Pixd(conninfo(db), wait_ms=2000, pool=1).start()
+        self.addCleanup(pixd.stop)
+        c = Collector(pixd, new_ispb())
+        self.addCleanup(c.close)
+        return pixd, c
+
     def saturate_pool(self, pixd, db, queued=2):
         """pixd's one pool connection stuck behind a lock: pix.message locked (in the database, or in each
         shard of a router) and three sends that each run into it until the statement timeout (9 s), with
@@ -230,13 +241,8 @@ class TestBackpressure(PixTestCase):
         2 s deadline; it is hurried out of the queue and answers 204 with its own Pull-Next, instead of
         503 when the 10 s queue timer runs out."""
         db = "pix_e2e_saturated"
-        create_database(db)
-        self.addCleanup(drop_database, db)
-        pixd = Pixd(conninfo(db), wait_ms=2000, pool=1).start()
-        self.addCleanup(pixd.stop)
-        ispb = new_ispb()
-        c = Collector(pixd, ispb)
-        self.addCleanup(c.close)
+        pixd, c = self.one_connection_pixd(db)
+        ispb = c.ispb
         self.assertEqual(c.start().status, 204)
         box = {}
         t = threading.Thread(target=lambda: box.update(r=c.next(timeout=60)), daemon=True)
@@ -260,14 +266,8 @@ class TestBackpressure(PixTestCase):
         2 s deadline, and only the database can say that its batch is due again, so it is not answered
         204; once the pool is free it replays the batch with the same Pull-Next."""
         db = "pix_e2e_saturated_retry"
-        create_database(db)
-        self.addCleanup(drop_database, db)
-        pixd = Pixd(conninfo(db), wait_ms=2000, pool=1).start()
-        self.addCleanup(pixd.stop)
-        ispb = new_ispb()
-        insert_messages(db, ispb, 2)
-        c = Collector(pixd, ispb)
-        self.addCleanup(c.close)
+        pixd, c = self.one_connection_pixd(db)
+        insert_messages(db, c.ispb, 2)
         self.assertEqual(c.start().status, 200)
         batch = c.next()
         self.assertEqual(batch.status, 200, repr(batch))

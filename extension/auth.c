@@ -257,7 +257,6 @@ static void lookup_credential(Datum key, caller *c)
 
 static void lookup_binding(Oid role, binding *b)
 {
-	int nest;
 	Oid types[2] = {OIDOID, BOOLOID};
 	Datum values[2] = {ObjectIdGetDatum(role), BoolGetDatum(superuser_arg(role))};
 
@@ -269,7 +268,7 @@ static void lookup_binding(Oid role, binding *b)
 	}
 	memset(b, 0, sizeof(*b));
 	b->agree = true;
-	nest = pix_spi_connect();
+	SPI_connect();
 	if (SPI_execute_plan(prepare(&binding_plan, binding_sql, 2, types), values, NULL, true, 0) !=
 	    SPI_OK_SELECT)
 		elog(ERROR, "pix: the role binding lookup failed");
@@ -281,7 +280,7 @@ static void lookup_binding(Oid role, binding *b)
 		strlcpy(b->ispb, ispb, sizeof(b->ispb));
 		b->count++;
 	}
-	pix_spi_finish(nest);
+	SPI_finish();
 }
 
 /* Any relcache invalidation (ours is among them) makes the next call look the binding up again. */

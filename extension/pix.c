@@ -90,8 +90,9 @@ void pix_require_read_committed(void)
 }
 
 /*
- * The extension's statements find their rows by a key or an index (an id, a stream, a credential),
- * and their plans are kept for the backend's life, made again only when a table's statistics change.
+ * The statements of the stream functions and the credential lookup find their rows by a key or an
+ * index (an id, a stream, a credential), and their plans are kept for the backend's life, made again
+ * only when a table's statistics change.
  * A plan made just after ANALYZE saw a table empty (a fresh install that was vacuumed, `vacuumdb
  * --analyze` after an upgrade) would scan the whole table on every call, each call slower than the
  * last as the history grows, until autovacuum analyzes it again (a minute or more; over the first

@@ -185,12 +185,12 @@ class TestBackpressure(PixTestCase):
         self.assertGreater(len(retry), 1, "every refused client was told the same Retry-After")
         self.assertTrue(all(1 <= v <= 3 for v in retry), retry)
 
-    def one_connection_pixd(self, db):
-        """A database of its own, pixd on it with one pool connection and --wait-ms 2000, and a
+    def one_connection_pixd(self, db, wait_ms=2000):
+        """A database of its own, pixd on it with one pool connection and this --wait-ms, and a
         collector of a new ISPB. Returns (pixd, collector)."""
         create_database(db)
         self.addCleanup(drop_database, db)
-        pixd = Pixd(conninfo(db), wait_ms=2000, pool=1).start()
+        pixd = Pixd(conninfo(db), wait_ms=wait_ms, pool=1).start()
         self.addCleanup(pixd.stop)
         c = Collector(pixd, new_ispb())
         self.addCleanup(c.close)
@@ -284,6 +284,25 @@ class TestBackpressure(PixTestCase):
         self.assertEqual(r.status, 200, repr(r))
         self.assertEqual(r.body, batch.body, "the same batch again")
         self.assertEqual(r.header("Pull-Next"), c.pull_next, "the same Pull-Next again")
+
+    def test_pool_coming_back_wakes_parked_reads(self):
+        """The pool's one connection is cut while a read is parked (LISTEN stays up): when the pool is
+        back, every parked read is woken and reads again, with no notification at all (a wake the
+        pool refused while it was down would otherwise wait for the deadline)."""
+        db = "pix_e2e_poolback"
+        pixd, c = self.one_connection_pixd(db, wait_ms=8000)
+        t = threading.Thread(target=lambda: c.start(timeout=60), daemon=True)
+        t.start()
+        before = wait_for(pixd, "the read parked", lambda m: m["pixd_reads_parked"] == 1, 30)
+        cut = psql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database() "
+                   "AND pid <> pg_backend_pid() AND backend_type = 'client backend' AND query NOT LIKE 'LISTEN%'",
+                   dbname=db).strip()
+        self.assertEqual(cut, "1", "the pool's connection")
+        after = wait_for(pixd, "a wake after the pool came back",
+                         lambda m: m["pixd_wakeups_total"] > before["pixd_wakeups_total"], 6)
+        self.assertEqual(after["pixd_notifications_total"], before["pixd_notifications_total"], "no NOTIFY")
+        self.assertEqual(after["pixd_listener_up"], 1)
+        t.join(30 * SLOW)
 
 
 class TestKeepalive(PixTestCase):

@@ -1,5 +1,5 @@
 /*
- * render.h — a Pix message as the JSON object the contract serves (SPEC.md, "Message JSON").
+ * render.h — a Pix message as the JSON object the contract serves (docs/contract.md, "The message").
  *
  * Pure C (libc only), like validate.h: the INSERT trigger renders each message once and stores the
  * bytes, so a read copies them; the HTTP server's tests and the fuzzers render with the same code.

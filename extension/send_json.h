@@ -4,7 +4,7 @@
  * code the extension runs.
  *
  * The body is one message object or a JSON array of 1..max of them, in the stream's format
- * (SPEC.md "Message JSON"). The parser knows that format and nothing else: unknown or repeated
+ * (docs/contract.md "The message"). The parser knows that format and nothing else: unknown or repeated
  * fields, a field of the wrong JSON type, null and malformed JSON are refused, so no input needs
  * a generic JSON tree. Whether a message is a valid Pix payment is not decided here but by
  * pix_message_problem() (validate.c), the same judge as an SQL INSERT.

@@ -1,5 +1,5 @@
 /*
- * validate.c — judges one Pix message against the contract (SPEC.md, "Message JSON").
+ * validate.c — judges one Pix message against the contract (docs/contract.md, "The message").
  *
  * Pure C (libc only): the INSERT trigger, the generator, the HTTP server and the fuzzers share it,
  * so there is exactly one definition of a valid message. Every function reads its input byte by

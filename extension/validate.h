@@ -1,5 +1,5 @@
 /*
- * validate.h — the contract's rules for one Pix message (SPEC.md, "Message JSON"), in plain C.
+ * validate.h — the contract's rules for one Pix message (docs/contract.md, "The message"), in plain C.
  *
  * Pure C on purpose: no PostgreSQL header, only libc, so that the extension's INSERT trigger, the
  * generator, the HTTP server and the fuzzing harnesses all judge a message by the same code.

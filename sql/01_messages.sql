@@ -2,7 +2,7 @@
 -- 01_messages: what the database accepts as a Pix message, and the JSON it serves.
 --
 -- Every INSERT into pix.message goes through one C trigger that checks each field against the
--- contract (SPEC.md, "Message JSON") and renders `body`: the JSON object exactly as HTTP serves it.
+-- contract (docs/contract.md, "The message") and renders `body`: the JSON object exactly as HTTP serves it.
 -- A refused row raises PX006 "invalid Pix message" with a detail naming the field by its JSON name.
 --
 -- Recipients (recebedor.ispb) used here: 00000000 (the SPEC example) and 01000001.
@@ -82,7 +82,7 @@ END
 $$;
 
 --
--- 1. The SPEC example is accepted and served exactly as SPEC.md prints it (one line, no spaces,
+-- 1. The contract's example is accepted and served exactly as docs/contract.md prints it (one line, no spaces,
 --    fields in the contract's order, valor with two decimals, UTF-8 as is).
 --
 SELECT enqueue('{}');

@@ -30,7 +30,7 @@ COLLECTION_FILE = os.path.join(ROOT, "docs", "pix-stream.postman_collection.json
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]
 NOT_EXERCISED = {"500"}  # documented (an unexpected database error), no request provokes it
 
-# The routes of SPEC.md: the document must describe exactly these operations.
+# The routes of docs/contract.md: the document must describe exactly these operations.
 SPEC_ROUTES = {("GET", "/api/pix/{ispb}/stream/start"), ("GET", "/api/pix/{ispb}/stream/{interationId}"),
                ("DELETE", "/api/pix/{ispb}/stream/{interationId}"), ("POST", "/api/util/msgs/{ispb}/{number}"),
                ("GET", "/health"), ("GET", "/metrics"), ("GET", "/openapi.json"),
@@ -38,7 +38,7 @@ SPEC_ROUTES = {("GET", "/api/pix/{ispb}/stream/start"), ("GET", "/api/pix/{ispb}
                ("POST", "/api/pix/{ispb}/msgs"), ("DELETE", "/api/pix/{ispb}/streams"),
                ("GET", "/api/pix/{ispb}/stream/stop")}
 
-# SPEC.md's example message, as written there (valor with two decimals).
+# docs/contract.md's example message, as written there (valor with two decimals).
 SPEC_EXAMPLE = (
     '{"endToEndId":"E320749862024022119277T3lEBbUM0z","valor":90.20,'
     '"pagador":{"nome":"Marcos José","cpfCnpj":"98716278151","ispb":"32074986","agencia":"0001",'
@@ -610,7 +610,7 @@ class TestOpenAPIContract(PixTestCase):
 
     @unittest.expectedFailure
     def test_oversized_send_body_is_a_problem_document(self):
-        """KNOWN DEVIATION from SPEC.md ("Errors are application/problem+json"): a request body over 1 MiB
+        """KNOWN DEVIATION from docs/contract.md ("Errors are application/problem+json"): a request body over 1 MiB
         (the send route's limit, libh2o 2.2.5's one limit for every path) is answered by h2o itself, 413
         text/plain, before any handler runs; any body on a route that takes none gets pixd's documented 413.
         When fixed, this test passes unexpectedly (and fails the suite): document it and drop the decorator."""

@@ -19,7 +19,7 @@
  * off (--auth none: the credential is NULL); the send route (handlers/send.c) and stop-all are
  * routed like the others.
  *
- * Checked on every request, against an independent reference router written from SPEC.md:
+ * Checked on every request, against an independent reference router written from docs/contract.md:
  *   exactly one response; its status is the one the reference predicts (200/201/204/400/404/405/
  *   406/422/503, never 500); 405 carries Allow; error bodies are application/problem+json objects
  *   whose "status" is the status; gzip bodies inflate; 200/204 reads carry Pull-Next; the database
@@ -176,7 +176,7 @@ static int ref_plausible_id(const char *s, size_t len)
 	return 1;
 }
 
-/* What SPEC.md says the request deserves; -1 = a database call (status depends on db_mode). */
+/* What docs/contract.md says the request deserves; -1 = a database call (status depends on db_mode). */
 struct expect {
 	int status;
 	enum db_stmt stmt;

@@ -75,9 +75,9 @@ SELECT import(forged('cert', jsonb_build_object('fingerprint', upper(repeat('ab'
 RESET SESSION AUTHORIZATION;
 SELECT c.kind, c.credential_id = (o.row ->> 'credential_id')::bigint AS same_id,
        c.created_by = o.row ->> 'created_by' AS same_issuer, c.revoked_at IS NULL AS active
-  FROM pix.credential c JOIN origin o USING (kind) ORDER BY kind;
+  FROM pix.credential c JOIN origin o USING (kind) WHERE c.ispb = '14000001' ORDER BY kind;
 SELECT action, actor, regexp_replace(detail, ' at .*', ' at <time>') AS detail
-  FROM pix.credential_audit WHERE action = 'credential_copy' ORDER BY audit_id;
+  FROM pix.credential_audit WHERE action = 'credential_copy' AND ispb = '14000001' ORDER BY audit_id;
 
 DROP SCHEMA t14 CASCADE;
 DROP SCHEMA pix_shard CASCADE;

@@ -27,6 +27,8 @@
  *   - a binding names its role by OID and by the name it had when bound: a row whose role was
  *     dropped (or renamed) binds nobody, so a role made later with the same OID or name never
  *     inherits it (there are no event triggers on roles: the check is in the lookup).
+ * The same rule confines an institution role's INSERT into pix.message (pix_authorize_payer, from
+ * the validating trigger): it enqueues only payments of its own ISPB.
  * Superusers are members of every role for pg_has_role, so for them only a binding of their own
  * role counts (else any binding would confine every superuser session), and they never count as
  * institution roles. Roles outside pix_institution with no binding (pixd's, a member of
@@ -43,6 +45,7 @@
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/inval.h"
 #include "utils/rel.h"
 #include "utils/syscache.h"
@@ -105,6 +108,7 @@ static void sha256(const void *data, size_t len, uint8 *out);
 static void identify(FunctionCallInfo fcinfo, int argno, caller *c);
 static SPIPlanPtr prepare(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types);
 static void lookup_credential(Datum key, caller *c);
+static void caller_binding(binding *b);
 static void lookup_binding(Oid session_user, Oid current_role, binding *b);
 static bool institution_role(Oid role);
 static void forget_binding(Datum arg, Oid relid);
@@ -153,6 +157,34 @@ bool pix_authorize_admin(FunctionCallInfo fcinfo, int argno)
 	if (c.bound.institution)
 		raise_unbound();
 	return c.has_credential;
+}
+
+void pix_authorize_payer(const char *payer, Oid owner)
+{
+	binding b;
+	Oid user;
+	int context, nest;
+
+	/* Trusted producers (and superusers) cost no lookup: only institution roles are confined. */
+	if (!institution_role(GetSessionUserId()) && !institution_role(GetOuterUserId()))
+		return;
+	/* A trigger runs as the inserter, with its search_path: look up as the extension's owner, with
+	 * the search_path every function of the extension pins (the plan is kept for them too). */
+	GetUserIdAndSecContext(&user, &context);
+	SetUserIdAndSecContext(owner, context | SECURITY_LOCAL_USERID_CHANGE |
+	                                  SECURITY_RESTRICTED_OPERATION);
+	nest = NewGUCNestLevel();
+	(void)set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
+	                        GUC_ACTION_SAVE, true, 0, false);
+	caller_binding(&b);
+	AtEOXact_GUC(true, nest);
+	SetUserIdAndSecContext(user, context);
+	if (b.count == 0)
+		raise_unbound();
+	if (!b.agree)
+		raise_forbidden("This role's bindings name different ISPBs.");
+	if (strcmp(b.ispb, payer) != 0)
+		raise_forbidden("This role is bound to another ISPB: it enqueues payments of its own only.");
 }
 
 int pix_first_unregistered(const char *const *ispbs, int n)
@@ -266,8 +298,6 @@ static void sha256(const void *data, size_t len, uint8 *out)
 static void identify(FunctionCallInfo fcinfo, int argno, caller *c)
 {
 	text *credential = credential_arg(fcinfo, argno);
-	Oid session_user = GetSessionUserId();
-	Oid current_role = GetOuterUserId();
 	uint8 key[PG_SHA256_DIGEST_LENGTH];
 	bytea *key_datum;
 
@@ -285,6 +315,15 @@ static void identify(FunctionCallInfo fcinfo, int argno, caller *c)
 		if (!c->has_credential)
 			raise_unauthenticated();
 	}
+	caller_binding(&c->bound);
+}
+
+/* The caller's bindings (session user and current role), looked up once until an invalidation. */
+static void caller_binding(binding *b)
+{
+	Oid session_user = GetSessionUserId();
+	Oid current_role = GetOuterUserId();
+
 	if (!cached_binding_valid || cached_session_user != session_user ||
 	    cached_current_role != current_role) {
 		lookup_binding(session_user, current_role, &cached_binding);
@@ -292,7 +331,7 @@ static void identify(FunctionCallInfo fcinfo, int argno, caller *c)
 		cached_current_role = current_role;
 		cached_binding_valid = true;
 	}
-	c->bound = cached_binding;
+	*b = cached_binding;
 }
 
 static SPIPlanPtr prepare(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types)

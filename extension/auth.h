@@ -40,6 +40,14 @@ extern char *pix_authorized_ispb(FunctionCallInfo fcinfo, int credential_argno,
 extern bool pix_authorize_admin(FunctionCallInfo fcinfo, int argno);
 
 /*
+ * For an INSERT into pix.message (the trigger, whoever inserts): when the caller is an institution
+ * role (a member of pix_institution that was also given pix_producer), it pays only from the ISPB it
+ * is bound to (PX013; unbound: PX013 too). Other producers are trusted and cost no lookup. owner:
+ * the owner of pix.message (the extension's), as whom the bindings are read.
+ */
+extern void pix_authorize_payer(const char *payer, Oid owner);
+
+/*
  * Registered institutions: an ISPB that holds (or held) a credential, has a role binding, or opened
  * a stream (a row in pix.institution). With authentication, messages go only to them.
  * pix_first_unregistered: the index of the first of n ISPBs that is not registered, or -1.

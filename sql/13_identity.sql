@@ -190,6 +190,40 @@ SELECT try($$SELECT pix_generate_messages('13999998', 1, $1)$$, (SELECT c FROM a
        try($$SELECT pix_generate_messages('13000002', 1, $1)$$, (SELECT c FROM admin_cred)) AS generator_to_b;
 
 --
+-- 5b. An institution role that was also given pix_producer enqueues by INSERT only what it pays
+--     itself; a producer that is no institution role is trusted to address messages.
+--
+CREATE FUNCTION insert_paid_by(payer text, n int) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    detail text;
+BEGIN
+    EXECUTE format($q$INSERT INTO pix.message (end_to_end_id, valor, pagador_nome,
+        pagador_cpf_cnpj, pagador_ispb, pagador_agencia, pagador_conta, pagador_tipo_conta,
+        recebedor_nome, recebedor_cpf_cnpj, recebedor_ispb, recebedor_agencia, recebedor_conta,
+        recebedor_tipo_conta, data_hora_pagamento)
+        VALUES ('E%s202402101530P%s', 1.50, 'Marcos José', '98716278151', %L, '0001', '1231231',
+                'CACC', 'Flavio José', '77615678242', '13000002', '0361', '1210098', 'SVGS', now())$q$,
+        payer, lpad(n::text, 10, '0'), payer);
+    RETURN 'inserted';
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS detail = PG_EXCEPTION_DETAIL;
+    RETURN SQLSTATE || ' ' || SQLERRM || coalesce(' (' || nullif(detail, '') || ')', '');
+END
+$$;
+GRANT EXECUTE ON FUNCTION insert_paid_by(text, int) TO PUBLIC;
+GRANT pix_producer TO regress_pix13_bank_a, regress_pix13_unbound, regress_pix13_http;
+SET SESSION AUTHORIZATION regress_pix13_bank_a;
+SELECT insert_paid_by('13000002', 1) AS bank_a_pays_as_b, insert_paid_by('13000001', 2) AS bank_a_pays_as_a;
+RESET SESSION AUTHORIZATION;
+SET SESSION AUTHORIZATION regress_pix13_unbound;
+SELECT insert_paid_by('13000001', 3) AS unbound_institution_producer;
+RESET SESSION AUTHORIZATION;
+SET SESSION AUTHORIZATION regress_pix13_http;
+SELECT insert_paid_by('13000002', 4) AS plain_producer;
+RESET SESSION AUTHORIZATION;
+REVOKE pix_producer FROM regress_pix13_bank_a, regress_pix13_unbound, regress_pix13_http;
+
+--
 -- 6. pix_metrics names registered institutions only: 13999999 got a message (trusted send above)
 --    and counts in the totals, but has no label.
 --

@@ -86,6 +86,9 @@ SELECT run, batch, json_agg(json_build_object(
   FROM bench.msgs GROUP BY run, batch;
 CREATE UNIQUE INDEX ON bench.bodies (run, batch);
 CREATE SEQUENCE bench.batch;
+-- with a credential a payment goes to a registered institution only: the receivers hold a token
+CREATE TABLE bench.receivers AS
+SELECT pix_token_issue(lpad((20000001 + i)::text, 8, '0'), 'bench receiver') FROM generate_series(0, 9) i;
 CREATE TABLE bench.token AS SELECT 'token:' || encode(sha256(convert_to(pix_token_issue('12345678', 'bench'), 'UTF8')), 'hex') AS credential;"
 sql "VACUUM ANALYZE bench.msgs, bench.bodies"
 CREDENTIAL=$(sql "SELECT credential FROM bench.token")

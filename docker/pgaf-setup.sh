@@ -29,5 +29,9 @@ DO \$\$ BEGIN
     CREATE ROLE pix_http LOGIN PASSWORD '$PIX_HTTP_PASSWORD' IN ROLE pix_client;
   END IF;
 END \$\$;
+-- Only the project's roles connect (LISTEN/NOTIFY cannot be restricted per role): the statements of
+-- scripts/restrict-connect.sql.
+REVOKE CONNECT ON DATABASE pix FROM PUBLIC;
+GRANT CONNECT ON DATABASE pix TO pix_client, pix_institution, pix_producer, pix_admin;
 SQL
 echo "pgaf-setup: formation ready, pix installed on the primary"

@@ -40,6 +40,11 @@ CREATE DATABASE pix;
 $(if [ "${PIX_ROUTER:-0}" = 1 ]; then echo "CREATE ROLE pix_client NOLOGIN;"; else echo "CREATE EXTENSION pix;"; fi)
 CREATE ROLE pix_http LOGIN PASSWORD '$PIX_HTTP_PASSWORD' IN ROLE pix_client;
 $(if [ -n "${PIX_ADMIN_PASSWORD:-}" ]; then echo "ALTER ROLE postgres PASSWORD '$PIX_ADMIN_PASSWORD';"; fi)
+-- Only the project's roles connect (LISTEN/NOTIFY cannot be restricted per role): the statements of
+-- scripts/restrict-connect.sql.
+REVOKE CONNECT ON DATABASE pix FROM PUBLIC;
+GRANT CONNECT ON DATABASE pix TO pix_client;
+$(if [ "${PIX_ROUTER:-0}" != 1 ]; then echo "GRANT CONNECT ON DATABASE pix TO pix_institution, pix_producer, pix_admin;"; fi)
 SQL
     # The sharded profile's databases serve the unauthenticated demo pixd: no credentials there.
     if [ "${PIX_ROUTER:-0}" != 1 ] && [ "${PIX_DEMO_CREDENTIALS:-1}" = 1 ]; then

@@ -5,8 +5,8 @@
  * (PX012 401, PX013 403) says nothing about them:
  *   - which principal the credential names: one indexed query per call that carries a credential
  *     (pix.credential, active rows only). Not cached: a revocation commits and the next call obeys.
- *   - which ISPB the calling role is bound to (pix.role_binding): kept per backend, and forgotten
- * on any relcache invalidation (a statement trigger on pix.role_binding sends one for it at commit)
+ *   - which ISPB the caller is bound to (pix.role_binding): kept per backend, and forgotten on any
+ *     relcache invalidation (a statement trigger on pix.role_binding sends one for it at commit)
  *     or change of roles or memberships (syscache callbacks), so a binding also holds from the next
  *     call on, while a call without credential (psql, pixd --auth none) costs no query at all.
  *
@@ -15,10 +15,24 @@
  * b-tree's comparisons may take longer for longer common prefixes, but a prefix of a SHA-256 output
  * cannot be steered by the caller towards a stored key, so timing reveals nothing usable.
  *
- * The calling role is the session's current role (GetOuterUserId: the login role or SET ROLE), not
- * the function owner that SECURITY DEFINER switches to. A role is bound when it is bound itself or
- * is a member of a bound role; superusers are members of every role for pg_has_role, so for them
- * only a binding of their own role counts (else any binding would confine every superuser session).
+ * The caller is two roles, and both count: the session user (the login role; a non-superuser
+ * cannot change it) and the current role (GetOuterUserId: the session user or what SET ROLE chose),
+ * never the function owner that SECURITY DEFINER switches to. Looking at the current role alone let
+ * a bound login shed its binding with SET ROLE pix_institution (issue 18). So:
+ *   - the bindings of both apply (a role is bound when it is bound itself or is a member of a bound
+ *     role); they must all name one ISPB, and the call must be for it;
+ *   - fail closed: a caller that holds the institution privileges (either role is a member of
+ *     pix_institution) and has no binding is refused everything (PX013), so an institution role
+ *     never bound, unbound, or dropped and re-created under its old name acts for nobody;
+ *   - a binding names its role by OID and by the name it had when bound: a row whose role was
+ *     dropped (or renamed) binds nobody, so a role made later with the same OID or name never
+ *     inherits it (there are no event triggers on roles: the check is in the lookup).
+ * The same rule confines an institution role's INSERT into pix.message (pix_authorize_payer, from
+ * the validating trigger): it enqueues only payments of its own ISPB.
+ * Superusers are members of every role for pg_has_role, so for them only a binding of their own
+ * role counts (else any binding would confine every superuser session), and they never count as
+ * institution roles. Roles outside pix_institution with no binding (pixd's, a member of
+ * pix_client) are trusted: the credential, when given, decides.
  */
 #include "pix.h"
 
@@ -28,7 +42,10 @@
 #include "common/sha2.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/inval.h"
 #include "utils/rel.h"
 #include "utils/syscache.h"
@@ -42,10 +59,11 @@ PG_FUNCTION_INFO_V1(pix_role_binding_changed);
 #define CREDENTIAL_HEX_LEN 64
 #define TOKEN_BYTES 32
 
-/* The ISPB bindings that apply to a role. */
+/* The ISPB bindings that apply to the caller (session user and current role). */
 typedef struct binding {
-	int count;  /* bindings that apply (the role's own, or a role it is a member of) */
-	bool agree; /* all of them name the same ISPB */
+	int count;        /* bindings that apply (the roles' own, or of roles they are members of) */
+	bool agree;       /* all of them name the same ISPB */
+	bool institution; /* either role is a non-superuser member of pix_institution */
 	char ispb[PIX_ISPB_LEN + 1];
 } binding;
 
@@ -61,12 +79,26 @@ static const char credential_sql[] = "SELECT c.ispb, c.admin FROM pix.credential
                                      " WHERE c.lookup = $1 AND c.revoked_at IS NULL";
 static const char binding_sql[] =
     "SELECT b.ispb FROM pix.role_binding b"
-    " WHERE b.role = $1 OR (NOT $2 AND pg_catalog.pg_has_role($1, b.role, 'MEMBER'))";
-static SPIPlanPtr credential_plan, binding_plan;
+    "  JOIN pg_catalog.pg_roles r ON r.oid = b.role AND r.rolname = b.role_name"
+    " WHERE b.role IN ($1, $2)"
+    "    OR (NOT $3 AND pg_catalog.pg_has_role($1, b.role, 'MEMBER'))"
+    "    OR (NOT $4 AND pg_catalog.pg_has_role($2, b.role, 'MEMBER'))";
+/*
+ * Of a list of ISPBs, the position (1-based) of the first that is not a registered institution:
+ * one that opened a stream (pix.institution), holds or held a credential, or has a role binding
+ * (the same rule as pix_metrics' labels, extension/pix--1.3--1.4.sql).
+ */
+static const char unregistered_sql[] =
+    "SELECT r.n FROM pg_catalog.unnest($1) WITH ORDINALITY AS r(ispb, n)"
+    " WHERE NOT EXISTS (SELECT FROM pix.institution i WHERE i.ispb = r.ispb COLLATE \"C\")"
+    "   AND NOT EXISTS (SELECT FROM pix.credential c WHERE c.ispb = r.ispb COLLATE \"C\")"
+    "   AND NOT EXISTS (SELECT FROM pix.role_binding b WHERE b.ispb = r.ispb COLLATE \"C\")"
+    " ORDER BY r.n LIMIT 1";
+static SPIPlanPtr credential_plan, binding_plan, unregistered_plan;
 
-/* The calling role's binding, valid until an invalidation (see the header). */
+/* The caller's binding, valid until an invalidation (see the header). */
 static bool cached_binding_valid;
-static Oid cached_binding_role;
+static Oid cached_session_user, cached_current_role;
 static binding cached_binding;
 static bool callbacks_registered;
 
@@ -76,13 +108,16 @@ static void sha256(const void *data, size_t len, uint8 *out);
 static void identify(FunctionCallInfo fcinfo, int argno, caller *c);
 static SPIPlanPtr prepare(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types);
 static void lookup_credential(Datum key, caller *c);
-static void lookup_binding(Oid role, binding *b);
+static void caller_binding(binding *b);
+static void lookup_binding(Oid session_user, Oid current_role, binding *b);
+static bool institution_role(Oid role);
 static void forget_binding(Datum arg, Oid relid);
 static void forget_binding_on_role_change(Datum arg, int cacheid, uint32 hashvalue);
 static void raise_unauthenticated(void) pg_attribute_noreturn();
 static void raise_forbidden(const char *detail) pg_attribute_noreturn();
+static void raise_unbound(void) pg_attribute_noreturn();
 
-void pix_authorize(const char *ispb, FunctionCallInfo fcinfo, int argno)
+bool pix_authorize(const char *ispb, FunctionCallInfo fcinfo, int argno)
 {
 	caller c;
 
@@ -91,19 +126,26 @@ void pix_authorize(const char *ispb, FunctionCallInfo fcinfo, int argno)
 		raise_forbidden("An admin credential does not act for an institution.");
 	if (c.has_credential && strcmp(c.ispb, ispb) != 0)
 		raise_forbidden("This credential belongs to another ISPB.");
-	if (c.bound.count > 0 && (!c.bound.agree || strcmp(c.bound.ispb, ispb) != 0))
+	if (c.bound.count > 0 && !c.bound.agree)
+		raise_forbidden("This role's bindings name different ISPBs.");
+	if (c.bound.count > 0 && strcmp(c.bound.ispb, ispb) != 0)
 		raise_forbidden("This role is bound to another ISPB.");
+	if (c.bound.count == 0 && c.bound.institution)
+		raise_unbound();
+	return c.has_credential || c.bound.count > 0;
 }
 
-char *pix_authorized_ispb(FunctionCallInfo fcinfo, int credential_argno)
+char *pix_authorized_ispb(FunctionCallInfo fcinfo, int credential_argno, bool *authenticated)
 {
 	char *ispb = pix_ispb_arg(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0));
+	bool by_identity = pix_authorize(ispb, fcinfo, credential_argno);
 
-	pix_authorize(ispb, fcinfo, credential_argno);
+	if (authenticated != NULL)
+		*authenticated = by_identity;
 	return ispb;
 }
 
-void pix_authorize_admin(FunctionCallInfo fcinfo, int argno)
+bool pix_authorize_admin(FunctionCallInfo fcinfo, int argno)
 {
 	caller c;
 
@@ -112,6 +154,69 @@ void pix_authorize_admin(FunctionCallInfo fcinfo, int argno)
 		raise_forbidden("The generator needs an admin credential.");
 	if (c.bound.count > 0)
 		raise_forbidden("A role bound to an ISPB may not use the generator.");
+	if (c.bound.institution)
+		raise_unbound();
+	return c.has_credential;
+}
+
+void pix_authorize_payer(const char *payer, Oid owner)
+{
+	binding b;
+	Oid user;
+	int context, nest;
+
+	/* Trusted producers (and superusers) cost no lookup: only institution roles are confined. */
+	if (!institution_role(GetSessionUserId()) && !institution_role(GetOuterUserId()))
+		return;
+	/* A trigger runs as the inserter, with its search_path: look up as the extension's owner, with
+	 * the search_path every function of the extension pins (the plan is kept for them too). */
+	GetUserIdAndSecContext(&user, &context);
+	SetUserIdAndSecContext(owner, context | SECURITY_LOCAL_USERID_CHANGE |
+	                                  SECURITY_RESTRICTED_OPERATION);
+	nest = NewGUCNestLevel();
+	(void)set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
+	                        GUC_ACTION_SAVE, true, 0, false);
+	caller_binding(&b);
+	AtEOXact_GUC(true, nest);
+	SetUserIdAndSecContext(user, context);
+	if (b.count == 0)
+		raise_unbound();
+	if (!b.agree)
+		raise_forbidden("This role's bindings name different ISPBs.");
+	if (strcmp(b.ispb, payer) != 0)
+		raise_forbidden("This role is bound to another ISPB: it enqueues payments of its own only.");
+}
+
+int pix_first_unregistered(const char *const *ispbs, int n)
+{
+	Oid types[1] = {TEXTARRAYOID};
+	Datum *elems = palloc(Max(n, 1) * sizeof(Datum));
+	Datum values[1];
+	bool isnull;
+	int nest, first = -1;
+
+	for (int i = 0; i < n; i++)
+		elems[i] = CStringGetTextDatum(ispbs[i]);
+	values[0] = PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
+	nest = pix_spi_connect();
+	if (SPI_execute_plan(prepare(&unregistered_plan, unregistered_sql, 1, types), values, NULL,
+	                     true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "pix: the institution lookup failed");
+	if (SPI_processed == 1)
+		first = (int)DatumGetInt64(
+		            SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) -
+		        1;
+	pix_spi_finish(nest);
+	return first;
+}
+
+void pix_raise_unregistered(const char *field, const char *ispb)
+{
+	ereport(ERROR, (errcode(ERRCODE_PIX_UNKNOWN_INSTITUTION), errmsg("unknown institution"),
+	                errdetail("%s: %s is not a registered institution", field, ispb),
+	                errhint("With authentication, messages go only to institutions that hold a "
+	                        "credential or a role binding, or opened a stream.")));
+	pg_unreachable();
 }
 
 /*
@@ -193,7 +298,6 @@ static void sha256(const void *data, size_t len, uint8 *out)
 static void identify(FunctionCallInfo fcinfo, int argno, caller *c)
 {
 	text *credential = credential_arg(fcinfo, argno);
-	Oid role = GetOuterUserId();
 	uint8 key[PG_SHA256_DIGEST_LENGTH];
 	bytea *key_datum;
 
@@ -211,12 +315,23 @@ static void identify(FunctionCallInfo fcinfo, int argno, caller *c)
 		if (!c->has_credential)
 			raise_unauthenticated();
 	}
-	if (!cached_binding_valid || cached_binding_role != role) {
-		lookup_binding(role, &cached_binding);
-		cached_binding_role = role;
+	caller_binding(&c->bound);
+}
+
+/* The caller's bindings (session user and current role), looked up once until an invalidation. */
+static void caller_binding(binding *b)
+{
+	Oid session_user = GetSessionUserId();
+	Oid current_role = GetOuterUserId();
+
+	if (!cached_binding_valid || cached_session_user != session_user ||
+	    cached_current_role != current_role) {
+		lookup_binding(session_user, current_role, &cached_binding);
+		cached_session_user = session_user;
+		cached_current_role = current_role;
 		cached_binding_valid = true;
 	}
-	c->bound = cached_binding;
+	*b = cached_binding;
 }
 
 static SPIPlanPtr prepare(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types)
@@ -255,10 +370,12 @@ static void lookup_credential(Datum key, caller *c)
 	pix_spi_finish(nest);
 }
 
-static void lookup_binding(Oid role, binding *b)
+static void lookup_binding(Oid session_user, Oid current_role, binding *b)
 {
-	Oid types[2] = {OIDOID, BOOLOID};
-	Datum values[2] = {ObjectIdGetDatum(role), BoolGetDatum(superuser_arg(role))};
+	Oid types[4] = {OIDOID, OIDOID, BOOLOID, BOOLOID};
+	Datum values[4] = {ObjectIdGetDatum(session_user), ObjectIdGetDatum(current_role),
+	                   BoolGetDatum(superuser_arg(session_user)),
+	                   BoolGetDatum(superuser_arg(current_role))};
 
 	if (!callbacks_registered) {
 		CacheRegisterRelcacheCallback(forget_binding, (Datum)0);
@@ -268,8 +385,9 @@ static void lookup_binding(Oid role, binding *b)
 	}
 	memset(b, 0, sizeof(*b));
 	b->agree = true;
+	b->institution = institution_role(session_user) || institution_role(current_role);
 	SPI_connect();
-	if (SPI_execute_plan(prepare(&binding_plan, binding_sql, 2, types), values, NULL, true, 0) !=
+	if (SPI_execute_plan(prepare(&binding_plan, binding_sql, 4, types), values, NULL, true, 0) !=
 	    SPI_OK_SELECT)
 		elog(ERROR, "pix: the role binding lookup failed");
 	for (uint64 i = 0; i < SPI_processed; i++) {
@@ -281,6 +399,18 @@ static void lookup_binding(Oid role, binding *b)
 		b->count++;
 	}
 	SPI_finish();
+}
+
+/*
+ * Whether a role holds the institution privileges: a member (direct or not, inheriting or not: it
+ * may SET ROLE) of pix_institution. Superusers may do anything anyway and are judged by binding only.
+ */
+static bool institution_role(Oid role)
+{
+	Oid institution = get_role_oid("pix_institution", true);
+
+	return OidIsValid(institution) && !superuser_arg(role) &&
+	       is_member_of_role_nosuper(role, institution);
 }
 
 /* Any relcache invalidation (ours is among them) makes the next call look the binding up again. */
@@ -298,6 +428,15 @@ static void raise_unauthenticated(void)
 {
 	ereport(ERROR, (errcode(ERRCODE_PIX_UNAUTHENTICATED), errmsg("unauthenticated"),
 	                errdetail("The credential is malformed, unknown or revoked.")));
+	pg_unreachable();
+}
+
+/* Fail closed: an institution role without binding acts for no ISPB. */
+static void raise_unbound(void)
+{
+	ereport(ERROR, (errcode(ERRCODE_PIX_FORBIDDEN), errmsg("forbidden"),
+	                errdetail("This role holds the institution privileges but is bound to no ISPB."),
+	                errhint("An administrator binds it with pix_role_bind(role, ispb).")));
 	pg_unreachable();
 }
 

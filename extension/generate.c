@@ -488,7 +488,8 @@ Datum pix_generate_messages(PG_FUNCTION_ARGS)
 	int32 generated_rows = 0;
 	uint64 inserted = 0;
 
-	pix_authorize_admin(fcinfo, 2);
+	if (pix_authorize_admin(fcinfo, 2) && pix_first_unregistered((const char *const *)&ispb, 1) >= 0)
+		pix_raise_unregistered("ispb", ispb);
 	number = count_arg(fcinfo);
 	pix_require_read_committed();
 	init_call(&cx, ispb);

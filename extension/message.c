@@ -4,6 +4,8 @@
  * Whatever path a message takes in (a client's INSERT, COPY, pix_generate_messages), this BEFORE
  * INSERT trigger is the one gate: it applies the contract's rules (validate.c) and stores `body`,
  * the JSON exactly as HTTP serves it (render.c), so that a read copies bytes and never formats.
+ * It also confines an institution role that may INSERT (given pix_producer) to payments of the ISPB
+ * it is bound to (auth.c, pix_authorize_payer); other producers are trusted, at no lookup.
  *
  * Two columns are not text and are normalized rather than merely checked, so that the stored value
  * is the served value:
@@ -42,6 +44,7 @@
 
 #include "insert.h"
 #include "render.h"
+#include "auth.h"
 #include "validate.h"
 
 PG_FUNCTION_INFO_V1(pix_message_before_insert);
@@ -331,6 +334,7 @@ Datum pix_message_before_insert(PG_FUNCTION_ARGS)
 	m.data_hora_pagamento = data_hora;
 	if ((problem = pix_message_problem(&m)) != NULL)
 		raise_invalid(problem);
+	pix_authorize_payer(m.pagador.ispb, RelationGetForm(td->tg_relation)->relowner);
 	refuse_duplicate(td->tg_relation, tuple, desc);
 
 	values = palloc0(desc->natts * sizeof(Datum));

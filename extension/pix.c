@@ -12,6 +12,8 @@
 #include "utils/builtins.h"
 #include "access/xact.h"
 #include "utils/guc.h"
+#include "storage/proc.h"
+#include "utils/memutils.h"
 #include "executor/spi.h"
 
 #include "validate.h"
@@ -116,4 +118,42 @@ void pix_spi_finish(int nest)
 {
 	AtEOXact_GUC(true, nest);
 	SPI_finish();
+}
+
+/*
+ * A transaction left open after a call (a pooled client that does not commit) holds its rows until
+ * it ends, and the calls behind it must not hang with it: the wait is bounded, then PX009.
+ */
+int pix_lock_bounded(int (*fn)(void *arg), void *arg)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	int nest = NewGUCNestLevel();
+	int result = 0;
+
+	if (pix_lock_timeout_ms > 0 && (LockTimeout == 0 || LockTimeout > pix_lock_timeout_ms))
+		(void)set_config_option("lock_timeout", psprintf("%d", pix_lock_timeout_ms), PGC_SUSET,
+		                        PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	PG_TRY();
+	{
+		result = fn(arg);
+	}
+	PG_CATCH();
+	{
+		ErrorData *error;
+
+		MemoryContextSwitchTo(cxt);
+		error = CopyErrorData();
+		if (error->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
+			PG_RE_THROW();
+		FlushErrorState();
+		ereport(
+		    ERROR,
+		    (errcode(ERRCODE_PIX_BUSY), errmsg("stream busy"),
+		     errdetail(
+		         "Another transaction has held this stream (or this ISPB's starts) for longer than pix.lock_timeout."),
+		     errhint("A client must commit or roll back right after each pix call.")));
+	}
+	PG_END_TRY();
+	AtEOXact_GUC(true, nest);
+	return result;
 }

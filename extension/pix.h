@@ -32,6 +32,7 @@
 #define ERRCODE_PIX_SEND_CONFLICT MAKE_SQLSTATE('P', 'X', '0', '1', '1')   /* 409 */
 #define ERRCODE_PIX_UNAUTHENTICATED MAKE_SQLSTATE('P', 'X', '0', '1', '2') /* 401 */
 #define ERRCODE_PIX_FORBIDDEN MAKE_SQLSTATE('P', 'X', '0', '1', '3')       /* 403 */
+#define ERRCODE_PIX_UNKNOWN_INSTITUTION MAKE_SQLSTATE('P', 'X', '0', '1', '4') /* 422 */
 
 #define PIX_MAX_BATCH 10
 
@@ -48,6 +49,12 @@ extern char *pix_ispb_arg(text *arg);
 
 /* Raises PX008 unless the transaction is READ COMMITTED (claims must see what others committed). */
 extern void pix_require_read_committed(void);
+
+/*
+ * Runs fn(arg), its row-lock waits bounded by pix.lock_timeout (or the caller's lock_timeout when
+ * shorter); a wait that runs out is PX009. Every call that waits for a stream row goes through it.
+ */
+extern int pix_lock_bounded(int (*fn)(void *arg), void *arg);
 
 /* SPI_connect / SPI_finish for statements whose plans must stay index plans (see pix.c). */
 extern int pix_spi_connect(void);

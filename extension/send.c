@@ -6,7 +6,9 @@
  *   1. authorize: the credential (or the calling role) must be the sender's ISPB (auth.c);
  *   2. parse the body bytes (send_json.c) and judge every message with validate.c, the same judge
  *      as the INSERT trigger; valor is normalized by the trigger's own function; every pagador.ispb
- *      must be the sender. The first problem is PX010 naming index and field;
+ *      must be the sender. The first problem is PX010 naming index and field. With authentication
+ *      (a credential, or a bound role), every recebedor.ispb must be a registered institution
+ *      (PX014 naming the first message that is not);
  *   3. idempotency by endToEndId: each message's content digest is sha256 of its rendered body
  *      (render.c, as the trigger renders it), so field order, whitespace, escapes and 90.2 vs
  *      90.20 do not make two sends differ. pix.sent_message keeps (endToEndId, digest) of every
@@ -20,7 +22,8 @@
  *      NOTIFYs the receivers.
  *
  * STOP ALL closes every open stream of the ISPB in one statement, waiting for reads in flight
- * (FOR UPDATE, not SKIP LOCKED: all of them must close), and requeues each pending batch in the
+ * (FOR UPDATE, not SKIP LOCKED: all of them must close; the wait bounded by pix.lock_timeout, then
+ * PX009, like every other wait for a stream row), and requeues each pending batch in the
  * ready queue's requeued range (fresh = false), exactly as an expiry does; then NOTIFYs.
  */
 #include "pix.h"
@@ -118,10 +121,12 @@ static statement stop_all_sql = {
     {TEXTOID, TIMESTAMPTZOID}};
 
 static int execute(statement *st, Datum *values);
+static int run_stop_all(void *values);
 static void raise_invalid(const char *detail) pg_attribute_noreturn();
 static int parse_body(text *body, const char *ispb, outgoing **out);
 static void judge(outgoing *msgs, int n, const char *ispb);
 static void digest_of(outgoing *o);
+static void require_registered_receivers(outgoing *msgs, int n);
 static HTAB *index_ids(outgoing *msgs, int n);
 static int record_and_check(outgoing *msgs, int n, HTAB *ids, const char *ispb);
 static void check_digests(HTAB *ids, outgoing *msgs, statement *st, Datum *values, bool enqueued);
@@ -135,7 +140,8 @@ static Datum send_result(FunctionCallInfo fcinfo, int accepted, int duplicates);
  */
 Datum pix_messages_send(PG_FUNCTION_ARGS)
 {
-	char *ispb = pix_authorized_ispb(fcinfo, 2);
+	bool authenticated;
+	char *ispb = pix_authorized_ispb(fcinfo, 2, &authenticated);
 	outgoing *msgs;
 	HTAB *ids;
 	int n, accepted;
@@ -145,6 +151,8 @@ Datum pix_messages_send(PG_FUNCTION_ARGS)
 		raise_invalid("body: missing");
 	n = parse_body(PG_GETARG_TEXT_PP(1), ispb, &msgs);
 	judge(msgs, n, ispb);
+	if (authenticated)
+		require_registered_receivers(msgs, n);
 	ids = index_ids(msgs, n);
 
 	SPI_connect();
@@ -161,7 +169,7 @@ Datum pix_messages_send(PG_FUNCTION_ARGS)
  */
 Datum pix_streams_stop_all(PG_FUNCTION_ARGS)
 {
-	char *ispb = pix_authorized_ispb(fcinfo, 1);
+	char *ispb = pix_authorized_ispb(fcinfo, 1, NULL);
 	Datum values[2];
 	int64 closed, requeued;
 	bool isnull;
@@ -170,7 +178,7 @@ Datum pix_streams_stop_all(PG_FUNCTION_ARGS)
 	SPI_connect();
 	values[0] = CStringGetTextDatum(ispb);
 	values[1] = TimestampTzGetDatum(GetCurrentTimestamp());
-	execute(&stop_all_sql, values);
+	pix_lock_bounded(run_stop_all, values);
 	closed = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	requeued =
 	    DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
@@ -178,6 +186,12 @@ Datum pix_streams_stop_all(PG_FUNCTION_ARGS)
 		Async_Notify("pix_message", ispb);
 	SPI_finish();
 	PG_RETURN_INT32((int32)closed);
+}
+
+/* Stop all's one statement: it waits for the rows of reads in flight (under pix_lock_bounded). */
+static int run_stop_all(void *values)
+{
+	return execute(&stop_all_sql, values);
 }
 
 /* Called by pix_purge_history (inside its SPI connection): forgets one chunk of expired ids. */
@@ -278,6 +292,24 @@ static void judge(outgoing *msgs, int n, const char *ispb)
 			raise_invalid(psprintf("messages[%d].%s", i, problem));
 		digest_of(o);
 	}
+}
+
+/*
+ * With authentication, a payment goes only to a registered institution (PX014 naming the first
+ * message that is not): nobody would ever collect it, and its ISPB would be a label chosen by the
+ * sender (README, "Messages nobody collects").
+ */
+static void require_registered_receivers(outgoing *msgs, int n)
+{
+	const char **receivers = palloc(Max(n, 1) * sizeof(char *));
+	int first;
+
+	for (int i = 0; i < n; i++)
+		receivers[i] = msgs[i].m.recebedor.ispb;
+	first = pix_first_unregistered(receivers, n);
+	if (first >= 0)
+		pix_raise_unregistered(psprintf("messages[%d].recebedor.ispb", first), receivers[first]);
+	pfree(receivers);
 }
 
 /* sha256 of the body exactly as the trigger will render and store it. */

@@ -339,7 +339,7 @@ static Datum read_result_datum(FunctionCallInfo fcinfo, const read_result *r);
 Datum pix_stream_start(PG_FUNCTION_ARGS)
 {
 	int nest;
-	char *ispb = pix_authorized_ispb(fcinfo, 2);
+	char *ispb = pix_authorized_ispb(fcinfo, 2, NULL);
 	int max = batch_size_arg(fcinfo, 1);
 	MemoryContext outer = CurrentMemoryContext;
 	int64 ids[PIX_MAX_BATCH];
@@ -542,7 +542,7 @@ Datum pix_streams_keepalive(PG_FUNCTION_ARGS)
  */
 static char *call_args(FunctionCallInfo fcinfo, int credential_argno, char *iid)
 {
-	char *ispb = pix_authorized_ispb(fcinfo, credential_argno);
+	char *ispb = pix_authorized_ispb(fcinfo, credential_argno, NULL);
 
 	iid_arg(fcinfo, 1, iid);
 	pix_require_read_committed();
@@ -688,44 +688,24 @@ static int execute(statement *st, Datum *values, const char *nulls, long limit)
 	return (int)SPI_processed;
 }
 
-/*
- * Runs a statement that waits for a row lock, the wait bounded by pix.lock_timeout (or the caller's
- * lock_timeout when shorter): a transaction left open after a call (a pooled client that does not
- * commit) holds its rows until it ends, and the calls behind it must not hang with it. A wait that
- * runs out is PX009.
- */
+/* A statement that waits for a row lock, run under pix_lock_bounded (PX009 when the wait runs out). */
+typedef struct locking_call {
+	statement *st;
+	Datum *values;
+} locking_call;
+
+static int run_locking(void *arg)
+{
+	locking_call *call = arg;
+
+	return execute(call->st, call->values, NULL, 1);
+}
+
 static int execute_locking(statement *st, Datum *values)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	int nest = NewGUCNestLevel();
-	int rows = 0;
+	locking_call call = {st, values};
 
-	if (pix_lock_timeout_ms > 0 && (LockTimeout == 0 || LockTimeout > pix_lock_timeout_ms))
-		(void)set_config_option("lock_timeout", psprintf("%d", pix_lock_timeout_ms), PGC_SUSET,
-		                        PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
-	PG_TRY();
-	{
-		rows = execute(st, values, NULL, 1);
-	}
-	PG_CATCH();
-	{
-		ErrorData *error;
-
-		MemoryContextSwitchTo(cxt);
-		error = CopyErrorData();
-		if (error->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
-			PG_RE_THROW();
-		FlushErrorState();
-		ereport(
-		    ERROR,
-		    (errcode(ERRCODE_PIX_BUSY), errmsg("stream busy"),
-		     errdetail(
-		         "Another transaction has held this stream (or this ISPB's starts) for longer than pix.lock_timeout."),
-		     errhint("A client must commit or roll back right after each pix call.")));
-	}
-	PG_END_TRY();
-	AtEOXact_GUC(true, nest);
-	return rows;
+	return pix_lock_bounded(run_locking, &call);
 }
 
 /*

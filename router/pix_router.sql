@@ -546,8 +546,12 @@ $$;
 
 -- Copies the credential just made on partition `home` (found by digest or id) to every other shard.
 -- When a shard cannot take it, it is revoked wherever it was stored and the error is raised again.
+-- SECURITY DEFINER: it reads the row from the shard that issued it and stores it on the others
+-- connected as this function's owner, the only caller a shard's pix_shard.credential_import accepts
+-- (members of pix_credential_copy there, router/pix_shard.sql): an operator can copy a credential
+-- as issued, never write one of their own choosing (issue 18).
 CREATE OR REPLACE FUNCTION pix_router.credential_copy(home int, lookup bytea, id bigint) RETURNS bigint
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     credential text := pix_router.credential_get_on(home, lookup, id);
     s record;
@@ -578,6 +582,10 @@ BEGIN
     RETURN id;
 END
 $$;
+
+REVOKE ALL ON FUNCTION pix_router.credential_copy(int, bytea, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pix_router.credential_copy(int, bytea, bigint) TO pix_admin;
+REVOKE EXECUTE ON FUNCTION pix_router.credential_import_on(int, text) FROM pix_admin;
 
 CREATE OR REPLACE FUNCTION public.pix_token_issue(ispb text, label text DEFAULT '') RETURNS text
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$

@@ -38,18 +38,76 @@ $$;
 -- Stores a copy of a credential issued on another shard (same id, same digest), audited here as
 -- 'credential_copy'. Already here: nothing changes. Another active credential with the same digest
 -- (registered on this shard directly): 23505, nothing changes.
+--
+-- Only the router may call it (issue 18): EXECUTE belongs to the NOLOGIN role pix_credential_copy
+-- alone, not to pix_admin, whose members could otherwise store a token of their own choosing (a
+-- token's digest cannot be checked here) with a forged created_by/created_at. The router calls it
+-- from pix_router.credential_copy, a SECURITY DEFINER function that takes the row from the shard
+-- that issued it (credential_get) and connects to the shards as its owner (a superuser, or a login
+-- role granted pix_credential_copy): the row's provenance is its origin shard, never the caller.
+-- Every field is checked or recomputed: a new, active credential (no revocation), kind, ISPB and
+-- admin consistent, a certificate's fingerprint normalized and its digest recomputed from it, a
+-- token's digest 32 bytes, created_at not in the future nor older than a day (a copy follows its
+-- issue in the same router call), created_by a role name; the audit row names this session's user.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pix_credential_copy') THEN
+        CREATE ROLE pix_credential_copy NOLOGIN;
+    END IF;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION pix_shard.credential_import(credential text) RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    r pix.credential := json_populate_record(NULL::pix.credential, credential::json);
+    r pix.credential;
 BEGIN
-    IF r.credential_id IS NULL THEN
-        RAISE EXCEPTION 'invalid credential row' USING ERRCODE = '22023';
+    BEGIN
+        r := json_populate_record(NULL::pix.credential, credential::json);
+    EXCEPTION WHEN others THEN
+        RAISE EXCEPTION 'invalid credential row' USING ERRCODE = '22023', DETAIL = SQLERRM;
+    END;
+    IF r.credential_id IS NULL OR r.kind IS NULL OR r.lookup IS NULL OR r.created_at IS NULL
+       OR r.created_by IS NULL THEN
+        RAISE EXCEPTION 'invalid credential row' USING ERRCODE = '22023',
+            DETAIL = 'credential_id, kind, lookup, created_at and created_by are required.';
     END IF;
+    IF r.revoked_at IS NOT NULL OR r.revoked_by IS NOT NULL THEN
+        RAISE EXCEPTION 'invalid credential row' USING ERRCODE = '22023',
+            DETAIL = 'Only a new, active credential is copied; revocations run on every shard.';
+    END IF;
+    IF r.kind NOT IN ('cert', 'token') OR r.admin IS DISTINCT FROM (r.ispb IS NULL) THEN
+        RAISE EXCEPTION 'invalid credential row' USING ERRCODE = '22023',
+            DETAIL = 'kind is cert or token; an admin credential has no ISPB, any other one has.';
+    END IF;
+    IF r.ispb IS NOT NULL THEN
+        PERFORM pix.ispb_arg(r.ispb);
+    END IF;
+    IF r.kind = 'cert' THEN
+        r.fingerprint := pix.fingerprint_arg(r.fingerprint);
+        IF r.lookup IS DISTINCT FROM pix.lookup_key('cert:' || r.fingerprint) THEN
+            RAISE EXCEPTION 'invalid credential row' USING ERRCODE = '22023',
+                DETAIL = 'A certificate''s digest must be the digest of its fingerprint.';
+        END IF;
+    ELSIF r.fingerprint IS NOT NULL OR octet_length(r.lookup) <> 32 THEN
+        RAISE EXCEPTION 'invalid credential row' USING ERRCODE = '22023',
+            DETAIL = 'A token has no fingerprint and a 32-byte digest.';
+    END IF;
+    IF r.created_at > clock_timestamp() + interval '1 minute'
+       OR r.created_at < clock_timestamp() - interval '1 day' THEN
+        RAISE EXCEPTION 'invalid credential row' USING ERRCODE = '22023',
+            DETAIL = 'created_at must be the time the credential was just issued.';
+    END IF;
+    IF r.created_by !~ '^[^[:cntrl:]]{1,63}$' THEN
+        RAISE EXCEPTION 'invalid credential row' USING ERRCODE = '22023',
+            DETAIL = 'created_by must be a role name.';
+    END IF;
+    r.label := coalesce(r.label, '');
     INSERT INTO pix.credential OVERRIDING SYSTEM VALUE SELECT (r).* ON CONFLICT DO NOTHING;
     IF FOUND THEN
         PERFORM pix.audit('credential_copy', r.ispb, r.credential_id,
-                          coalesce('fingerprint ' || r.fingerprint, 'label ' || r.label));
+                          format('%s; issued by %s at %s', coalesce('fingerprint ' || r.fingerprint,
+                                 'label ' || r.label), r.created_by, r.created_at));
         RETURN true;
     END IF;
     IF NOT EXISTS (SELECT 1 FROM pix.credential c WHERE c.credential_id = r.credential_id
@@ -62,5 +120,7 @@ END
 $$;
 
 REVOKE ALL ON FUNCTION pix_shard.credential_get(bytea, bigint), pix_shard.credential_import(text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION pix_shard.credential_get(bytea, bigint), pix_shard.credential_import(text) TO pix_admin;
+GRANT EXECUTE ON FUNCTION pix_shard.credential_get(bytea, bigint) TO pix_admin;
+REVOKE EXECUTE ON FUNCTION pix_shard.credential_import(text) FROM pix_admin;
+GRANT EXECUTE ON FUNCTION pix_shard.credential_import(text) TO pix_credential_copy;
 \endif

@@ -230,13 +230,14 @@ cmd_start() {
     conninfo
 }
 
-# The pix extension and the least-privilege role, on the primary (the standby gets them by replication).
+# The pix extension, the least-privilege role and CONNECT for the project's roles only
+# (scripts/restrict-connect.sql), on the primary (the standby gets them by replication).
 setup_database() {
     PGOPTIONS="-c client_min_messages=warning" "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 \
         "$(conninfo) user=postgres" \
         -c "CREATE EXTENSION IF NOT EXISTS pix" -c "ALTER EXTENSION pix UPDATE" \
         -c "DO \$\$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pix_http') THEN CREATE ROLE pix_http LOGIN IN ROLE pix_client; END IF; END \$\$" \
-        >&2
+        -f "$(dirname "${BASH_SOURCE[0]}")/restrict-connect.sql" >&2
 }
 
 stop_service() { # name pgdata

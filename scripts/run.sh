@@ -148,11 +148,13 @@ else
         say "creating database $PIX_DBNAME"
         psql_admin -c "CREATE DATABASE $PIX_DBNAME"
     fi
-    # The extension (updated in place when this tree has a newer version), and the least-privilege role
-    # the server logs in as: it may execute the pix functions and nothing else.
+    # The extension (updated in place when this tree has a newer version), the least-privilege role
+    # the server logs in as (it may execute the pix functions and nothing else), and CONNECT for the
+    # project's roles only (scripts/restrict-connect.sql: LISTEN/NOTIFY cannot be restricted per role).
     PGOPTIONS="-c client_min_messages=warning" "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 "host=$PIX_PGDIR port=$PIX_PGPORT dbname=$PIX_DBNAME user=postgres" \
         -c "CREATE EXTENSION IF NOT EXISTS pix" -c "ALTER EXTENSION pix UPDATE" \
-        -c "DO \$\$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pix_http') THEN CREATE ROLE pix_http LOGIN IN ROLE pix_client; END IF; END \$\$"
+        -c "DO \$\$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pix_http') THEN CREATE ROLE pix_http LOGIN IN ROLE pix_client; END IF; END \$\$" \
+        -f scripts/restrict-connect.sql
 
     db="host=$PIX_PGDIR port=$PIX_PGPORT dbname=$PIX_DBNAME user=pix_http"
     admin_conninfo="host=$PIX_PGDIR port=$PIX_PGPORT dbname=$PIX_DBNAME user=postgres"

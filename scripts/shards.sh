@@ -55,7 +55,8 @@ range_of() {
 # The extension, and ids from range k when the shard has never allocated one.
 prepare_shard() { # conninfo k
     local c=$1 k=$2 fresh
-    q "$c" -c "CREATE EXTENSION IF NOT EXISTS pix" -c "ALTER EXTENSION pix UPDATE" -f router/pix_shard.sql
+    q "$c" -c "CREATE EXTENSION IF NOT EXISTS pix" -c "ALTER EXTENSION pix UPDATE" -f router/pix_shard.sql \
+        -f scripts/restrict-connect.sql
     fresh=$(value "$c" "SELECT NOT EXISTS (SELECT 1 FROM pix.message) AND NOT EXISTS (SELECT 1 FROM pix.stream)")
     if [[ "$fresh" == t && "$(range_of "$c")" == 0 && "$k" != 0 ]]; then
         q "$c" -c "ALTER TABLE pix.message ALTER COLUMN id RESTART WITH $((k << RANGE_BITS))" \
@@ -94,7 +95,7 @@ cmd_install() { # router
                                   WHERE s.srvname = 'pix_cluster' AND o ~ '^p[0-9]+='")
     ((partitions > 0)) || die "no cluster configuration in the router: run init first"
     q "$router" -v partitions="$partitions" -v credentials="$(shards_take_credentials "$router")" \
-        -f router/pix_router.sql
+        -f router/pix_router.sql -f scripts/restrict-connect.sql
 }
 
 cmd_init() { # router shard...

@@ -4,9 +4,10 @@
  *
  * Every error body is application/problem+json (RFC 9457) with type, title, status and detail.
  * Details are fixed strings chosen here or by the handlers, never a database message or request
- * text — with two exceptions the contract asks for: PX010 (422) and PX011 (409) of a send name the
- * message's index and field, or the endToEndId, in the database's words, JSON-escaped here. They
- * only describe the sender's own body, and only after the database authorized the sender.
+ * text — with exceptions the contract asks for: PX010 (422), PX011 (409) and PX014 (422, a receiver
+ * that is not a registered institution) of a send name the message's index and field, or the
+ * endToEndId, in the database's words, JSON-escaped here. They only describe the sender's own body,
+ * and only after the database authorized the sender.
  *
  * Authentication (auth.c decides who is calling): 401 carries WWW-Authenticate: Bearer when tokens
  * are accepted (with error="invalid_token" when one was presented); a 401 to an address that keeps
@@ -298,6 +299,8 @@ void respond_db_error(h2o_req_t *req, const PGresult *res)
 		respond_retry_later(req, 503, RETRY_AFTER_BUSY, "this stream is busy, retry");
 	else if (strcmp(s, "PX010") == 0 || strcmp(s, "PX011") == 0) /* send: invalid, conflict */
 		respond_problem_escaped(req, s[4] == '0' ? 422 : 409, send_error_detail(res));
+	else if (strcmp(s, "PX014") == 0) /* a receiver that is not a registered institution */
+		respond_problem_escaped(req, 422, send_error_detail(res));
 	else if (strcmp(s, "PX012") == 0)
 		respond_unauthenticated(req, "rejected");
 	else if (strcmp(s, "PX013") == 0)

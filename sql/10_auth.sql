@@ -132,7 +132,8 @@ SELECT try($$SELECT accepted FROM pix_messages_send('10000002', '[]', $1)$$, c('
        try($$SELECT accepted FROM pix_messages_send('10000002', 'not json', $1)$$, 'token:') AS malformed_send;
 -- B's stream is untouched by all of the above.
 SELECT state, cardinality(pending_ids) AS pending FROM pix.stream WHERE ispb = '10000002';
--- The generator: an admin credential, or none (trusted role); an institution's is forbidden.
+-- The generator: an admin credential, or none (trusted role); an institution's is forbidden. With
+-- a credential the receiver must be a registered institution: C never was (PX014, 13_identity).
 SELECT try($$SELECT pix_generate_messages('10000003', 1, $1)$$, c('cert ops')) AS admin_cert,
        try($$SELECT pix_generate_messages('10000003', 1, $1)$$, c('a')) AS institution,
        try($$SELECT pix_generate_messages('10000003', 1, $1)$$, c('unknown token')) AS unknown,
@@ -210,6 +211,7 @@ SELECT try($$SELECT message_count FROM pix_stream_start('10000001')$$) AS old_is
        try($$SELECT pix_streams_stop_all('10000002') >= 0$$) AS new_ispb_now;
 RESET ROLE;
 SELECT pix_role_unbind('regress_pix_bank_a') AS unbound, pix_role_unbind('regress_pix_bank_a') AS again;
+-- Unbound, a member of pix_institution acts for nobody (fail closed; 13_identity has the rest).
 SET ROLE regress_pix_bank_a;
 SELECT try($$SELECT pix_streams_stop_all('10000001') >= 0$$) AS after_unbind;
 RESET ROLE;

@@ -578,6 +578,9 @@ class TestOpenAPIContract(PixTestCase):
             x(method, path.format(i=theirs), http=g, expect=401, body=sent)
             x(method, path.format(i=theirs), http=g, headers=mine, expect=403, body=sent)
         x("GET", f"/api/pix/{ispb}/stream/start", http=g, headers={"Authorization": "Bearer x y"}, expect=401)
+        # 422 of the generator: with a credential, only for a registered institution (issue 18)
+        admin = pixe2e.psql("SELECT pix_admin_token_issue('openapi')", dbname=self.db).strip()
+        x("POST", f"/api/util/msgs/{new_ispb()}/1", http=g, headers={"Authorization": f"Bearer {admin}"}, expect=422)
 
         # operations
         x("GET", "/health", expect=200)

@@ -419,6 +419,7 @@ class TestShardedAuth(PixTestCase):
     def test_revoke_through_the_router_is_401_on_the_next_request_on_every_shard(self):
         a, b = self.ispb_on(1), self.ispb_on(0)
         ta = self.token(a, "to-revoke")
+        self.token(b, "receiver")  # with authentication a payment goes to a registered institution only
         c = self.client()
         r = self.call(c, "GET", f"/api/pix/{a}/stream/start", ta)
         self.assertIn(r.status, (200, 204), repr(r))
@@ -461,6 +462,7 @@ class TestShardedAuth(PixTestCase):
     def test_send_to_receivers_on_two_shards(self):
         sender, r0, r1 = self.ispb_on(0), self.ispb_on(0), self.ispb_on(1)
         ts, t1 = self.token(sender), self.token(r1)
+        self.token(r0, "receiver")  # with authentication a payment goes to a registered institution only
         batch = [make_message(r, pagador_ispb=sender) for r in (r0, r1, r1)]
         c = self.client()
         r = self.send(c, ts, sender, batch)

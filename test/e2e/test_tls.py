@@ -288,6 +288,22 @@ class TestMutualTls(TlsCase):
         self.assertProblem(self.call(a, "POST", f"/api/pix/{self.A}/msgs", body=b""), 422)
         self.assertProblem(self.call(a, "POST", f"/api/pix/{self.A}/msgs", body=b'{"a":"\x00"}'), 400)
 
+    def test_send_to_an_unregistered_institution_is_422_naming_the_field(self):
+        """With authentication a payment goes only to a registered institution (PX014): nobody would
+        ever collect it, and its ISPB would become a label chosen by the sender (issue 18)."""
+        a, nobody = self.client("a1"), "18999999"
+        msgs = [message(self.A, self.B), message(self.A, nobody)]
+        doc = self.assertProblem(self.call(a, "POST", f"/api/pix/{self.A}/msgs", body=send_body(msgs)), 422)
+        self.assertIn("messages[1].recebedor.ispb", doc["detail"])
+        self.assertIn(nobody, doc["detail"])
+        n = psql(f"SELECT count(*) FROM pix.message WHERE end_to_end_id = {sql_literal(msgs[0]['endToEndId'])}",
+                 dbname=DB).strip()
+        self.assertEqual(n, "0", "nothing stored when a receiver is not registered")
+        doc = self.assertProblem(self.call(self.client("admin"), "POST", f"/api/util/msgs/{nobody}/1"), 422)
+        self.assertIn("ispb", doc["detail"])
+        r = self.call(a, "POST", f"/api/pix/{self.A}/msgs", body=send_body(msgs[:1]))
+        self.assertEqual((r.status, r.json()), (201, {"accepted": 1, "duplicates": 0}), repr(r))
+
     def raw_status(self, request, body=b""):
         """Sends a request's head (and body) over TLS with a1 and returns the status line h2o answers."""
         ctx = self.pki.context("a1")

@@ -24,6 +24,10 @@ the least-privilege login role `pix_http` (member of the extension's `pix_client
   bad_configuration    bad --listen / --pool / --wait-ms / --db and a taken port refuse to start
                        (non-zero exit, quickly); an unreachable database is NOT a start failure: the
                        server starts and answers 503 + Retry-After
+  database_door        after scripts/restrict-connect.sql (what make run, shards, HA and docker run), a
+                       login outside the project's roles cannot connect, so cannot LISTEN or NOTIFY
+                       pix_message (PostgreSQL cannot restrict those per role); pix_http, a member of
+                       pix_institution and pixd's own connections keep working
 """
 
 import collections
@@ -413,13 +417,38 @@ def test_bad_configuration(pixd):
     check(f"pixd listens only on 127.0.0.1:{HTTP_PORT}", len(mine) == 1 and f"127.0.0.1:{HTTP_PORT}" in mine[0], f"{mine}")
 
 
+def test_database_door(pixd):
+    out = psql("LISTEN pix_message", user="pix_outsider", check_rc=False)
+    check("before: a login with no pix privilege may LISTEN pix_message (PostgreSQL's rule)",
+          out.returncode == 0, out.stderr.strip())
+    psql("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'pix_sec_bank') THEN "
+         "CREATE ROLE pix_sec_bank LOGIN IN ROLE pix_institution; END IF; END $$")
+    door = subprocess.run([fl.PSQL, "-X", "-q", "-v", "ON_ERROR_STOP=1",
+                           f"host={PGDIR} port={PGPORT} user=postgres dbname={DB}",
+                           "-f", os.path.join(ROOT, "scripts", "restrict-connect.sql")],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
+    check("scripts/restrict-connect.sql runs", door.returncode == 0, door.stderr.strip())
+    for sql in ("LISTEN pix_message", "NOTIFY pix_message, '41000001'"):
+        out = psql(sql, user="pix_outsider", check_rc=False)
+        check(f"after: pix_outsider cannot connect to {sql.split()[0]}",
+              out.returncode != 0 and "permission denied for database" in out.stderr, out.stderr.strip())
+    for user in ("pix_http", "pix_sec_bank"):
+        out = psql("SELECT 1", user=user, check_rc=False)
+        check(f"after: {user} still connects", out.returncode == 0 and out.stdout.strip() == "1",
+              out.stderr.strip())
+    st, _, body = http("POST", "/api/util/msgs/41000077/1")
+    st2, _, _ = http("GET", "/api/pix/41000077/stream/start")
+    check("after: pixd (as pix_http) still serves", st == 201 and st2 == 200, f"{st} {body[:80]!r} {st2}")
+
+
 def main():
     only = sys.argv[1:]
     pixd = setup()
     try:
         for name, fn in [("least_privilege", test_least_privilege), ("id_entropy", test_id_entropy),
                          ("other_ispb_id", test_other_ispb_id), ("no_sql_from_request", test_no_sql_from_request),
-                         ("request_limits", test_request_limits), ("bad_configuration", test_bad_configuration)]:
+                         ("request_limits", test_request_limits), ("bad_configuration", test_bad_configuration),
+                         ("database_door", test_database_door)]:
             if only and name not in only:
                 continue
             print(f"--- {name}", flush=True)

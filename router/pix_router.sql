@@ -34,13 +34,15 @@ CREATE EXTENSION IF NOT EXISTS plproxy;
 CREATE SCHEMA IF NOT EXISTS pix_router;
 REVOKE ALL ON SCHEMA pix_router FROM PUBLIC;
 
-DO $$
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pix_client') THEN
-        CREATE ROLE pix_client NOLOGIN;
-    END IF;
-END
-$$;
+-- The router's roles, made here and nowhere else in router/: pix_client (pixd's calls) and, with
+-- credentials, pix_admin (their management). One policy: made when missing, used as they are when they
+-- exist, without a warning (the extension warns instead: there a role made by someone else would gain
+-- its privileges unnoticed). Here an existing role is the expected case, not a surprise: roles are
+-- cluster-wide, a router's must be the shards' own (PL/Proxy logs in to a shard as the calling role),
+-- so on a cluster that also holds a shard the extension made them, and every reinstall finds them.
+SELECT format('CREATE ROLE %I NOLOGIN', r)
+  FROM unnest(ARRAY['pix_client'] || CASE WHEN :'credentials'::boolean THEN ARRAY['pix_admin'] END) r
+ WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) \gexec
 GRANT USAGE ON SCHEMA pix_router TO pix_client;
 GRANT USAGE ON FOREIGN SERVER pix_cluster TO pix_client;
 -- PL/Proxy says "dropping stale conn" (NOTICE) on the call after a shard raised an error (404, 410...):
@@ -505,14 +507,7 @@ CREATE TRIGGER message_forward INSTEAD OF INSERT ON pix.message
 -- it again is safe. scripts/shards.sh move holds the credentials lock while it copies credentials to a
 -- new server: changes meanwhile answer 57P03 at once.
 \if :credentials
-DO $$
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pix_admin') THEN
-        CREATE ROLE pix_admin NOLOGIN;
-    END IF;
-END
-$$;
-GRANT USAGE ON SCHEMA pix_router, pix TO pix_admin;
+GRANT USAGE ON SCHEMA pix_router, pix TO pix_admin; -- the role: made at the top of this file
 GRANT USAGE ON FOREIGN SERVER pix_cluster TO pix_admin;
 GRANT EXECUTE ON FUNCTION public.pix_shards() TO pix_admin;
 

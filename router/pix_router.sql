@@ -181,75 +181,81 @@ BEGIN
         types := f.arg_types;
         pass := (SELECT string_agg('$' || k, ', ' ORDER BY k) FROM generate_series(1, f.nargs) k);
         sigs := ARRAY[format('public.%I(%s)', f.name, types)];
-        IF f.input_names[1] = 'ispb' AND f.first_type = 'text' THEN
-            credential := CASE WHEN 'credential' = ANY (f.input_names) THEN 'credential' ELSE 'NULL' END;
-            IF NOT credentials AND credential = 'NULL' THEN
-                args := args || ', credential text DEFAULT NULL';
-                sigs := ARRAY[format('public.%I(%s, text)', f.name, types)];
-                credential := 'credential';
+        BEGIN
+            IF f.input_names[1] = 'ispb' AND f.first_type = 'text' THEN
+                credential := CASE WHEN 'credential' = ANY (f.input_names) THEN 'credential' ELSE 'NULL' END;
+                IF NOT credentials AND credential = 'NULL' THEN
+                    args := args || ', credential text DEFAULT NULL';
+                    sigs := ARRAY[format('public.%I(%s, text)', f.name, types)];
+                    credential := 'credential';
+                END IF;
+                EXECUTE format($f$
+                    CREATE OR REPLACE FUNCTION %1$s(%2$s) RETURNS %3$s LANGUAGE plproxy AS $p$
+                        CLUSTER 'pix_cluster';
+                        RUN ON pix_router.partition_of(ispb, %4$s);
+                        SELECT * FROM public.%5$I(%6$s) AS %5$I;
+                    $p$ $f$, format('public.%I', f.name), args, f.result, credential, f.name, pass);
+            ELSIF NOT f.retset AND f.result_type IN ('smallint', 'integer', 'bigint', 'numeric') THEN
+                sigs := sigs || format('pix_router.%I(%s)', f.name || '_on', concat_ws(', ', 'int', nullif(types, '')));
+                EXECUTE format($f$
+                    CREATE OR REPLACE FUNCTION pix_router.%1$I(%2$s) RETURNS %3$s LANGUAGE plproxy AS $p$
+                        CLUSTER 'pix_cluster';
+                        RUN ON shard_partition;
+                        SELECT * FROM public.%4$I(%5$s) AS %1$I;
+                    $p$ $f$, f.name || '_on', concat_ws(', ', 'shard_partition int', nullif(args, '')), f.result, f.name,
+                    (SELECT string_agg('$' || (k + 1), ', ' ORDER BY k) FROM generate_series(1, f.nargs) k));
+                EXECUTE format($f$
+                    CREATE OR REPLACE FUNCTION public.%1$I(%2$s) RETURNS %3$s
+                    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $s$
+                    DECLARE
+                        total %3$s := 0;
+                        p int;
+                    BEGIN
+                        FOR p IN SELECT s.partitions[1] FROM public.pix_shards() s LOOP
+                            BEGIN
+                                total := total + pix_router.%4$I(%5$s);
+                            EXCEPTION WHEN internal_error THEN
+                                NULL; -- PL/Proxy could not reach that shard: the others are served
+                            END;
+                        END LOOP;
+                        RETURN total;
+                    END
+                    $s$ $f$, f.name, args, f.result, f.name || '_on', concat_ws(', ', 'p', pass));
+            ELSIF f.retset THEN
+                EXECUTE format($f$
+                    CREATE OR REPLACE FUNCTION public.%1$I(%2$s) RETURNS %3$s LANGUAGE plproxy AS $p$
+                        CLUSTER 'pix_cluster';
+                        RUN ON ALL;
+                        SELECT * FROM public.%1$I(%4$s);
+                    $p$ $f$, f.name, args, f.result, pass);
+            ELSE
+                RAISE WARNING 'pix router: %(%) is not on the router', f.name, f.arg_types
+                    USING DETAIL = 'It neither takes an ispb first nor answers a number or a set to merge over the shards.',
+                          HINT = 'Write its router function by hand in router/pix_router.sql and name it in the '
+                                 'call of pix_router.generate_functions.';
+                CONTINUE;
             END IF;
-            EXECUTE format($f$
-                CREATE OR REPLACE FUNCTION %1$s(%2$s) RETURNS %3$s LANGUAGE plproxy AS $p$
-                    CLUSTER 'pix_cluster';
-                    RUN ON pix_router.partition_of(ispb, %4$s);
-                    SELECT * FROM public.%5$I(%6$s) AS %5$I;
-                $p$ $f$, format('public.%I', f.name), args, f.result, credential, f.name, pass);
-        ELSIF NOT f.retset AND f.result_type IN ('smallint', 'integer', 'bigint', 'numeric') THEN
-            sigs := sigs || format('pix_router.%I(%s)', f.name || '_on', concat_ws(', ', 'int', nullif(types, '')));
-            EXECUTE format($f$
-                CREATE OR REPLACE FUNCTION pix_router.%1$I(%2$s) RETURNS %3$s LANGUAGE plproxy AS $p$
-                    CLUSTER 'pix_cluster';
-                    RUN ON shard_partition;
-                    SELECT * FROM public.%4$I(%5$s) AS %1$I;
-                $p$ $f$, f.name || '_on', concat_ws(', ', 'shard_partition int', nullif(args, '')), f.result, f.name,
-                (SELECT string_agg('$' || (k + 1), ', ' ORDER BY k) FROM generate_series(1, f.nargs) k));
-            EXECUTE format($f$
-                CREATE OR REPLACE FUNCTION public.%1$I(%2$s) RETURNS %3$s
-                LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $s$
-                DECLARE
-                    total %3$s := 0;
-                    p int;
-                BEGIN
-                    FOR p IN SELECT s.partitions[1] FROM public.pix_shards() s LOOP
-                        BEGIN
-                            total := total + pix_router.%4$I(%5$s);
-                        EXCEPTION WHEN internal_error THEN
-                            NULL; -- PL/Proxy could not reach that shard: the others are served
-                        END;
-                    END LOOP;
-                    RETURN total;
-                END
-                $s$ $f$, f.name, args, f.result, f.name || '_on', concat_ws(', ', 'p', pass));
-        ELSIF f.retset THEN
-            EXECUTE format($f$
-                CREATE OR REPLACE FUNCTION public.%1$I(%2$s) RETURNS %3$s LANGUAGE plproxy AS $p$
-                    CLUSTER 'pix_cluster';
-                    RUN ON ALL;
-                    SELECT * FROM public.%1$I(%4$s);
-                $p$ $f$, f.name, args, f.result, pass);
-        ELSE
-            RAISE WARNING 'pix router: %(%) is not on the router', f.name, f.arg_types
-                USING DETAIL = 'It neither takes an ispb first nor answers a number or a set to merge over the shards.',
-                      HINT = 'Write its router function by hand in router/pix_router.sql and name it in the '
-                             'call of pix_router.generate_functions.';
-            CONTINUE;
-        END IF;
-        -- EXECUTE as on the shard, for the grantees the router has a role of
-        FOREACH sig IN ARRAY sigs LOOP
-            EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', sig);
-            FOREACH grantee IN ARRAY f.grantees LOOP
-                IF grantee = 'PUBLIC' OR to_regrole(grantee) IS NOT NULL THEN
-                    EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %s', sig, grantee);
-                END IF;
-                IF to_regrole(grantee) IS NOT NULL THEN -- what the call needs on its way
-                    EXECUTE format('GRANT USAGE ON SCHEMA pix_router TO %s', grantee);
-                    EXECUTE format('GRANT USAGE ON FOREIGN SERVER pix_cluster TO %s', grantee);
-                    EXECUTE format('GRANT EXECUTE ON FUNCTION pix_router.partition_of(text, text) TO %s', grantee);
-                END IF;
+            -- EXECUTE as on the shard, for the grantees the router has a role of
+            FOREACH sig IN ARRAY sigs LOOP
+                EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', sig);
+                FOREACH grantee IN ARRAY f.grantees LOOP
+                    IF grantee = 'PUBLIC' OR to_regrole(grantee) IS NOT NULL THEN
+                        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %s', sig, grantee);
+                    END IF;
+                    IF to_regrole(grantee) IS NOT NULL THEN -- what the call needs on its way
+                        EXECUTE format('GRANT USAGE ON SCHEMA pix_router TO %s', grantee);
+                        EXECUTE format('GRANT USAGE ON FOREIGN SERVER pix_cluster TO %s', grantee);
+                        EXECUTE format('GRANT EXECUTE ON FUNCTION pix_router.partition_of(text, text) TO %s', grantee);
+                    END IF;
+                END LOOP;
+                EXECUTE format('COMMENT ON FUNCTION %s IS %L', sig, marker);
+                made := made || sig::regprocedure;
             END LOOP;
-            EXECUTE format('COMMENT ON FUNCTION %s IS %L', sig, marker);
-            made := made || sig::regprocedure;
-        END LOOP;
+        EXCEPTION WHEN others THEN -- e.g. a type the router does not have: the other functions are made
+            RAISE WARNING 'pix router: %(%) could not be generated: %', f.name, f.arg_types, SQLERRM
+                USING HINT = 'Write its router function by hand in router/pix_router.sql and name it in the '
+                             'call of pix_router.generate_functions.';
+        END;
     END LOOP;
     -- what an earlier install generated for a function the extension no longer has (or has no more
     -- with those arguments)

@@ -20,15 +20,6 @@ ISOLATION_OPTS = --load-extension=$(EXTENSION) --load-extension=pix_isolation
 # The rules below would otherwise make `install` the default goal: a bare `make` builds, nothing more.
 .DEFAULT_GOAL := all
 
-# The isolation specs' shared helpers: a test-only extension (schema t) in specs/, installed next to
-# pix so that pg_isolation_regress can load it into its throw-away database.
-install: install-isolation-helpers
-install-isolation-helpers: installdirs
-	$(INSTALL_DATA) specs/pix_isolation.control specs/pix_isolation--1.0.sql '$(DESTDIR)$(datadir)/extension/'
-uninstall: uninstall-isolation-helpers
-uninstall-isolation-helpers:
-	rm -f '$(DESTDIR)$(datadir)/extension/pix_isolation.control' '$(DESTDIR)$(datadir)/extension/pix_isolation--1.0.sql'
-.PHONY: install-isolation-helpers uninstall-isolation-helpers
 
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-sign-compare \
             -Wno-missing-field-initializers -Iextension
@@ -36,6 +27,22 @@ PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-sign-compare \
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# ---- test helpers: never installed by `make install` ------------------------------------------
+# The isolation specs' shared helpers are a test-only extension (schema t, whose t.reset() empties
+# every pix table) in specs/. `make install` puts only the product on a server; the test targets
+# install the helpers: `make install-test-helpers` (test/run-all.sh), and `make installcheck`, which
+# copies them only when they are missing or older than specs/ (so it needs no write access otherwise).
+TEST_HELPERS = specs/pix_isolation.control specs/pix_isolation--1.0.sql
+TEST_HELPERS_INSTALLED = $(addprefix $(DESTDIR)$(datadir)/extension/,$(notdir $(TEST_HELPERS)))
+install-test-helpers: $(TEST_HELPERS_INSTALLED)
+$(DESTDIR)$(datadir)/extension/pix_isolation%: specs/pix_isolation%
+	$(MKDIR_P) '$(DESTDIR)$(datadir)/extension'
+	$(INSTALL_DATA) $< '$@'
+installcheck: install-test-helpers
+uninstall-test-helpers:
+	rm -f $(addprefix ',$(addsuffix ',$(TEST_HELPERS_INSTALLED)))
+.PHONY: install-test-helpers uninstall-test-helpers
 
 # ---- the HTTP server -------------------------------------------------------------------------
 SHIM_SRCS = $(wildcard shim/*.c shim/handlers/*.c)

@@ -64,7 +64,9 @@ if [[ -n "$base_rev" ]]; then
         -c "CREATE SERVER pix_cluster FOREIGN DATA WRAPPER plproxy OPTIONS ($options)" \
         -c "CREATE USER MAPPING FOR PUBLIC SERVER pix_cluster"
     git show "$base_rev:router/pix_router.sql" >"$dir/base_router.sql"
-    q "$base_router" -v partitions=16 -v credentials=on -f "$dir/base_router.sql" >/dev/null
+    # the shard's catalog, which routers since the generated one take (older ones ignore the variable)
+    q "$base_router" -v partitions=16 -v credentials=on -v catalog="$(q "$shard" -tA -f router/pix_catalog.sql)" \
+        -f "$dir/base_router.sql" >/dev/null
     variants+=(base)
     conn[base]=$base_router
     fn[base]=pix_stream_next

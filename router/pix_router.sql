@@ -6,13 +6,20 @@
 -- 6-collector limit stay single-database transactions on that shard. Functions that concern everyone
 -- (expiry sweep, purge, metrics, keepalive) run on every shard and add up the answers.
 --
+-- Those functions and the extension's types are not copied here by hand: each install reads them from
+-- the shards' catalog and generates the router's (pix_router.generate_functions, below), so a function
+-- added to the extension is on the router after `scripts/shards.sh install` with no edit. Written by
+-- hand are only what no rule can guess: the send split over the receivers' shards, the metrics merge,
+-- the credentials copied to every shard, the pix.message view, and the routing itself.
+--
 -- Installed by scripts/shards.sh (never by hand), which first writes the cluster configuration: the
 -- foreign server `pix_cluster` whose options p0..p<N-1> are the partitions' conninfos (N a power of two,
 -- 16 by default, several partitions per database). That server is the one source of truth: PL/Proxy
 -- routes with it and pixd reads the shard list from it (pix_shards()).
 --
 -- psql variables: partitions (N), credentials ('on' when the shards' functions take the trailing
--- `credential text` parameter of pix 1.3, 'off' for older shards: a non-NULL credential is then refused).
+-- `credential text` parameter of pix 1.3, 'off' for older shards: a non-NULL credential is then refused),
+-- catalog (the extension's functions and types as router/pix_catalog.sql reads them from the shards).
 --
 -- Routing: partition = hashtext(ispb) & (N - 1), as PL/Proxy does with RUN ON. Before a call is
 -- forwarded, pix_router.partition_of() takes a shared advisory lock on its partition without waiting;
@@ -27,17 +34,15 @@ CREATE EXTENSION IF NOT EXISTS plproxy;
 CREATE SCHEMA IF NOT EXISTS pix_router;
 REVOKE ALL ON SCHEMA pix_router FROM PUBLIC;
 
-DO $$
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pix_client') THEN
-        CREATE ROLE pix_client NOLOGIN;
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_type WHERE typname = 'pix_read'
-                   AND typnamespace = 'public'::regnamespace) THEN
-        CREATE TYPE public.pix_read AS (interation_id text, pull_next text, message_count int, body text);
-    END IF;
-END
-$$;
+-- The router's roles, made here and nowhere else in router/: pix_client (pixd's calls) and, with
+-- credentials, pix_admin (their management). One policy: made when missing, used as they are when they
+-- exist, without a warning (the extension warns instead: there a role made by someone else would gain
+-- its privileges unnoticed). Here an existing role is the expected case, not a surprise: roles are
+-- cluster-wide, a router's must be the shards' own (PL/Proxy logs in to a shard as the calling role),
+-- so on a cluster that also holds a shard the extension made them, and every reinstall finds them.
+SELECT format('CREATE ROLE %I NOLOGIN', r)
+  FROM unnest(ARRAY['pix_client'] || CASE WHEN :'credentials'::boolean THEN ARRAY['pix_admin'] END) r
+ WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) \gexec
 GRANT USAGE ON SCHEMA pix_router TO pix_client;
 GRANT USAGE ON FOREIGN SERVER pix_cluster TO pix_client;
 -- PL/Proxy says "dropping stale conn" (NOTICE) on the call after a shard raised an error (404, 410...):
@@ -97,63 +102,171 @@ END
 $fn$ $f$, :'credentials', :partitions - 1) \gexec
 GRANT EXECUTE ON FUNCTION pix_router.partition_of(text, text) TO pix_client;
 
--- The client-facing functions, generated from one list. kind 'ispb': RUN ON the ISPB's partition, same
--- result as the extension's; kind 'sum': the function of the extension's name calls it on each shard in
--- turn (pix_router.<name>_on, RUN ON one partition of that shard) and adds up the answers, skipping a
--- shard that cannot be reached, so that one shard down does not stop the expiry sweep of the others. `args` is the signature, `pass` the arguments passed
--- on; the credential is passed on only when the shards take it.
-WITH fn(kind, name, args, pass, result) AS (VALUES
-    ('ispb', 'pix_stream_start', 'ispb text, max_messages int DEFAULT 1', 'ispb, max_messages', 'pix_read'),
-    ('ispb', 'pix_stream_next', 'ispb text, interation_id text, max_messages int DEFAULT 1',
-             'ispb, interation_id, max_messages', 'pix_read'),
-    ('ispb', 'pix_stream_stop', 'ispb text, interation_id text', 'ispb, interation_id', 'int'),
-    ('ispb', 'pix_generate_messages', 'ispb text, number int', 'ispb, number', 'int'),
-    ('ispb', 'pix_streams_stop_all', 'ispb text', 'ispb', 'int'),
-    ('sum', 'pix_expire_streams', '', '', 'int'),
-    ('sum', 'pix_purge_history', '', '', 'bigint'),
-    ('sum', 'pix_streams_keepalive', 'interation_ids text[]', 'interation_ids', 'int')),
-ddl AS (
-    SELECT format($f$
-        CREATE OR REPLACE FUNCTION public.%1$I(%2$s, credential text DEFAULT NULL) RETURNS %3$s
-        LANGUAGE plproxy AS $p$
-            CLUSTER 'pix_cluster';
-            RUN ON pix_router.partition_of(ispb, credential);
-            SELECT %4$s FROM public.%1$I(%5$s) AS %1$I;
-        $p$ $f$, name, args, result, CASE WHEN result = 'pix_read' THEN '*' ELSE quote_ident(name) END,
-        pass || CASE WHEN :'credentials'::boolean THEN ', credential' ELSE '' END) AS stmt,
-        format('public.%I(%s, text)', name, regexp_replace(args, ' DEFAULT [^,]*', '', 'g')) AS sig
-      FROM fn WHERE kind = 'ispb'
-    UNION ALL
-    SELECT format($f$
-        CREATE OR REPLACE FUNCTION pix_router.%1$I(%2$s) RETURNS %3$s LANGUAGE plproxy AS $p$
-            CLUSTER 'pix_cluster';
-            RUN ON shard_partition;
-            SELECT public.%4$I(%5$s) AS %1$I;
-        $p$ $f$, name || '_on', concat_ws(', ', 'shard_partition int', nullif(args, '')), result, name, pass),
-        format('pix_router.%I(%s)', name || '_on', concat_ws(', ', 'int', nullif(args, '')))
-      FROM fn WHERE kind = 'sum'
-    UNION ALL
-    SELECT format($f$
-        CREATE OR REPLACE FUNCTION public.%1$I(%2$s) RETURNS %3$s
-        LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $s$
-        DECLARE
-            total %3$s := 0;
-            p int;
+-- ---- The extension's catalog, read from the shards -------------------------------------------------
+-- The router's copy of the extension's SQL surface is not written here: scripts/shards.sh install reads
+-- it from the shards (router/pix_catalog.sql, the same on every shard) and hands it to this file as the
+-- psql variable `catalog`, so a new or changed function of the extension reaches the router with an
+-- install and no edit. Its types are copied first (the hand-written functions below use them); its
+-- functions are generated at the end of this file by pix_router.generate_functions().
+
+-- Creates the types the router lacks, and adds the attributes a newer version of the extension added
+-- to one it has (a type whose attribute changed type is refused: drop it and install again).
+CREATE OR REPLACE FUNCTION pix_router.copy_types(catalog jsonb) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    t record;
+    k int;
+    have text;
+BEGIN
+    FOR t IN SELECT * FROM jsonb_to_recordset(catalog -> 'types')
+                        AS x(target text, attribute_names text[], attribute_types text[]) LOOP
+        IF to_regtype(t.target) IS NULL THEN
+            EXECUTE format('CREATE TYPE %s AS (%s)', t.target,
+                           (SELECT string_agg(format('%I %s', a.n, a.ty), ', ' ORDER BY a.i)
+                              FROM unnest(t.attribute_names, t.attribute_types) WITH ORDINALITY a(n, ty, i)));
+            CONTINUE;
+        END IF;
+        FOR k IN 1 .. cardinality(t.attribute_names) LOOP
+            SELECT format_type(a.atttypid, a.atttypmod) INTO have FROM pg_attribute a
+             WHERE a.attrelid = t.target::regclass AND a.attname = t.attribute_names[k] AND NOT a.attisdropped;
+            IF have IS NULL THEN
+                EXECUTE format('ALTER TYPE %s ADD ATTRIBUTE %I %s', t.target, t.attribute_names[k],
+                               t.attribute_types[k]);
+            ELSIF have <> t.attribute_types[k] THEN
+                RAISE EXCEPTION 'type % has % % on the router and % on the shards', t.target,
+                    t.attribute_names[k], have, t.attribute_types[k];
+            END IF;
+        END LOOP;
+    END LOOP;
+END
+$$;
+REVOKE ALL ON FUNCTION pix_router.copy_types(jsonb) FROM PUBLIC;
+SELECT FROM pix_router.copy_types(:'catalog') \gset
+
+-- One router function per function of the extension (the catalog's "functions"), with its
+-- signature, defaults, result and EXECUTE grants (to the roles of that name the router has), except
+-- the functions this file writes by hand, named in the call at its end. The rule:
+--   - a first argument `ispb text`: RUN ON the ISPB's partition (pix_router.partition_of, with the
+--     call's `credential` argument when it has one), the shard's answer as it is;
+--   - no ISPB and a number as result: pix_router.<name>_on runs it on one partition of a shard, and
+--     the function of the extension's name adds up every shard's answer, skipping a shard that cannot
+--     be reached, so that one shard down does not stop the expiry sweep of the others;
+--   - no ISPB and a set as result: RUN ON ALL, every shard's rows (a shard down: an error, so that a
+--     list never looks complete when it is not);
+--   - anything else has no meaning the router can guess: a WARNING says to write it by hand.
+-- Shards older than pix 1.3 (credentials off): routed functions take a trailing `credential` all the
+-- same, not passed on (partition_of refuses one that is not NULL), so pixd calls every router alike.
+-- A function generated by an earlier install whose twin left the extension is dropped.
+-- The shard names the extension's types as its search_path (public) has them: so does this one.
+CREATE OR REPLACE FUNCTION pix_router.generate_functions(catalog jsonb, by_hand text[]) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, public, pg_temp AS $g$
+DECLARE
+    marker constant text := 'generated by router/pix_router.sql from the pix extension of the shards';
+    credentials boolean := (SELECT s.value::boolean FROM pix_router.setting s WHERE s.name = 'credentials');
+    f record;
+    args text;
+    types text;
+    pass text;
+    credential text;
+    sigs text[];
+    sig text;
+    grantee text;
+    made regprocedure[] := '{}';
+BEGIN
+    FOR f IN SELECT * FROM jsonb_to_recordset(catalog -> 'functions')
+                  AS x(name text, arg_types text, arguments text, result text, result_type text, retset boolean,
+                       nargs int, input_names text[], first_type text, grantees text[])
+              WHERE x.name <> ALL (by_hand) LOOP
+        args := f.arguments;
+        types := f.arg_types;
+        pass := (SELECT string_agg('$' || k, ', ' ORDER BY k) FROM generate_series(1, f.nargs) k);
+        sigs := ARRAY[format('public.%I(%s)', f.name, types)];
         BEGIN
-            FOR p IN SELECT s.partitions[1] FROM public.pix_shards() s LOOP
-                BEGIN
-                    total := total + pix_router.%4$I(%5$s);
-                EXCEPTION WHEN internal_error THEN
-                    NULL; -- PL/Proxy could not reach that shard: the others are served
-                END;
+            IF f.input_names[1] = 'ispb' AND f.first_type = 'text' THEN
+                credential := CASE WHEN 'credential' = ANY (f.input_names) THEN 'credential' ELSE 'NULL' END;
+                IF NOT credentials AND credential = 'NULL' THEN
+                    args := args || ', credential text DEFAULT NULL';
+                    sigs := ARRAY[format('public.%I(%s, text)', f.name, types)];
+                    credential := 'credential';
+                END IF;
+                EXECUTE format($f$
+                    CREATE OR REPLACE FUNCTION %1$s(%2$s) RETURNS %3$s LANGUAGE plproxy AS $p$
+                        CLUSTER 'pix_cluster';
+                        RUN ON pix_router.partition_of(ispb, %4$s);
+                        SELECT * FROM public.%5$I(%6$s) AS %5$I;
+                    $p$ $f$, format('public.%I', f.name), args, f.result, credential, f.name, pass);
+            ELSIF NOT f.retset AND f.result_type IN ('smallint', 'integer', 'bigint', 'numeric') THEN
+                sigs := sigs || format('pix_router.%I(%s)', f.name || '_on', concat_ws(', ', 'int', nullif(types, '')));
+                EXECUTE format($f$
+                    CREATE OR REPLACE FUNCTION pix_router.%1$I(%2$s) RETURNS %3$s LANGUAGE plproxy AS $p$
+                        CLUSTER 'pix_cluster';
+                        RUN ON shard_partition;
+                        SELECT * FROM public.%4$I(%5$s) AS %1$I;
+                    $p$ $f$, f.name || '_on', concat_ws(', ', 'shard_partition int', nullif(args, '')), f.result, f.name,
+                    (SELECT string_agg('$' || (k + 1), ', ' ORDER BY k) FROM generate_series(1, f.nargs) k));
+                EXECUTE format($f$
+                    CREATE OR REPLACE FUNCTION public.%1$I(%2$s) RETURNS %3$s
+                    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $s$
+                    DECLARE
+                        total %3$s := 0;
+                        p int;
+                    BEGIN
+                        FOR p IN SELECT s.partitions[1] FROM public.pix_shards() s LOOP
+                            BEGIN
+                                total := total + pix_router.%4$I(%5$s);
+                            EXCEPTION WHEN internal_error THEN
+                                NULL; -- PL/Proxy could not reach that shard: the others are served
+                            END;
+                        END LOOP;
+                        RETURN total;
+                    END
+                    $s$ $f$, f.name, args, f.result, f.name || '_on', concat_ws(', ', 'p', pass));
+            ELSIF f.retset THEN
+                EXECUTE format($f$
+                    CREATE OR REPLACE FUNCTION public.%1$I(%2$s) RETURNS %3$s LANGUAGE plproxy AS $p$
+                        CLUSTER 'pix_cluster';
+                        RUN ON ALL;
+                        SELECT * FROM public.%1$I(%4$s);
+                    $p$ $f$, f.name, args, f.result, pass);
+            ELSE
+                RAISE WARNING 'pix router: %(%) is not on the router', f.name, f.arg_types
+                    USING DETAIL = 'It neither takes an ispb first nor answers a number or a set to merge over the shards.',
+                          HINT = 'Write its router function by hand in router/pix_router.sql and name it in the '
+                                 'call of pix_router.generate_functions.';
+                CONTINUE;
+            END IF;
+            -- EXECUTE as on the shard, for the grantees the router has a role of
+            FOREACH sig IN ARRAY sigs LOOP
+                EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', sig);
+                FOREACH grantee IN ARRAY f.grantees LOOP
+                    IF grantee = 'PUBLIC' OR to_regrole(grantee) IS NOT NULL THEN
+                        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %s', sig, grantee);
+                    END IF;
+                    IF to_regrole(grantee) IS NOT NULL THEN -- what the call needs on its way
+                        EXECUTE format('GRANT USAGE ON SCHEMA pix_router TO %s', grantee);
+                        EXECUTE format('GRANT USAGE ON FOREIGN SERVER pix_cluster TO %s', grantee);
+                        EXECUTE format('GRANT EXECUTE ON FUNCTION pix_router.partition_of(text, text) TO %s', grantee);
+                    END IF;
+                END LOOP;
+                EXECUTE format('COMMENT ON FUNCTION %s IS %L', sig, marker);
+                made := made || sig::regprocedure;
             END LOOP;
-            RETURN total;
-        END
-        $s$ $f$, name, args, result, name || '_on', concat_ws(', ', 'p', nullif(pass, ''))),
-        format('public.%I(%s)', name, args)
-      FROM fn WHERE kind = 'sum')
-SELECT s FROM ddl, LATERAL (VALUES (stmt), (format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', sig)),
-                                   (format('GRANT EXECUTE ON FUNCTION %s TO pix_client', sig))) AS v(s) \gexec
+        EXCEPTION WHEN others THEN -- e.g. a type the router does not have: the other functions are made
+            RAISE WARNING 'pix router: %(%) could not be generated: %', f.name, f.arg_types, SQLERRM
+                USING HINT = 'Write its router function by hand in router/pix_router.sql and name it in the '
+                             'call of pix_router.generate_functions.';
+        END;
+    END LOOP;
+    -- what an earlier install generated for a function the extension no longer has (or has no more
+    -- with those arguments)
+    FOR sig IN SELECT p.oid::regprocedure::text FROM pg_proc p
+                WHERE p.pronamespace IN ('public'::regnamespace, 'pix_router'::regnamespace)
+                  AND obj_description(p.oid, 'pg_proc') = marker AND p.oid <> ALL (made::oid[]) LOOP
+        EXECUTE format('DROP FUNCTION %s', sig);
+    END LOOP;
+END
+$g$;
+REVOKE ALL ON FUNCTION pix_router.generate_functions(jsonb, text[]) FROM PUBLIC;
 
 -- /metrics of every shard: counters and totals (ispb NULL) add up; per-ISPB gauges are kept for the
 -- max_ispbs busiest ISPBs over all shards (an ISPB lives on one shard, so its rows come from one).
@@ -220,13 +333,9 @@ GRANT EXECUTE ON FUNCTION public.pix_shards() TO pix_client;
 -- shards, so when one part is refused (422, 409) or its shard is down (503), the parts of the other
 -- shards may already be stored. Re-sending the whole batch is then safe: an accepted message sent again
 -- counts as a duplicate, not an error. A 422's index is translated back to the batch's index.
-DO $$
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_type WHERE typname = 'pix_sent' AND typnamespace = 'public'::regnamespace) THEN
-        CREATE TYPE public.pix_sent AS (accepted int, duplicates int, body text);
-    END IF;
-END
-$$;
+-- Only with shards that send (pix 1.3 has the type pix_sent, copied above).
+SELECT to_regtype('public.pix_sent') IS NOT NULL AS shards_send \gset
+\if :shards_send
 
 SELECT format($f$
 CREATE OR REPLACE FUNCTION pix_router.messages_send_one(ispb text, route text, body text, credential text)
@@ -356,6 +465,7 @@ REVOKE ALL ON FUNCTION public.pix_messages_send(text, text, text),
 GRANT EXECUTE ON FUNCTION public.pix_messages_send(text, text, text),
     pix_router.messages_send_one(text, text, text, text),
     pix_router.messages_send_split(text, text[], text[], text) TO pix_client;
+\endif
 
 -- ---- SQL producers and administrators: pix.message on the router ---------------------------------
 -- The view shows the message log of every shard (it reads every shard's whole log: for administrators
@@ -365,27 +475,11 @@ GRANT EXECUTE ON FUNCTION public.pix_messages_send(text, text, text),
 -- that need one transaction insert on the shard, or send through pix_messages_send.
 CREATE SCHEMA IF NOT EXISTS pix;
 REVOKE ALL ON SCHEMA pix FROM PUBLIC;
-DO $$
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_type WHERE typname = 'message_row'
-                   AND typnamespace = 'pix_router'::regnamespace) THEN
-        CREATE TYPE pix_router.message_row AS (
-            id bigint, end_to_end_id text, valor numeric, pagador_nome text, pagador_cpf_cnpj text,
-            pagador_ispb text, pagador_agencia text, pagador_conta text, pagador_tipo_conta text,
-            recebedor_nome text, recebedor_cpf_cnpj text, recebedor_ispb text, recebedor_agencia text,
-            recebedor_conta text, recebedor_tipo_conta text, campo_livre text, tx_id text,
-            data_hora_pagamento timestamptz, enqueued_at timestamptz, body text);
-    END IF;
-END
-$$;
 CREATE OR REPLACE FUNCTION pix_router.messages_each() RETURNS SETOF pix_router.message_row
 LANGUAGE plproxy AS $$
     CLUSTER 'pix_cluster';
     RUN ON ALL;
-    SELECT id, end_to_end_id, valor, pagador_nome, pagador_cpf_cnpj, pagador_ispb, pagador_agencia,
-           pagador_conta, pagador_tipo_conta, recebedor_nome, recebedor_cpf_cnpj, recebedor_ispb,
-           recebedor_agencia, recebedor_conta, recebedor_tipo_conta, campo_livre, tx_id,
-           data_hora_pagamento, enqueued_at, body FROM pix.message;
+    SELECT * FROM pix.message; -- pix_router.message_row is its row, copied above
 $$;
 CREATE OR REPLACE VIEW pix.message AS SELECT * FROM pix_router.messages_each();
 
@@ -419,14 +513,7 @@ CREATE TRIGGER message_forward INSTEAD OF INSERT ON pix.message
 -- it again is safe. scripts/shards.sh move holds the credentials lock while it copies credentials to a
 -- new server: changes meanwhile answer 57P03 at once.
 \if :credentials
-DO $$
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pix_admin') THEN
-        CREATE ROLE pix_admin NOLOGIN;
-    END IF;
-END
-$$;
-GRANT USAGE ON SCHEMA pix_router, pix TO pix_admin;
+GRANT USAGE ON SCHEMA pix_router, pix TO pix_admin; -- the role: made at the top of this file
 GRANT USAGE ON FOREIGN SERVER pix_cluster TO pix_admin;
 GRANT EXECUTE ON FUNCTION public.pix_shards() TO pix_admin;
 
@@ -716,3 +803,12 @@ GRANT EXECUTE ON FUNCTION pix_router.credentials_unlocked(), pix_router.token_lo
 REVOKE ALL ON pix.credential_audit FROM PUBLIC;
 GRANT SELECT ON pix.credential_audit TO pix_admin;
 \endif
+
+-- ---- The extension's functions: generated (above), except those written by hand --------------
+SELECT FROM pix_router.generate_functions(:'catalog', ARRAY[
+    'pix_messages_send',  -- split by the receivers' shards
+    'pix_metrics',        -- counters add up, per-ISPB gauges of the busiest ISPBs over all shards
+    -- credentials are on every shard: issued on one and copied, revoked and bound everywhere
+    'pix_token_issue', 'pix_admin_token_issue', 'pix_certificate_add', 'pix_admin_certificate_add',
+    'pix_credential_revoke', 'pix_certificate_revoke', 'pix_credential_list', 'pix_role_bind',
+    'pix_role_unbind']) \gset

@@ -5,7 +5,8 @@
 #   scripts/shards.sh init ROUTER SHARD...        make the cluster configuration (PIX_PARTITIONS partitions,
 #                                                 16 by default, dealt round-robin over the shards), the
 #                                                 extension on every shard, the router's functions
-#   scripts/shards.sh install ROUTER              (re)install the router's functions (after a shard upgrade)
+#   scripts/shards.sh install ROUTER              (re)install the router's functions, generated from the
+#                                                 shards' catalog (after a shard upgrade)
 #   scripts/shards.sh list ROUTER                 one line per shard: number, conninfo, partitions
 #   scripts/shards.sh each ROUTER SQL             run SQL on every shard (credentials: through the router)
 #   scripts/shards.sh move ROUTER TARGET PART...  move partitions to the database TARGET (see README,
@@ -35,7 +36,7 @@ die() { echo "shards.sh: $*" >&2; exit 1; }
 say() { echo "shards.sh: $*" >&2; }
 
 usage() {
-    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -89,13 +90,32 @@ shards_take_credentials() { # router
                     AND 'credential' = ANY (proargnames)) THEN 'on' ELSE 'off' END"
 }
 
+# The extension's catalog as router/pix_catalog.sql reads it (JSON: functions, types), which must be the
+# same on every shard: the router's functions and types are generated from it.
+shards_catalog() { # router
+    local c one catalog="" first=""
+    while IFS= read -r c; do
+        one=$(q "$c" -tA -f router/pix_catalog.sql) || die "could not read the pix extension of shard '$c'"
+        [[ -n "$one" ]] || die "shard '$c' has no pix extension: run init"
+        if [[ -z "$first" ]]; then
+            first=$c
+            catalog=$one
+        elif [[ "$one" != "$catalog" ]]; then
+            die "the pix extensions of '$first' and '$c' differ (version, functions or grants): update every shard (scripts/shards.sh each ROUTER 'ALTER EXTENSION pix UPDATE'), then install again"
+        fi
+    done < <(value "$1" "SELECT DISTINCT substr(o, strpos(o, '=') + 1) FROM pg_foreign_server s,
+                         unnest(s.srvoptions) o WHERE s.srvname = 'pix_cluster' AND o ~ '^p[0-9]+='")
+    echo "$catalog"
+}
+
 cmd_install() { # router
-    local router=$1 partitions
+    local router=$1 partitions catalog
     partitions=$(value "$router" "SELECT count(*) FROM pg_foreign_server s, unnest(s.srvoptions) o
                                   WHERE s.srvname = 'pix_cluster' AND o ~ '^p[0-9]+='")
     ((partitions > 0)) || die "no cluster configuration in the router: run init first"
+    catalog=$(shards_catalog "$router")
     q "$router" -v partitions="$partitions" -v credentials="$(shards_take_credentials "$router")" \
-        -f router/pix_router.sql -f scripts/restrict-connect.sql
+        -v catalog="$catalog" -f router/pix_router.sql -f scripts/restrict-connect.sql
 }
 
 cmd_init() { # router shard...

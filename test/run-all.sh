@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make test`: every suite against a throw-away PostgreSQL cluster.
-#   1. build (make) and install the extension (make install)
+#   1. build (make) and install the extension (make install) and the test helpers (make
+#      install-test-helpers); check that `make install DESTDIR=...` installs no test helper
 #   2. pg_regress suites (sql/ + expected/), then isolation specs (specs/ + expected/)
 #   3. unit tests: each test/unit/*.c and shim/tests/*.c is compiled into a program and run. It ends
 #      its output with "N passed, N failed". It is linked with the .c file next to each header it includes with quotes
@@ -119,10 +120,11 @@ if ! make -j"$JOBS"; then
     record build 0 1
     finish
 fi
+# The product, then the test-only extensions the isolation specs load (never part of `make install`).
 if ((EUID == 0)); then
-    make install >/dev/null
+    make install install-test-helpers >/dev/null
 else
-    sudo make install >/dev/null
+    sudo make install install-test-helpers >/dev/null
 fi
 
 TMP=$(mktemp -d /tmp/pix-test.XXXXXX)
@@ -136,6 +138,30 @@ if ! ./scripts/cluster.sh start "$PGDIR" "$PGPORT_TEST" >/dev/null; then
     finish
 fi
 export PGHOST=$PGDIR PGPORT=$PGPORT_TEST PGUSER=postgres
+
+# ---- install: what `make install` puts on a server is the product only --------------------------
+# Counted as one test: the extension's files are there, and no file of a test helper (pix_isolation,
+# whose t.reset() empties every pix table) is.
+if wanted regress; then
+    say "install (make install DESTDIR=...: the extension, no test helper)"
+    dest=$TMP/install
+    if make install DESTDIR="$dest" >"$TMP/install.out" 2>&1 &&
+        [[ -f "$dest$(pg_config --sharedir)/extension/pix.control" ]]; then
+        helpers=$(find "$dest" -name 'pix_isolation*')
+        if [[ -z "$helpers" ]]; then
+            echo "ok: no test helper installed"
+            record install 1 0
+        else
+            echo "FAILED: make install installed test helpers:"$'\n'"$helpers"
+            record install 0 1
+        fi
+    else
+        cat "$TMP/install.out"
+        echo "FAILED: make install DESTDIR=$dest did not install the extension"
+        record install 0 1
+    fi
+    rm -rf "$dest"
+fi
 
 # ---- pg_regress and isolation: one make installcheck each, so one failing does not hide the other --
 pg_suite() { # name pattern directory-of-diffs make-variable-to-empty

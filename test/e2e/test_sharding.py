@@ -315,6 +315,70 @@ class TestSharded(PixTestCase):
         for i, iid in zip((a, b), ids):
             self.assertEqual(self.sql(f"SELECT pix_stream_stop('{i}', '{iid}')"), "0")
 
+    def test_a_new_extension_function_is_on_the_router_with_no_router_edit(self):
+        """The router's functions are generated from the shards' catalog (router/pix_router.sql): functions
+        added to the extension in scratch databases (two shards of this class's clusters and a router of
+        their own) reach the router with `scripts/shards.sh install` alone: one taking an ISPB first runs
+        on that ISPB's shard, one answering a number adds up over the shards, one answering rows gives
+        every shard's; with the defaults and EXECUTE grants the shard has. Removed from the extension,
+        they leave the router at the next install."""
+        db = "pix_generated"
+        clusters = [self.router] + [self.shards[k] for k in (0, 1)]
+
+        def drop_scratch():
+            for c in clusters:
+                self.sql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)", c.replace("dbname=pix", "dbname=postgres"))
+        drop_scratch()
+        self.addCleanup(drop_scratch)
+        for c in clusters:
+            self.sql(f"CREATE DATABASE {db}", c.replace("dbname=pix", "dbname=postgres"))
+        router, s0, s1 = (c.replace("dbname=pix", f"dbname={db}") for c in clusters)
+        shards_sh("init", router, *(s.replace(" user=postgres", "") for s in (s0, s1)))
+        ports = {k: self.sql("SHOW port", s) for k, s in ((0, s0), (1, s1))}
+        throwaway = """
+            CREATE FUNCTION public.pix_throwaway_where(ispb text, n int DEFAULT 7) RETURNS text LANGUAGE sql
+                AS $$ SELECT current_setting('port') || ' ' || ispb || ' ' || n $$;
+            CREATE FUNCTION public.pix_throwaway_count() RETURNS bigint LANGUAGE sql AS $$ SELECT 5::bigint $$;
+            CREATE FUNCTION public.pix_throwaway_rows() RETURNS SETOF text LANGUAGE sql
+                AS $$ SELECT current_setting('port') $$;
+            REVOKE ALL ON FUNCTION public.pix_throwaway_where(text, int), public.pix_throwaway_count(),
+                public.pix_throwaway_rows() FROM PUBLIC;
+            GRANT EXECUTE ON FUNCTION public.pix_throwaway_where(text, int) TO pix_client;
+            ALTER EXTENSION pix ADD FUNCTION public.pix_throwaway_where(text, int);
+            ALTER EXTENSION pix ADD FUNCTION public.pix_throwaway_count();
+            ALTER EXTENSION pix ADD FUNCTION public.pix_throwaway_rows();"""
+        for s in (s0, s1):
+            self.sql(throwaway, s)
+        self.assertEqual(self.sql("SELECT to_regproc('public.pix_throwaway_where') IS NULL", router), "t",
+                         "not on the router before its install")
+        shards_sh("install", router)
+
+        routed = Counter()
+        for _ in range(12):
+            ispb = new_ispb()
+            shard = int(self.sql(f"SELECT shard FROM pix_shards() WHERE pix_router.partition_number('{ispb}') "
+                                 "= ANY (partitions)", router))
+            routed[shard] += 1
+            self.assertEqual(self.sql(f"SELECT pix_throwaway_where('{ispb}')", router), f"{ports[shard]} {ispb} 7")
+            self.assertEqual(self.sql(f"SELECT pix_throwaway_where('{ispb}', 3)", router), f"{ports[shard]} {ispb} 3")
+        self.assertEqual(set(routed), {0, 1}, "ISPBs of both shards were tried")
+        self.assertEqual(self.sql("SELECT pix_throwaway_count()", router), "10", "5 from each of the 2 shards")
+        self.assertEqual(sorted(self.sql("SELECT * FROM pix_throwaway_rows()", router).split()),
+                         sorted(ports.values()))
+        self.assertEqual(self.sql("SELECT has_function_privilege('pix_client', 'pix_throwaway_where(text, int)', "
+                                  "'EXECUTE'), has_function_privilege('pix_client', 'pix_throwaway_count()', "
+                                  "'EXECUTE'), (SELECT proacl FROM pg_proc WHERE proname = 'pix_throwaway_count')",
+                                  router), "t|f|{postgres=X/postgres}")
+
+        for s in (s0, s1):
+            self.sql("ALTER EXTENSION pix DROP FUNCTION public.pix_throwaway_where(text, int);"
+                     "ALTER EXTENSION pix DROP FUNCTION public.pix_throwaway_count();"
+                     "ALTER EXTENSION pix DROP FUNCTION public.pix_throwaway_rows();"
+                     "DROP FUNCTION public.pix_throwaway_where(text, int), public.pix_throwaway_count(), "
+                     "public.pix_throwaway_rows()", s)
+        shards_sh("install", router)
+        self.assertEqual(self.sql("SELECT count(*) FROM pg_proc WHERE proname LIKE 'pix_throwaway%'", router), "0")
+
 
 @unittest.skipUnless(pixe2e.SHARDS, "runs in the sharded suite (PIX_E2E_SHARDS=4, make test-sharded)")
 class TestShardedAuth(PixTestCase):

@@ -146,7 +146,7 @@ if wanted regress; then
     say "install (make install DESTDIR=...: the extension, no test helper)"
     dest=$TMP/install
     if make install DESTDIR="$dest" >"$TMP/install.out" 2>&1 &&
-        [[ -f "$dest$(pg_config --sharedir)/extension/pix.control" ]]; then
+        [[ -f "$dest$("${PG_CONFIG:-pg_config}" --sharedir)/extension/pix.control" ]]; then
         helpers=$(find "$dest" -name 'pix_isolation*')
         if [[ -z "$helpers" ]]; then
             echo "ok: no test helper installed"

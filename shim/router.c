@@ -9,12 +9,15 @@
  * handler point into the request and are not validated yet: each handler checks its own.
  *
  * Authentication comes once a route and its method matched, before the handler looks at anything:
- * without a usable credential the answer is 401 whatever the ISPB or id (no oracle). /health,
- * /metrics and /openapi.json stay open (operators' probes).
+ * without a usable credential the answer is 401 whatever the ISPB or id (no oracle); so is a
+ * credential the database has not accepted recently from an address that keeps failing (no query:
+ * respond.c request_authenticate). /health, /metrics and /openapi.json stay open (operators'
+ * probes; /health costs at most one query a second, handlers/health.c).
  *
  * Request bodies: each route has its limit in route_body_max; only the send route takes one
  * (PIXD_SEND_BODY_MAX). h2o, told the largest limit of all routes (router_max_entity), refuses a
- * larger declared body with 413 before reading it, so a crowd of slow uploads cannot hold memory;
+ * larger declared body with 413 before reading it; a smaller one is buffered before any handler
+ * runs (libh2o 2.2.5 has no hook between head and body: event_loop.c says what bounds it);
  * once path and method matched a route, a body over that route's own limit is 413 (problem+json)
  * before authentication, never passed to a handler. An unknown path stays 404 whatever its body.
  */
@@ -43,6 +46,7 @@ static void route_api(h2o_req_t *req, h2o_iovec_t *segs, size_t n);
 static void route_pix(h2o_req_t *req, h2o_iovec_t *segs, size_t n, const char *credential);
 static const char *api_allow(h2o_iovec_t *segs, size_t n);
 static int body_too_large(h2o_req_t *req, enum route route);
+static void close_if_old(h2o_req_t *req);
 
 void router_register(h2o_globalconf_t *conf)
 {
@@ -73,12 +77,24 @@ static int body_too_large(h2o_req_t *req, enum route route)
 	return 1;
 }
 
+/* A connection older than --max-connection-age-s closes after this answer: no client keeps one
+ * forever, whatever it sends (its certificate's expiry is checked per request too: auth.c). */
+static void close_if_old(h2o_req_t *req)
+{
+	if (req->conn == NULL) /* the router fuzzer's requests have no connection */
+		return;
+	if (req->timestamps.request_begin_at.tv_sec - req->conn->connected_at.tv_sec >=
+	    pixd_config.max_connection_age_s)
+		req->http1_is_persistent = 0;
+}
+
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
 	h2o_iovec_t segs[MAX_SEGMENTS + 1];
 	size_t n = split_path(req->path_normalized, segs, MAX_SEGMENTS + 1);
 
 	pixd_metrics.requests++;
+	close_if_old(req);
 	if (n == 1 && (seg_is(segs[0], "health") || seg_is(segs[0], "metrics") ||
 	               seg_is(segs[0], "openapi.json"))) {
 		if (!method_is(req, "GET"))

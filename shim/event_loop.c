@@ -52,7 +52,7 @@
 #include "tls.h"
 
 #define DRAIN_MS 100
-#define BUFFER_SWEEP_MS 100
+#define BUFFER_SWEEP_MS 20
 #define SHED_PER_SWEEP 64
 
 static void on_accept(h2o_socket_t *listener, const char *err);
@@ -229,10 +229,11 @@ static void on_connection_closed(void *data)
 	update_accepting();
 }
 
-/* Bytes c received and holds for a request not handled yet (0 once its request is handled). */
+/* Bytes c received and holds for a request not handled yet (0 once its request is handled, or
+ * once it was shed: h2o is about to close it). */
 static size_t receiving(struct client_connection *c)
 {
-	return h2o_socket_is_reading(c->sock) ? c->sock->input->size : 0;
+	return !c->shed && h2o_socket_is_reading(c->sock) ? c->sock->input->size : 0;
 }
 
 static void on_buffer_sweep(h2o_timeout_entry_t *entry)
@@ -254,6 +255,7 @@ static void on_buffer_sweep(h2o_timeout_entry_t *entry)
 		total -= receiving(largest);
 		/* h2o reads the end of the stream and closes the connection itself */
 		shutdown(h2o_socket_get_fd(largest->sock), SHUT_RDWR);
+		largest->shed = 1;
 		pixd_metrics.connections_shed_buffered++;
 	}
 	h2o_timeout_link(pixd_loop, &buffer_sweep, &buffer_sweep_entry);

@@ -22,6 +22,7 @@ struct client_connection {
 	struct peer *peer;                   /* event_loop.c: its address's connection count */
 	h2o_socket_t *sock;                  /* event_loop.c: the connection's socket */
 	h2o_linklist_t link;                 /* event_loop.c: in the list of open connections */
+	int shed;                            /* event_loop.c: shut down, h2o is to close it */
 };
 
 struct tls_options {

@@ -4,7 +4,8 @@
  * Routes (SPEC.md): GET /health, /metrics, /openapi.json; GET /api/pix/{ispb}/stream/start;
  * GET|DELETE /api/pix/{ispb}/stream/{interationId}; POST /api/util/msgs/{ispb}/{number}; and
  * POST /api/pix/{ispb}/msgs (send), DELETE /api/pix/{ispb}/streams and the original server's
- * GET /api/pix/{ispb}/stream/stop (stop all of the institution's streams).
+ * GET /api/pix/{ispb}/stream/stop (stop all of the institution's streams; DELETE instead with
+ * authentication on: stop_all_method).
  * A known path with another method is 405 with Allow; anything else 404. The segments handed to a
  * handler point into the request and are not validated yet: each handler checks its own.
  *
@@ -45,6 +46,7 @@ static int method_is(h2o_req_t *req, const char *m);
 static void route_api(h2o_req_t *req, h2o_iovec_t *segs, size_t n);
 static void route_pix(h2o_req_t *req, h2o_iovec_t *segs, size_t n, const char *credential);
 static const char *api_allow(h2o_iovec_t *segs, size_t n);
+static const char *stop_all_method(void);
 static int body_too_large(h2o_req_t *req, enum route route);
 static void close_if_old(h2o_req_t *req);
 
@@ -117,11 +119,26 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
 	return 0;
 }
 
+/*
+ * The original server's stop-all is GET .../stream/stop: a GET that changes state, which any web
+ * page can make a browser send with the client certificate it holds (an <img> is enough). With
+ * authentication on it is DELETE .../stream/stop (like DELETE .../streams), which a page cannot
+ * send cross-site without the server's consent (CORS preflight, and pixd answers no OPTIONS);
+ * a GET there is 405 with Allow: DELETE. Without authentication (loopback, development) the
+ * original GET stays.
+ */
+static const char *stop_all_method(void)
+{
+	return pixd_config.auth_modes != 0 ? "DELETE" : "GET";
+}
+
 /* The method allowed on an /api path, or NULL when the path is no route. */
 static const char *api_allow(h2o_iovec_t *segs, size_t n)
 {
+	if (seg_is(segs[1], "pix") && n == 5 && seg_is(segs[3], "stream") && seg_is(segs[4], "stop"))
+		return stop_all_method();
 	if (seg_is(segs[1], "pix") && n == 5 && seg_is(segs[3], "stream"))
-		return seg_is(segs[4], "start") || seg_is(segs[4], "stop") ? "GET" : "GET, DELETE";
+		return seg_is(segs[4], "start") ? "GET" : "GET, DELETE";
 	if (seg_is(segs[1], "pix") && n == 4 && seg_is(segs[3], "msgs"))
 		return "POST";
 	if (seg_is(segs[1], "pix") && n == 4 && seg_is(segs[3], "streams"))

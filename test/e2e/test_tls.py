@@ -176,7 +176,7 @@ class TestMutualTls(TlsCase):
                 ("DELETE", f"/api/pix/{self.B}/stream/{b_id}", None),
                 ("POST", f"/api/pix/{self.B}/msgs", body.encode()),
                 ("DELETE", f"/api/pix/{self.B}/streams", None),
-                ("GET", f"/api/pix/{self.B}/stream/stop", None)):
+                ("DELETE", f"/api/pix/{self.B}/stream/stop", None)):
             with self.subTest(method=method, path=path):
                 self.assertProblem(self.call(a, method, path, body=data), 403)
         # B's stream is untouched: its id still reads (and confirms) for B
@@ -320,7 +320,10 @@ class TestMutualTls(TlsCase):
         self.assertEqual((r.status, r.json()), (200, {"closed": 2}), repr(r))
         for i in ids:
             self.assertProblem(self.call(a, "GET", f"/api/pix/{self.A}/stream/{i}"), 410)
-        r = self.call(a, "GET", f"/api/pix/{self.A}/stream/stop")
+        # the original GET .../stream/stop changes state: with authentication on it is a DELETE
+        # (no page can make a browser send it cross-site with the certificate it holds)
+        self.assertAllow(self.call(a, "GET", f"/api/pix/{self.A}/stream/stop"), {"DELETE"})
+        r = self.call(a, "DELETE", f"/api/pix/{self.A}/stream/stop")
         self.assertEqual((r.status, r.json()), (200, {"closed": 0}), repr(r))
         r = self.call(b, "GET", f"/api/pix/{self.B}/stream/{b_id}")
         self.assertIn(r.status, (200, 204), "B's stream survives A's stop-all")
@@ -355,7 +358,7 @@ class TestMutualTls(TlsCase):
         if shutil.which("curl") is None:
             self.skipTest("no curl")
         p = self.pki
-        base = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", p.path("ca")]
+        base = ["curl", "-s", "-X", "DELETE", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", p.path("ca")]
         url = f"https://127.0.0.1:{self.server.port}/api/pix/{self.A}/stream/stop"
         ok = subprocess.run(base + ["--cert", p.path("a1"), "--key", p.path("a1", "key"), url],
                             stdout=subprocess.PIPE, text=True, timeout=30)
@@ -428,7 +431,7 @@ class TestTokens(TlsCase):
         bad = self.client(token=secret, source="127.0.0.5")
         # a collector of the same address (a shared NAT) that the database accepted before the flood
         good = self.client(token=self.issue(self.A, "good" + pixe2e.new_ispb()), source="127.0.0.5")
-        self.assertEqual(self.call(good, "GET", f"/api/pix/{self.A}/stream/stop").status, 200)
+        self.assertEqual(self.call(good, "DELETE", f"/api/pix/{self.A}/stream/stop").status, 200)
         before = self.metric("pixd_auth_delayed_total")
         for _ in range(6):
             self.assertProblem(self.call(bad, "GET", f"/api/pix/{self.A}/stream/start"), 401)
@@ -438,7 +441,7 @@ class TestTokens(TlsCase):
         t = threading.Thread(target=lambda: (self.call(bad, "GET", f"/api/pix/{self.A}/stream/start"),
                                              order.append("bad")))
         t.start()
-        r = self.call(good, "GET", f"/api/pix/{self.A}/stream/stop")
+        r = self.call(good, "DELETE", f"/api/pix/{self.A}/stream/stop")
         order.append("good")
         t.join(30)
         self.assertEqual(r.status, 200, repr(r))
@@ -466,12 +469,12 @@ class TestTokenOrCertificate(TlsCase):
 
     def test_either_credential(self):
         token = psql(f"SELECT pix_token_issue('{self.B}', 'either')", dbname=DB).strip()
-        r = self.call(self.client(token=token), "GET", f"/api/pix/{self.B}/stream/stop")
+        r = self.call(self.client(token=token), "DELETE", f"/api/pix/{self.B}/stream/stop")
         self.assertEqual(r.status, 200, repr(r))
-        r = self.call(self.client("a1"), "GET", f"/api/pix/{self.A}/stream/stop")
+        r = self.call(self.client("a1"), "DELETE", f"/api/pix/{self.A}/stream/stop")
         self.assertEqual(r.status, 200, repr(r))
         # the certificate identifies the request when both are presented
-        r = self.call(self.client("a1", token=token), "GET", f"/api/pix/{self.B}/stream/stop")
+        r = self.call(self.client("a1", token=token), "DELETE", f"/api/pix/{self.B}/stream/stop")
         self.assertProblem(r, 403)
         self.assertTrue(self.handshake_fails("stranger"))
 

@@ -283,13 +283,13 @@ class TestThrottledWithoutQuery(unittest.TestCase):
         self.addCleanup(good.close)
         token = psql(f"SELECT pix_token_issue('{A}', 'walls-good')", dbname=DB).strip()
         auth = {"Authorization": f"Bearer {token}"}
-        self.assertEqual(good.get(f"/api/pix/{A}/stream/stop", headers=auth).status, 200)
+        self.assertEqual(good.delete(f"/api/pix/{A}/stream/stop", headers=auth).status, 200)
         bogus = {"Authorization": "Bearer pix_" + "1" * 64}
 
         def bogus_call():
             c = Client(server.port, 30, ssl_context=server.ssl_context, source=src)
             try:
-                return c.get(f"/api/pix/{A}/stream/stop", headers=bogus).status
+                return c.delete(f"/api/pix/{A}/stream/stop", headers=bogus).status
             finally:
                 c.close()
 
@@ -301,7 +301,7 @@ class TestThrottledWithoutQuery(unittest.TestCase):
         self.assertEqual(set(statuses), {401})
         self.assertEqual(metric(server, name) - before, 0, "bogus tokens from a throttled address reached the database")
         self.assertGreaterEqual(metric(server, 'pixd_admission_refused_total{reason="throttled_no_query"}'), 20)
-        r = good.get(f"/api/pix/{A}/stream/stop", headers=auth)
+        r = good.delete(f"/api/pix/{A}/stream/stop", headers=auth)
         self.assertEqual(r.status, 200, repr(r))
         self.assertEqual(metric(server, name) - before, 1, "the known token's call is the only query")
 
@@ -319,11 +319,11 @@ class TestCertificateExpiry(unittest.TestCase):
         c = Client(server.port, 30, ssl_context=ctx)
         self.addCleanup(c.close)
         path = f"/api/pix/{_state['A']}/stream/stop"
-        self.assertEqual(c.get(path).status, 200)
+        self.assertEqual(c.delete(path).status, 200)
         wait = (not_after - datetime.datetime.now(datetime.timezone.utc)).total_seconds() + 1.5
         self.assertGreater(wait, 0, "the certificate expired before the first request: make it live longer")
         time.sleep(wait)
-        r = c.get(path)  # a new connection's handshake would refuse the certificate: this is the old one
+        r = c.delete(path)  # a new connection's handshake would refuse the certificate: this is the old one
         self.assertEqual(r.status, 401, repr(r))
         self.assertEqual(r.header("Connection", "").lower(), "close", repr(r))
 

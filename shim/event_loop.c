@@ -15,7 +15,8 @@
  * --max-connections the listener stops reading, so extra clients wait in the kernel's backlog
  * instead of the loop spinning on accept() failing with EMFILE. They are also counted per address
  * (peers.h): a connection beyond --max-connections-per-address is closed at accept, so one
- * address cannot take the slots every institution shares.
+ * address cannot take the slots every institution shares (this host itself, 127.0.0.1 or ::1,
+ * is not capped: is_this_host).
  *
  * What an unauthenticated client can hold (issue 18). pixd speaks HTTP/1.1 only: no ALPN h2 (tls.c),
  * no h2c upgrade nor prior knowledge (http1.upgrade_to_http2 = 0), so a connection carries one
@@ -34,6 +35,9 @@
  * network carries in BUFFER_SWEEP_MS, and at most 1 MiB per connection.
  */
 #include <errno.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <signal.h>
@@ -63,6 +67,7 @@ static int split_hostport(const char *hostport, char *host, size_t hostlen, cons
 static int port_is_valid(const char *port);
 static void on_connection_closed(void *data);
 static int admit(h2o_socket_t *conn);
+static int is_this_host(const struct sockaddr *sa);
 static void on_buffer_sweep(h2o_timeout_entry_t *entry);
 static size_t receiving(struct client_connection *c);
 static void update_accepting(void);
@@ -193,14 +198,32 @@ static void on_accept(h2o_socket_t *sock, const char *err)
 	update_accepting();
 }
 
+/*
+ * 127.0.0.1 and ::1 are this host itself: a reverse proxy in front of pixd, a benchmark. Every
+ * client of a local proxy arrives from there, so the per-address cap does not apply to them
+ * (--max-connections and the buffer budget still do). The rest of 127.0.0.0/8 counts as any
+ * address (the tests use it to play distinct hosts).
+ */
+static int is_this_host(const struct sockaddr *sa)
+{
+	static const uint8_t v4mapped_localhost[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 1};
+	const struct in6_addr *a6 = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+
+	if (sa->sa_family == AF_INET)
+		return ((const struct sockaddr_in *)sa)->sin_addr.s_addr == htonl(INADDR_LOOPBACK);
+	return sa->sa_family == AF_INET6 &&
+	       (IN6_IS_ADDR_LOOPBACK(a6) || memcmp(a6->s6_addr, v4mapped_localhost, 16) == 0);
+}
+
 /* Counts the connection and gives it its state; closes it (-1) when its address has too many. */
 static int admit(h2o_socket_t *conn)
 {
 	struct sockaddr_storage ss;
 	socklen_t len = h2o_socket_getpeername(conn, (struct sockaddr *)&ss);
-	struct peer *peer =
-	    len != 0 ? peers_add((struct sockaddr *)&ss, len, pixd_config.max_connections_per_address)
-	             : NULL;
+	int limit = len != 0 && is_this_host((struct sockaddr *)&ss)
+	                ? INT_MAX
+	                : pixd_config.max_connections_per_address;
+	struct peer *peer = len != 0 ? peers_add((struct sockaddr *)&ss, len, limit) : NULL;
 	struct client_connection *c;
 
 	if (peer == NULL) {

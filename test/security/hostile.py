@@ -9,10 +9,13 @@ The crowd, all without a valid credential, each kind from addresses of its own i
   conn flood    plain TCP connections from ONE address, far beyond --max-connections-per-address
   /health flood keep-alive GET /health as fast as the client goes
   bogus tokens  GET .../stream/start with invented Bearer tokens, from a few addresses
+  botnet        invented tokens from BOTNET_ADDRESSES addresses, THROTTLE_FREE_FAILURES each (never
+                throttled): only the share of the queue kept for unknown credentials stops them
 The collectors (two per institution, valid tokens, multipart/json, from 127.0.0.1) must drain every
 message with no 503; pixd's RSS must stay under RSS_BUDGET_MB; the database must see at most a
 bounded number of queries from the crowd: pix_health at most one a second, and the stream calls
-beyond the collectors' own at most (THROTTLE_FREE_FAILURES + 1) per bogus-token address per minute.
+beyond the collectors' own at most (THROTTLE_FREE_FAILURES + 1) per bogus-token address per minute
+(the botnet's addresses included).
 
 With PIX_HOSTILE_RESULTS=DIR the figures (results.json) and pixd's log are written there.
 """
@@ -38,6 +41,8 @@ SLOWLORIS = 100
 CONN_FLOOD = 120
 HEALTH_THREADS = 100
 BOGUS_ADDRESSES = 4
+BOTNET_ADDRESSES = 250
+BOTNET_THREADS = 125
 RSS_BUDGET_MB = 200  # baseline (~10 MiB) + --max-buffered-mb 64 + TLS and h2o per connection
 THROTTLE_FREE_FAILURES = 5  # shim/throttle.h
 
@@ -153,6 +158,23 @@ class Crowd:
                     self.count(f"bogus_{r.status}")
             except (OSError, http.client.HTTPException, ssl.SSLError):
                 self.count("bogus_error")
+            finally:
+                c.close()
+
+
+    def botnet(self, sources):
+        for source in sources:
+            c = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=30, context=self.ctx,
+                                            source_address=(source, 0))
+            try:
+                for k in range(THROTTLE_FREE_FAILURES):
+                    c.request("GET", f"/api/pix/{self.ispb}/stream/start",
+                              headers={"Authorization": f"Bearer pix_{source.replace('.', '')}{k:060d}"})
+                    r = c.getresponse()
+                    r.read()
+                    self.count(f"botnet_{r.status}")
+            except (OSError, http.client.HTTPException, ssl.SSLError):
+                self.count("botnet_error")
             finally:
                 c.close()
 
@@ -275,6 +297,12 @@ def _attack(check, pixd, port, ctx, a, b, tokens):
     collectors = [Collector(port, ctx, i, tokens[i], got, lock, stop_at + 20) for i in (a, b) for _ in range(2)]
     for c in collectors:
         c.start()
+    time.sleep(2)  # the collectors' credentials are known-good: now the botnet
+    botnet = [f"127.0.6.{1 + i}" if i < 250 else f"127.0.7.{i - 249}" for i in range(BOTNET_ADDRESSES)]
+    for i in range(BOTNET_THREADS):
+        t = threading.Thread(target=crowd.botnet, args=(botnet[i::BOTNET_THREADS],), daemon=True)
+        threads.append(t)
+        t.start()
     rss_max, samples = rss0, []
     while time.monotonic() < stop_at:
         rss = rss_mb(pixd.proc.pid)
@@ -297,11 +325,13 @@ def _attack(check, pixd, port, ctx, a, b, tokens):
     starts = delta.get('pixd_db_calls_total{function="pix_stream_start"}', 0)
     health = delta.get('pixd_db_calls_total{function="pix_health"}', 0)
     anonymous_stream_calls = starts - len(collectors)
-    stream_bound = BOGUS_ADDRESSES * (THROTTLE_FREE_FAILURES + 1) * (int(elapsed // 60) + 1)
+    stream_bound = (BOGUS_ADDRESSES * (THROTTLE_FREE_FAILURES + 1) * (int(elapsed // 60) + 1)
+                    + BOTNET_ADDRESSES * THROTTLE_FREE_FAILURES)
     results = {
         "attack_seconds": HOSTILE_SECONDS, "elapsed_seconds": round(elapsed, 1),
         "crowd": {"body_holders": BODY_HOLDERS, "slowloris": SLOWLORIS, "connection_flood_one_address": CONN_FLOOD,
-                  "health_threads": HEALTH_THREADS, "bogus_token_addresses": BOGUS_ADDRESSES},
+                  "health_threads": HEALTH_THREADS, "bogus_token_addresses": BOGUS_ADDRESSES,
+                  "botnet_addresses": BOTNET_ADDRESSES},
         "crowd_outcomes": dict(sorted(crowd.counts.items())),
         "collectors": {"count": len(collectors), "statuses": statuses, "messages_expected": 2 * MESSAGES_PER_ISPB,
                        "messages_distinct": len(set(got)), "requests": sum(c.requests for c in collectors)},

@@ -125,11 +125,11 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
  * authentication on it is DELETE .../stream/stop (like DELETE .../streams), which a page cannot
  * send cross-site without the server's consent (CORS preflight, and pixd answers no OPTIONS);
  * a GET there is 405 with Allow: DELETE. Without authentication (loopback, development) the
- * original GET stays.
+ * original GET stays, and DELETE works there too.
  */
 static const char *stop_all_method(void)
 {
-	return pixd_config.auth_modes != 0 ? "DELETE" : "GET";
+	return pixd_config.auth_modes != 0 ? "DELETE" : "GET, DELETE";
 }
 
 /* The method allowed on an /api path, or NULL when the path is no route. */

@@ -13,6 +13,8 @@
 #include <sys/random.h>
 #include <time.h>
 #include "auth.h"
+#include "credcache.h"
+#include "peers.h"
 #include "throttle.h"
 #include "tls.h"
 
@@ -105,6 +107,8 @@ int auth_check_config(const char *listen)
 	if (getrandom(&seed, sizeof(seed), 0) != sizeof(seed))
 		seed = (uint64_t)time(NULL);
 	throttle_init(seed);
+	credcache_init(seed * 31 + 7);
+	peers_init(seed * 17 + 3);
 	return 0;
 }
 
@@ -124,11 +128,14 @@ enum auth_outcome auth_credential(h2o_req_t *req, char *out)
 	if (pixd_config.auth_modes == 0)
 		return AUTH_OFF;
 	if (pixd_config.auth_modes & AUTH_MTLS) {
-		const char *cert = tls_peer_credential(req);
+		int expired;
+		const char *cert = tls_peer_credential(req, &expired);
 		if (cert != NULL) {
 			strcpy(out, cert);
 			return AUTH_PRESENTED;
 		}
+		if (expired) /* the next connection's handshake will refuse the certificate */
+			req->http1_is_persistent = 0;
 	}
 	if (!(pixd_config.auth_modes & AUTH_TOKEN))
 		return AUTH_MISSING;
@@ -202,6 +209,14 @@ int auth_failed(h2o_req_t *req, const char *why, const char *credential)
 	return len != 0 && throttle_failure((struct sockaddr *)&ss, len, h2o_now(pixd_loop));
 }
 
+int auth_address_throttled(h2o_req_t *req)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
+
+	return len != 0 && throttle_is_throttled((struct sockaddr *)&ss, len, h2o_now(pixd_loop));
+}
+
 void auth_count_forbidden(void)
 {
 	counters.forbidden++;
@@ -244,6 +259,30 @@ size_t auth_metrics_text(char *buf, size_t cap)
 	       "in the last minute.\n# TYPE pixd_auth_failing_addresses gauge\n"
 	       "pixd_auth_failing_addresses %d\n",
 	       throttle_tracked(h2o_now(pixd_loop)));
+	APPEND("# HELP pixd_admission_refused_total What clients were refused before the database "
+	       "judged them: per_address (a connection beyond --max-connections-per-address, closed "
+	       "at accept), unverified_queue (503: a credential not accepted recently, beyond its "
+	       "share of --max-queue), throttled_no_query (401 without a query to an address that "
+	       "keeps failing), buffered (a connection closed while receiving a request, the largest "
+	       "when --max-buffered-mb was exceeded).\n# TYPE pixd_admission_refused_total counter\n"
+	       "pixd_admission_refused_total{reason=\"per_address\"} %llu\n"
+	       "pixd_admission_refused_total{reason=\"buffered\"} %llu\n"
+	       "pixd_admission_refused_total{reason=\"unverified_queue\"} %llu\n"
+	       "pixd_admission_refused_total{reason=\"throttled_no_query\"} %llu\n",
+	       (unsigned long long)pixd_metrics.connections_refused_per_address,
+	       (unsigned long long)pixd_metrics.connections_shed_buffered,
+	       (unsigned long long)pixd_metrics.unverified_refused,
+	       (unsigned long long)pixd_metrics.throttled_no_query);
+	APPEND("# HELP pixd_credentials_known_good Credentials the database accepted in the last "
+	       "minute.\n# TYPE pixd_credentials_known_good gauge\npixd_credentials_known_good %d\n",
+	       credcache_size(h2o_now(pixd_loop)));
+	APPEND("# HELP pixd_connected_addresses Client addresses (IPv6: /64) with a connection "
+	       "open.\n# TYPE pixd_connected_addresses gauge\npixd_connected_addresses %d\n",
+	       peers_addresses());
+	APPEND("# HELP pixd_health_cached_total GET /health answered from the last probe or the "
+	       "pool's state, without a query.\n# TYPE pixd_health_cached_total counter\n"
+	       "pixd_health_cached_total %llu\n",
+	       (unsigned long long)pixd_metrics.health_answers_cached);
 #undef APPEND
 	return len;
 }

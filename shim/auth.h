@@ -41,6 +41,9 @@ enum auth_outcome auth_credential(h2o_req_t *req, char *out);
  * be NULL): counted, logged without any secret, remembered for its address. Returns 1 when the
  * 401 should be delayed by AUTH_DELAY_MS. */
 int auth_failed(h2o_req_t *req, const char *why, const char *credential);
+/* 1 when req's address failed too often lately (throttle.h): its unknown credentials are not
+ * worth a query. */
+int auth_address_throttled(h2o_req_t *req);
 void auth_count_forbidden(void);
 void auth_count_delayed(void);
 

@@ -23,6 +23,10 @@ struct pixd_config pixd_config = {
     .query_timeout_ms = 10000,
     .connect_timeout_ms = 5000,
     .access_log = 1,
+    .read_timeout_ms = 10000,
+    .max_connection_age_s = 3600,
+    .max_connections_per_address = 64,
+    .max_buffered_mb = 64,
 };
 
 /*
@@ -57,6 +61,12 @@ static const struct int_option int_options[] = {
     {"max-connections", "PIXD_MAX_CONNECTIONS", &pixd_config.max_connections, 1, 1000000},
     {"query-timeout-ms", "PIXD_QUERY_TIMEOUT_MS", &pixd_config.query_timeout_ms, 100, 600000},
     {"connect-timeout-ms", "PIXD_CONNECT_TIMEOUT_MS", &pixd_config.connect_timeout_ms, 100, 600000},
+    {"read-timeout-ms", "PIXD_READ_TIMEOUT_MS", &pixd_config.read_timeout_ms, 100, 600000},
+    {"max-connection-age-s", "PIXD_MAX_CONNECTION_AGE_S", &pixd_config.max_connection_age_s, 1,
+     86400},
+    {"max-connections-per-address", "PIXD_MAX_CONNECTIONS_PER_ADDRESS",
+     &pixd_config.max_connections_per_address, 1, 1000000},
+    {"max-buffered-mb", "PIXD_MAX_BUFFERED_MB", &pixd_config.max_buffered_mb, 1, 65536},
 };
 #define N_INT_OPTIONS (sizeof(int_options) / sizeof(int_options[0]))
 
@@ -87,6 +97,17 @@ static void usage(FILE *out)
 	    "  --connect-timeout-ms N     give up a connection attempt\n"
 	    "                             (default 5000)                       "
 	    "PIXD_CONNECT_TIMEOUT_MS\n"
+	    "  --read-timeout-ms N        a request's head and body must arrive, and an\n"
+	    "                             idle keep-alive connection closes, within N ms\n"
+	    "                             (default 10000)                  PIXD_READ_TIMEOUT_MS\n"
+	    "  --max-connection-age-s N   a connection older than N s closes after its\n"
+	    "                             answer (default 3600)       PIXD_MAX_CONNECTION_AGE_S\n"
+	    "  --max-connections-per-address N  open connections of one IPv4 address or\n"
+	    "                             IPv6 /64; more are closed at accept (default 64)\n"
+	    "                                           PIXD_MAX_CONNECTIONS_PER_ADDRESS\n"
+	    "  --max-buffered-mb N        request bytes received but not yet handled, all\n"
+	    "                             connections; beyond, the largest are closed\n"
+	    "                             (default 64)                   PIXD_MAX_BUFFERED_MB\n"
 	    "  --no-access-log            no line per request on stderr          PIXD_ACCESS_LOG=0\n"
 	    "  --auth MODE                none, token, mtls or token,mtls: how clients\n"
 	    "                             authenticate (default none)                PIXD_AUTH\n"

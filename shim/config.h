@@ -43,6 +43,11 @@ struct pixd_config {
 	const char *tls_key;
 	const char *client_ca; /* PEM CAs of client certificates (--auth mtls) */
 	int durable_reads;     /* stream calls take a transaction id (see database.c) */
+	/* What a client costs before it is authenticated (issue 18; event_loop.c, admission.c). */
+	int read_timeout_ms;        /* a request's head and body, or a keep-alive connection's idle time */
+	int max_connection_age_s;   /* a connection older than this closes after its current answer */
+	int max_connections_per_address; /* per IPv4 address or IPv6 /64 */
+	int max_buffered_mb;        /* request bytes buffered before any handler runs, all connections */
 };
 
 /* The defaults until config_parse; tests and fuzzers may set fields before using the server. */

@@ -32,6 +32,12 @@ struct pixd_metrics {
 	uint64_t db_calls[PIXD_MAX_STATEMENTS]; /* queries sent, by statement (database.h) */
 	/* gauges, kept by the layer that owns them */
 	int connections; /* open client connections (event_loop.c) */
+	/* what anonymous clients were refused before reaching the database (issue 18) */
+	uint64_t connections_refused_per_address; /* closed at accept (event_loop.c) */
+	uint64_t connections_shed_buffered; /* closed: --max-buffered-mb was exceeded (event_loop.c) */
+	uint64_t unverified_refused;   /* 503: an unknown credential's share of the queue (database.c) */
+	uint64_t throttled_no_query;   /* 401 to a throttled address without a query (router.c) */
+	uint64_t health_answers_cached; /* GET /health answered without a probe (health.c) */
 };
 
 extern struct pixd_metrics pixd_metrics;

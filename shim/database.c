@@ -17,6 +17,12 @@
  *   - A connection reset for being stuck reconnects at once and does not count as a failure:
  *     PostgreSQL answered until then, so the pool does not go down for one slow query.
  *   - queue_len <= --max-queue; each queued query has a wait timer of --query-timeout-ms.
+ *   - A call whose credential the database has not accepted recently (credcache.h: unknown, or
+ *     invented) is queued only while queue_len < --max-queue / UNVERIFIED_QUEUE_SHARE: the rest
+ *     of the queue is kept for known-good callers, so a flood of bogus tokens (or of first calls
+ *     after a restart, which come back after Retry-After) cannot make their calls 503. Every
+ *     result says what the database thought of the credential: rows or PX013 (known, maybe
+ *     forbidden) make it known-good, PX012 forgets it.
  *   - A connection whose server refused a write as read-only (SQLSTATE 25006: a standby, or a
  *     primary being demoted) is closed once its result is delivered, and reconnects: with a
  *     multi-host conninfo and target_session_attrs=read-write, libpq then finds the new primary.
@@ -30,9 +36,12 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include "credcache.h"
 #include "database.h"
 #include "pgconn.h"
 
+/* Unknown credentials may fill a quarter of --max-queue. */
+#define UNVERIFIED_QUEUE_SHARE 4
 #define OID_TEXT 25
 #define OID_INT4 23
 #define OID_TEXT_ARRAY 1009
@@ -80,6 +89,9 @@ static void schedule_retry(struct db_conn *c);
 static void update_down(void);
 static db_query_t *queue_pop(void);
 static void queue_left(void);
+static const char *query_credential(const db_query_t *q);
+static int unverified_over_share(const db_query_t *q);
+static void note_credential(const db_query_t *q, const PGresult *res);
 
 _Static_assert(DB_NSTMT <= PIXD_MAX_STATEMENTS, "counters.h: PIXD_MAX_STATEMENTS too small");
 static const struct statement *statement(int stmt);
@@ -307,6 +319,7 @@ static void handle_result(struct db_conn *c, PGresult *res)
 		pixd_metrics.db_errors++;
 		c->read_only |= is_read_only_refusal(res);
 	}
+	note_credential(q, res);
 	q->cb(q, res, DB_FAIL_NONE);
 }
 
@@ -411,7 +424,7 @@ enum db_submit_status db_submit(db_query_t *q)
 		pixd_metrics.db_rejected++;
 		return DB_UNAVAILABLE;
 	}
-	if (pool.queue_len >= pixd_config.max_queue) {
+	if (pool.queue_len >= pixd_config.max_queue || unverified_over_share(q)) {
 		pixd_metrics.db_rejected++;
 		return DB_OVERLOADED;
 	}
@@ -423,6 +436,41 @@ enum db_submit_status db_submit(db_query_t *q)
 	h2o_timeout_link(pixd_loop, &pool.wait_timeout, &q->_wait_timer);
 	dispatch();
 	return DB_SUBMITTED;
+}
+
+/* The request's credential: the last parameter of the routes' calls (database.h), else NULL. */
+static const char *query_credential(const db_query_t *q)
+{
+	if (q->stmt >= DB_HEALTH)
+		return NULL;
+	return q->params[statements[q->stmt].nparams - 1];
+}
+
+static int unverified_over_share(const db_query_t *q)
+{
+	const char *credential = query_credential(q);
+
+	if (credential == NULL || pool.queue_len < pixd_config.max_queue / UNVERIFIED_QUEUE_SHARE ||
+	    credcache_known(credential, h2o_now(pixd_loop)))
+		return 0;
+	pixd_metrics.unverified_refused++;
+	return 1;
+}
+
+static void note_credential(const db_query_t *q, const PGresult *res)
+{
+	const char *credential = query_credential(q), *state;
+
+	if (credential == NULL)
+		return;
+	if (PQresultStatus(res) == PGRES_TUPLES_OK)
+		credcache_accept(credential, h2o_now(pixd_loop));
+	else if ((state = PQresultErrorField(res, PG_DIAG_SQLSTATE)) == NULL)
+		return;
+	else if (strcmp(state, "PX013") == 0) /* a real credential, of another institution */
+		credcache_accept(credential, h2o_now(pixd_loop));
+	else if (strcmp(state, "PX012") == 0) /* unknown, revoked or expired */
+		credcache_forget(credential);
 }
 
 void db_cancel(db_query_t *q)

@@ -13,9 +13,31 @@
  *
  * Connections are counted (the socket's on_close hook, as h2o's own server does); at
  * --max-connections the listener stops reading, so extra clients wait in the kernel's backlog
- * instead of the loop spinning on accept() failing with EMFILE.
+ * instead of the loop spinning on accept() failing with EMFILE. They are also counted per address
+ * (peers.h): a connection beyond --max-connections-per-address is closed at accept, so one
+ * address cannot take the slots every institution shares (this host itself, 127.0.0.1 or ::1,
+ * is not capped: is_this_host).
+ *
+ * What an unauthenticated client can hold (issue 18). pixd speaks HTTP/1.1 only: no ALPN h2 (tls.c),
+ * no h2c upgrade nor prior knowledge (http1.upgrade_to_http2 = 0), so a connection carries one
+ * request at a time. libh2o 2.2.5 buffers a request's head and body in the socket's input before
+ * any handler runs (http1.c: handle_incoming_request, create_entity_reader), refusing only a
+ * declared Content-Length above max_request_entity_size (413) or a chunked body growing past it:
+ * there is no hook between the head and the body. So each connection holds at most the send
+ * route's limit (1 MiB) plus its head, and only for --read-timeout-ms: h2o's http1.req_timeout runs
+ * from the end of the previous answer over the whole head and body (it is not re-armed by each
+ * byte: slowloris gets the same N ms as anyone) and is the keep-alive idle limit too; the TLS
+ * handshake has the same limit. What all connections hold is bounded by --max-buffered-mb: every
+ * BUFFER_SWEEP_MS the bytes waiting in the input of every connection still receiving a request
+ * (its socket reading: a connection whose request is being handled does not read) are summed and,
+ * beyond the budget, the largest are shut down (shutdown(2), so that h2o sees the end of the stream
+ * and closes the connection through its own path). Between two sweeps a client can add what the
+ * network carries in BUFFER_SWEEP_MS, and at most 1 MiB per connection.
  */
 #include <errno.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <signal.h>
@@ -28,11 +50,14 @@
 #include <unistd.h>
 #include "event_loop.h"
 #include "parking.h"
+#include "peers.h"
 #include "respond.h"
 #include "router.h"
 #include "tls.h"
 
 #define DRAIN_MS 100
+#define BUFFER_SWEEP_MS 20
+#define SHED_PER_SWEEP 64
 
 static void on_accept(h2o_socket_t *listener, const char *err);
 static void on_signal(h2o_socket_t *sock, const char *err);
@@ -41,6 +66,10 @@ static int watch_signals(void);
 static int split_hostport(const char *hostport, char *host, size_t hostlen, const char **port);
 static int port_is_valid(const char *port);
 static void on_connection_closed(void *data);
+static int admit(h2o_socket_t *conn);
+static int is_this_host(const struct sockaddr *sa);
+static void on_buffer_sweep(h2o_timeout_entry_t *entry);
+static size_t receiving(struct client_connection *c);
 static void update_accepting(void);
 static void raise_fd_limit(void);
 
@@ -48,11 +77,17 @@ static h2o_globalconf_t config;
 static h2o_accept_ctx_t accept_ctx;
 static h2o_socket_t *listener;
 static h2o_socket_t *signals;
+static h2o_linklist_t open_connections = {&open_connections, &open_connections};
+static h2o_timeout_t buffer_sweep;
+static h2o_timeout_entry_t buffer_sweep_entry = {.cb = on_buffer_sweep};
 
 void event_loop_init(void)
 {
 	h2o_config_init(&config);
 	config.server_name = h2o_iovec_init(H2O_STRLIT("pixd"));
+	config.http1.upgrade_to_http2 = 0; /* HTTP/1.1 only, in clear text too (see above) */
+	config.http1.req_timeout = (uint64_t)pixd_config.read_timeout_ms;
+	config.handshake_timeout = (uint64_t)pixd_config.read_timeout_ms;
 	/* h2o refuses a declared body larger than every route takes (413) before reading it. */
 	config.max_request_entity_size = router_max_entity();
 	router_register(&config);
@@ -60,6 +95,8 @@ void event_loop_init(void)
 	h2o_context_init(&pixd_ctx, pixd_loop, &config);
 	accept_ctx.ctx = &pixd_ctx;
 	accept_ctx.hosts = config.hosts;
+	h2o_timeout_init(pixd_loop, &buffer_sweep, BUFFER_SWEEP_MS);
+	h2o_timeout_link(pixd_loop, &buffer_sweep, &buffer_sweep_entry);
 }
 
 int event_loop_tls(void)
@@ -155,20 +192,96 @@ static void on_accept(h2o_socket_t *sock, const char *err)
 		h2o_socket_t *conn = h2o_evloop_socket_accept(sock);
 		if (conn == NULL)
 			break;
-		pixd_metrics.connections++;
-		conn->on_close.cb = on_connection_closed;
-		/* where tls.c keeps the client certificate's credential for this connection */
-		conn->on_close.data = accept_ctx.ssl_ctx != NULL ? tls_connection_new() : NULL;
-		h2o_accept(&accept_ctx, conn);
+		if (admit(conn) == 0)
+			h2o_accept(&accept_ctx, conn);
 	}
 	update_accepting();
 }
 
+/*
+ * 127.0.0.1 and ::1 are this host itself: a reverse proxy in front of pixd, a benchmark. Every
+ * client of a local proxy arrives from there, so the per-address cap does not apply to them
+ * (--max-connections and the buffer budget still do). The rest of 127.0.0.0/8 counts as any
+ * address (the tests use it to play distinct hosts).
+ */
+static int is_this_host(const struct sockaddr *sa)
+{
+	static const uint8_t v4mapped_localhost[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 1};
+	const struct in6_addr *a6 = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+
+	if (sa->sa_family == AF_INET)
+		return ((const struct sockaddr_in *)sa)->sin_addr.s_addr == htonl(INADDR_LOOPBACK);
+	return sa->sa_family == AF_INET6 &&
+	       (IN6_IS_ADDR_LOOPBACK(a6) || memcmp(a6->s6_addr, v4mapped_localhost, 16) == 0);
+}
+
+/* Counts the connection and gives it its state; closes it (-1) when its address has too many. */
+static int admit(h2o_socket_t *conn)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = h2o_socket_getpeername(conn, (struct sockaddr *)&ss);
+	int limit = len != 0 && is_this_host((struct sockaddr *)&ss)
+	                ? INT_MAX
+	                : pixd_config.max_connections_per_address;
+	struct peer *peer = len != 0 ? peers_add((struct sockaddr *)&ss, len, limit) : NULL;
+	struct client_connection *c;
+
+	if (peer == NULL) {
+		pixd_metrics.connections_refused_per_address++;
+		h2o_socket_close(conn);
+		return -1;
+	}
+	pixd_metrics.connections++;
+	c = tls_connection_new();
+	c->peer = peer;
+	c->sock = conn;
+	h2o_linklist_insert(&open_connections, &c->link);
+	conn->on_close.cb = on_connection_closed;
+	conn->on_close.data = c; /* tls.c keeps the client certificate's credential here */
+	return 0;
+}
+
 static void on_connection_closed(void *data)
 {
-	tls_connection_free(data);
+	struct client_connection *c = data;
+
+	peers_remove(c->peer);
+	h2o_linklist_unlink(&c->link);
+	tls_connection_free(c);
 	pixd_metrics.connections--;
 	update_accepting();
+}
+
+/* Bytes c received and holds for a request not handled yet (0 once its request is handled, or
+ * once it was shed: h2o is about to close it). */
+static size_t receiving(struct client_connection *c)
+{
+	return !c->shed && h2o_socket_is_reading(c->sock) ? c->sock->input->size : 0;
+}
+
+static void on_buffer_sweep(h2o_timeout_entry_t *entry)
+{
+	size_t budget = (size_t)pixd_config.max_buffered_mb << 20, total = 0;
+	h2o_linklist_t *n;
+
+	for (n = open_connections.next; n != &open_connections; n = n->next)
+		total += receiving(H2O_STRUCT_FROM_MEMBER(struct client_connection, link, n));
+	for (int shed = 0; total > budget && shed < SHED_PER_SWEEP; shed++) {
+		struct client_connection *largest = NULL;
+		for (n = open_connections.next; n != &open_connections; n = n->next) {
+			struct client_connection *c = H2O_STRUCT_FROM_MEMBER(struct client_connection, link, n);
+			if (largest == NULL || receiving(c) > receiving(largest))
+				largest = c;
+		}
+		if (largest == NULL || receiving(largest) == 0)
+			break;
+		total -= receiving(largest);
+		/* h2o reads the end of the stream and closes the connection itself */
+		shutdown(h2o_socket_get_fd(largest->sock), SHUT_RDWR);
+		largest->shed = 1;
+		pixd_metrics.connections_shed_buffered++;
+	}
+	h2o_timeout_link(pixd_loop, &buffer_sweep, &buffer_sweep_entry);
 }
 
 static void update_accepting(void)

@@ -292,6 +292,13 @@ static size_t quoted_len(const char *id)
 	return n;
 }
 
+/* Only an id the database returned to an authorized call: an id a request names is not kept alive
+ * before the database has judged the request (issue 18). */
+static int keeps_alive(const struct parking_slot *s)
+{
+	return s->authorized && s->iid[0] != '\0';
+}
+
 char *parking_stream_ids(int *count)
 {
 	size_t size = 3, at = 0;
@@ -301,7 +308,7 @@ char *parking_stream_ids(int *count)
 	for (int i = 0; i < N_BUCKETS; i++)
 		for (h2o_linklist_t *n = lot.buckets[i].next; n != &lot.buckets[i]; n = n->next) {
 			struct parking_slot *s = H2O_STRUCT_FROM_MEMBER(struct parking_slot, link, n);
-			if (s->iid[0] != '\0') {
+			if (keeps_alive(s)) {
 				size += quoted_len(s->iid) + 1;
 				(*count)++;
 			}
@@ -312,7 +319,7 @@ char *parking_stream_ids(int *count)
 	for (int i = 0; i < N_BUCKETS; i++)
 		for (h2o_linklist_t *n = lot.buckets[i].next; n != &lot.buckets[i]; n = n->next) {
 			struct parking_slot *s = H2O_STRUCT_FROM_MEMBER(struct parking_slot, link, n);
-			if (s->iid[0] == '\0')
+			if (!keeps_alive(s))
 				continue;
 			if (at > 1)
 				out[at++] = ',';

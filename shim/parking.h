@@ -45,6 +45,7 @@ struct parking_slot {
 	unsigned parked : 1;
 	unsigned notified : 1;
 	unsigned expired : 1;
+	unsigned authorized : 1; /* iid came back from the database: parking_stream_ids reports it */
 };
 
 enum park_outcome {
@@ -68,7 +69,8 @@ int parking_parked_count(void);
 int parking_pending_count(void);
 
 /*
- * Writes the interationIds of every joined read that has one as a PostgreSQL text[] literal
+ * Writes the interationIds of every joined read that has one from the database (authorized) as a
+ * PostgreSQL text[] literal
  * ({"id","id",...}) into a malloc'd string; returns it (NULL when there is none or out of memory)
  * and sets *count.
  */

@@ -11,7 +11,8 @@
  *
  * Authentication (auth.c decides who is calling): 401 carries WWW-Authenticate: Bearer when tokens
  * are accepted (with error="invalid_token" when one was presented); a 401 to an address that keeps
- * failing is sent AUTH_DELAY_MS later from a timer, never by blocking the loop.
+ * failing is sent AUTH_DELAY_MS later from a timer, never by blocking the loop; from such an address
+ * a credential the database has not accepted recently (credcache.h) is answered so without a query.
  *
  * Compression: gzip (zlib, one deflate state reused with deflateReset: the loop is single-threaded)
  * whenever Accept-Encoding allows it and there is a body; Vary: Accept-Encoding on every body.
@@ -27,6 +28,7 @@
 #include <zlib.h>
 #include "accept.h"
 #include "auth.h"
+#include "credcache.h"
 #include "respond.h"
 
 #define RETRY_AFTER_DB_DOWN 2
@@ -329,6 +331,13 @@ int request_authenticate(h2o_req_t *req, const char **credential)
 	case AUTH_OFF:
 		return 0;
 	case AUTH_PRESENTED:
+		if (!credcache_known(buf, h2o_now(pixd_loop)) && auth_address_throttled(req)) {
+			/* an address that keeps failing, with a credential the database has not accepted
+			 * recently: 401 (delayed) without asking; a known-good one from there is served */
+			pixd_metrics.throttled_no_query++;
+			respond_unauthenticated(req, "rejected");
+			return -1;
+		}
 		/* in req->pool: lives until the request is freed, after its query */
 		*credential = h2o_strdup(&req->pool, buf, strlen(buf)).base;
 		return 0;

@@ -4,17 +4,21 @@
  * Routes (SPEC.md): GET /health, /metrics, /openapi.json; GET /api/pix/{ispb}/stream/start;
  * GET|DELETE /api/pix/{ispb}/stream/{interationId}; POST /api/util/msgs/{ispb}/{number}; and
  * POST /api/pix/{ispb}/msgs (send), DELETE /api/pix/{ispb}/streams and the original server's
- * GET /api/pix/{ispb}/stream/stop (stop all of the institution's streams).
+ * GET /api/pix/{ispb}/stream/stop (stop all of the institution's streams; DELETE instead with
+ * authentication on: stop_all_method).
  * A known path with another method is 405 with Allow; anything else 404. The segments handed to a
  * handler point into the request and are not validated yet: each handler checks its own.
  *
  * Authentication comes once a route and its method matched, before the handler looks at anything:
- * without a usable credential the answer is 401 whatever the ISPB or id (no oracle). /health,
- * /metrics and /openapi.json stay open (operators' probes).
+ * without a usable credential the answer is 401 whatever the ISPB or id (no oracle); so is a
+ * credential the database has not accepted recently from an address that keeps failing (no query:
+ * respond.c request_authenticate). /health, /metrics and /openapi.json stay open (operators'
+ * probes; /health costs at most one query a second, handlers/health.c).
  *
  * Request bodies: each route has its limit in route_body_max; only the send route takes one
  * (PIXD_SEND_BODY_MAX). h2o, told the largest limit of all routes (router_max_entity), refuses a
- * larger declared body with 413 before reading it, so a crowd of slow uploads cannot hold memory;
+ * larger declared body with 413 before reading it; a smaller one is buffered before any handler
+ * runs (libh2o 2.2.5 has no hook between head and body: event_loop.c says what bounds it);
  * once path and method matched a route, a body over that route's own limit is 413 (problem+json)
  * before authentication, never passed to a handler. An unknown path stays 404 whatever its body.
  */
@@ -42,7 +46,9 @@ static int method_is(h2o_req_t *req, const char *m);
 static void route_api(h2o_req_t *req, h2o_iovec_t *segs, size_t n);
 static void route_pix(h2o_req_t *req, h2o_iovec_t *segs, size_t n, const char *credential);
 static const char *api_allow(h2o_iovec_t *segs, size_t n);
+static const char *stop_all_method(void);
 static int body_too_large(h2o_req_t *req, enum route route);
+static void close_if_old(h2o_req_t *req);
 
 void router_register(h2o_globalconf_t *conf)
 {
@@ -73,12 +79,24 @@ static int body_too_large(h2o_req_t *req, enum route route)
 	return 1;
 }
 
+/* A connection older than --max-connection-age-s closes after this answer: no client keeps one
+ * forever, whatever it sends (its certificate's expiry is checked per request too: auth.c). */
+static void close_if_old(h2o_req_t *req)
+{
+	if (req->conn == NULL) /* the router fuzzer's requests have no connection */
+		return;
+	if (req->timestamps.request_begin_at.tv_sec - req->conn->connected_at.tv_sec >=
+	    pixd_config.max_connection_age_s)
+		req->http1_is_persistent = 0;
+}
+
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
 	h2o_iovec_t segs[MAX_SEGMENTS + 1];
 	size_t n = split_path(req->path_normalized, segs, MAX_SEGMENTS + 1);
 
 	pixd_metrics.requests++;
+	close_if_old(req);
 	if (n == 1 && (seg_is(segs[0], "health") || seg_is(segs[0], "metrics") ||
 	               seg_is(segs[0], "openapi.json"))) {
 		if (!method_is(req, "GET"))
@@ -101,11 +119,26 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
 	return 0;
 }
 
+/*
+ * The original server's stop-all is GET .../stream/stop: a GET that changes state, which any web
+ * page can make a browser send with the client certificate it holds (an <img> is enough). With
+ * authentication on it is DELETE .../stream/stop (like DELETE .../streams), which a page cannot
+ * send cross-site without the server's consent (CORS preflight, and pixd answers no OPTIONS);
+ * a GET there is 405 with Allow: DELETE. Without authentication (loopback, development) the
+ * original GET stays, and DELETE works there too.
+ */
+static const char *stop_all_method(void)
+{
+	return pixd_config.auth_modes != 0 ? "DELETE" : "GET, DELETE";
+}
+
 /* The method allowed on an /api path, or NULL when the path is no route. */
 static const char *api_allow(h2o_iovec_t *segs, size_t n)
 {
+	if (seg_is(segs[1], "pix") && n == 5 && seg_is(segs[3], "stream") && seg_is(segs[4], "stop"))
+		return stop_all_method();
 	if (seg_is(segs[1], "pix") && n == 5 && seg_is(segs[3], "stream"))
-		return seg_is(segs[4], "start") || seg_is(segs[4], "stop") ? "GET" : "GET, DELETE";
+		return seg_is(segs[4], "start") ? "GET" : "GET, DELETE";
 	if (seg_is(segs[1], "pix") && n == 4 && seg_is(segs[3], "msgs"))
 		return "POST";
 	if (seg_is(segs[1], "pix") && n == 4 && seg_is(segs[3], "streams"))

@@ -1,10 +1,11 @@
 /*
  * throttle.c — the failure table (see throttle.h). Open addressing, linear probe of
- * THROTTLE_PROBE slots from a seeded FNV-1a hash of the 16-byte key (IPv4 as ::ffff:a.b.c.d,
- * IPv6 cut to its /64). A slot whose last failure is older than the window counts as free.
+ * THROTTLE_PROBE slots from a seeded FNV-1a hash of the 16-byte key (peers.h's peer_key: IPv4 as
+ * ::ffff:a.b.c.d, IPv6 cut to its /64). A slot whose last failure is older than the window counts as free.
  */
 #include <string.h>
 #include <netinet/in.h>
+#include "peers.h"
 #include "throttle.h"
 
 struct slot {
@@ -13,7 +14,6 @@ struct slot {
 	uint32_t failures;
 };
 
-static int make_key(const struct sockaddr *addr, socklen_t len, uint8_t key[16]);
 static uint32_t hash(const uint8_t key[16]);
 static int expired(const struct slot *s, uint64_t now_ms);
 
@@ -24,24 +24,6 @@ void throttle_init(uint64_t s)
 {
 	seed ^= s;
 	memset(table, 0, sizeof(table));
-}
-
-static int make_key(const struct sockaddr *addr, socklen_t len, uint8_t key[16])
-{
-	memset(key, 0, 16);
-	if (addr->sa_family == AF_INET && len >= (socklen_t)sizeof(struct sockaddr_in)) {
-		key[10] = key[11] = 0xff;
-		memcpy(key + 12, &((const struct sockaddr_in *)addr)->sin_addr, 4);
-		return 0;
-	}
-	if (addr->sa_family == AF_INET6 && len >= (socklen_t)sizeof(struct sockaddr_in6)) {
-		const uint8_t *a = ((const struct sockaddr_in6 *)addr)->sin6_addr.s6_addr;
-		static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-		/* an IPv4 client of a dual-stack socket is one address, not a /64 */
-		memcpy(key, a, memcmp(a, v4mapped, 12) == 0 ? 16 : 8);
-		return 0;
-	}
-	return -1;
 }
 
 static uint32_t hash(const uint8_t key[16])
@@ -66,7 +48,7 @@ int throttle_failure(const struct sockaddr *addr, socklen_t len, uint64_t now_ms
 	uint32_t h;
 	struct slot *victim = NULL;
 
-	if (make_key(addr, len, key) != 0)
+	if (peer_key(addr, len, key) != 0)
 		return 0; /* a unix socket: nothing to tell callers apart by */
 	if (now_ms == 0)
 		now_ms = 1; /* 0 marks a slot never used */
@@ -87,6 +69,22 @@ int throttle_failure(const struct sockaddr *addr, socklen_t len, uint64_t now_ms
 	victim->last_ms = now_ms;
 	victim->failures = 1;
 	return 1 > THROTTLE_FREE_FAILURES;
+}
+
+int throttle_is_throttled(const struct sockaddr *addr, socklen_t len, uint64_t now_ms)
+{
+	uint8_t key[16];
+	uint32_t h;
+
+	if (peer_key(addr, len, key) != 0)
+		return 0;
+	h = hash(key);
+	for (int i = 0; i < THROTTLE_PROBE; i++) {
+		const struct slot *s = &table[(h + i) & (THROTTLE_SLOTS - 1)];
+		if (s->last_ms != 0 && memcmp(s->key, key, 16) == 0)
+			return !expired(s, now_ms) && s->failures > THROTTLE_FREE_FAILURES;
+	}
+	return 0;
 }
 
 int throttle_tracked(uint64_t now_ms)

@@ -26,6 +26,10 @@ void throttle_init(uint64_t seed);
 /* Records one failure of addr at now_ms; returns 1 when its answer should be delayed. */
 int throttle_failure(const struct sockaddr *addr, socklen_t len, uint64_t now_ms);
 
+/* 1 when addr's answers are being delayed (more than THROTTLE_FREE_FAILURES failures within the
+ * window), without counting a failure. */
+int throttle_is_throttled(const struct sockaddr *addr, socklen_t len, uint64_t now_ms);
+
 /* Number of addresses with a failure within the window (for /metrics). */
 int throttle_tracked(uint64_t now_ms);
 

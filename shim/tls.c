@@ -9,6 +9,12 @@
  *
  * Session resumption (tickets, cache) is off: every connection verifies its chain afresh, so an
  * expired certificate cannot ride on an old session. Keep-alive makes resumption rarely useful.
+ * The certificate's notAfter is kept too and checked on every request: a kept-alive connection
+ * does not outlive its certificate (the request is then unauthenticated, and the connection closes
+ * after its answer, so the next handshake refuses the certificate).
+ *
+ * ALPN offers http/1.1 only: HTTP/2 would let one connection hold 100 concurrent requests, each
+ * with a body, kept alive by PINGs (issue 18), and ICOM itself is HTTP/1.1.
  *
  * A handshake the server refuses (no certificate, another CA's, an expired one) is a failed
  * authentication that never reaches HTTP: the same callback sees the fatal alert pixd sends, counts
@@ -19,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <openssl/err.h>
 #include <openssl/x509.h>
 #include "bearer.h"
@@ -33,14 +40,11 @@
 #define VERIFY_DEPTH 4
 #define LOG_PER_SECOND 20
 
-struct tls_connection {
-	char credential[CREDENTIAL_MAX + 1]; /* "" until a verified certificate was seen */
-};
-
 static void on_info(const SSL *ssl, int where, int ret);
 static void handshake_refused(const SSL *ssl, h2o_socket_t *sock, int alert);
 
 static uint64_t refused; /* handshakes ended by a fatal alert from pixd */
+static const h2o_iovec_t http1_only[] = {{H2O_STRLIT("http/1.1")}, {NULL, 0}};
 static int load_client_ca(SSL_CTX *ctx, const struct tls_options *o);
 static void print_errors(const char *what, const char *file);
 
@@ -106,7 +110,7 @@ SSL_CTX *tls_context_new(const struct tls_options *o)
 	if (o->client_ca != NULL && load_client_ca(ctx, o) != 0)
 		goto fail;
 	SSL_CTX_set_info_callback(ctx, on_info);
-	h2o_ssl_register_alpn_protocols(ctx, h2o_http2_alpn_protocols);
+	h2o_ssl_register_alpn_protocols(ctx, http1_only);
 	return ctx;
 fail:
 	SSL_CTX_free(ctx);
@@ -118,8 +122,9 @@ static void on_info(const SSL *ssl, int where, int ret)
 {
 	BIO *bio;
 	h2o_socket_t *sock;
-	struct tls_connection *c;
+	struct client_connection *c;
 	X509 *cert;
+	struct tm not_after;
 	unsigned char *der = NULL;
 	int len;
 
@@ -135,8 +140,12 @@ static void on_info(const SSL *ssl, int where, int ret)
 	c->credential[0] = '\0';
 	if (SSL_get_verify_result(ssl) != X509_V_OK || (cert = SSL_get1_peer_certificate(ssl)) == NULL)
 		return;
-	if ((len = i2d_X509(cert, &der)) > 0)
+	/* no notAfter that OpenSSL can read: the credential is not kept (the chain was verified) */
+	if (ASN1_TIME_to_tm(X509_get0_notAfter(cert), &not_after) == 1 &&
+	    (len = i2d_X509(cert, &der)) > 0) {
 		bearer_cert_credential(der, (size_t)len, c->credential);
+		c->cert_not_after = (int64_t)timegm(&not_after);
+	}
 	OPENSSL_free(der);
 	X509_free(cert);
 }
@@ -171,27 +180,32 @@ uint64_t tls_handshakes_refused(void)
 	return refused;
 }
 
-void *tls_connection_new(void)
+struct client_connection *tls_connection_new(void)
 {
-	struct tls_connection *c = calloc(1, sizeof(*c));
+	struct client_connection *c = calloc(1, sizeof(*c));
 
 	if (c == NULL)
 		h2o_fatal("out of memory");
 	return c;
 }
 
-void tls_connection_free(void *state)
+void tls_connection_free(struct client_connection *c)
 {
-	free(state);
+	free(c);
 }
 
-const char *tls_peer_credential(h2o_req_t *req)
+const char *tls_peer_credential(h2o_req_t *req, int *expired)
 {
 	h2o_socket_t *sock = req->conn->callbacks->get_socket(req->conn);
-	struct tls_connection *c;
+	struct client_connection *c;
 
+	*expired = 0;
 	if (sock == NULL || sock->ssl == NULL || (c = sock->on_close.data) == NULL ||
 	    c->credential[0] == '\0')
 		return NULL;
+	if ((int64_t)time(NULL) > c->cert_not_after) {
+		*expired = 1;
+		return NULL;
+	}
 	return c->credential;
 }

@@ -273,6 +273,7 @@ static void answer_messages(struct read_ctx *ctx, const PGresult *res)
 static void read_found_nothing(struct read_ctx *ctx, const PGresult *res)
 {
 	memcpy(ctx->slot.iid, PQgetvalue(res, 0, 0), PQgetlength(res, 0, 0) + 1);
+	ctx->slot.authorized = 1; /* the database returned it to this credential: keep it alive */
 	ctx->id_seen_empty = 1;
 	read_next_params(ctx);
 	for (;;) {

@@ -3,6 +3,7 @@
  * address is delayed after THROTTLE_FREE_FAILURES failures in the window, others are not, the
  * window forgets, IPv6 counts per /64, and a table flooded with addresses stays bounded and
  * still tracks the newest ones. Prints "N passed, N failed".
+ * UNIT_SOURCES: shim/throttle.c shim/peers.c
  */
 #include <arpa/inet.h>
 #include <stdio.h>
@@ -59,7 +60,18 @@ int main(void)
 	check(fail4("10.0.0.1", t + 10), "one failure too many is delayed");
 	check(!fail4("10.0.0.2", t + 11), "another address is not delayed");
 	check(fail4("10.0.0.1", t + 12), "still delayed within the window");
-	check(!fail4("10.0.0.1", t + 12 + THROTTLE_WINDOW_MS + 1), "the window forgets");
+	{
+		struct sockaddr_in a1 = v4("10.0.0.1"), a2 = v4("10.0.0.2");
+		check(throttle_is_throttled((struct sockaddr *)&a1, sizeof(a1), t + 13),
+		      "a delayed address is seen as throttled");
+		check(!throttle_is_throttled((struct sockaddr *)&a2, sizeof(a2), t + 13),
+		      "an address with few failures is not throttled");
+		check(fail4("10.0.0.1", t + 14), "asking did not count a failure, nor forgive one");
+		check(!throttle_is_throttled((struct sockaddr *)&a1, sizeof(a1),
+		                             t + 14 + THROTTLE_WINDOW_MS + 1),
+		      "a throttled address is forgiven after the window");
+	}
+	check(!fail4("10.0.0.1", t + 14 + THROTTLE_WINDOW_MS + 1), "the window forgets");
 
 	for (int i = 1; i <= THROTTLE_FREE_FAILURES; i++)
 		fail6("2001:db8:1:2::1", t + i);

@@ -36,7 +36,9 @@ SPEC_ROUTES = {("GET", "/api/pix/{ispb}/stream/start"), ("GET", "/api/pix/{ispb}
                ("GET", "/health"), ("GET", "/metrics"), ("GET", "/openapi.json"),
                # issue 9: send, stop-all (and the original server's stop-all route)
                ("POST", "/api/pix/{ispb}/msgs"), ("DELETE", "/api/pix/{ispb}/streams"),
-               ("GET", "/api/pix/{ispb}/stream/stop")}
+               ("GET", "/api/pix/{ispb}/stream/stop"),
+               # issue 18: with authentication on, the original stop-all is a DELETE (no cross-site GET)
+               ("DELETE", "/api/pix/{ispb}/stream/stop")}
 
 # docs/contract.md's example message, as written there (valor with two decimals).
 SPEC_EXAMPLE = (
@@ -559,8 +561,10 @@ class TestOpenAPIContract(PixTestCase):
         x("POST", "/api/pix/1234567/msgs", body=body, expect=400)
         x("DELETE", f"/api/pix/{ispb}/streams", expect=200)
         x("GET", f"/api/pix/{ispb}/stream/stop", headers=gz, expect=200)
+        x("DELETE", f"/api/pix/{ispb}/stream/stop", headers=gz, expect=200)
         x("DELETE", "/api/pix/abcdefgh/streams", expect=400)
         x("GET", "/api/pix/abcdefgh/stream/stop", expect=400)
+        x("DELETE", "/api/pix/abcdefgh/stream/stop", expect=400)
         x("POST", f"/api/util/msgs/{ispb}/1", body=b"x" * 70000, expect=413)
 
         # 401 and 403 on every /api operation: a server with --auth token (plain HTTP on loopback)
@@ -570,7 +574,7 @@ class TestOpenAPIContract(PixTestCase):
         g = guarded.client()
         self.addCleanup(g.close)
         mine, theirs = {"Authorization": f"Bearer {token}"}, new_ispb()
-        for method, path in (("GET", "/api/pix/{i}/stream/start"), ("GET", "/api/pix/{i}/stream/stop"),
+        for method, path in (("GET", "/api/pix/{i}/stream/start"), ("DELETE", "/api/pix/{i}/stream/stop"),
                              ("GET", "/api/pix/{i}/stream/" + "0" * 20), ("DELETE", "/api/pix/{i}/stream/" + "0" * 20),
                              ("DELETE", "/api/pix/{i}/streams"), ("POST", "/api/pix/{i}/msgs"),
                              ("POST", "/api/util/msgs/{i}/1")):
@@ -581,6 +585,8 @@ class TestOpenAPIContract(PixTestCase):
         # 422 of the generator: with a credential, only for a registered institution (issue 18)
         admin = pixe2e.psql("SELECT pix_admin_token_issue('openapi')", dbname=self.db).strip()
         x("POST", f"/api/util/msgs/{new_ispb()}/1", http=g, headers={"Authorization": f"Bearer {admin}"}, expect=422)
+        # the original stop-all's GET changes state: with authentication on it is a DELETE only
+        x("GET", f"/api/pix/{ispb}/stream/stop", http=g, headers=mine, expect=405)
 
         # operations
         x("GET", "/health", expect=200)
@@ -603,6 +609,7 @@ class TestOpenAPIContract(PixTestCase):
         x("POST", f"/api/pix/{ispb}/msgs", http=h, body=body, expect=503)
         x("DELETE", f"/api/pix/{ispb}/streams", http=h, expect=503)
         x("GET", f"/api/pix/{ispb}/stream/stop", http=h, headers=gz, expect=503)
+        x("DELETE", f"/api/pix/{ispb}/stream/stop", http=h, expect=503)
         x("POST", f"/api/util/msgs/{ispb}/0", http=h, expect=400)  # bad input: never a 5xx
         x("GET", "/metrics", http=h, expect=200)
         self.assertEqual(down.stop(), 0)

@@ -233,7 +233,8 @@ static struct expect reference(h2o_iovec_t method, h2o_iovec_t path, int accepta
 		return e;
 	if (SEG(1, "pix") && SEG(3, "stream")) {
 		int start = SEG(4, "start"), stop_all = SEG(4, "stop");
-		if (start || stop_all ? !get : !(get || del)) {
+		/* stop-all takes GET and DELETE with --auth none (only DELETE with authentication) */
+		if (start ? !get : !(get || del)) {
 			e.status = 405;
 		} else if (body.len > 0) {
 			e.status = 413;

@@ -21,6 +21,10 @@ the least-privilege login role `pix_http` (member of the extension's `pix_client
                        (or literal text with parameters),
                        with request data as parameters; no SQL text is ever formatted
   request_limits       oversized URI, header, header count, body: 4xx, never 5xx; server alive
+  hostile_load         hundreds of anonymous clients (body holders, slowloris, a connection flood from one
+                       address, a /health flood, bogus tokens) against pixd over TLS while authenticated
+                       collectors of two institutions drain: no 503 for them, RSS under its budget, a
+                       bounded number of queries from the crowd (hostile.py; its own pixd on a free port)
   bad_configuration    bad --listen / --pool / --wait-ms / --db and a taken port refuse to start
                        (non-zero exit, quickly); an unreachable database is NOT a start failure: the
                        server starts and answers 503 + Retry-After
@@ -441,14 +445,19 @@ def test_database_door(pixd):
     check("after: pixd (as pix_http) still serves", st == 201 and st2 == 200, f"{st} {body[:80]!r} {st2}")
 
 
+def test_hostile_load(pixd):
+    import hostile
+    hostile.run(check, psql, f"host={PGDIR} port={PGPORT} user=pix_http dbname={DB}", PGDIR + "-hostile")
+
+
 def main():
     only = sys.argv[1:]
     pixd = setup()
     try:
         for name, fn in [("least_privilege", test_least_privilege), ("id_entropy", test_id_entropy),
                          ("other_ispb_id", test_other_ispb_id), ("no_sql_from_request", test_no_sql_from_request),
-                         ("request_limits", test_request_limits), ("bad_configuration", test_bad_configuration),
-                         ("database_door", test_database_door)]:
+                         ("request_limits", test_request_limits), ("hostile_load", test_hostile_load),
+                         ("bad_configuration", test_bad_configuration), ("database_door", test_database_door)]:
             if only and name not in only:
                 continue
             print(f"--- {name}", flush=True)

@@ -16,17 +16,19 @@
  *   - Callbacks (on_wake, on_deadline, on_check) may unlink the slot they are called for, never
  *     another one, so walking a bucket keeps the next pointer before the call; marking slots
  *     (want_wake) calls nothing, and the pump walks only the pending FIFO.
- *   - cooldown is linked for WAKE_EVERY_MS from each query made for the slot (parking_reading).
+ *   - cooldown is linked for WAKE_EVERY_MS from each query a wake made for the slot
+ *     (parking_reading; a read's first query does not count).
  *     While it is, a wake does not start a read: it sets wake_due, and the cooldown's end queues
  *     the wake if the slot is still parked. wake_due implies parked and cooldown linked.
  *
  * Why the cooldown: the pix_message channel is open to every database login (PostgreSQL has no
  * privilege on channels), so anyone who can connect can NOTIFY an ISPB as often as they like. Each
  * notification used to make every parked read of that ISPB query again as soon as its previous
- * query came back: a flood cost one query per parked reader per query time. Now each read queries
- * at most once per WAKE_EVERY_MS however many notifications come, and many notifications within
- * that interval cost one query. A wake that finds the interval over (the usual case: a message
- * follows the previous one by more than 10 ms for that ISPB) starts the read at once, as before.
+ * query came back: a flood cost one query per parked reader per query time. Now a woken read
+ * queries again on a wake at most once per WAKE_EVERY_MS however many notifications come, and
+ * many notifications within that interval cost one query. A read's first query starts no
+ * interval, so the collector that just took a message and asked again is woken at once by the
+ * next one; the others, which read for nothing, wait out the interval.
  */
 #include <stdlib.h>
 #include <string.h>

@@ -66,7 +66,7 @@ enum parking_join_status {
 void parking_init(void);
 enum parking_join_status parking_join(struct parking_slot *s, const char *ispb,
                                       const struct parking_ops *ops);
-/* The owner is about to query for the slot: starts the slot's wake interval. */
+/* The owner is about to query for the slot because it was woken: starts the wake interval. */
 void parking_reading(struct parking_slot *s);
 enum park_outcome parking_park(struct parking_slot *s);
 /* Idempotent: safe from a dispose callback whatever the state. */

@@ -66,6 +66,7 @@ static void on_check(struct parking_slot *slot);
 static int leave_if_departed(struct read_ctx *ctx);
 static void read_next_params(struct read_ctx *ctx);
 static enum db_submit_status read_submit(struct read_ctx *ctx);
+static enum db_submit_status read_woken(struct read_ctx *ctx);
 static h2o_req_t *read_finish(struct read_ctx *ctx);
 static void answer_messages(struct read_ctx *ctx, const PGresult *res);
 static void answer_empty(struct read_ctx *ctx);
@@ -204,8 +205,16 @@ static void read_next_params(struct read_ctx *ctx)
 static enum db_submit_status read_submit(struct read_ctx *ctx)
 {
 	ctx->listen_epoch = listener_epoch();
-	parking_reading(&ctx->slot);
 	return db_submit(&ctx->query);
+}
+
+/* A query because of a notification: the next one waits out the slot's wake interval (parking.c),
+ * so a flood of notifications costs each read at most one query per interval. A read's first
+ * query does not start the interval: a fresh read woken by the next message reads at once. */
+static enum db_submit_status read_woken(struct read_ctx *ctx)
+{
+	parking_reading(&ctx->slot);
+	return read_submit(ctx);
 }
 
 static void read_begin(struct read_ctx *ctx)
@@ -296,7 +305,7 @@ static void read_found_nothing(struct read_ctx *ctx, const PGresult *res)
 			return;
 		case PARK_READ_AGAIN:
 			/* If the pool refuses, the notification is spent: loop to park until the deadline. */
-			if (leave_if_departed(ctx) || read_submit(ctx) == DB_SUBMITTED)
+			if (leave_if_departed(ctx) || read_woken(ctx) == DB_SUBMITTED)
 				return;
 			break;
 		}
@@ -322,7 +331,7 @@ static int on_wake(struct parking_slot *slot)
 
 	if (leave_if_departed(ctx))
 		return 0;
-	return read_submit(ctx) == DB_SUBMITTED ? 0 : -1;
+	return read_woken(ctx) == DB_SUBMITTED ? 0 : -1;
 }
 
 static void on_check(struct parking_slot *slot)

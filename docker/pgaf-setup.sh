@@ -1,9 +1,11 @@
 #!/bin/sh
 # One-shot service of the compose profile "ha": once the formation has a primary and a secondary,
 # tunes the monitor's failover timing (the values scripts/ha.sh uses, see README "Deployment: high
-# availability") and creates, on the primary, the pix extension and pixd's role pix_http.
+# availability") and creates, on the primary, the pix extension and pixd's role pix_http (its password
+# from the compose file's secrets service), and tokens for pixd-ha (in /credentials).
 set -eu
-: "${PIX_HTTP_PASSWORD:?set PIX_HTTP_PASSWORD}"
+PIX_HTTP_PASSWORD=${PIX_HTTP_PASSWORD:-$(cat /secrets/http/pix_http.password 2>/dev/null || true)}
+: "${PIX_HTTP_PASSWORD:?set PIX_HTTP_PASSWORD or mount /secrets/http/pix_http.password}"
 MON="host=monitor dbname=pg_auto_failover user=autoctl_node"
 DB="host=node1,node2 dbname=pix user=postgres target_session_attrs=read-write connect_timeout=2"
 i=0
@@ -34,4 +36,11 @@ END \$\$;
 REVOKE CONNECT ON DATABASE pix FROM PUBLIC;
 GRANT CONNECT ON DATABASE pix TO pix_client, pix_institution, pix_producer, pix_admin;
 SQL
+# pixd-ha serves with --auth token: a token for the demo ISPB and one for admin, issued once
+if [ -d /credentials ] && [ ! -s /credentials/admin.token ]; then
+    ispb=${PIX_DEMO_ISPB:-32074986}
+    (umask 077 &&
+        psql -XAtq -v ON_ERROR_STOP=1 "$DB" -c "SELECT pix_token_issue('$ispb', 'compose')" >"/credentials/$ispb.token" &&
+        psql -XAtq -v ON_ERROR_STOP=1 "$DB" -c "SELECT pix_admin_token_issue('compose')" >/credentials/admin.token)
+fi
 echo "pgaf-setup: formation ready, pix installed on the primary"

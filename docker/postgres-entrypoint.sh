@@ -3,10 +3,15 @@
 # extension and the HTTP server's least-privilege role. Later starts reuse the volume as it is.
 # PIX_ROUTER=1: a router of the sharded profile: database pix without the extension (scripts/shards.sh
 # init, run by the router-init service, installs the router's functions). PIX_ADMIN_PASSWORD, when set,
-# lets the superuser log in over the network (router-init needs it).
+# lets the superuser log in over the network (router-init needs it). Each password is the variable's,
+# else the file the compose file's secrets service drew (/secrets/http/pix_http.password,
+# /secrets/admin/postgres.password): no password is ever a default.
 set -eu
 BIN=/usr/lib/postgresql/15/bin
-: "${PIX_HTTP_PASSWORD:?set PIX_HTTP_PASSWORD}"
+secret() { [ -r "$1" ] && cat "$1" || true; }
+PIX_HTTP_PASSWORD=${PIX_HTTP_PASSWORD:-$(secret /secrets/http/pix_http.password)}
+PIX_ADMIN_PASSWORD=${PIX_ADMIN_PASSWORD:-$(secret /secrets/admin/postgres.password)}
+: "${PIX_HTTP_PASSWORD:?set PIX_HTTP_PASSWORD or mount /secrets/http/pix_http.password}"
 
 # Authentication for the compose demo: a local CA in the volume /pki, the server's certificate (for
 # the names pixd and localhost), and for the demo ISPB and for admin (the generator) a client

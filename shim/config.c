@@ -27,6 +27,10 @@ struct pixd_config pixd_config = {
     .max_connection_age_s = 3600,
     .max_connections_per_address = 64,
     .max_buffered_mb = 64,
+    /* fair shares between institutions (see config.h) */
+    .max_reads_per_ispb = 24,
+    .send_quota = -1, /* until set: PIXD_SEND_QUOTA with authentication, 0 (off) without */
+    .send_refill = PIXD_SEND_REFILL,
 };
 
 /*
@@ -67,6 +71,9 @@ static const struct int_option int_options[] = {
     {"max-connections-per-address", "PIXD_MAX_CONNECTIONS_PER_ADDRESS",
      &pixd_config.max_connections_per_address, 1, 1000000},
     {"max-buffered-mb", "PIXD_MAX_BUFFERED_MB", &pixd_config.max_buffered_mb, 1, 65536},
+    {"max-reads-per-ispb", "PIXD_MAX_READS_PER_ISPB", &pixd_config.max_reads_per_ispb, 1, 1000000},
+    {"send-quota", "PIXD_SEND_QUOTA", &pixd_config.send_quota, 0, 100000000},
+    {"send-refill", "PIXD_SEND_REFILL", &pixd_config.send_refill, 1, 100000000},
 };
 #define N_INT_OPTIONS (sizeof(int_options) / sizeof(int_options[0]))
 
@@ -108,6 +115,13 @@ static void usage(FILE *out)
 	    "  --max-buffered-mb N        request bytes received but not yet handled, all\n"
 	    "                             connections; beyond, the largest are closed\n"
 	    "                             (default 64)                   PIXD_MAX_BUFFERED_MB\n"
+	    "  --max-reads-per-ispb N     reads in progress of one ISPB; beyond that\n"
+	    "                             429 (default 24)         PIXD_MAX_READS_PER_ISPB\n"
+	    "  --send-quota N             messages an ISPB may send in a burst (token\n"
+	    "                             bucket; 0 = off; default 3750 with --auth,\n"
+	    "                             0 without)                         PIXD_SEND_QUOTA\n"
+	    "  --send-refill N            tokens added back per second (default 750)\n"
+	    "                                                               PIXD_SEND_REFILL\n"
 	    "  --no-access-log            no line per request on stderr          PIXD_ACCESS_LOG=0\n"
 	    "  --auth MODE                none, token, mtls or token,mtls: how clients\n"
 	    "                             authenticate (default none)                PIXD_AUTH\n"
@@ -295,5 +309,7 @@ int config_parse(int argc, char **argv)
 		return 2;
 	if (pixd_config.max_queue < 0)
 		pixd_config.max_queue = pixd_config.max_parked + QUEUE_FOR_OTHERS;
+	if (pixd_config.send_quota < 0)
+		pixd_config.send_quota = pixd_config.auth_modes != 0 ? PIXD_SEND_QUOTA : 0;
 	return 0;
 }

@@ -20,6 +20,11 @@
 /* Request bodies: POST /api/pix/{ispb}/msgs takes up to 1 000 messages; every other route none. */
 #define PIXD_SEND_BODY_MAX (1024 * 1024)
 
+/* The send quota's defaults: ICOM's per-participant token bucket (3 750 tokens, refilled at 750 a
+ * second, one token per payment message). */
+#define PIXD_SEND_QUOTA 3750
+#define PIXD_SEND_REFILL 750
+
 /* --auth: which credentials identify a client (none: 0). */
 #define AUTH_TOKEN 1
 #define AUTH_MTLS 2
@@ -48,6 +53,10 @@ struct pixd_config {
 	int max_connection_age_s;   /* a connection older than this closes after its current answer */
 	int max_connections_per_address; /* per IPv4 address or IPv6 /64 */
 	int max_buffered_mb;        /* request bytes buffered before any handler runs, all connections */
+	/* Fair shares between institutions: no ISPB can take what the others need. */
+	int max_reads_per_ispb; /* reads in progress (querying or parked) of one ISPB */
+	int send_quota;         /* messages an ISPB may send at once (bucket size); 0: no quota */
+	int send_refill;        /* tokens given back per second */
 };
 
 /* The defaults until config_parse; tests and fuzzers may set fields before using the server. */

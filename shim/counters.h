@@ -27,8 +27,11 @@ struct pixd_metrics {
 	uint64_t clients_gone; /* requests whose client left before the answer */
 	uint64_t
 	    clients_departed; /* of which: parked reads found gone by pixd, freed without a query */
-	uint64_t log_lines_dropped; /* stderr could not take them (log.c) */
-	uint64_t keepalive_streams; /* streams pix_streams_keepalive marked, summed over calls */
+	uint64_t log_lines_dropped;  /* stderr could not take them (log.c) */
+	uint64_t keepalive_streams;  /* streams pix_streams_keepalive marked, summed over calls */
+	uint64_t send_quota_refused; /* sends answered 429: their ISPB's bucket was empty */
+	uint64_t reads_ispb_refused; /* reads answered 429: their ISPB had --max-reads-per-ispb */
+	uint64_t wakes_deferred;     /* wakes held back by the per-read wake interval (parking.c) */
 	uint64_t db_calls[PIXD_MAX_STATEMENTS]; /* queries sent, by statement (database.h) */
 	/* gauges, kept by the layer that owns them */
 	int connections; /* open client connections (event_loop.c) */

@@ -133,6 +133,12 @@ static const struct statement statements[DB_NSTMT] = {
                       "name = 'pix.stream_idle_timeout')",
                       1,
                       {OID_TEXT_ARRAY}},
+    /* The generator checks its credential is an admin's before its count: with 0 messages an
+     * admin's call ends in PX002 and writes nothing; anyone else's in PX012 or PX013. */
+    [DB_ADMIN_CHECK] = {"pix_admin_check",
+                        "SELECT pix_generate_messages('00000000', 0, $1)",
+                        1,
+                        {OID_TEXT}},
 };
 
 /* The stream calls under --durable-reads (see the header): same names, parameters and results. */

@@ -31,6 +31,7 @@ enum db_stmt {
 	DB_PURGE,                 /* (none) */
 	DB_METRICS,               /* (none) */
 	DB_KEEPALIVE,             /* interation_ids (a text[] literal) */
+	DB_ADMIN_CHECK,           /* credential: is it an admin's? (GET /metrics, handlers/metrics.c) */
 	DB_NSTMT
 };
 

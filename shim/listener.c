@@ -16,7 +16,8 @@
  * wakes every parked read once a second, so a lost notification costs a second, never a whole wait.
  *   - A connection entering LISTENING wakes every parked read: whatever was enqueued while deaf
  * gets read.
- *   - A payload that is not an ISPB is ignored: the channel is public to every database user.
+ *   - A payload that is not an ISPB is ignored: the channel is public to every database user, and
+ * what a flood of valid ones costs is bounded by the parked reads' wake interval (parking.c).
  */
 #include <stdlib.h>
 #include <string.h>

@@ -12,6 +12,7 @@
 #include "maintenance.h"
 #include "parking.h"
 #include "pgconn.h"
+#include "quota.h"
 
 int main(int argc, char **argv)
 {
@@ -32,6 +33,7 @@ int main(int argc, char **argv)
 	if (event_loop_listen(pixd_config.listen) != 0)
 		return 1;
 	pgconn_global_init();
+	quota_init(pixd_config.send_quota, pixd_config.send_refill);
 	parking_init();
 	db_init();
 	listener_init();

@@ -19,13 +19,15 @@
  * - pix_purge_history() once a minute, and again on the next tick as long as it removed something
  *   (it removes one chunk per call, so a large backlog of history is worked off a chunk a second).
  * - pix_metrics() every PIXD_DB_METRICS_S seconds, kept as ready-made Prometheus text that /metrics
- *   appends: a scrape costs no query and works while the database is away (the samples then carry
- *   their age in pix_db_metrics_age_seconds).
+ *   appends for whoever may see it (handlers/metrics.c): the samples work while the database is
+ *   away (they then carry their age in pix_db_metrics_age_seconds). Each metric is one block
+ *   (HELP, TYPE, samples), whatever the order of the rows, and a label is always a valid ISPB.
  *
  * Each call is a static query with no request behind it; a call still in flight is never sent
  * again, so a slow database gets at most one of each. Failures are logged once and retried on a
  * later tick. Nothing here decides anything: every decision stays in the extension.
  */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -211,45 +213,70 @@ static void on_purge_result(db_query_t *q, PGresult *res, enum db_failure failur
 	    call_ok(c, res, failure) && PQntuples(res) == 1 && atol(PQgetvalue(res, 0, 0)) > 0;
 }
 
-/* Appends one sample; a label value is an ISPB (8 digits, checked) or absent. */
-static void put_sample(const char *metric, const char *ispb, const char *value)
+/* Appends printf-formatted text to the database's samples; drops what does not fit. */
+static void append(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void append(const char *fmt, ...)
 {
 	size_t room = sizeof(m.db_metrics) - m.db_metrics_len;
+	va_list ap;
 	int n;
 
-	if (ispb[0] != '\0' && strspn(ispb, "0123456789") == strlen(ispb))
-		n = snprintf(m.db_metrics + m.db_metrics_len, room, "%s{ispb=\"%s\"} %s\n", metric, ispb,
-		             value);
-	else
-		n = snprintf(m.db_metrics + m.db_metrics_len, room, "%s %s\n", metric, value);
+	va_start(ap, fmt);
+	n = vsnprintf(m.db_metrics + m.db_metrics_len, room, fmt, ap);
+	va_end(ap);
 	if (n > 0 && (size_t)n < room)
 		m.db_metrics_len += (size_t)n;
+}
+
+/* Only names the extension makes, and each once: never echo anything else. */
+static int family_starts_at(const PGresult *res, int i)
+{
+	const char *metric = PQgetvalue(res, i, 0);
+
+	if (metric[0] == '\0' || strspn(metric, "abcdefghijklmnopqrstuvwxyz_") != strlen(metric))
+		return 0;
+	for (int j = 0; j < i; j++)
+		if (strcmp(PQgetvalue(res, j, 0), metric) == 0)
+			return 0;
+	return 1;
+}
+
+/*
+ * One metric family as one block: HELP, TYPE, then every row of that metric wherever it stands in
+ * the result (pix_metrics lists the per-ISPB rows of all metrics before their totals). A label is
+ * an ISPB (8 digits); a row whose ispb is anything else is dropped, never shown without a label.
+ */
+static void put_family(const PGresult *res, int first)
+{
+	const char *metric = PQgetvalue(res, first, 0);
+
+	append("# HELP %s From pix_metrics(): per ISPB (the busiest), and over all ISPBs without a "
+	       "label.\n# TYPE %s %s\n",
+	       metric, metric, strstr(metric, "_total") != NULL ? "counter" : "gauge");
+	for (int i = first; i < PQntuples(res); i++) {
+		const char *ispb = PQgetvalue(res, i, 1), *value = PQgetvalue(res, i, 2);
+
+		if (strcmp(PQgetvalue(res, i, 0), metric) != 0 ||
+		    strspn(value, "0123456789-") != strlen(value) || value[0] == '\0')
+			continue;
+		if (PQgetisnull(res, i, 1))
+			append("%s %s\n", metric, value);
+		else if (is_ispb(ispb, strlen(ispb)))
+			append("%s{ispb=\"%s\"} %s\n", metric, ispb, value);
+	}
 }
 
 static void on_metrics_result(db_query_t *q, PGresult *res, enum db_failure failure)
 {
 	struct call *c = call_of(q);
-	const char *previous = "";
 
 	if (!call_ok(c, res, failure) || PQnfields(res) != 3)
 		return;
 	m.db_metrics_len = 0;
 	m.db_metrics[0] = '\0';
-	for (int i = 0; i < PQntuples(res); i++) {
-		const char *metric = PQgetvalue(res, i, 0);
-
-		if (strspn(metric, "abcdefghijklmnopqrstuvwxyz_") != strlen(metric))
-			continue; /* only names the extension makes; never echo anything else */
-		if (strcmp(metric, previous) != 0) {
-			int n = snprintf(m.db_metrics + m.db_metrics_len,
-			                 sizeof(m.db_metrics) - m.db_metrics_len, "# TYPE %s %s\n", metric,
-			                 strstr(metric, "_total") != NULL ? "counter" : "gauge");
-			if (n > 0 && (size_t)n < sizeof(m.db_metrics) - m.db_metrics_len)
-				m.db_metrics_len += (size_t)n;
-			previous = metric;
-		}
-		put_sample(metric, PQgetvalue(res, i, 1), PQgetvalue(res, i, 2));
-	}
+	for (int i = 0; i < PQntuples(res); i++)
+		if (family_starts_at(res, i))
+			put_family(res, i);
 	m.db_metrics_at = h2o_now(pixd_loop);
 }
 

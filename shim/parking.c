@@ -3,7 +3,9 @@
  *
  * The index is a fixed array of buckets (intrusive lists), chosen by a hash of the ISPB; a bucket
  * may hold several ISPBs, so waking compares the ISPB of each slot. Its size is bounded by
- * --max-parked (joined slots), checked at join.
+ * --max-parked (joined slots), checked at join, and so is each ISPB's share of it
+ * (--max-reads-per-ispb), counted at join by walking the ISPB's bucket: that walk is bounded by the
+ * share times the few ISPBs that hash to the bucket, and one institution cannot hold every slot.
  *
  * Invariants:
  *   - joined == linked in a bucket; counted in joined_count.
@@ -14,6 +16,19 @@
  *   - Callbacks (on_wake, on_deadline, on_check) may unlink the slot they are called for, never
  *     another one, so walking a bucket keeps the next pointer before the call; marking slots
  *     (want_wake) calls nothing, and the pump walks only the pending FIFO.
+ *   - cooldown is linked for WAKE_EVERY_MS from each query a wake made for the slot
+ *     (parking_reading; a read's first query does not count).
+ *     While it is, a wake does not start a read: it sets wake_due, and the cooldown's end queues
+ *     the wake if the slot is still parked. wake_due implies parked and cooldown linked.
+ *
+ * Why the cooldown: the pix_message channel is open to every database login (PostgreSQL has no
+ * privilege on channels), so anyone who can connect can NOTIFY an ISPB as often as they like. Each
+ * notification used to make every parked read of that ISPB query again as soon as its previous
+ * query came back: a flood cost one query per parked reader per query time. Now a woken read
+ * queries again on a wake at most once per WAKE_EVERY_MS however many notifications come, and
+ * many notifications within that interval cost one query. A read's first query starts no
+ * interval, so the collector that just took a message and asked again is woken at once by the
+ * next one; the others, which read for nothing, wait out the interval.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -22,10 +37,14 @@
 
 #define N_BUCKETS 4096
 #define CHECK_EVERY_MS 1000
+/* A read queries again on a wake at most this often (see the header). */
+#define WAKE_EVERY_MS 10
 
 static void on_deadline(h2o_timeout_entry_t *entry);
 static void on_check_tick(h2o_timeout_entry_t *entry);
 static void on_pump(h2o_timeout_entry_t *entry);
+static void on_cooldown(h2o_timeout_entry_t *entry);
+static void queue_wake(struct parking_slot *s);
 static void on_pool_room(void);
 static void on_pool_up(void);
 static void mark_all(void);
@@ -34,13 +53,15 @@ static void want_wake(struct parking_slot *s);
 static void pump(void);
 static void unpark(struct parking_slot *s);
 static size_t quoted_len(const char *id);
+static int ispb_joined_count(h2o_linklist_t *bucket, const char *ispb);
 
 static struct {
 	h2o_linklist_t buckets[N_BUCKETS];
 	h2o_linklist_t pending; /* parked slots to wake, oldest first, as the queue has room */
 	h2o_timeout_t wait;
 	h2o_timeout_t check_every;
-	h2o_timeout_t soon; /* 0 ms: the pump runs from the loop, never inside the pool's code */
+	h2o_timeout_t soon;     /* 0 ms: the pump runs from the loop, never inside the pool's code */
+	h2o_timeout_t cooldown; /* WAKE_EVERY_MS */
 	h2o_timeout_entry_t check_entry;
 	h2o_timeout_entry_t pump_entry;
 	int joined_count;
@@ -56,6 +77,7 @@ void parking_init(void)
 	h2o_timeout_init(pixd_loop, &lot.wait, pixd_config.wait_ms);
 	h2o_timeout_init(pixd_loop, &lot.check_every, CHECK_EVERY_MS);
 	h2o_timeout_init(pixd_loop, &lot.soon, 0);
+	h2o_timeout_init(pixd_loop, &lot.cooldown, WAKE_EVERY_MS);
 	lot.check_entry.cb = on_check_tick;
 	lot.pump_entry.cb = on_pump;
 	h2o_timeout_link(pixd_loop, &lot.check_every, &lot.check_entry);
@@ -74,42 +96,72 @@ static h2o_linklist_t *bucket_of(const char *ispb)
 	return &lot.buckets[h % N_BUCKETS];
 }
 
-int parking_join(struct parking_slot *s, const char *ispb, const struct parking_ops *ops)
+static int ispb_joined_count(h2o_linklist_t *bucket, const char *ispb)
 {
+	int n = 0;
+
+	for (h2o_linklist_t *node = bucket->next; node != bucket; node = node->next)
+		n += strcmp(H2O_STRUCT_FROM_MEMBER(struct parking_slot, link, node)->ispb, ispb) == 0;
+	return n;
+}
+
+enum parking_join_status parking_join(struct parking_slot *s, const char *ispb,
+                                      const struct parking_ops *ops)
+{
+	h2o_linklist_t *bucket;
+
 	if (lot.joined_count >= pixd_config.max_parked)
-		return -1;
-	s->ops = ops;
+		return PARKING_FULL;
 	memcpy(s->ispb, ispb, PIXD_ISPB_LEN);
 	s->ispb[PIXD_ISPB_LEN] = '\0';
+	bucket = bucket_of(s->ispb);
+	if (ispb_joined_count(bucket, s->ispb) >= pixd_config.max_reads_per_ispb)
+		return PARKING_ISPB_FULL;
+	s->ops = ops;
 	s->deadline = (h2o_timeout_entry_t){0};
 	s->deadline.cb = on_deadline;
+	s->cooldown = (h2o_timeout_entry_t){0};
+	s->cooldown.cb = on_cooldown;
 	s->pending = (h2o_linklist_t){NULL, NULL};
-	s->parked = s->notified = s->expired = 0;
-	h2o_linklist_insert(bucket_of(s->ispb), &s->link);
+	s->parked = s->notified = s->expired = s->wake_due = 0;
+	h2o_linklist_insert(bucket, &s->link);
 	s->joined = 1;
 	lot.joined_count++;
 	/* The wait counts from the request, not from its first empty answer: "up to 8 s" is the
 	 * collector's 8 s, however long the first query queued. */
 	h2o_timeout_link(pixd_loop, &lot.wait, &s->deadline);
-	return 0;
+	return PARKING_JOINED;
 }
 
+void parking_reading(struct parking_slot *s)
+{
+	h2o_timeout_unlink(&s->cooldown);
+	h2o_timeout_link(pixd_loop, &lot.cooldown, &s->cooldown);
+}
+
+/* A notification came during the read: read again now, or once the cooldown ends. */
 enum park_outcome parking_park(struct parking_slot *s)
 {
 	if (s->expired || pixd_shutting_down)
 		return PARK_ANSWER_NOW;
-	if (s->notified) {
+	if (s->notified && !h2o_timeout_is_linked(&s->cooldown)) {
 		s->notified = 0;
 		return PARK_READ_AGAIN;
 	}
 	s->parked = 1;
 	lot.parked_count++;
 	pixd_metrics.parks++;
+	if (s->notified) {
+		s->notified = 0;
+		s->wake_due = 1;
+		pixd_metrics.wakes_deferred++;
+	}
 	return PARK_WAITING;
 }
 
 static void unpark(struct parking_slot *s)
 {
+	s->wake_due = 0;
 	if (h2o_linklist_is_linked(&s->pending)) {
 		h2o_linklist_unlink(&s->pending);
 		lot.pending_count--;
@@ -126,6 +178,7 @@ void parking_leave(struct parking_slot *s)
 		return;
 	unpark(s);
 	h2o_timeout_unlink(&s->deadline);
+	h2o_timeout_unlink(&s->cooldown);
 	h2o_linklist_unlink(&s->link);
 	s->joined = 0;
 	lot.joined_count--;
@@ -149,10 +202,32 @@ static void want_wake(struct parking_slot *s)
 		s->notified = 1;
 		return;
 	}
-	if (h2o_linklist_is_linked(&s->pending))
-		return; /* already waiting for room: one read covers every notification so far */
+	if (h2o_linklist_is_linked(&s->pending) || s->wake_due)
+		return; /* already due: one read covers every notification so far */
+	if (h2o_timeout_is_linked(&s->cooldown)) {
+		s->wake_due = 1;
+		pixd_metrics.wakes_deferred++;
+		return;
+	}
+	queue_wake(s);
+}
+
+static void queue_wake(struct parking_slot *s)
+{
 	h2o_linklist_insert(&lot.pending, &s->pending);
 	lot.pending_count++;
+}
+
+/* The slot's interval is over: the wake it held back goes now (from the loop: pump may run). */
+static void on_cooldown(h2o_timeout_entry_t *entry)
+{
+	struct parking_slot *s = H2O_STRUCT_FROM_MEMBER(struct parking_slot, cooldown, entry);
+
+	if (!s->wake_due)
+		return;
+	s->wake_due = 0;
+	queue_wake(s);
+	pump();
 }
 
 /*

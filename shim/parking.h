@@ -12,6 +12,8 @@
  * pending wakes, served as the queue drains. The deadline, --wait-ms after the request joined,
  * calls on_deadline (parked or reading) and makes a reading one answer when its read comes back
  * empty. Once a second every parked slot is asked whether its client is still there (on_check).
+ * A slot queries at most once per short interval however many notifications come (a wake within
+ * it is held back to its end): a NOTIFY flood costs a bounded number of reads.
  */
 #ifndef PIXD_PARKING_H
 #define PIXD_PARKING_H
@@ -37,6 +39,7 @@ struct parking_slot {
 	h2o_linklist_t link;    /* in its ISPB's bucket while joined */
 	h2o_linklist_t pending; /* in the FIFO of wakes waiting for queue space */
 	h2o_timeout_entry_t deadline;
+	h2o_timeout_entry_t cooldown; /* linked for a short while after each query (parking.c) */
 	char ispb[PIXD_ISPB_LEN + 1];
 	/* The stream's current interationId once a read returned one ("" before): what the owner
 	 * reads next, and what parking_stream_ids reports for keepalive. */
@@ -46,6 +49,7 @@ struct parking_slot {
 	unsigned notified : 1;
 	unsigned expired : 1;
 	unsigned authorized : 1; /* iid came back from the database: parking_stream_ids reports it */
+	unsigned wake_due : 1; /* a wake held back until cooldown ends */
 };
 
 enum park_outcome {
@@ -54,9 +58,17 @@ enum park_outcome {
 	PARK_ANSWER_NOW, /* the wait is over (deadline or shutdown): answer 204 */
 };
 
+enum parking_join_status {
+	PARKING_JOINED,
+	PARKING_FULL,      /* --max-parked reads are in progress: the server's limit (503) */
+	PARKING_ISPB_FULL, /* --max-reads-per-ispb of this ISPB are: its own share (429) */
+};
+
 void parking_init(void);
-/* -1 when --max-parked reads are already in progress. */
-int parking_join(struct parking_slot *s, const char *ispb, const struct parking_ops *ops);
+enum parking_join_status parking_join(struct parking_slot *s, const char *ispb,
+                                      const struct parking_ops *ops);
+/* The owner is about to query for the slot because it was woken: starts the wake interval. */
+void parking_reading(struct parking_slot *s);
 enum park_outcome parking_park(struct parking_slot *s);
 /* Idempotent: safe from a dispose callback whatever the state. */
 void parking_leave(struct parking_slot *s);

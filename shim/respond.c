@@ -490,6 +490,8 @@ static const char *reason_phrase(int status)
 		return "Gone";
 	case 413:
 		return "Content Too Large";
+	case 415:
+		return "Unsupported Media Type";
 	case 422:
 		return "Unprocessable Content";
 	case 429:

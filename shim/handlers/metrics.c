@@ -2,8 +2,19 @@
  * handlers/metrics.c — GET /metrics: the server's counters and gauges in Prometheus text format
  * (version 0.0.4), then the database's (pix_metrics(): open streams, ready and pending messages per
  * ISPB, delivered / confirmed / redelivered / requeued / expired totals), which maintenance.c
- * refreshes every few seconds. Answered from memory, no query: it works while the database is down,
+ * refreshes every few seconds. The samples come from memory: it works while the database is down,
  * and pix_db_metrics_age_seconds says how old the database's part is.
+ *
+ * Who sees what. The database's part tells each institution's payment volume, so with
+ * authentication on it goes only to an admin credential; anyone else (no credential, an
+ * institution's, an unknown one) gets the server's own series, which name no institution. The
+ * verdict is the database's, one query per scrape that carries a credential (DB_ADMIN_CHECK: the
+ * generator's admin check, with 0 messages, writes nothing); a scrape without one costs no query,
+ * and so does every scrape with --auth none, which shows everything as before. When the pool
+ * cannot take the check (down, full) or it fails, the answer is the server's part: never a 5xx.
+ *
+ * Every metric family is one block (HELP, TYPE, then all its samples): strict parsers
+ * (promtool check metrics) refuse a family split in two.
  */
 #include <inttypes.h>
 #include <stdarg.h>
@@ -21,6 +32,17 @@ struct text {
 	char buf[32768];
 	size_t len;
 };
+
+/* A scrape with a credential, waiting for the database's verdict. */
+struct metrics_ctx {
+	struct async_req base;
+	db_query_t query;
+	char credential[CREDENTIAL_MAX + 1];
+};
+
+static void answer(h2o_req_t *req, int with_database);
+static void on_admin_check(db_query_t *q, PGresult *res, enum db_failure failure);
+static void detach_metrics(struct async_req *a);
 
 static void put_observed(struct text *t);
 static void put_shards(struct text *t);
@@ -103,6 +125,45 @@ static void put_observed(struct text *t)
 
 void handle_metrics(h2o_req_t *req)
 {
+	struct metrics_ctx *ctx;
+	char credential[CREDENTIAL_MAX + 1];
+
+	switch (auth_credential(req, credential)) {
+	case AUTH_OFF:
+		answer(req, 1);
+		return;
+	case AUTH_MISSING:
+	case AUTH_MALFORMED:
+		answer(req, 0);
+		return;
+	case AUTH_PRESENTED:
+		break;
+	}
+	ctx = async_req_new(req, sizeof(*ctx), detach_metrics);
+	memcpy(ctx->credential, credential, sizeof(ctx->credential));
+	ctx->query.stmt = DB_ADMIN_CHECK;
+	ctx->query.params[0] = ctx->credential;
+	ctx->query.cb = on_admin_check;
+	if (db_submit(&ctx->query) != DB_SUBMITTED)
+		answer(async_req_answer(&ctx->base), 0);
+}
+
+static void detach_metrics(struct async_req *a)
+{
+	db_cancel(&((struct metrics_ctx *)a)->query);
+}
+
+/* Admin: the generator refused the count (PX002) after it accepted the credential. */
+static void on_admin_check(db_query_t *q, PGresult *res, enum db_failure failure)
+{
+	struct metrics_ctx *ctx = H2O_STRUCT_FROM_MEMBER(struct metrics_ctx, query, q);
+	const char *state = failure == DB_FAIL_NONE ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+
+	answer(async_req_answer(&ctx->base), state != NULL && strcmp(state, "PX002") == 0);
+}
+
+static void answer(h2o_req_t *req, int with_database)
+{
 	static struct text t; /* off the stack; the loop is single-threaded */
 	size_t db_len;
 	double db_age;
@@ -130,6 +191,14 @@ void handle_metrics(h2o_req_t *req)
 	counter(&t, "pixd_keepalive_streams_total",
 	        "Streams of reads in progress kept alive (pix_streams_keepalive), summed over calls.",
 	        m->keepalive_streams);
+	counter(&t, "pixd_send_quota_refused_total",
+	        "Sends answered 429 because their ISPB's send quota was used up.",
+	        m->send_quota_refused);
+	counter(&t, "pixd_reads_ispb_refused_total",
+	        "Reads answered 429 because their ISPB had --max-reads-per-ispb in progress.",
+	        m->reads_ispb_refused);
+	counter(&t, "pixd_wakes_deferred_total",
+	        "Wakes held back until the read's wake interval had passed.", m->wakes_deferred);
 	counter(&t, "pixd_db_queries_total", "Queries sent to PostgreSQL.", m->db_queries);
 	put(&t, "# HELP pixd_db_calls_total Queries sent to PostgreSQL, by SQL function.\n"
 	        "# TYPE pixd_db_calls_total counter\n");
@@ -161,10 +230,12 @@ void handle_metrics(h2o_req_t *req)
 	put_shards(&t);
 	put_observed(&t);
 	t.len += auth_metrics_text(t.buf + t.len, sizeof(t.buf) - t.len);
-	put(&t,
-	    "# HELP pix_db_metrics_age_seconds Age of the database samples below (-1: none yet).\n"
-	    "# TYPE pix_db_metrics_age_seconds gauge\npix_db_metrics_age_seconds %.3f\n",
-	    db_age);
-	put(&t, "%.*s", (int)db_len, db_text);
+	if (with_database) {
+		put(&t,
+		    "# HELP pix_db_metrics_age_seconds Age of the database samples below (-1: none yet).\n"
+		    "# TYPE pix_db_metrics_age_seconds gauge\npix_db_metrics_age_seconds %.3f\n",
+		    db_age);
+		put(&t, "%.*s", (int)db_len, db_text);
+	}
 	respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", t.buf, t.len);
 }

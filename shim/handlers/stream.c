@@ -66,6 +66,7 @@ static void on_check(struct parking_slot *slot);
 static int leave_if_departed(struct read_ctx *ctx);
 static void read_next_params(struct read_ctx *ctx);
 static enum db_submit_status read_submit(struct read_ctx *ctx);
+static enum db_submit_status read_woken(struct read_ctx *ctx);
 static h2o_req_t *read_finish(struct read_ctx *ctx);
 static void answer_messages(struct read_ctx *ctx, const PGresult *res);
 static void answer_empty(struct read_ctx *ctx);
@@ -158,7 +159,11 @@ void handle_stream_next(h2o_req_t *req, h2o_iovec_t ispb, h2o_iovec_t iid, const
 
 /*
  * Joins the parking lot before the first query (a NOTIFY during that query must not be lost), so
- * the slot's ISPB is set here; NULL (answered 503) when --max-parked reads are in progress.
+ * the slot's ISPB is set here; NULL when it cannot: 503 when --max-parked reads are in progress
+ * (the server's limit), 429 when --max-reads-per-ispb of this ISPB are (the institution's own
+ * share: a rate problem of that institution, answered like the contract's seventh stream). A
+ * read counts from its arrival, before the database has judged its credential: a caller that is
+ * not the institution holds one of its slots for one query at most (401/403 then).
  */
 static struct read_ctx *read_ctx_new(h2o_req_t *req, h2o_iovec_t ispb, enum accept_choice batch,
                                      const char *credential)
@@ -171,11 +176,18 @@ static struct read_ctx *read_ctx_new(h2o_req_t *req, h2o_iovec_t ispb, enum acce
 	ispb_z[PIXD_ISPB_LEN] = '\0';
 	snprintf(ctx->max_messages, sizeof(ctx->max_messages), "%d", (int)batch);
 	ctx->query.cb = on_read_result;
-	if (parking_join(&ctx->slot, ispb_z, &read_ops) != 0) {
+	switch (parking_join(&ctx->slot, ispb_z, &read_ops)) {
+	case PARKING_JOINED:
+		return ctx;
+	case PARKING_FULL:
 		respond_retry_later(read_finish(ctx), 503, 1, "too many reads in progress");
 		return NULL;
+	case PARKING_ISPB_FULL:
+		pixd_metrics.reads_ispb_refused++;
+		respond_retry_later(read_finish(ctx), 429, 1, "too many reads in progress for this ISPB");
+		return NULL;
 	}
-	return ctx;
+	return NULL;
 }
 
 /* Every read after the first is pix_stream_next on the slot's id, whatever the first was. */
@@ -194,6 +206,15 @@ static enum db_submit_status read_submit(struct read_ctx *ctx)
 {
 	ctx->listen_epoch = listener_epoch();
 	return db_submit(&ctx->query);
+}
+
+/* A query because of a notification: the next one waits out the slot's wake interval (parking.c),
+ * so a flood of notifications costs each read at most one query per interval. A read's first
+ * query does not start the interval: a fresh read woken by the next message reads at once. */
+static enum db_submit_status read_woken(struct read_ctx *ctx)
+{
+	parking_reading(&ctx->slot);
+	return read_submit(ctx);
 }
 
 static void read_begin(struct read_ctx *ctx)
@@ -285,7 +306,7 @@ static void read_found_nothing(struct read_ctx *ctx, const PGresult *res)
 			return;
 		case PARK_READ_AGAIN:
 			/* If the pool refuses, the notification is spent: loop to park until the deadline. */
-			if (leave_if_departed(ctx) || read_submit(ctx) == DB_SUBMITTED)
+			if (leave_if_departed(ctx) || read_woken(ctx) == DB_SUBMITTED)
 				return;
 			break;
 		}
@@ -311,7 +332,7 @@ static int on_wake(struct parking_slot *slot)
 
 	if (leave_if_departed(ctx))
 		return 0;
-	return read_submit(ctx) == DB_SUBMITTED ? 0 : -1;
+	return read_woken(ctx) == DB_SUBMITTED ? 0 : -1;
 }
 
 static void on_check(struct parking_slot *slot)

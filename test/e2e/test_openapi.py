@@ -20,6 +20,7 @@ import json
 import os
 import re
 import threading
+import time
 import unittest
 
 import pixe2e
@@ -445,7 +446,10 @@ class TestOpenAPIContract(PixTestCase):
         self.exchanges = 0
 
     def exchange(self, method, path, headers=None, http=None, expect=None, body=None):
-        r = (http or self.http).request(method, path, headers=headers, body=body)
+        sent = dict(headers or {})
+        if body is not None and path.endswith("/msgs") and path.startswith("/api/pix/"):
+            sent.setdefault("Content-Type", "application/json")  # the send route requires it (415)
+        r = (http or self.http).request(method, path, headers=sent, body=body)
         self.exchanges += 1
         with self.subTest(request=f"{method} {path} {headers or ''}"):
             errs = self.contract.check(method, path, r, headers)
@@ -566,6 +570,26 @@ class TestOpenAPIContract(PixTestCase):
         x("GET", "/api/pix/abcdefgh/stream/stop", expect=400)
         x("DELETE", "/api/pix/abcdefgh/stream/stop", expect=400)
         x("POST", f"/api/util/msgs/{ispb}/1", body=b"x" * 70000, expect=413)
+        x("POST", send, body=body, headers={"Content-Type": "text/plain"}, expect=415)
+
+        # 429 of the fair shares (issue 18): a server with a share of 1 read per ISPB and a send quota
+        # of 1 message; a read parked on ispb holds its share while the others ask
+        capped = Pixd(pixe2e.conninfo(self.db), wait_ms=3000,
+                      extra=["--max-reads-per-ispb", "1", "--send-quota", "1", "--send-refill", "1"]).start()
+        self.addCleanup(capped.stop)
+        c = capped.client()
+        self.addCleanup(c.close)
+        parked = threading.Thread(target=lambda: capped.client().get(f"/api/pix/{ispb}/stream/start"), daemon=True)
+        parked.start()
+        deadline = time.monotonic() + 10
+        while "pixd_reads_in_progress 1" not in c.get("/metrics").body.decode() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        x("GET", f"/api/pix/{ispb}/stream/start", http=c, expect=429)
+        x("GET", f"/api/pix/{ispb}/stream/{'0' * 20}", http=c, headers=gz, expect=429)
+        m2 = pixe2e.make_message(new_ispb(), pagador_ispb=ispb)
+        x("POST", send, http=c, body=json.dumps(dict(m2, valor=float(m2["valor"]))).encode(), expect=201)
+        x("POST", send, http=c, body=body, headers=gz, expect=429)
+        parked.join(10)
 
         # 401 and 403 on every /api operation: a server with --auth token (plain HTTP on loopback)
         token = pixe2e.psql(f"SELECT pix_token_issue('{ispb}', 'openapi')", dbname=self.db).strip()

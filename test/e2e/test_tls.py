@@ -128,6 +128,8 @@ class TlsCase(PixTestCase):
 
     def call(self, c, method, path, body=None, headers=None):
         h = dict(headers or {})
+        if body is not None:
+            h.setdefault("Content-Type", "application/json")  # the send route requires it (415)
         if getattr(c, "token", None):
             h["Authorization"] = f"Bearer {c.token}"
         return c.request(method, path, headers=h, body=body)

@@ -15,13 +15,14 @@
  *
  * Input: byte 0 picks how the database answers (down, overloaded, lost, timeout, a row with
  * messages, an empty row); then "METHOD PATH" up to '\n'; then header lines "a<value>" (Accept),
- * "e<value>" (Accept-Encoding), "b<bytes>" (the request body), others ignored. Authentication is
+ * "e<value>" (Accept-Encoding), "c<value>" (Content-Type), "b<bytes>" (the request body), others
+ * ignored. Authentication is
  * off (--auth none: the credential is NULL); the send route (handlers/send.c) and stop-all are
  * routed like the others.
  *
  * Checked on every request, against an independent reference router written from docs/contract.md:
  *   exactly one response; its status is the one the reference predicts (200/201/204/400/404/405/
- *   406/422/503, never 500); 405 carries Allow; error bodies are application/problem+json objects
+ *   406/415/422/503, never 500); 405 carries Allow; error bodies are application/problem+json objects
  *   whose "status" is the status; gzip bodies inflate; 200/204 reads carry Pull-Next; the database
  * is asked only with an 8-digit ISPB, a plausible id (1..64 printable ASCII, no '/') and a number
  * that is 1..9 ASCII digits within --max-generate, and the parameters are NUL-terminated copies.
@@ -83,12 +84,17 @@ unsigned listener_epoch(void)
 	return 0; /* not listening: every deadline reads once more */
 }
 
-int parking_join(struct parking_slot *s, const char *ispb, const struct parking_ops *ops)
+enum parking_join_status parking_join(struct parking_slot *s, const char *ispb,
+                                      const struct parking_ops *ops)
 {
 	s->ops = ops;
 	memcpy(s->ispb, ispb, sizeof(s->ispb));
 	s->joined = 1;
-	return 0;
+	return PARKING_JOINED;
+}
+void parking_reading(struct parking_slot *s)
+{
+	(void)s;
 }
 enum park_outcome parking_park(struct parking_slot *s)
 {
@@ -183,8 +189,18 @@ struct expect {
 	int read; /* a GET read: 200/204 carry Pull-Next */
 };
 
+/* Content-Type application/json, any case, optionally followed by parameters (";..."). */
+static int ref_json_type(const char *v, size_t len)
+{
+	static const char want[] = "application/json";
+	size_t n = sizeof(want) - 1;
+
+	return v != NULL && len >= n && strncasecmp(v, want, n) == 0 &&
+	       (len == n || v[n] == ';' || v[n] == ' ' || v[n] == '\t');
+}
+
 static struct expect reference(h2o_iovec_t method, h2o_iovec_t path, int acceptable,
-                               h2o_iovec_t body)
+                               h2o_iovec_t body, int json_type)
 {
 	/* segments between the slashes of path, without using split_path */
 	char *segs[8];
@@ -219,6 +235,8 @@ static struct expect reference(h2o_iovec_t method, h2o_iovec_t path, int accepta
 			e.status = 413;
 		else if (!ref_digits(segs[2], lens[2], 8, 8))
 			e.status = 400;
+		else if (send && !json_type)
+			e.status = 415;
 		else if (send && body.len == 0)
 			e.status = 422;
 		else if (send && memchr(body.base, '\0', body.len) != NULL)
@@ -361,7 +379,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t query_at;
 	struct expect want;
 	char *copy;
-	int acceptable;
+	int acceptable, n_type = 0;
+	const char *type_v = NULL;
+	size_t type_l = 0;
 
 	if (size < 2)
 		return 0;
@@ -409,6 +429,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			}
 		} else if (line_end > s && s[0] == 'b') {
 			req.entity = h2o_iovec_init(s + 1, line_end - s - 1);
+		} else if (line_end > s && s[0] == 'c') {
+			h2o_add_header(&req.pool, &req.headers, H2O_TOKEN_CONTENT_TYPE, NULL, s + 1,
+			               line_end - s - 1);
+			type_v = s + 1;
+			type_l = line_end - s - 1;
+			n_type++;
 		} else if (line_end > s && s[0] == 'e') {
 			h2o_add_header(&req.pool, &req.headers, H2O_TOKEN_ACCEPT_ENCODING, NULL, s + 1,
 			               line_end - s - 1);
@@ -416,7 +442,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		s = line_end + 1;
 	}
 	acceptable = accept_negotiate_values(accept_v, accept_l, n_accept) != ACCEPT_NOTHING;
-	want = reference(req.method, req.path_normalized, acceptable, req.entity);
+	want = reference(req.method, req.path_normalized, acceptable, req.entity,
+	                 n_type == 1 && ref_json_type(type_v, type_l));
 
 	on_req(NULL, &req);
 

@@ -36,7 +36,7 @@ build() { # name
         # includes shim/router.c, shim/respond.c and shim/handlers/{stream,util}.c itself, and links
         # the ground floor they stand on
         $CC "${FLAGS[@]}" "${SHIM_FLAGS[@]}" -Wno-unused-parameter -o "$OUT/$1" test/fuzz/fuzz_route.c shim/accept.c \
-            shim/config.c shim/counters.c shim/log.c shim/pixd.c shim/auth.c shim/bearer.c shim/throttle.c shim/peers.c shim/credcache.c \
+            shim/config.c shim/counters.c shim/log.c shim/pixd.c shim/auth.c shim/bearer.c shim/throttle.c shim/peers.c shim/credcache.c shim/quota.c \
             shim/tls.c "${SHIM_LIBS[@]}" ;;
     *) echo "unknown harness $1" >&2; return 1 ;;
     esac

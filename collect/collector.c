@@ -138,9 +138,19 @@ bool collector_all_done(void)
 
 static void on_close_answer(struct collector *c, long status, const char *error)
 {
-	if (status == 200 || status == 404 || status == 410)
-		c->url[0] = '\0'; /* closed (or already gone): nothing left to confirm */
-	else if (status == 0)
+	if (status == 200 || status == 404 || status == 410) {
+		/* closed (or already gone): nothing left to confirm. The checkpoint is cleared so that the
+		 * next run opens a new stream at once instead of learning it from a 410. */
+		c->url[0] = '\0';
+		if (sink->durable && c->saved[0] && fatal_status < 0) {
+			c->next[0] = '\0';
+			c->batch_count = 0;
+			c->sink_failures = 0;
+			c->state = C_SINK_WAIT;
+			c->due_ms = 0;
+			return;
+		}
+	} else if (status == 0)
 		last_error("collector %d: closing its stream: %s (it will expire on the server)", c->slot, error);
 	else
 		last_error("collector %d: closing its stream: HTTP %ld (it will expire on the server)", c->slot, status);
@@ -246,7 +256,7 @@ void collector_committed(struct collector *c)
 	c->sink_backoff_ms = 0;
 	memcpy(c->saved, c->next, sizeof c->saved);
 	memcpy(c->url, c->next, sizeof c->url);
-	if (fatal_status >= 0)
+	if (fatal_status >= 0 || c->next[0] == '\0') /* the checkpoint of a closed stream was cleared */
 		c->state = C_DONE;
 	else if (stopping)
 		close_stream(c);

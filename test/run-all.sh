@@ -300,7 +300,8 @@ run_suite() { # name command...
 docker_check() {
     if docker-compose -f docker/compose.yaml config >/dev/null &&
         docker-compose -f docker/compose.yaml --profile ha config >/dev/null &&
-        docker-compose -f docker/compose.yaml --profile sharded config >/dev/null; then
+        docker-compose -f docker/compose.yaml --profile sharded config >/dev/null &&
+        docker-compose -f docker/compose.yaml --profile collect config >/dev/null; then
         echo "1 passed, 0 failed"
     else
         echo "0 passed, 1 failed"

@@ -26,6 +26,7 @@
 
 #define COLLECT_PATH_MAX 256     /* a Pull-Next path: /api/pix/{ispb}/stream/{id <= 64} */
 #define COLLECT_MAX_COLLECTORS 64
+#define COLLECT_MAX_SINK_CONNECTIONS 16
 #define COLLECT_BODY_MAX (4 << 20) /* a batch of 10 messages is ~10 KB; anything this big is broken */
 
 /* Exit statuses (docs/consuming.md). */
@@ -44,6 +45,7 @@ struct options {
 	const char *into;   /* libpq conninfo of the PostgreSQL sink, or NULL */
 	const char *exec;   /* the command sink, or NULL */
 	int collectors;
+	int sink_connections; /* the PostgreSQL sink's connections: writes in flight at once */
 	const char *token;  /* the bearer token read from --token-file, or NULL */
 	const char *cert, *key, *cacert;
 	bool once;
@@ -88,6 +90,7 @@ struct collector {
 	struct buf out;       /* the command sink's input: the batch as JSON lines */
 	int sink_backoff_ms;
 	int sink_failures;    /* failed attempts to write the batch in hand */
+	int sink_conn;        /* C_SINK_BUSY: the sink connection writing it */
 	bool retire;          /* a checkpoint of a slot beyond --collectors: close its stream, nothing more */
 };
 

@@ -57,7 +57,7 @@
 
 #include "collect.h"
 
-struct options opt = {.collectors = 6, .timeout_ms = 30000};
+struct options opt = {.collectors = 6, .sink_connections = 3, .timeout_ms = 30000};
 struct collector *collectors;
 int ncollectors;
 const struct sink *sink;
@@ -74,6 +74,7 @@ static const char usage_text[] =
     "  --exec CMD         the command sink: each batch as JSON lines on CMD's stdin, confirmed when\n"
     "                     CMD exits 0 (at least once: deduplicate on endToEndId)\n"
     "  --collectors N     streams to hold, 1..64 (default 6; the server allows pix.max_collectors)\n"
+    "  --sink-connections K   the PostgreSQL sink's connections, 1..16 (default 3): writes in flight\n"
     "  --token-file F     a bearer token (Authorization: Bearer), read from F\n"
     "  --cert F --key F   a client certificate and its key (mutual TLS), PEM\n"
     "  --cacert F         the CAs to verify the server's certificate with, PEM\n"
@@ -186,7 +187,7 @@ static void readable(const char *what, const char *file)
 
 static void parse_options(int argc, char **argv)
 {
-	enum { O_ONCE = 256, O_TIMEOUT, O_PROGRESS, O_NO_PROGRESS, O_CACERT, O_TOKEN_FILE, O_VERSION };
+	enum { O_ONCE = 256, O_TIMEOUT, O_PROGRESS, O_NO_PROGRESS, O_CACERT, O_TOKEN_FILE, O_SINK_CONNS };
 	static const struct option longopts[] = {
 	    {"url", required_argument, NULL, 'u'},       {"ispb", required_argument, NULL, 'i'},
 	    {"into", required_argument, NULL, 'd'},      {"exec", required_argument, NULL, 'e'},
@@ -195,6 +196,7 @@ static void parse_options(int argc, char **argv)
 	    {"cacert", required_argument, NULL, O_CACERT}, {"once", no_argument, NULL, O_ONCE},
 	    {"timeout-ms", required_argument, NULL, O_TIMEOUT}, {"progress", no_argument, NULL, O_PROGRESS},
 	    {"no-progress", no_argument, NULL, O_NO_PROGRESS}, {"help", no_argument, NULL, 'h'},
+	    {"sink-connections", required_argument, NULL, O_SINK_CONNS},
 	    {NULL, 0, NULL, 0}};
 	const char *url = NULL, *ispb = NULL, *token_file = NULL;
 	int progress = -1, ch;
@@ -210,6 +212,12 @@ static void parse_options(int argc, char **argv)
 			opt.collectors = (int)strtol(optarg, &end, 10);
 			if (*optarg == '\0' || *end != '\0' || opt.collectors < 1 || opt.collectors > COLLECT_MAX_COLLECTORS)
 				usage_error("--collectors must be 1..%d", COLLECT_MAX_COLLECTORS);
+			break;
+		case O_SINK_CONNS:
+			opt.sink_connections = (int)strtol(optarg, &end, 10);
+			if (*optarg == '\0' || *end != '\0' || opt.sink_connections < 1 ||
+			    opt.sink_connections > COLLECT_MAX_SINK_CONNECTIONS)
+				usage_error("--sink-connections must be 1..%d", COLLECT_MAX_SINK_CONNECTIONS);
 			break;
 		case O_TOKEN_FILE: token_file = optarg; break;
 		case 'c': opt.cert = optarg; break;
@@ -291,7 +299,7 @@ static int64_t min64(int64_t a, int64_t b)
 
 static int run(int sigfd)
 {
-	struct curl_waitfd fds[COLLECT_MAX_COLLECTORS + 2];
+	struct curl_waitfd fds[COLLECT_MAX_COLLECTORS + COLLECT_MAX_SINK_CONNECTIONS + 1];
 	for (;;) {
 		int64_t now = now_ms();
 		collector_due(now);
@@ -305,7 +313,7 @@ static int run(int sigfd)
 		fds[n].events = CURL_WAIT_POLLIN;
 		fds[n].revents = 0;
 		n++;
-		n += sink->fds(fds + n, COLLECT_MAX_COLLECTORS + 1);
+		n += sink->fds(fds + n, COLLECT_MAX_COLLECTORS + COLLECT_MAX_SINK_CONNECTIONS);
 		int64_t due = min64(min64(collector_next_due(), sink->next_due()), now + 1000);
 		http_wait(fds, n, due > now ? (int)(due - now) : 0);
 		if (fds[0].revents)

@@ -8,15 +8,18 @@
  * (end_to_end_id) DO NOTHING, and the checkpoint of its slot set to the batch's Pull-Next. Either
  * both are committed or neither is. Only after the COMMIT's answer does the collector call Pull-Next.
  *
- * Group commit: one connection, one write in flight. Batches that arrive while a write runs are
- * written together by the next one (each with its own slot's checkpoint, still one transaction), so
- * six collectors cost one commit, not six, when the sink is the bottleneck.
+ * Group commit: --sink-connections connections (3), one write in flight on each. A batch goes out
+ * at once on a free connection; batches that arrive while all are busy are written together by the
+ * first to come free (each with its own slot's checkpoint, still one transaction), so six collectors
+ * cost fewer commits than batches when the sink is the bottleneck, and none waits for another's
+ * commit when it is not. Two writes in flight never share a slot: a collector has one batch at a time.
  *
  * Failures: a lost connection fails the write in flight (whether its COMMIT happened is unknown —
  * it does not matter: the write is idempotent and is simply done again after reconnecting, with
  * backoff, and nothing is confirmed meanwhile). synchronous_commit = off would let a crash of the
  * sink take back a batch already confirmed to the server, so this session sets it on when it is off.
- * An advisory lock per (ISPB, slot) keeps two pix-collect processes from sharing checkpoints.
+ * An advisory lock per (ISPB, slot), held by the first connection, keeps two pix-collect processes
+ * from sharing checkpoints; nothing is written while that connection is down.
  */
 #include <poll.h>
 #include <stdio.h>
@@ -55,14 +58,21 @@ static const char write_sql[] =
     "  RETURNING 1)"
     " SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM cp)";
 
-static PGconn *conn;
-static enum { PG_DOWN, PG_CONNECTING, PG_READY, PG_BUSY } state = PG_DOWN;
-static PostgresPollingStatusType connect_wants;
-static int64_t connect_deadline, reconnect_at;
-static int reconnect_backoff_ms;
-static bool flushing;
-static int busy_messages; /* messages in the write in flight */
-static struct buf messages, slots, urls;
+/* One connection of the sink. Writes in flight on different connections are different slots'
+ * batches (a collector has one batch at a time), so they never touch the same checkpoint row. */
+struct pgc {
+	PGconn *conn;
+	enum { PG_DOWN, PG_CONNECTING, PG_READY, PG_BUSY } state;
+	PostgresPollingStatusType connect_wants;
+	int64_t connect_deadline, reconnect_at;
+	int reconnect_backoff_ms;
+	bool flushing;
+	int busy_messages; /* messages in the write in flight */
+	PGresult *held;    /* the write's result, kept until libpq says the command is over */
+	struct buf messages, slots, urls;
+};
+
+static struct pgc pool[COLLECT_MAX_SINK_CONNECTIONS];
 
 static void quiet(void *arg, const char *msg)
 {
@@ -116,9 +126,9 @@ static int create_database(void)
 	return rc;
 }
 
-static bool exec_ok(const char *sql, const char *what)
+static bool exec_ok(PGconn *pc, const char *sql, const char *what)
 {
-	PGresult *r = PQexec(conn, sql);
+	PGresult *r = PQexec(pc, sql);
 	bool ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
 	if (!ok)
 		last_error("sink: %s: %s", what, PQresultErrorMessage(r));
@@ -126,45 +136,48 @@ static bool exec_ok(const char *sql, const char *what)
 	return ok;
 }
 
-/* What every session needs, on a fresh connection (blocking: one round trip each, once). */
-static bool session_setup(void)
+/* What every session needs, on a fresh connection (blocking: one round trip each, once). The first
+ * connection also holds the slots' advisory locks. */
+static bool session_setup(PGconn *pc, bool lock)
 {
-	PQsetNoticeProcessor(conn, quiet, NULL);
-	PGresult *r = PQexec(conn, "SHOW synchronous_commit");
+	PQsetNoticeProcessor(pc, quiet, NULL);
+	PGresult *r = PQexec(pc, "SHOW synchronous_commit");
 	bool off = PQresultStatus(r) == PGRES_TUPLES_OK && strcmp(PQgetvalue(r, 0, 0), "off") == 0;
 	PQclear(r);
-	if (off && !exec_ok("SET synchronous_commit = on", "SET synchronous_commit"))
+	if (off && !exec_ok(pc, "SET synchronous_commit = on", "SET synchronous_commit"))
 		return false;
-	char n[16];
-	snprintf(n, sizeof n, "%d", ncollectors);
-	const char *vals[] = {opt.ispb, n};
-	r = PQexecParams(conn,
-	                 "SELECT bool_and(pg_try_advisory_lock(hashtext('pix-collect ' || $1), s))"
-	                 " FROM generate_series(1, $2::int) AS s",
-	                 2, NULL, vals, NULL, NULL, 0);
-	bool locked = PQresultStatus(r) == PGRES_TUPLES_OK && strcmp(PQgetvalue(r, 0, 0), "t") == 0;
-	if (PQresultStatus(r) != PGRES_TUPLES_OK)
-		last_error("sink: advisory locks: %s", PQresultErrorMessage(r));
-	PQclear(r);
-	if (!locked) {
-		fatal(EXIT_SINK, "another pix-collect is collecting ISPB %s into this database (its slots are locked)",
-		      opt.ispb);
-		return false;
+	if (lock) {
+		char n[16];
+		snprintf(n, sizeof n, "%d", ncollectors);
+		const char *vals[] = {opt.ispb, n};
+		r = PQexecParams(pc,
+		                 "SELECT bool_and(pg_try_advisory_lock(hashtext('pix-collect ' || $1), s))"
+		                 " FROM generate_series(1, $2::int) AS s",
+		                 2, NULL, vals, NULL, NULL, 0);
+		bool locked = PQresultStatus(r) == PGRES_TUPLES_OK && strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+		if (PQresultStatus(r) != PGRES_TUPLES_OK)
+			last_error("sink: advisory locks: %s", PQresultErrorMessage(r));
+		PQclear(r);
+		if (!locked) {
+			fatal(EXIT_SINK, "another pix-collect is collecting ISPB %s into this database (its slots are locked)",
+			      opt.ispb);
+			return false;
+		}
 	}
-	r = PQprepare(conn, "pix_collect_write", write_sql, 0, NULL);
+	r = PQprepare(pc, "pix_collect_write", write_sql, 0, NULL);
 	bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
 	if (!ok)
 		last_error("sink: preparing the write: %s", PQresultErrorMessage(r));
 	PQclear(r);
-	return ok && PQsetnonblocking(conn, 1) == 0;
+	return ok && PQsetnonblocking(pc, 1) == 0;
 }
 
 /* The checkpoints of this ISPB: each collector resumes from its slot's. A slot beyond
  * --collectors (a previous run had more) gets a collector that only closes its stream. */
-static bool load_checkpoints(void)
+static bool load_checkpoints(PGconn *pc)
 {
 	const char *vals[] = {opt.ispb};
-	PGresult *r = PQexecParams(conn,
+	PGresult *r = PQexecParams(pc,
 	                           "SELECT slot, next_url FROM pix_collect_checkpoint WHERE ispb = $1 ORDER BY slot",
 	                           1, NULL, vals, NULL, NULL, 0);
 	if (PQresultStatus(r) != PGRES_TUPLES_OK) {
@@ -192,105 +205,125 @@ static bool load_checkpoints(void)
 	return true;
 }
 
+/* Start-up, blocking: every connection of the pool, the database and tables, the checkpoints. */
 static int pg_open(void)
 {
-	conn = connect_to(NULL);
-	if (PQstatus(conn) != CONNECTION_OK && strstr(PQerrorMessage(conn), "does not exist") &&
-	    strstr(PQerrorMessage(conn), "database")) {
-		PQfinish(conn);
+	PGconn *pc = connect_to(NULL);
+	if (PQstatus(pc) != CONNECTION_OK && strstr(PQerrorMessage(pc), "does not exist") &&
+	    strstr(PQerrorMessage(pc), "database")) {
+		PQfinish(pc);
 		if (create_database() != 0)
 			return -1;
-		conn = connect_to(NULL);
+		pc = connect_to(NULL);
 	}
-	if (PQstatus(conn) != CONNECTION_OK) {
-		logmsg("the sink is unreachable: %s", PQerrorMessage(conn));
+	if (PQstatus(pc) != CONNECTION_OK) {
+		logmsg("the sink is unreachable: %s", PQerrorMessage(pc));
+		PQfinish(pc);
 		return -1;
 	}
-	PQsetNoticeProcessor(conn, quiet, NULL);
-	PGresult *r = PQexec(conn, schema_sql);
+	PQsetNoticeProcessor(pc, quiet, NULL);
+	PGresult *r = PQexec(pc, schema_sql);
 	if (PQresultStatus(r) != PGRES_COMMAND_OK) {
 		logmsg("sink: creating the tables: %s", PQresultErrorMessage(r));
 		PQclear(r);
+		PQfinish(pc);
 		return -1;
 	}
 	PQclear(r);
-	if (!load_checkpoints() || !session_setup())
+	pool[0].conn = pc;
+	if (!load_checkpoints(pc) || !session_setup(pc, true))
 		return -1;
-	state = PG_READY;
+	pool[0].state = PG_READY;
+	for (int k = 1; k < opt.sink_connections; k++) {
+		pool[k].conn = connect_to(NULL);
+		if (PQstatus(pool[k].conn) != CONNECTION_OK || !session_setup(pool[k].conn, false)) {
+			logmsg("the sink is unreachable: %s", PQerrorMessage(pool[k].conn));
+			return -1;
+		}
+		pool[k].state = PG_READY;
+	}
 	return 0;
 }
 
 static void pg_close(void)
 {
-	PQfinish(conn);
-	conn = NULL;
-	buf_free(&messages);
-	buf_free(&slots);
-	buf_free(&urls);
+	for (int k = 0; k < opt.sink_connections; k++) {
+		PQfinish(pool[k].conn);
+		pool[k].conn = NULL;
+		buf_free(&pool[k].messages);
+		buf_free(&pool[k].slots);
+		buf_free(&pool[k].urls);
+	}
 }
 
-static void lost(const char *why)
-{
-	last_error("sink: %s", why);
-	PQfinish(conn);
-	conn = NULL;
-	state = PG_DOWN;
-	flushing = false;
-	reconnect_backoff_ms = reconnect_backoff_ms ? reconnect_backoff_ms * 2 : 100;
-	if (reconnect_backoff_ms > 2000)
-		reconnect_backoff_ms = 2000;
-	reconnect_at = now_ms() + jitter(reconnect_backoff_ms / 2, reconnect_backoff_ms);
-}
-
-static void fail_busy(void)
+static void fail_busy(struct pgc *p)
 {
 	for (int i = 0; i < ncollectors; i++)
-		if (collectors[i].state == C_SINK_BUSY)
+		if (collectors[i].state == C_SINK_BUSY && collectors[i].sink_conn == p - pool)
 			collector_sink_failed(&collectors[i]);
 }
 
-static void reconnect_start(int64_t now)
+/* The connection is gone: what it was writing stays in hand (whether its COMMIT happened is
+ * unknown, and does not matter: the write is idempotent), reconnect after a backoff. */
+static void lost(struct pgc *p, const char *why)
+{
+	last_error("sink: %s", why);
+	PQclear(p->held);
+	p->held = NULL;
+	PQfinish(p->conn);
+	p->conn = NULL;
+	p->state = PG_DOWN;
+	p->flushing = false;
+	fail_busy(p);
+	p->reconnect_backoff_ms = p->reconnect_backoff_ms ? p->reconnect_backoff_ms * 2 : 100;
+	if (p->reconnect_backoff_ms > 2000)
+		p->reconnect_backoff_ms = 2000;
+	p->reconnect_at = now_ms() + jitter(p->reconnect_backoff_ms / 2, p->reconnect_backoff_ms);
+}
+
+static void reconnect_start(struct pgc *p, int64_t now)
 {
 	const char *keys[] = {"dbname", "fallback_application_name", NULL};
 	const char *vals[] = {opt.into, "pix-collect", NULL};
-	conn = PQconnectStartParams(keys, vals, 1);
-	if (conn == NULL || PQstatus(conn) == CONNECTION_BAD) {
-		lost(conn ? PQerrorMessage(conn) : "out of memory");
+	p->conn = PQconnectStartParams(keys, vals, 1);
+	if (p->conn == NULL || PQstatus(p->conn) == CONNECTION_BAD) {
+		lost(p, p->conn ? PQerrorMessage(p->conn) : "out of memory");
 		return;
 	}
-	state = PG_CONNECTING;
-	connect_wants = PGRES_POLLING_WRITING;
-	connect_deadline = now + CONNECT_TIMEOUT_MS;
+	p->state = PG_CONNECTING;
+	p->connect_wants = PGRES_POLLING_WRITING;
+	p->connect_deadline = now + CONNECT_TIMEOUT_MS;
 }
 
-static void connect_continue(void)
+static void connect_continue(struct pgc *p)
 {
-	connect_wants = PQconnectPoll(conn);
-	if (connect_wants == PGRES_POLLING_FAILED) {
-		lost(PQerrorMessage(conn));
-	} else if (connect_wants == PGRES_POLLING_OK) {
-		PQsetnonblocking(conn, 0);
-		if (!session_setup()) {
-			lost("the session could not be set up");
+	p->connect_wants = PQconnectPoll(p->conn);
+	if (p->connect_wants == PGRES_POLLING_FAILED) {
+		lost(p, PQerrorMessage(p->conn));
+	} else if (p->connect_wants == PGRES_POLLING_OK) {
+		PQsetnonblocking(p->conn, 0);
+		if (!session_setup(p->conn, p == pool)) {
+			lost(p, "the session could not be set up");
 			return;
 		}
-		logmsg("sink: connected again");
-		reconnect_backoff_ms = 0;
-		state = PG_READY;
+		if (p == pool)
+			logmsg("sink: connected again");
+		p->reconnect_backoff_ms = 0;
+		p->state = PG_READY;
 	}
 }
 
-/* One write for every batch waiting (and due). */
-static void write_waiting(int64_t now)
+/* One write for every batch waiting (and due), on connection p. */
+static void write_waiting(struct pgc *p, int64_t now)
 {
 	int n = 0;
-	buf_reset(&messages);
-	buf_reset(&slots);
-	buf_reset(&urls);
-	buf_append(&messages, "[", 1);
-	buf_append(&slots, "{", 1);
-	buf_append(&urls, "{", 1);
-	busy_messages = 0;
+	buf_reset(&p->messages);
+	buf_reset(&p->slots);
+	buf_reset(&p->urls);
+	buf_append(&p->messages, "[", 1);
+	buf_append(&p->slots, "{", 1);
+	buf_append(&p->urls, "{", 1);
+	p->busy_messages = 0;
 	for (int i = 0; i < ncollectors; i++) {
 		struct collector *c = &collectors[i];
 		if (c->state != C_SINK_WAIT || c->due_ms > now)
@@ -299,90 +332,85 @@ static void write_waiting(int64_t now)
 		const char *err;
 		int k = c->batch_count ? batch_scan(c->body.data, c->body.len, starts, lens, 10, &err) : 0;
 		for (int j = 0; j < k; j++) {
-			if (messages.len > 1)
-				buf_append(&messages, ",", 1);
-			buf_append(&messages, c->body.data + starts[j], lens[j]);
+			if (p->messages.len > 1)
+				buf_append(&p->messages, ",", 1);
+			buf_append(&p->messages, c->body.data + starts[j], lens[j]);
 		}
 		char s[24];
 		int sl = snprintf(s, sizeof s, "%s%d", n ? "," : "", c->slot);
-		buf_append(&slots, s, (size_t)sl);
-		buf_append(&urls, n ? ",\"" : "\"", n ? 2 : 1);
-		buf_append(&urls, c->next, strlen(c->next)); /* checked: letters, digits, / - _ . ~ only */
-		buf_append(&urls, "\"", 1);
-		busy_messages += k;
+		buf_append(&p->slots, s, (size_t)sl);
+		buf_append(&p->urls, n ? ",\"" : "\"", n ? 2 : 1);
+		buf_append(&p->urls, c->next, strlen(c->next)); /* checked: letters, digits, / - _ . ~ only */
+		buf_append(&p->urls, "\"", 1);
+		p->busy_messages += k;
 		c->state = C_SINK_BUSY;
+		c->sink_conn = (int)(p - pool);
 		n++;
 	}
 	if (n == 0)
 		return;
-	buf_append(&messages, "]", 1);
-	buf_append(&slots, "}", 1);
-	buf_append(&urls, "}", 1);
-	if (messages.data == NULL || slots.data == NULL || urls.data == NULL) {
-		fail_busy();
+	buf_append(&p->messages, "]", 1);
+	buf_append(&p->slots, "}", 1);
+	buf_append(&p->urls, "}", 1);
+	if (p->messages.data == NULL || p->slots.data == NULL || p->urls.data == NULL) {
+		fail_busy(p);
 		return;
 	}
-	const char *vals[] = {messages.data, opt.ispb, slots.data, urls.data};
-	if (!PQsendQueryPrepared(conn, "pix_collect_write", 4, vals, NULL, NULL, 0)) {
-		fail_busy();
-		lost(PQerrorMessage(conn));
+	const char *vals[] = {p->messages.data, opt.ispb, p->slots.data, p->urls.data};
+	if (!PQsendQueryPrepared(p->conn, "pix_collect_write", 4, vals, NULL, NULL, 0)) {
+		lost(p, PQerrorMessage(p->conn));
 		return;
 	}
-	state = PG_BUSY;
-	int f = PQflush(conn);
+	p->state = PG_BUSY;
+	int f = PQflush(p->conn);
 	if (f < 0) {
-		fail_busy();
-		lost(PQerrorMessage(conn));
+		lost(p, PQerrorMessage(p->conn));
 		return;
 	}
-	flushing = f == 1;
+	p->flushing = f == 1;
 }
 
-static void write_done(PGresult *r)
+static void write_done(struct pgc *p, PGresult *r)
 {
 	if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
 		long inserted = atol(PQgetvalue(r, 0, 0));
 		stats.messages += (uint64_t)inserted;
-		stats.duplicates += (uint64_t)(busy_messages - inserted);
+		stats.duplicates += (uint64_t)(p->busy_messages - inserted);
 		for (int i = 0; i < ncollectors; i++)
-			if (collectors[i].state == C_SINK_BUSY)
+			if (collectors[i].state == C_SINK_BUSY && collectors[i].sink_conn == p - pool)
 				collector_committed(&collectors[i]);
 	} else {
 		last_error("sink: the write failed, the batches stay in hand: %s", PQresultErrorMessage(r));
-		fail_busy();
+		fail_busy(p);
 	}
 }
 
-static PGresult *held; /* the write's result, kept until libpq says the command is over */
-
-static void read_results(void)
+static void read_results(struct pgc *p)
 {
-	if (!PQconsumeInput(conn)) {
-		PQclear(held);
-		held = NULL;
-		fail_busy();
-		lost(PQerrorMessage(conn));
+	if (!PQconsumeInput(p->conn)) {
+		lost(p, PQerrorMessage(p->conn));
 		return;
 	}
-	while (!PQisBusy(conn)) {
-		PGresult *r = PQgetResult(conn);
+	while (!PQisBusy(p->conn)) {
+		PGresult *r = PQgetResult(p->conn);
 		if (r != NULL) {
-			if (held == NULL)
-				held = r;
+			if (p->held == NULL)
+				p->held = r;
 			else
 				PQclear(r);
 			continue;
 		}
-		state = PG_READY;
+		p->state = PG_READY;
+		PGresult *held = p->held;
+		p->held = NULL;
 		if (held) {
-			write_done(held);
+			write_done(p, held);
 			PQclear(held);
-			held = NULL;
 		} else {
-			fail_busy();
+			fail_busy(p);
 		}
-		if (conn && PQstatus(conn) == CONNECTION_BAD)
-			lost("the connection was lost");
+		if (PQstatus(p->conn) == CONNECTION_BAD)
+			lost(p, "the connection was lost");
 		return;
 	}
 }
@@ -397,68 +425,90 @@ static short revents_of(struct curl_waitfd *fds, int n, int fd)
 
 static int pg_fds(struct curl_waitfd *fds, int max)
 {
-	if (max < 1 || conn == NULL)
-		return 0;
-	short ev = 0;
-	if (state == PG_CONNECTING)
-		ev = connect_wants == PGRES_POLLING_READING ? CURL_WAIT_POLLIN : CURL_WAIT_POLLOUT;
-	else if (state == PG_BUSY)
-		ev = CURL_WAIT_POLLIN | (flushing ? CURL_WAIT_POLLOUT : 0);
-	if (ev == 0 || PQsocket(conn) < 0)
-		return 0;
-	fds[0].fd = PQsocket(conn);
-	fds[0].events = ev;
-	fds[0].revents = 0;
-	return 1;
+	int n = 0;
+	for (int k = 0; k < opt.sink_connections && n < max; k++) {
+		struct pgc *p = &pool[k];
+		short ev = 0;
+		if (p->conn == NULL || PQsocket(p->conn) < 0)
+			continue;
+		if (p->state == PG_CONNECTING)
+			ev = p->connect_wants == PGRES_POLLING_READING ? CURL_WAIT_POLLIN : CURL_WAIT_POLLOUT;
+		else if (p->state == PG_BUSY)
+			ev = CURL_WAIT_POLLIN | (p->flushing ? CURL_WAIT_POLLOUT : 0);
+		if (ev == 0)
+			continue;
+		fds[n].fd = PQsocket(p->conn);
+		fds[n].events = ev;
+		fds[n].revents = 0;
+		n++;
+	}
+	return n;
 }
 
-static void pg_step(struct curl_waitfd *fds, int n, int64_t now)
+static void step_one(struct pgc *p, struct curl_waitfd *fds, int n, int64_t now)
 {
-	short rev = conn && PQsocket(conn) >= 0 ? revents_of(fds, n, PQsocket(conn)) : 0;
-	switch (state) {
+	short rev = p->conn && PQsocket(p->conn) >= 0 ? revents_of(fds, n, PQsocket(p->conn)) : 0;
+	switch (p->state) {
 	case PG_DOWN:
-		if (now >= reconnect_at)
-			reconnect_start(now);
+		if (now >= p->reconnect_at)
+			reconnect_start(p, now);
 		break;
 	case PG_CONNECTING:
 		if (rev)
-			connect_continue();
-		else if (now >= connect_deadline)
-			lost("connecting timed out");
+			connect_continue(p);
+		else if (now >= p->connect_deadline)
+			lost(p, "connecting timed out");
 		break;
 	case PG_BUSY:
-		if (flushing && (rev & CURL_WAIT_POLLOUT)) {
-			int f = PQflush(conn);
+		if (p->flushing && (rev & CURL_WAIT_POLLOUT)) {
+			int f = PQflush(p->conn);
 			if (f < 0) {
-				fail_busy();
-				lost(PQerrorMessage(conn));
+				lost(p, PQerrorMessage(p->conn));
 				return;
 			}
-			flushing = f == 1;
+			p->flushing = f == 1;
 		}
 		if (rev & CURL_WAIT_POLLIN)
-			read_results();
+			read_results(p);
 		break;
 	case PG_READY:
 		break;
 	}
-	if (state == PG_READY && fatal_status < 0)
-		write_waiting(now);
+}
+
+static void pg_step(struct curl_waitfd *fds, int n, int64_t now)
+{
+	for (int k = 0; k < opt.sink_connections; k++)
+		step_one(&pool[k], fds, n, now);
+	/* the slot locks live on connection 0: no write before it holds them again */
+	if (pool[0].state == PG_DOWN || pool[0].state == PG_CONNECTING || fatal_status >= 0)
+		return;
+	for (int k = 0; k < opt.sink_connections; k++)
+		if (pool[k].state == PG_READY)
+			write_waiting(&pool[k], now);
 }
 
 static bool pg_idle(void)
 {
-	return state != PG_BUSY;
+	for (int k = 0; k < opt.sink_connections; k++)
+		if (pool[k].state == PG_BUSY)
+			return false;
+	return true;
 }
 
 static int64_t pg_next_due(void)
 {
-	if (state == PG_DOWN)
-		return reconnect_at;
-	if (state == PG_CONNECTING)
-		return connect_deadline;
 	int64_t due = INT64_MAX;
-	if (state == PG_READY)
+	bool ready = false;
+	for (int k = 0; k < opt.sink_connections; k++) {
+		struct pgc *p = &pool[k];
+		if (p->state == PG_DOWN && p->reconnect_at < due)
+			due = p->reconnect_at;
+		if (p->state == PG_CONNECTING && p->connect_deadline < due)
+			due = p->connect_deadline;
+		ready |= p->state == PG_READY;
+	}
+	if (ready)
 		for (int i = 0; i < ncollectors; i++)
 			if (collectors[i].state == C_SINK_WAIT && collectors[i].due_ms < due)
 				due = collectors[i].due_ms;

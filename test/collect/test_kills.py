@@ -3,8 +3,9 @@
 PostgreSQL (a second cluster). The collector is SIGKILLed at random moments and restarted, 12 times;
 pixd is killed and restarted once; the sink's PostgreSQL and the server's PostgreSQL each crash
 (immediate shutdown) and come back once while a collector runs; and once the collector stays dead
-longer than the server's stream idle timeout, so every stream it held expires and its pending batch —
-committed in the sink or not — is delivered again to a new stream. Then `--once` drains what is left.
+longer than the server's stream idle timeout, right after a burst of 2 000 payments, so the streams
+it held expire and their pending batches — committed in the sink or not — are delivered again to
+new streams (the test checks that this happened). Then `--once` drains what is left.
 
 What must hold at the end: every acknowledged endToEndId is in pix_received exactly once (the
 primary key makes "at most once" structural; the real check is that none is missing and nothing
@@ -66,6 +67,7 @@ class TestExactlyOnceAcrossKills(unittest.TestCase):
                             pause=(0.02, 0.12), seed=20)
         producer.start()
         runs = []
+        burst = []  # enqueued by plain INSERTs (acknowledged by their COMMIT)
         for i in range(KILLS):
             c = self.collect().start()
             runs.append(c)
@@ -85,6 +87,9 @@ class TestExactlyOnceAcrossKills(unittest.TestCase):
                 time.sleep(0.5)
                 self.server_pg.start()
                 time.sleep(rng.uniform(0.5, 1.5))
+            if i == 9:  # a burst, so that the kill below finds batches pending in every stream
+                for _ in range(4):
+                    burst += pixe2e.insert_messages(self.db, self.ispb, 500, base=self.server_pg.conninfo)
             self.assertIsNone(c.proc.poll(), f"run {i} exited on its own ({c.proc.returncode}):\n{c.log()}")
             c.kill(signal.SIGKILL)
             if i == 9:  # dead longer than the idle timeout: its streams expire, their batches requeue
@@ -101,7 +106,7 @@ class TestExactlyOnceAcrossKills(unittest.TestCase):
         rc = last.run(timeout=180)
         self.assertEqual(rc, 0, last.log())
 
-        acked = producer.acked
+        acked = producer.acked + burst
         got = received(self.sink_db, self.sink_pg.conninfo)
         self.assertEqual(len(got), len(set(got)))
         missing = set(acked) - set(got)
@@ -115,4 +120,5 @@ class TestExactlyOnceAcrossKills(unittest.TestCase):
         redelivered = psql(f"SELECT coalesce(sum(redelivered), 0) FROM pix.stream WHERE ispb = '{self.ispb}'",
                            dbname=self.db, base=self.server_pg.conninfo).strip()
         pixe2e.log(f"    {len(acked)} payments ({producer.resends} resends), {KILLS} kills, "
-                   f"{redelivered} redeliveries absorbed or replayed")
+                   f"{redelivered} messages delivered again after their stream expired")
+        self.assertGreater(int(redelivered), 0, "the expiry path was not exercised (no batch was pending)")

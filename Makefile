@@ -115,6 +115,7 @@ collect/pix-collect: $(COLLECT_SRCS) collect/collect.h
 # Installed next to PostgreSQL's programs (pg_config --bindir), like the extension's files.
 install: install-collect
 install-collect: collect/pix-collect
+	$(MKDIR_P) '$(DESTDIR)$(bindir)'
 	$(INSTALL_PROGRAM) collect/pix-collect '$(DESTDIR)$(bindir)/pix-collect'
 uninstall: uninstall-collect
 uninstall-collect:

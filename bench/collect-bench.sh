@@ -62,7 +62,7 @@ sql "ALTER DATABASE pix SET pix.max_generate = 100000"
 [[ "$C" -le 6 ]] || sql "ALTER DATABASE pix SET pix.max_collectors = $C"
 http_port=$(free_port)
 "$top/shim/pixd" --listen "127.0.0.1:$http_port" --db "$base dbname=pix" --wait-ms 1000 --no-access-log \
-    >"$OUT/pixd.log" 2>&1 &
+    >"$OUT/pixd.out" 2>&1 &
 pixd_pid=$!
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$http_port/health" >/dev/null && break; sleep 0.1; done
 
@@ -98,7 +98,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
     backlog "$b" "$N"
     t0=$(date +%s.%N)
     "$top/collect/pix-collect" --url "http://127.0.0.1:$http_port" --ispb "$b" --collectors "$C" \
-        --into "$sink" --once --no-progress 2>"$OUT/collect-$r.log"
+        --into "$sink" --once --no-progress 2>"$OUT/collect-$r.out"
     got=$("$PGBIN/psql" -qXAt "$sink" -c "SELECT count(*) || ' ' || extract(epoch FROM max(received_at))
                 FROM pix_received WHERE message->'recebedor'->>'ispb' = '$b'")
     read -r count t_end <<<"$got"

@@ -111,6 +111,14 @@ class TestRunning(CollectCase):
         self.assertEqual(sorted(received(self.sink_db, None)), sorted(ids))
         self.assertEqual(queue_state(self.db, self.ispb), (0, 0, 0), two.log())
 
+    def test_collectors_beyond_the_servers_limit_wait_on_429(self):
+        ids = pixe2e.insert_messages(self.db, self.ispb, 300)
+        c = Collect(self.url, self.ispb, sink=self.sink, collectors=8, extra=["--once"])
+        self.assertEqual(c.run(timeout=120), 0, c.log())
+        self.assertIn("HTTP 429, retrying after", c.log())
+        self.assertEqual(sorted(received(self.sink_db, None)), sorted(ids))
+        self.assertEqual(queue_state(self.db, self.ispb), (0, 0, 0))
+
     def test_message_stored_as_sent(self):
         msg = pixe2e.make_message(self.ispb, campoLivre='aspas " barra \\ e acentuação ç')
         psql(pixe2e.insert_sql([msg]), dbname=self.db)

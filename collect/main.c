@@ -282,7 +282,7 @@ static void signals_read(int fd)
 	while (read(fd, &si, sizeof si) == (ssize_t)sizeof si) {
 		if (si.ssi_signo == SIGCHLD)
 			continue; /* the command sink reaps its children in its step */
-		if (stopping && !opt.once) {
+		if (stopping) {
 			logmsg("second signal: exiting now (what was committed is checkpointed)");
 			exit(EXIT_FAILURE_);
 		}

@@ -76,7 +76,6 @@ struct collector {
 	char saved[COLLECT_PATH_MAX]; /* the checkpoint as committed in the sink */
 	char next[COLLECT_PATH_MAX];  /* the Pull-Next of the response in hand */
 	long retry_after_s;           /* from the response's Retry-After, -1 when absent */
-	long status;
 	struct buf body;   /* the response body (decoded) */
 	int batch_count;   /* messages in the batch in hand (0: only the checkpoint moves) */
 	int64_t due_ms;    /* C_IDLE: not before this; C_SINK_WAIT: the sink retries not before this */
@@ -130,6 +129,8 @@ struct sink {
 	void (*step)(struct curl_waitfd *fds, int n, int64_t now);
 	/* nothing in flight (for the shutdown) */
 	bool (*idle)(void);
+	/* can write now (the PostgreSQL sink: connected); a shutdown does not wait for a sink that is down */
+	bool (*available)(void);
 	/* the earliest time step() wants to run again, or INT64_MAX */
 	int64_t (*next_due)(void);
 	void (*close)(void);

@@ -87,6 +87,19 @@ static void close_stream(struct collector *c)
 	http_delete(c, c->url);
 }
 
+/*
+ * Stopping without the sink: the batch in hand is given back. The URL that delivered it is now the
+ * stream's previous id, and DELETE there closes the stream without confirming the batch (the
+ * server requeues it). With no batch (only a checkpoint to move after a 204), the stream's current
+ * id is Pull-Next, and DELETE there confirms nothing new.
+ */
+static void give_back(struct collector *c)
+{
+	if (c->batch_count == 0)
+		memcpy(c->url, c->next, sizeof c->url);
+	close_stream(c);
+}
+
 static void call(struct collector *c, int64_t now)
 {
 	char start[64];
@@ -142,7 +155,7 @@ static void on_close_answer(struct collector *c, long status, const char *error)
 		/* closed (or already gone): nothing left to confirm. The checkpoint is cleared so that the
 		 * next run opens a new stream at once instead of learning it from a 410. */
 		c->url[0] = '\0';
-		if (sink->durable && c->saved[0] && fatal_status < 0) {
+		if (sink->durable && c->saved[0] && fatal_status < 0 && sink->available()) {
 			c->next[0] = '\0';
 			c->batch_count = 0;
 			c->sink_failures = 0;
@@ -275,12 +288,8 @@ void collector_sink_failed(struct collector *c)
 	c->due_ms = now_ms() + jitter(c->sink_backoff_ms / 2, c->sink_backoff_ms);
 	if (fatal_status >= 0)
 		c->state = C_DONE;
-	else if (stopping) {
-		/* stopping with a sink that refuses the batch: give it back instead of waiting forever. The
-		 * URL that delivered it is now the stream's previous id: DELETE there closes the stream
-		 * without confirming it, and the server delivers it again later. */
-		close_stream(c);
-	}
+	else if (stopping)
+		give_back(c); /* rather than wait for a sink that refuses it */
 }
 
 /*
@@ -302,8 +311,9 @@ void collector_stop_all(void)
 			close_stream(c);
 			break;
 		case C_SINK_WAIT:
-			if (c->sink_failures > 0)
-				close_stream(c);
+			/* a sink that refused it, or is down: give the batch back rather than wait */
+			if (c->sink_failures > 0 || !sink->available())
+				give_back(c);
 			break;
 		default:
 			break; /* C_SINK_BUSY ends in collector_committed or _sink_failed; C_CLOSING, C_DONE */

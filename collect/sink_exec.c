@@ -167,6 +167,11 @@ static bool exec_idle(void)
 	return true;
 }
 
+static bool exec_available(void)
+{
+	return true;
+}
+
 static int64_t exec_next_due(void)
 {
 	int64_t due = INT64_MAX;
@@ -191,6 +196,7 @@ const struct sink sink_exec = {
     .fds = exec_fds,
     .step = exec_step,
     .idle = exec_idle,
+    .available = exec_available,
     .next_due = exec_next_due,
     .close = exec_close,
     .durable = false,

@@ -496,6 +496,11 @@ static bool pg_idle(void)
 	return true;
 }
 
+static bool pg_available(void)
+{
+	return pool[0].state == PG_READY || pool[0].state == PG_BUSY;
+}
+
 static int64_t pg_next_due(void)
 {
 	int64_t due = INT64_MAX;
@@ -521,6 +526,7 @@ const struct sink sink_pg = {
     .fds = pg_fds,
     .step = pg_step,
     .idle = pg_idle,
+    .available = pg_available,
     .next_due = pg_next_due,
     .close = pg_close,
     .durable = true,

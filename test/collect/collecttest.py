@@ -51,11 +51,19 @@ class Collect:
             raise AssertionError(f"pix-collect still running after {timeout} s:\n{self.log()}")
 
     def kill(self, sig=signal.SIGKILL):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(30)
-        if not self._log.closed:
-            self._log.close()
+        """Sends sig and waits for the exit (bounded: past 30 s it is SIGKILLed and the test fails)."""
+        try:
+            if self.proc and self.proc.poll() is None:
+                self.proc.send_signal(sig)
+                try:
+                    self.proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait(30)
+                    raise AssertionError(f"pix-collect did not exit within 30 s of signal {sig}:\n{self.log()}")
+        finally:
+            if not self._log.closed:
+                self._log.close()
 
     def log(self, n=40):
         try:

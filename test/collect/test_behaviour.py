@@ -5,7 +5,8 @@ checkpoints; --exec hands batches to a command and confirms only on exit 0.
 
 Seen failing: with main.c going on after a failed sink open, the unreachable-sink test failed (the
 program ran on, reading from the server, instead of exiting 3); with collector_stop_all() dropping
-the transfers without a DELETE, the SIGTERM test found 40 messages pending in 4 open streams.
+the transfers without a DELETE, the SIGTERM test found 40 messages pending in 4 open streams; with
+the shutdown waiting for a sink that is down, the sink-down test's SIGTERM was not answered in 30 s.
 """
 
 import json
@@ -130,6 +131,36 @@ class TestRunning(CollectCase):
         self.assertEqual(stored["campoLivre"], msg["campoLivre"])
         self.assertEqual(psql(f"SELECT message->>'valor' FROM pix_received", dbname=self.sink_db).strip(),
                          msg["valor"], "valor must stay exact (numeric in jsonb, never a float)")
+
+
+class TestSinkDown(CollectCase):
+    def test_sigterm_with_the_sink_down_gives_the_batches_back(self):
+        from test_kills import crash
+        sink_pg = pixe2e.Cluster("collect-sink-down")
+        sink_pg.start()
+        self.addCleanup(sink_pg.stop)
+        sink = f"{sink_pg.conninfo} dbname=bank"
+        c = Collect(self.url, self.ispb, sink=sink).start()
+        # every collector past its stream/start (a batch delivered by a start has no previous id to be
+        # given back through: it waits for its stream to expire, docs/consuming.md "Limits")
+        wait_until(lambda: psql("SELECT count(*) FROM pix_collect_checkpoint WHERE next_url <> ''", dbname="bank",
+                                base=sink_pg.conninfo, check=False).stdout.strip() == "6", 60,
+                   what="6 checkpoints")
+        crash(sink_pg)
+        ids = []  # they arrive now and stay in hand: nothing can be committed
+        for _ in range(4):
+            ids += pixe2e.insert_messages(self.db, self.ispb, 500)
+        wait_until(lambda: queue_state(self.db, self.ispb)[1] > 0, 60, what="batches pending")
+        c.kill(signal.SIGTERM)
+        self.assertEqual(c.proc.returncode, 0, c.log())
+        ready, pending, open_streams = queue_state(self.db, self.ispb)
+        self.assertEqual((pending, open_streams), (0, 0), f"batches in hand were not given back:\n{c.log()}")
+        sink_pg.start()
+        again = Collect(self.url, self.ispb, sink=sink, extra=["--once"])
+        self.assertEqual(again.run(timeout=120), 0, again.log())
+        got = received("bank", sink_pg.conninfo)
+        self.assertEqual(sorted(got), sorted(ids))
+        self.assertEqual(queue_state(self.db, self.ispb), (0, 0, 0))
 
 
 class TestExecSink(CollectCase):

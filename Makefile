@@ -108,6 +108,31 @@ clean-pixbench:
 	rm -f bench/pixbench/pixbench
 .PHONY: clean-pixbench
 
+# ---- pix-collect: the institution's side, a collector into PostgreSQL (collect/, docs/consuming.md) --
+COLLECT_SRCS = $(wildcard collect/*.c)
+COLLECT_CFLAGS = -std=gnu11 -O2 -g -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-missing-field-initializers \
+                 -I$(shell $(PG_CONFIG) --includedir) $(shell pkg-config --cflags libcurl)
+COLLECT_LIBS = $(shell pkg-config --libs libcurl) -L$(shell $(PG_CONFIG) --libdir) -lpq
+
+all: collect/pix-collect
+
+collect/pix-collect: $(COLLECT_SRCS) collect/collect.h
+	$(CC) $(COLLECT_CFLAGS) -o $@ $(COLLECT_SRCS) $(COLLECT_LIBS)
+
+# Installed next to PostgreSQL's programs (pg_config --bindir), like the extension's files.
+install: install-collect
+install-collect: collect/pix-collect
+	$(MKDIR_P) '$(DESTDIR)$(bindir)'
+	$(INSTALL_PROGRAM) collect/pix-collect '$(DESTDIR)$(bindir)/pix-collect'
+uninstall: uninstall-collect
+uninstall-collect:
+	rm -f '$(DESTDIR)$(bindir)/pix-collect'
+
+clean: clean-collect
+clean-collect:
+	rm -f collect/pix-collect
+.PHONY: install-collect uninstall-collect clean-collect
+
 # ---- reliability: fuzzing, fault injection, security (test/fuzz, test/fault, test/security) ------
 #   make fuzz [FUZZ_SECONDS=20]   libFuzzer harnesses, FUZZ_SECONDS each (clang; ~1.5 min at 20)
 #   make test-security            least-privilege role, id entropy, limits, configuration (~40 s)

@@ -2,13 +2,13 @@
 # Install the Debian 12 packages pix stream needs to build and run; with --test, also what the test
 # suites need (clang and its fuzzer runtime, docker-compose to check the compose file, gnuplot-nox for
 # the benchmarks' charts). Idempotent and quiet when everything is already there. Works as root;
-# uses sudo otherwise. openssl (the CLI) makes the local CA of `PIX_AUTH=mtls make run` and of the
+# uses sudo otherwise. libcurl4-openssl-dev builds pix-collect (collect/). openssl (the CLI) makes the local CA of `PIX_AUTH=mtls make run` and of the
 # TLS tests (scripts/pki.sh).
 set -euo pipefail
 
 PACKAGES=(
     postgresql-15 postgresql-server-dev-15 postgresql-client-15 libpq-dev postgresql-15-plproxy
-    libh2o-evloop-dev libssl-dev zlib1g-dev pkg-config make gcc
+    libh2o-evloop-dev libssl-dev zlib1g-dev libcurl4-openssl-dev pkg-config make gcc
     python3 curl libipc-run-perl wrk openssl
     postgresql-15-auto-failover pg-auto-failover-cli
 )

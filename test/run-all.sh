@@ -10,13 +10,14 @@
 #   4. the end-to-end suite over HTTP (test/e2e/run.py) against the real shim/pixd; then "shards": the
 #      exactly-once drain and test/e2e/test_sharding.py against routers with 4 shards (PIX_E2E_SHARDS=4;
 #      `make test-sharded` runs the whole end-to-end suite so)
-#   5. security (test/security), fuzzing (test/fuzz, PIX_FUZZ_SECONDS per harness), pixbench's
+#   5. collect (test/collect/run.py): pix-collect into a second PostgreSQL, exactly once across kills,
+#      credentials, --exec, bad input; then security (test/security), fuzzing (test/fuzz, PIX_FUZZ_SECONDS per harness), pixbench's
 #      correctness check (bench/pixbench.sh check), the compose file (docker-compose config), and
 #      ha: three pixd on this cluster (test/fault/multi_pixd.py --short) and a failover mid-drain on
 #      a pg_auto_failover formation of its own (test/fault/failover.py --short)
 # Ends with a line "N passed, N failed" (individual tests) and a non-zero status when anything failed.
 #
-# Environment: PIX_TEST_ONLY="regress isolation unit e2e shards security fuzz bench docker ha" (a subset), PIX_E2E_ARGS (passed to
+# Environment: PIX_TEST_ONLY="regress isolation unit e2e shards collect security fuzz bench docker ha" (a subset), PIX_E2E_ARGS (passed to
 # test/e2e/run.py, e.g. a test name pattern "-k Accept"), PIX_VALGRIND=1 (run every shim of the
 # end-to-end suite under valgrind; slow), PIX_KEEP_TMP=1|0 (keep the temporary directory always|never;
 # by default it is kept when something failed).
@@ -25,7 +26,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 export PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
-PIX_TEST_ONLY=${PIX_TEST_ONLY:-regress isolation unit e2e shards security fuzz bench docker ha}
+PIX_TEST_ONLY=${PIX_TEST_ONLY:-regress isolation unit e2e shards collect security fuzz bench docker ha}
 JOBS=$(nproc 2>/dev/null || echo 2)
 
 say() { printf '\n=== %s\n' "$*"; }
@@ -325,13 +326,21 @@ run_suite() { # name command...
 docker_check() {
     if docker-compose -f docker/compose.yaml config >/dev/null &&
         docker-compose -f docker/compose.yaml --profile ha config >/dev/null &&
-        docker-compose -f docker/compose.yaml --profile sharded config >/dev/null; then
+        docker-compose -f docker/compose.yaml --profile sharded config >/dev/null &&
+        docker-compose -f docker/compose.yaml --profile collect config >/dev/null; then
         echo "1 passed, 0 failed"
     else
         echo "0 passed, 1 failed"
         return 1
     fi
 }
+# ---- pix-collect: exactly once into a second PostgreSQL across kills, credentials, --exec, bad input ----
+if wanted collect; then
+    mkdir -p "$TMP/collect"
+    run_suite collect env PIX_PG="host=$PGDIR port=$PGPORT_TEST user=postgres" PIX_E2E_TMP="$TMP/collect" \
+        PIX_PIXD="$ROOT/shim/pixd" PIX_COLLECT="$ROOT/collect/pix-collect" python3 test/collect/run.py
+fi
+
 if wanted security; then run_suite security test/security/run.sh; fi
 if wanted fuzz; then run_suite fuzz test/fuzz/run.sh "${PIX_FUZZ_SECONDS:-10}"; fi
 if wanted bench; then run_suite bench bench/pixbench.sh check --no-install; fi

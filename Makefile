@@ -1,6 +1,6 @@
 # pix stream: the PostgreSQL extension (PGXS) and the HTTP server, built from one Makefile.
-#   make            build the extension and shim/pixd
-#   make install    install the extension into the PostgreSQL found by pg_config
+#   make            build the extension, shim/pixd and collect/pix-collect
+#   make install    the extension into the PostgreSQL found by pg_config, pixd and pix-collect into $(PREFIX)/bin
 #   make run        install what is missing, start a private cluster and the server on 127.0.0.1:3000
 #   make run-ha     the same on a pg_auto_failover formation: monitor, primary, synchronous standby
 #   make test       every suite against a throw-away cluster; ends with "N passed, N failed"
@@ -119,19 +119,22 @@ all: collect/pix-collect
 collect/pix-collect: $(COLLECT_SRCS) collect/collect.h
 	$(CC) $(COLLECT_CFLAGS) -o $@ $(COLLECT_SRCS) $(COLLECT_LIBS)
 
-# Installed next to PostgreSQL's programs (pg_config --bindir), like the extension's files.
-install: install-collect
-install-collect: collect/pix-collect
-	$(MKDIR_P) '$(DESTDIR)$(bindir)'
-	$(INSTALL_PROGRAM) collect/pix-collect '$(DESTDIR)$(bindir)/pix-collect'
-uninstall: uninstall-collect
-uninstall-collect:
-	rm -f '$(DESTDIR)$(bindir)/pix-collect'
-
 clean: clean-collect
 clean-collect:
 	rm -f collect/pix-collect
-.PHONY: install-collect uninstall-collect clean-collect
+
+# ---- the product's programs: `make install` puts pixd and pix-collect in $(PREFIX)/bin, on PATH --------
+# (the extension's files go where pg_config says; nothing of the tests is installed anywhere)
+PREFIX ?= /usr/local
+install: install-programs
+install-programs: shim/pixd collect/pix-collect
+	$(MKDIR_P) '$(DESTDIR)$(PREFIX)/bin'
+	$(INSTALL_PROGRAM) shim/pixd '$(DESTDIR)$(PREFIX)/bin/pixd'
+	$(INSTALL_PROGRAM) collect/pix-collect '$(DESTDIR)$(PREFIX)/bin/pix-collect'
+uninstall: uninstall-programs
+uninstall-programs:
+	rm -f '$(DESTDIR)$(PREFIX)/bin/pixd' '$(DESTDIR)$(PREFIX)/bin/pix-collect'
+.PHONY: install-programs uninstall-programs clean-collect
 
 # ---- reliability: fuzzing, fault injection, security (test/fuzz, test/fault, test/security) ------
 #   make fuzz [FUZZ_SECONDS=20]   libFuzzer harnesses, FUZZ_SECONDS each (clang; ~1.5 min at 20)

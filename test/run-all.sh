@@ -141,13 +141,14 @@ fi
 export PGHOST=$PGDIR PGPORT=$PGPORT_TEST PGUSER=postgres
 
 # ---- install: what `make install` puts on a server is the product only --------------------------
-# Counted as one test: the extension's files are there, and no file of a test helper (pix_isolation,
+# Counted as one test: the extension's files and the two programs are there, and no file of a test helper (pix_isolation,
 # whose t.reset() empties every pix table) is.
 if wanted regress; then
     say "install (make install DESTDIR=...: the extension, no test helper)"
     dest=$TMP/install
     if make install DESTDIR="$dest" >"$TMP/install.out" 2>&1 &&
-        [[ -f "$dest$("${PG_CONFIG:-pg_config}" --sharedir)/extension/pix.control" ]]; then
+        [[ -f "$dest$("${PG_CONFIG:-pg_config}" --sharedir)/extension/pix.control" ]] &&
+        [[ -x "$dest/usr/local/bin/pixd" && -x "$dest/usr/local/bin/pix-collect" ]]; then
         helpers=$(find "$dest" -name 'pix_isolation*')
         if [[ -z "$helpers" ]]; then
             echo "ok: no test helper installed"
@@ -158,7 +159,7 @@ if wanted regress; then
         fi
     else
         cat "$TMP/install.out"
-        echo "FAILED: make install DESTDIR=$dest did not install the extension"
+        echo "FAILED: make install DESTDIR=$dest did not install the extension, pixd and pix-collect"
         record install 0 1
     fi
     rm -rf "$dest"

@@ -51,6 +51,7 @@
 #include "utils/syscache.h"
 
 #include "auth.h"
+#include "statement.h"
 #include "validate.h"
 
 PG_FUNCTION_INFO_V1(pix_new_token);
@@ -75,26 +76,28 @@ typedef struct caller {
 	binding bound;
 } caller;
 
-static const char credential_sql[] = "SELECT c.ispb, c.admin FROM pix.credential c"
-                                     " WHERE c.lookup = $1 AND c.revoked_at IS NULL";
-static const char binding_sql[] =
+static pix_statement credential_sql = {
+    "SELECT c.ispb, c.admin FROM pix.credential c WHERE c.lookup = $1 AND c.revoked_at IS NULL",
+    1, {BYTEAOID}, 0, true};
+static pix_statement binding_sql = {
     "SELECT b.ispb FROM pix.role_binding b"
     "  JOIN pg_catalog.pg_roles r ON r.oid = b.role AND r.rolname = b.role_name"
     " WHERE b.role IN ($1, $2)"
     "    OR (NOT $3 AND pg_catalog.pg_has_role($1, b.role, 'MEMBER'))"
-    "    OR (NOT $4 AND pg_catalog.pg_has_role($2, b.role, 'MEMBER'))";
+    "    OR (NOT $4 AND pg_catalog.pg_has_role($2, b.role, 'MEMBER'))",
+    4, {OIDOID, OIDOID, BOOLOID, BOOLOID}, 0, true};
 /*
  * Of a list of ISPBs, the position (1-based) of the first that is not a registered institution:
  * one that opened a stream (pix.institution), holds or held a credential, or has a role binding
  * (the same rule as pix_metrics' labels, extension/pix--1.3--1.4.sql).
  */
-static const char unregistered_sql[] =
+static pix_statement unregistered_sql = {
     "SELECT r.n FROM pg_catalog.unnest($1) WITH ORDINALITY AS r(ispb, n)"
     " WHERE NOT EXISTS (SELECT FROM pix.institution i WHERE i.ispb = r.ispb COLLATE \"C\")"
     "   AND NOT EXISTS (SELECT FROM pix.credential c WHERE c.ispb = r.ispb COLLATE \"C\")"
     "   AND NOT EXISTS (SELECT FROM pix.role_binding b WHERE b.ispb = r.ispb COLLATE \"C\")"
-    " ORDER BY r.n LIMIT 1";
-static SPIPlanPtr credential_plan, binding_plan, unregistered_plan;
+    " ORDER BY r.n LIMIT 1",
+    1, {TEXTARRAYOID}, 0, true};
 
 /* The caller's binding, valid until an invalidation (see the header). */
 static bool cached_binding_valid;
@@ -106,7 +109,6 @@ static text *credential_arg(FunctionCallInfo fcinfo, int argno);
 static bool credential_key(text *credential, uint8 *key);
 static void sha256(const void *data, size_t len, uint8 *out);
 static void identify(FunctionCallInfo fcinfo, int argno, caller *c);
-static SPIPlanPtr prepare(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types);
 static void lookup_credential(Datum key, caller *c);
 static void caller_binding(binding *b);
 static void lookup_binding(Oid session_user, Oid current_role, binding *b);
@@ -189,7 +191,6 @@ void pix_authorize_payer(const char *payer, Oid owner)
 
 int pix_first_unregistered(const char *const *ispbs, int n)
 {
-	Oid types[1] = {TEXTARRAYOID};
 	Datum *elems = palloc(Max(n, 1) * sizeof(Datum));
 	Datum values[1];
 	bool isnull;
@@ -199,10 +200,7 @@ int pix_first_unregistered(const char *const *ispbs, int n)
 		elems[i] = CStringGetTextDatum(ispbs[i]);
 	values[0] = PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
 	nest = pix_spi_connect();
-	if (SPI_execute_plan(prepare(&unregistered_plan, unregistered_sql, 1, types), values, NULL,
-	                     true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "pix: the institution lookup failed");
-	if (SPI_processed == 1)
+	if (pix_execute(&unregistered_sql, values, NULL, 1) == 1)
 		first = (int)DatumGetInt64(
 		            SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) -
 		        1;
@@ -334,32 +332,14 @@ static void caller_binding(binding *b)
 	*b = cached_binding;
 }
 
-static SPIPlanPtr prepare(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types)
-{
-	if (*plan == NULL) {
-		SPIPlanPtr p = SPI_prepare(sql, nargs, types);
-
-		if (p == NULL)
-			elog(ERROR, "pix: could not prepare \"%s\": %s", sql,
-			     SPI_result_code_string(SPI_result));
-		SPI_keepplan(p);
-		*plan = p;
-	}
-	return *plan;
-}
-
 static void lookup_credential(Datum key, caller *c)
 {
 	int nest;
-	Oid types[1] = {BYTEAOID};
 	Datum values[1] = {key};
 	bool isnull;
 
 	nest = pix_spi_connect();
-	if (SPI_execute_plan(prepare(&credential_plan, credential_sql, 1, types), values, NULL, true,
-	                     1) != SPI_OK_SELECT)
-		elog(ERROR, "pix: the credential lookup failed");
-	if (SPI_processed == 1) {
+	if (pix_execute(&credential_sql, values, NULL, 1) == 1) {
 		char *ispb = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 
 		c->has_credential = true;
@@ -372,7 +352,6 @@ static void lookup_credential(Datum key, caller *c)
 
 static void lookup_binding(Oid session_user, Oid current_role, binding *b)
 {
-	Oid types[4] = {OIDOID, OIDOID, BOOLOID, BOOLOID};
 	Datum values[4] = {ObjectIdGetDatum(session_user), ObjectIdGetDatum(current_role),
 	                   BoolGetDatum(superuser_arg(session_user)),
 	                   BoolGetDatum(superuser_arg(current_role))};
@@ -387,9 +366,7 @@ static void lookup_binding(Oid session_user, Oid current_role, binding *b)
 	b->agree = true;
 	b->institution = institution_role(session_user) || institution_role(current_role);
 	SPI_connect();
-	if (SPI_execute_plan(prepare(&binding_plan, binding_sql, 4, types), values, NULL, true, 0) !=
-	    SPI_OK_SELECT)
-		elog(ERROR, "pix: the role binding lookup failed");
+	pix_execute(&binding_sql, values, NULL, 0);
 	for (uint64 i = 0; i < SPI_processed; i++) {
 		char *ispb = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
 

@@ -32,6 +32,7 @@
 
 #include "auth.h"
 #include "insert.h"
+#include "statement.h"
 #include "validate.h"
 
 PG_FUNCTION_INFO_V1(pix_generate_messages);
@@ -61,24 +62,28 @@ typedef enum field {
 } field;
 StaticAssertDecl(NUM_FIELDS == PIX_MESSAGE_COLUMNS, "insert.h counts the columns");
 
-static const char insert_sql[] =
-    "INSERT INTO pix.message (end_to_end_id, valor, pagador_nome, pagador_cpf_cnpj, pagador_ispb,"
-    " pagador_agencia, pagador_conta, pagador_tipo_conta, recebedor_nome, recebedor_cpf_cnpj,"
-    " recebedor_ispb, recebedor_agencia, recebedor_conta, recebedor_tipo_conta, campo_livre, tx_id,"
-    " data_hora_pagamento)"
-    " SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
-    " pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6),"
-    " pg_catalog.unnest($7), pg_catalog.unnest($8), pg_catalog.unnest($9), pg_catalog.unnest($10),"
-    " pg_catalog.unnest($11), pg_catalog.unnest($12), pg_catalog.unnest($13),"
-    " pg_catalog.unnest($14), pg_catalog.unnest($15), pg_catalog.unnest($16),"
-    " pg_catalog.unnest($17))";
-/* The same, for pix_messages_send: an endToEndId already in pix.message is skipped, not an error.
- */
-static const char insert_new_sql_suffix[] =
-    " ON CONFLICT (end_to_end_id) DO NOTHING RETURNING end_to_end_id";
+#define INSERT_SQL \
+    "INSERT INTO pix.message (end_to_end_id, valor, pagador_nome, pagador_cpf_cnpj, pagador_ispb," \
+    " pagador_agencia, pagador_conta, pagador_tipo_conta, recebedor_nome, recebedor_cpf_cnpj," \
+    " recebedor_ispb, recebedor_agencia, recebedor_conta, recebedor_tipo_conta, campo_livre, tx_id," \
+    " data_hora_pagamento)" \
+    " SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)," \
+    " pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6)," \
+    " pg_catalog.unnest($7), pg_catalog.unnest($8), pg_catalog.unnest($9), pg_catalog.unnest($10)," \
+    " pg_catalog.unnest($11), pg_catalog.unnest($12), pg_catalog.unnest($13)," \
+    " pg_catalog.unnest($14), pg_catalog.unnest($15), pg_catalog.unnest($16)," \
+    " pg_catalog.unnest($17))"
+/* One array per field, in the order of field: valor numeric, the payment time timestamptz. */
+#define INSERT_TYPES \
+    {TEXTARRAYOID, NUMERICARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, \
+     TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, \
+     TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID}
 
-/* Planned once per backend, kept across calls (SPI_keepplan). */
-static SPIPlanPtr insert_plan, insert_new_plan;
+static pix_statement insert_sql = {INSERT_SQL, NUM_FIELDS, INSERT_TYPES};
+/* The same, for pix_messages_send: an endToEndId already in pix.message is skipped, not an error. */
+static pix_statement insert_new_sql = {
+    INSERT_SQL " ON CONFLICT (end_to_end_id) DO NOTHING RETURNING end_to_end_id", NUM_FIELDS,
+    INSERT_TYPES};
 
 /* One generated message: the strings pix_message points into. */
 typedef struct generated {
@@ -426,51 +431,32 @@ void pix_message_row(Datum **columns, int row, const pix_message *m, TimestampTz
  */
 uint64 pix_messages_insert(Datum **columns, int rows, bool skip_existing)
 {
-	Oid types[NUM_FIELDS];
 	Datum params[NUM_FIELDS];
-	int rc;
+	uint64 inserted = 0;
 
 	for (int f = 0; f < NUM_FIELDS; f++) {
-		if (f == F_VALOR) {
-			types[f] = NUMERICARRAYOID;
+		if (f == F_VALOR)
 			params[f] = PointerGetDatum(
 			    construct_array(columns[f], rows, NUMERICOID, -1, false, TYPALIGN_INT));
-		} else if (f == F_DATA_HORA_PAGAMENTO) {
-			types[f] = TIMESTAMPTZARRAYOID;
+		else if (f == F_DATA_HORA_PAGAMENTO)
 			params[f] = PointerGetDatum(construct_array(columns[f], rows, TIMESTAMPTZOID, 8,
 			                                            FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-		} else {
-			types[f] = TEXTARRAYOID;
+		else
 			params[f] = PointerGetDatum(
 			    construct_array(columns[f], rows, TEXTOID, -1, false, TYPALIGN_INT));
-		}
-	}
-	if (*(skip_existing ? &insert_new_plan : &insert_plan) == NULL) {
-		SPIPlanPtr plan = SPI_prepare(
-		    skip_existing ? psprintf("%s%s", insert_sql, insert_new_sql_suffix) : insert_sql,
-		    NUM_FIELDS, types);
-
-		if (plan == NULL)
-			elog(ERROR, "pix: could not prepare the generator's INSERT: %s",
-			     SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-		*(skip_existing ? &insert_new_plan : &insert_plan) = plan;
 	}
 	/* ON CONFLICT DO NOTHING decides about existing ids: the trigger must not refuse them first */
 	pix_insert_skips_existing = skip_existing;
 	PG_TRY();
 	{
-		rc =
-		    SPI_execute_plan(skip_existing ? insert_new_plan : insert_plan, params, NULL, false, 0);
+		inserted = pix_execute(skip_existing ? &insert_new_sql : &insert_sql, params, NULL, 0);
 	}
 	PG_FINALLY();
 	{
 		pix_insert_skips_existing = false;
 	}
 	PG_END_TRY();
-	if (rc != SPI_OK_INSERT && rc != SPI_OK_INSERT_RETURNING)
-		elog(ERROR, "pix: the generator's INSERT failed: %s", SPI_result_code_string(rc));
-	return SPI_processed;
+	return inserted;
 }
 
 /*

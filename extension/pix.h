@@ -50,14 +50,4 @@ extern char *pix_ispb_arg(text *arg);
 /* Raises PX008 unless the transaction is READ COMMITTED (claims must see what others committed). */
 extern void pix_require_read_committed(void);
 
-/*
- * Runs fn(arg), its row-lock waits bounded by pix.lock_timeout (or the caller's lock_timeout when
- * shorter); a wait that runs out is PX009. Every call that waits for a stream row goes through it.
- */
-extern int pix_lock_bounded(int (*fn)(void *arg), void *arg);
-
-/* SPI_connect / SPI_finish for statements whose plans must stay index plans (see pix.c). */
-extern int pix_spi_connect(void);
-extern void pix_spi_finish(int nest);
-
 #endif

@@ -49,6 +49,7 @@
 #include "render.h"
 #include "send.h"
 #include "send_json.h"
+#include "statement.h"
 
 PG_FUNCTION_INFO_V1(pix_messages_send);
 PG_FUNCTION_INFO_V1(pix_streams_stop_all);
@@ -70,40 +71,31 @@ typedef struct id_entry {
 	bool enqueued;                      /* already in pix.message */
 } id_entry;
 
-/* A statement planned once per backend. */
-typedef struct statement {
-	const char *sql;
-	int nargs;
-	Oid types[4];
-	int options; /* CURSOR_OPT_CUSTOM_PLAN: plan with the call's values every time */
-	SPIPlanPtr plan;
-} statement;
-
-static statement record_sql = {
+static pix_statement record_sql = {
     "INSERT INTO pix.sent_message (end_to_end_id, content_digest, sender_ispb, accepted_at)"
     " SELECT t.id, t.digest, $3, $4"
     "   FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS t(id, digest)"
     "  ORDER BY t.id ON CONFLICT (end_to_end_id) DO NOTHING RETURNING end_to_end_id",
     4,
     {TEXTARRAYOID, BYTEAARRAYOID, TEXTOID, TIMESTAMPTZOID}};
-static statement recorded_digests_sql = {
+static pix_statement recorded_digests_sql = {
     "SELECT s.end_to_end_id, s.content_digest FROM pix.sent_message s"
     "  WHERE s.end_to_end_id = ANY ($1)",
     1,
     {TEXTARRAYOID},
     CURSOR_OPT_CUSTOM_PLAN};
-static statement enqueued_digests_sql = {
+static pix_statement enqueued_digests_sql = {
     "SELECT m.end_to_end_id, pg_catalog.sha256(pg_catalog.convert_to(m.body, 'UTF8'))"
     "  FROM pix.message m WHERE m.end_to_end_id = ANY ($1)",
     1,
     {TEXTARRAYOID},
     CURSOR_OPT_CUSTOM_PLAN};
-static statement forget_sql = {
+static pix_statement forget_sql = {
     "DELETE FROM pix.sent_message WHERE end_to_end_id IN (SELECT end_to_end_id"
     "  FROM pix.sent_message WHERE accepted_at < $1 LIMIT " CppAsString2(FORGET_CHUNK) ")",
     1,
     {TIMESTAMPTZOID}};
-static statement stop_all_sql = {
+static pix_statement stop_all_sql = {
     "WITH closed AS ("
     "  UPDATE pix.stream s SET state = 'c', closed_at = $2, pending_ids = '{}',"
     "         requeued = s.requeued + pg_catalog.cardinality(old.pending_ids)"
@@ -120,8 +112,6 @@ static statement stop_all_sql = {
     2,
     {TEXTOID, TIMESTAMPTZOID}};
 
-static int execute(statement *st, Datum *values);
-static int run_stop_all(void *values);
 static void raise_invalid(const char *detail) pg_attribute_noreturn();
 static int parse_body(text *body, const char *ispb, outgoing **out);
 static void judge(outgoing *msgs, int n, const char *ispb);
@@ -129,7 +119,7 @@ static void digest_of(outgoing *o);
 static void require_registered_receivers(outgoing *msgs, int n);
 static HTAB *index_ids(outgoing *msgs, int n);
 static int record_and_check(outgoing *msgs, int n, HTAB *ids, const char *ispb);
-static void check_digests(HTAB *ids, outgoing *msgs, statement *st, Datum *values, bool enqueued);
+static void check_digests(HTAB *ids, outgoing *msgs, pix_statement *st, Datum *values, bool enqueued);
 static void check_digest(HTAB *ids, outgoing *msgs, const char *id, bytea *digest, bool enqueued);
 static int enqueue_new(outgoing *msgs, int n, HTAB *ids);
 static Datum send_result(FunctionCallInfo fcinfo, int accepted, int duplicates);
@@ -178,7 +168,7 @@ Datum pix_streams_stop_all(PG_FUNCTION_ARGS)
 	SPI_connect();
 	values[0] = CStringGetTextDatum(ispb);
 	values[1] = TimestampTzGetDatum(GetCurrentTimestamp());
-	pix_lock_bounded(run_stop_all, values);
+	pix_execute_locking(&stop_all_sql, values, NULL, 0);
 	closed = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	requeued =
 	    DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
@@ -186,12 +176,6 @@ Datum pix_streams_stop_all(PG_FUNCTION_ARGS)
 		Async_Notify("pix_message", ispb);
 	SPI_finish();
 	PG_RETURN_INT32((int32)closed);
-}
-
-/* Stop all's one statement: it waits for the rows of reads in flight (under pix_lock_bounded). */
-static int run_stop_all(void *values)
-{
-	return execute(&stop_all_sql, values);
 }
 
 /* Called by pix_purge_history (inside its SPI connection): forgets one chunk of expired ids. */
@@ -205,26 +189,7 @@ int64 pix_send_forget_expired(void)
 	/* The new library may run with the SQL of a version before 1.3 (until ALTER EXTENSION). */
 	if (!OidIsValid(get_relname_relid("sent_message", schema)))
 		return 0;
-	return execute(&forget_sql, values);
-}
-
-static int execute(statement *st, Datum *values)
-{
-	int rc;
-
-	if (st->plan == NULL) {
-		SPIPlanPtr plan = SPI_prepare_cursor(st->sql, st->nargs, st->types, st->options);
-
-		if (plan == NULL)
-			elog(ERROR, "pix: could not prepare \"%s\": %s", st->sql,
-			     SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-		st->plan = plan;
-	}
-	rc = SPI_execute_plan(st->plan, values, NULL, false, 0);
-	if (rc < 0)
-		elog(ERROR, "pix: \"%s\" failed: %s", st->sql, SPI_result_code_string(rc));
-	return (int)SPI_processed;
+	return pix_execute(&forget_sql, values, NULL, 0);
 }
 
 static void raise_invalid(const char *detail)
@@ -378,7 +343,7 @@ static int record_and_check(outgoing *msgs, int n, HTAB *ids, const char *ispb)
 	values[2] = CStringGetTextDatum(ispb);
 	values[3] = TimestampTzGetDatum(GetCurrentTimestamp());
 
-	recorded = execute(&record_sql, values);
+	recorded = pix_execute(&record_sql, values, NULL, 0);
 	rows = SPI_tuptable;
 	for (int i = 0; i < recorded; i++) {
 		id_entry *e =
@@ -395,9 +360,9 @@ static int record_and_check(outgoing *msgs, int n, HTAB *ids, const char *ispb)
 }
 
 /* Runs st (ids in values[0]; rows of id and digest) and checks every row against the body. */
-static void check_digests(HTAB *ids, outgoing *msgs, statement *st, Datum *values, bool enqueued)
+static void check_digests(HTAB *ids, outgoing *msgs, pix_statement *st, Datum *values, bool enqueued)
 {
-	int found = execute(st, values);
+	int found = pix_execute(st, values, NULL, 0);
 	SPITupleTable *rows = SPI_tuptable;
 
 	for (int i = 0; i < found; i++) {

@@ -70,7 +70,7 @@
  *
  * All functions run in READ COMMITTED: each statement, and the claim scan, sees what is committed
  * now. Their statements are planned once per backend and always as index plans, whatever ANALYZE
- * last saw (pix_spi_connect in pix.c).
+ * last saw (pix_spi_connect in statement.c).
  */
 #include "pix.h"
 
@@ -96,6 +96,7 @@
 #include "claim.h"
 #include "iteration_id.h"
 #include "send.h"
+#include "statement.h"
 
 PG_FUNCTION_INFO_V1(pix_stream_start);
 PG_FUNCTION_INFO_V1(pix_stream_next);
@@ -110,14 +111,6 @@ PG_FUNCTION_INFO_V1(pix_streams_keepalive);
 #define PIX_PURGE_STREAMS_LOOK 1000
 /* The most an empty read may leave last_read_at behind the true last read (see LIVENESS). */
 #define PIX_LIVENESS_SLACK_MAX_MS 15000
-
-/* A prepared statement, planned once per backend and kept (SPI_keepplan). */
-typedef struct statement {
-	const char *sql;
-	int nargs;
-	Oid types[8];
-	SPIPlanPtr plan;
-} statement;
 
 /* The stream row as a call sees it (once it holds the row's lock, unless the call is quiet). */
 typedef struct stream_row {
@@ -146,17 +139,17 @@ typedef struct read_result {
 	"SELECT s.stream_id, s.state, s.seq, s.current_iid, s.pending_ids, s.last_read_at, i.seq" \
 	"  FROM pix.iteration i JOIN pix.stream s ON s.stream_id = i.stream_id" \
 	" WHERE i.iid = $1 AND s.ispb = $2"
-static statement lock_stream_sql = {
+static pix_statement lock_stream_sql = {
 	FIND_STREAM_SQL " FOR NO KEY UPDATE OF s", 2, {TEXTOID, TEXTOID}};
-static statement peek_stream_sql = {FIND_STREAM_SQL, 2, {TEXTOID, TEXTOID}};
-static statement retired_sql = {
+static pix_statement peek_stream_sql = {FIND_STREAM_SQL, 2, {TEXTOID, TEXTOID}};
+static pix_statement retired_sql = {
 	"SELECT 1 FROM pix.retired_id WHERE iid = $1 AND ispb = $2", 2, {TEXTOID, TEXTOID}};
 
 /*
  * A delivering read, in one statement: confirm the pending batch's iteration ($7, NULL when
  * nothing was pending), issue the new one, advance the stream, and fetch the bodies to answer.
  */
-static statement deliver_sql = {
+static pix_statement deliver_sql = {
 	"WITH confirmed AS (UPDATE pix.iteration SET confirmed_at = $5 WHERE iid = $7),"
 	" issued AS (INSERT INTO pix.iteration (iid, stream_id, seq, message_ids, delivered_at, as_array)"
 	"            VALUES ($2, $1, $8, $3, $5, $6)),"
@@ -168,7 +161,7 @@ static statement deliver_sql = {
 	8, {INT8OID, TEXTOID, INT8ARRAYOID, INT4OID, TIMESTAMPTZOID, BOOLOID, TEXTOID, INT8OID}};
 
 /* An empty read that must write: confirm what was pending ($3, or NULL) and record the read. */
-static statement stay_sql = {
+static pix_statement stay_sql = {
 	"WITH confirmed AS (UPDATE pix.iteration SET confirmed_at = $2 WHERE iid = $3)"
 	" UPDATE pix.stream SET pending_ids = '{}', last_read_at = $2,"
 	"        confirmed = confirmed + cardinality(pending_ids)"
@@ -176,14 +169,14 @@ static statement stay_sql = {
 	3, {INT8OID, TIMESTAMPTZOID, TEXTOID}};
 
 /* A replay: record the read and fetch the pending batch's bodies and the shape it was sent in. */
-static statement replay_sql = {
+static pix_statement replay_sql = {
 	"WITH touched AS (UPDATE pix.stream SET last_read_at = $2 WHERE stream_id = $1)"
 	" SELECT m.body, i.as_array FROM pix.iteration i JOIN pix.message m ON m.id = ANY (i.message_ids)"
 	"  WHERE i.iid = $3 ORDER BY m.id",
 	3, {INT8OID, TIMESTAMPTZOID, TEXTOID}};
 
 /* A start, in one statement: the stream row, its first iteration, and the bodies to answer. */
-static statement open_sql = {
+static pix_statement open_sql = {
 	"WITH opened AS (INSERT INTO pix.stream (ispb, seq, current_iid, pending_ids, opened_at, last_read_at,"
 	"                                        delivered, redelivered)"
 	"                VALUES ($1, 1, $2, $3, $4, $4, cardinality($3), $5) RETURNING stream_id),"
@@ -193,20 +186,20 @@ static statement open_sql = {
 	6, {TEXTOID, TEXTOID, INT8ARRAYOID, TIMESTAMPTZOID, INT4OID, BOOLOID}};
 
 /* A stop: close, confirming ($3 names the pending batch's iteration, or NULL) or requeuing. */
-static statement close_confirming_sql = {
+static pix_statement close_confirming_sql = {
 	"WITH confirmed AS (UPDATE pix.iteration SET confirmed_at = $2 WHERE iid = $3)"
 	" UPDATE pix.stream SET state = 'c', pending_ids = '{}', closed_at = $2,"
 	"        confirmed = confirmed + cardinality(pending_ids)"
 	"  WHERE stream_id = $1",
 	3, {INT8OID, TIMESTAMPTZOID, TEXTOID}};
-static statement close_requeuing_sql = {
+static pix_statement close_requeuing_sql = {
 	"UPDATE pix.stream SET state = 'c', pending_ids = '{}', closed_at = $2,"
 	"       requeued = requeued + cardinality(pending_ids)"
 	" WHERE stream_id = $1",
 	2, {INT8OID, TIMESTAMPTZOID}};
 
 /* A batch back at the head of its ISPB's queue, and its iteration marked requeued. */
-static statement requeue_sql = {
+static pix_statement requeue_sql = {
 	"WITH marked AS (UPDATE pix.iteration SET requeued_at = $3 WHERE iid = $4)"
 	" INSERT INTO pix.ready (ispb, fresh, message_id) SELECT $1, false, unnest($2::pg_catalog.int8[])",
 	4, {TEXTOID, INT8ARRAYOID, TIMESTAMPTZOID, TEXTOID}};
@@ -225,21 +218,21 @@ static statement requeue_sql = {
 	"           FOR UPDATE SKIP LOCKED) old" \
 	" WHERE s.stream_id = old.stream_id" \
 	" RETURNING s.ispb, s.current_iid, old.pending_ids"
-static statement sweep_ispb_sql = {
+static pix_statement sweep_ispb_sql = {
 	SWEEP_SQL("AND ispb = $3 AND stream_id <> $4"), 4,
 	{TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID, INT8OID}};
-static statement sweep_all_sql = {SWEEP_SQL(""), 2, {TIMESTAMPTZOID, TIMESTAMPTZOID}};
+static pix_statement sweep_all_sql = {SWEEP_SQL(""), 2, {TIMESTAMPTZOID, TIMESTAMPTZOID}};
 
-static statement lock_institution_sql = {
+static pix_statement lock_institution_sql = {
 	"SELECT 1 FROM pix.institution WHERE ispb = $1 FOR UPDATE", 1, {TEXTOID}};
-static statement insert_institution_sql = {
+static pix_statement insert_institution_sql = {
 	"INSERT INTO pix.institution (ispb) VALUES ($1) ON CONFLICT DO NOTHING", 1, {TEXTOID}};
 /* Live streams only: a dead one whose row another transaction holds is not swept, nor counted. */
-static statement count_live_sql = {
+static pix_statement count_live_sql = {
 	"SELECT count(*) FROM pix.stream WHERE ispb = $1 AND state = 'o' AND last_read_at >= $2",
 	2, {TEXTOID, TIMESTAMPTZOID}};
 
-static statement keepalive_sql = {
+static pix_statement keepalive_sql = {
 	"UPDATE pix.stream s SET last_read_at = $2"
 	"  FROM (SELECT s.stream_id FROM pix.iteration i JOIN pix.stream s USING (stream_id)"
 	"         WHERE i.iid = ANY ($1) AND s.state = 'o' AND s.last_read_at >= $3"
@@ -255,7 +248,7 @@ static statement keepalive_sql = {
  * whole table, the very cost that grows with the history), and, for the last two ids of a closed stream, a retired_id row so they still
  * answer "gone".
  */
-static statement purge_iterations_sql = {
+static pix_statement purge_iterations_sql = {
 	"WITH old AS MATERIALIZED ("
 	"  SELECT i.iid, i.stream_id, i.message_ids, i.confirmed_at, s.ispb, s.state <> 'o' AND i.seq >= s.seq - 1 AS last"
 	"    FROM pix.iteration i JOIN pix.stream s ON s.stream_id = i.stream_id"
@@ -277,7 +270,7 @@ static statement purge_iterations_sql = {
  * and the oldest closed ones (a bounded look through stream_closed_by_age, for a stream closed
  * after its last iteration was purged): never a scan of every closed stream.
  */
-static statement purge_streams_sql = {
+static pix_statement purge_streams_sql = {
 	"WITH candidate AS ("
 	"  SELECT unnest($2::pg_catalog.int8[]) AS stream_id"
 	"  UNION (SELECT stream_id FROM pix.stream WHERE state <> 'o' AND closed_at < $1"
@@ -310,9 +303,7 @@ static void refuse_expanded_call(FunctionCallInfo fcinfo);
 static void raise_not_found(void) pg_attribute_noreturn();
 static void raise_gone(void) pg_attribute_noreturn();
 static void raise_missing(const char *ispb, const char *iid) pg_attribute_noreturn();
-static int execute(statement *st, Datum *values, const char *nulls, long limit);
-static int execute_locking(statement *st, Datum *values);
-static bool find_stream(statement *st, const char *ispb, const char *iid, stream_row *s);
+static bool find_stream(pix_statement *st, const char *ispb, const char *iid, stream_row *s);
 static TimestampTz lock_stream(const char *ispb, const char *iid, stream_row *s);
 static bool quiet_read(const char *ispb, const char *iid, read_result *r);
 static TimestampTz idle_cutoff(TimestampTz now);
@@ -320,7 +311,7 @@ static int64 liveness_slack_us(void);
 static Datum ids_array(const int64 *ids, int count);
 static int array_length_of(Datum array);
 static void lock_institution(const char *ispb);
-static int sweep(statement *st, Datum *values);
+static int sweep(pix_statement *st, Datum *values);
 static void sweep_ispb(const char *ispb, int64 except_stream, TimestampTz now);
 static void requeue(const char *ispb, const char *iid, Datum pending_ids, TimestampTz now);
 static void read_on(stream_row *s, int max, TimestampTz now, read_result *r, MemoryContext outer);
@@ -359,7 +350,7 @@ Datum pix_stream_start(PG_FUNCTION_ARGS)
 	sweep_ispb(ispb, 0, now);
 	values[0] = CStringGetTextDatum(ispb);
 	values[1] = TimestampTzGetDatum(idle_cutoff(now));
-	execute(&count_live_sql, values, NULL, 1);
+	pix_execute(&count_live_sql, values, NULL, 1);
 	live_streams =
 	    DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	if (live_streams >= pix_max_collectors)
@@ -376,7 +367,7 @@ Datum pix_stream_start(PG_FUNCTION_ARGS)
 	values[3] = TimestampTzGetDatum(now);
 	values[4] = Int32GetDatum(redelivered);
 	values[5] = BoolGetDatum(max > 1);
-	execute(&open_sql, values, NULL, 0);
+	pix_execute(&open_sql, values, NULL, 0);
 	r.body = r.count > 0 ? render_rows(max > 1, outer) : NULL;
 
 	pix_spi_finish(nest);
@@ -437,10 +428,10 @@ Datum pix_stream_stop(PG_FUNCTION_ARGS)
 		confirmed = s.pending_count;
 		values[2] = CStringGetTextDatum(s.current_iid);
 		nulls[2] = confirmed > 0 ? ' ' : 'n';
-		execute(&close_confirming_sql, values, nulls, 0);
+		pix_execute(&close_confirming_sql, values, nulls, 0);
 	} else if (s.called_seq == s.seq - 1 && s.pending_count > 0) {
 		requeue(ispb, s.current_iid, s.pending_ids, now);
-		execute(&close_requeuing_sql, values, NULL, 0);
+		pix_execute(&close_requeuing_sql, values, NULL, 0);
 	} else
 		raise_gone();
 	pix_spi_finish(nest);
@@ -489,11 +480,11 @@ Datum pix_purge_history(PG_FUNCTION_ARGS)
 
 	pix_require_read_committed();
 	nest = pix_spi_connect();
-	execute(&purge_iterations_sql, values, NULL, 1);
+	pix_execute(&purge_iterations_sql, values, NULL, 1);
 	iterations =
 	    DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	values[1] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
-	execute(&purge_streams_sql, values, NULL, 0);
+	pix_execute(&purge_streams_sql, values, NULL, 0);
 	iterations += pix_send_forget_expired();
 	pix_spi_finish(nest);
 	PG_RETURN_INT64(iterations);
@@ -526,7 +517,7 @@ Datum pix_streams_keepalive(PG_FUNCTION_ARGS)
 	values[0] = ids;
 	values[1] = TimestampTzGetDatum(now);
 	values[2] = TimestampTzGetDatum(idle_cutoff(now));
-	marked = execute(&keepalive_sql, values, NULL, 0);
+	marked = pix_execute(&keepalive_sql, values, NULL, 0);
 	pix_spi_finish(nest);
 	PG_RETURN_INT32(marked);
 }
@@ -658,7 +649,7 @@ static void raise_missing(const char *ispb, const char *iid)
 {
 	Datum values[2] = {CStringGetTextDatum(iid), CStringGetTextDatum(ispb)};
 
-	if (execute(&retired_sql, values, NULL, 1) > 0)
+	if (pix_execute(&retired_sql, values, NULL, 1) > 0)
 		raise_gone();
 	raise_not_found();
 }
@@ -668,51 +659,11 @@ static void raise_missing(const char *ispb, const char *iid)
  * ------------------------------------------------------------------------------------------------
  */
 
-/* Runs a kept plan, preparing it on first use. Returns SPI_processed; errors are not expected. */
-static int execute(statement *st, Datum *values, const char *nulls, long limit)
-{
-	int rc;
-
-	if (st->plan == NULL) {
-		SPIPlanPtr plan = SPI_prepare(st->sql, st->nargs, st->types);
-
-		if (plan == NULL)
-			elog(ERROR, "pix: could not prepare \"%s\": %s", st->sql,
-			     SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-		st->plan = plan;
-	}
-	rc = SPI_execute_plan(st->plan, values, nulls, false, limit);
-	if (rc < 0)
-		elog(ERROR, "pix: \"%s\" failed: %s", st->sql, SPI_result_code_string(rc));
-	return (int)SPI_processed;
-}
-
-/* A statement that waits for a row lock, run under pix_lock_bounded (PX009 when the wait runs out). */
-typedef struct locking_call {
-	statement *st;
-	Datum *values;
-} locking_call;
-
-static int run_locking(void *arg)
-{
-	locking_call *call = arg;
-
-	return execute(call->st, call->values, NULL, 1);
-}
-
-static int execute_locking(statement *st, Datum *values)
-{
-	locking_call call = {st, values};
-
-	return pix_lock_bounded(run_locking, &call);
-}
-
 /*
  * Reads the stream row an id of this ISPB names with st (locking it or not). False when there is
  * none: an unknown id, or another ISPB's.
  */
-static bool find_stream(statement *st, const char *ispb, const char *iid, stream_row *s)
+static bool find_stream(pix_statement *st, const char *ispb, const char *iid, stream_row *s)
 {
 	Datum values[2] = {CStringGetTextDatum(iid), CStringGetTextDatum(ispb)};
 	HeapTuple row;
@@ -720,7 +671,7 @@ static bool find_stream(statement *st, const char *ispb, const char *iid, stream
 	bool isnull;
 	char *text_value;
 
-	if ((st == &lock_stream_sql ? execute_locking(st, values) : execute(st, values, NULL, 1)) == 0)
+	if ((st == &lock_stream_sql ? pix_execute_locking(st, values, NULL, 1) : pix_execute(st, values, NULL, 1)) == 0)
 		return false;
 	row = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
@@ -826,17 +777,17 @@ static void lock_institution(const char *ispb)
 {
 	Datum values[1] = {CStringGetTextDatum(ispb)};
 
-	if (execute_locking(&lock_institution_sql, values) == 0) {
-		execute(&insert_institution_sql, values, NULL, 0);
-		execute_locking(&lock_institution_sql, values);
+	if (pix_execute_locking(&lock_institution_sql, values, NULL, 1) == 0) {
+		pix_execute(&insert_institution_sql, values, NULL, 0);
+		pix_execute_locking(&lock_institution_sql, values, NULL, 1);
 	}
 }
 
 /* Runs an expiry sweep and requeues the batches of the streams it expired; returns how many. */
-static int sweep(statement *st, Datum *values)
+static int sweep(pix_statement *st, Datum *values)
 {
 	TimestampTz now = DatumGetTimestampTz(values[1]);
-	int expired = execute(st, values, NULL, 0);
+	int expired = pix_execute(st, values, NULL, 0);
 	SPITupleTable *rows = SPI_tuptable;
 
 	for (int i = 0; i < expired; i++) {
@@ -876,7 +827,7 @@ static void requeue(const char *ispb, const char *iid, Datum pending_ids, Timest
 	values[1] = pending_ids;
 	values[2] = TimestampTzGetDatum(now);
 	values[3] = CStringGetTextDatum(iid);
-	execute(&requeue_sql, values, NULL, 0);
+	pix_execute(&requeue_sql, values, NULL, 0);
 	Async_Notify(PIX_NOTIFY_CHANNEL, ispb);
 }
 
@@ -905,7 +856,7 @@ static void read_on(stream_row *s, int max, TimestampTz now, read_result *r, Mem
 		values[1] = TimestampTzGetDatum(now);
 		values[2] = CStringGetTextDatum(s->current_iid);
 		nulls[2] = s->pending_count > 0 ? ' ' : 'n';
-		execute(&stay_sql, values, nulls, 0);
+		pix_execute(&stay_sql, values, nulls, 0);
 		return;
 	}
 
@@ -919,7 +870,7 @@ static void read_on(stream_row *s, int max, TimestampTz now, read_result *r, Mem
 	values[6] = CStringGetTextDatum(s->current_iid);
 	nulls[6] = s->pending_count > 0 ? ' ' : 'n';
 	values[7] = Int64GetDatum(s->seq + 1);
-	execute(&deliver_sql, values, nulls, 0);
+	pix_execute(&deliver_sql, values, nulls, 0);
 	r->body = render_rows(max > 1, outer);
 }
 
@@ -937,7 +888,7 @@ static void replay(stream_row *s, int max, TimestampTz now, read_result *r, Memo
 	values[0] = Int64GetDatum(s->stream_id);
 	values[1] = TimestampTzGetDatum(now);
 	values[2] = CStringGetTextDatum(s->current_iid);
-	execute(&replay_sql, values, NULL, 0);
+	pix_execute(&replay_sql, values, NULL, 0);
 	as_array =
 	    SPI_processed > 0
 	        ? DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull))

@@ -9,7 +9,7 @@ EXTENSION = pix
 MODULE_big = pix
 OBJS = extension/pix.o extension/stream.o extension/claim.o extension/iteration_id.o \
        extension/auth.o extension/send.o extension/send_json.o \
-       extension/message.o extension/validate.o extension/render.o extension/generate.o \
+       extension/message.o extension/validate.o extension/render.o extension/generate.o extension/insert.o extension/history.o \
        extension/statement.o
 DATA = extension/pix--1.0.sql $(wildcard extension/pix--*--*.sql)
 

@@ -6,7 +6,7 @@
  * followed by DELETE would do when planned well. A plan that flips to another path under some
  * statistics cannot happen here.
  *
- * TWO RANGES PER ISPB. A requeued message (expiry, or a stop on the previous id) is put back with
+ * TWO RANGES PER ISPB. A requeued message (expiry, a stop on the previous id, stop all) is put back with
  * fresh = false, a newly enqueued one has fresh = true, and false sorts first. Every claim first
  * scans the whole requeued range, then the fresh range: a redelivered message always goes before
  * newer ones. The requeued range is small (redeliveries are rare), so scanning all of it costs

@@ -1,7 +1,8 @@
 /*
  * insert.h — the one INSERT through which the extension's own producers (the generator and
- * pix_messages_send) put messages into pix.message: column arrays unnested by one statement, so
- * the table's triggers validate, render, queue and NOTIFY them as any client's INSERT.
+ * pix_messages_send) put messages into pix.message (insert.c): column arrays unnested by one
+ * statement, so the table's triggers validate, render, queue and NOTIFY them as any client's
+ * INSERT.
  */
 #ifndef PIX_INSERT_H
 #define PIX_INSERT_H

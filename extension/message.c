@@ -270,8 +270,6 @@ static void raise_invalid(const char *problem)
  * each other's row: the second to reach the index still gets 23505 there. pix_messages_send's
  * INSERT skips stored ids itself (ON CONFLICT DO NOTHING, insert.h) and compares them afterwards.
  */
-bool pix_insert_skips_existing = false;
-
 static void refuse_duplicate(Relation message, HeapTuple tuple, TupleDesc desc)
 {
 	Oid index_oid = get_relname_relid("message_end_to_end_id_key", RelationGetNamespace(message));

@@ -2,9 +2,14 @@
  * pix.c — the extension's entry point: module magic, configuration (every GUC, in one place) and
  * the argument checks every SQL function shares.
  *
- * The state machine (streams, claims, confirmation, expiry) and its invariants are explained at the
- * top of stream.c; the claim's access path in claim.c; message validation and rendering in
- * message.c, validate.c and render.c; the generator in generate.c.
+ * The other files, from the bottom floor up:
+ *   statement.c   how the extension runs SQL: prepared once and kept, lock waits bounded (PX009).
+ *   validate.c, render.c, send_json.c   pure C: a message judged, rendered, parsed from a send.
+ *   claim.c       the claim's fixed access path to pix.ready; iteration_id.c, the ids.
+ *   insert.c      the one INSERT of the extension's own producers; auth.c, who acts for which ISPB.
+ *   stream.c      the state machine: every transition of a stream (its header states the invariant
+ *                 and the locking); history.c, the purge of the history and of accepted send ids.
+ *   message.c     the triggers of pix.message; send.c, pix_messages_send; generate.c, the generator.
  */
 #include "pix.h"
 

@@ -2,7 +2,8 @@
  * render.h — a Pix message as the JSON object the contract serves (docs/contract.md, "The message").
  *
  * Pure C (libc only), like validate.h: the INSERT trigger renders each message once and stores the
- * bytes, so a read copies them; the HTTP server's tests and the fuzzers render with the same code.
+ * bytes, so a read copies them; pix_messages_send digests what it will store with it, and the unit
+ * tests and the fuzzers render with the same code.
  */
 #ifndef PIX_RENDER_H
 #define PIX_RENDER_H

@@ -1,6 +1,5 @@
 /*
- * send.c — institutions send payments (pix_messages_send) and stop all their collectors
- * (pix_streams_stop_all).
+ * send.c — institutions send payments (pix_messages_send).
  *
  * SEND, in one transaction, nothing stored unless everything is valid:
  *   1. authorize: the credential (or the calling role) must be the sender's ISPB (auth.c);
@@ -12,49 +11,36 @@
  *   3. idempotency by endToEndId: each message's content digest is sha256 of its rendered body
  *      (render.c, as the trigger renders it), so field order, whitespace, escapes and 90.2 vs
  *      90.20 do not make two sends differ. pix.sent_message keeps (endToEndId, digest) of every
- *      accepted id for pix.send_idempotency_horizon, beyond the history purge. Recording first,
+ *      accepted id for pix.send_idempotency_horizon, beyond the history purge (history.c). Recording first,
  *      with INSERT ... ON CONFLICT DO NOTHING in endToEndId order, is the lock: a concurrent send
  *      of the same id waits for ours to commit and then sees it (no deadlock: same order). Ids
  *      recorded before are read back and compared (another digest is PX011);
- *   4. the new messages go in through the generator's INSERT (insert.h), skipping ids already in
+ *   4. the new messages go in through the shared INSERT (insert.c), skipping ids already in
  *      pix.message (enqueued by INSERT or the generator, which record no id): those are compared
  *      with the stored body's digest afterwards. The trigger validates, renders, queues and
  *      NOTIFYs the receivers.
- *
- * STOP ALL closes every open stream of the ISPB in one statement, waiting for reads in flight
- * (FOR UPDATE, not SKIP LOCKED: all of them must close; the wait bounded by pix.lock_timeout, then
- * PX009, like every other wait for a stream row), and requeues each pending batch in the
- * ready queue's requeued range (fresh = false), exactly as an expiry does; then NOTIFYs.
  */
 #include "pix.h"
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
-#include "commands/async.h"
 #include "common/cryptohash.h"
 #include "common/sha2.h"
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "mb/pg_wchar.h"
 #include "utils/array.h"
-#include "nodes/parsenodes.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
-#include "utils/lsyscache.h"
-#include "catalog/namespace.h"
 #include "utils/timestamp.h"
 
 #include "auth.h"
 #include "insert.h"
 #include "render.h"
-#include "send.h"
 #include "send_json.h"
 #include "statement.h"
 
 PG_FUNCTION_INFO_V1(pix_messages_send);
-PG_FUNCTION_INFO_V1(pix_streams_stop_all);
-
-#define FORGET_CHUNK 10000
 
 /* One message of the body and what the send learns about it. */
 typedef struct outgoing {
@@ -90,28 +76,6 @@ static pix_statement enqueued_digests_sql = {
     1,
     {TEXTARRAYOID},
     CURSOR_OPT_CUSTOM_PLAN};
-static pix_statement forget_sql = {
-    "DELETE FROM pix.sent_message WHERE end_to_end_id IN (SELECT end_to_end_id"
-    "  FROM pix.sent_message WHERE accepted_at < $1 LIMIT " CppAsString2(FORGET_CHUNK) ")",
-    1,
-    {TIMESTAMPTZOID}};
-static pix_statement stop_all_sql = {
-    "WITH closed AS ("
-    "  UPDATE pix.stream s SET state = 'c', closed_at = $2, pending_ids = '{}',"
-    "         requeued = s.requeued + pg_catalog.cardinality(old.pending_ids)"
-    "    FROM (SELECT stream_id, pending_ids, current_iid FROM pix.stream"
-    "           WHERE ispb = $1 AND state = 'o' FOR UPDATE) old"
-    "   WHERE s.stream_id = old.stream_id"
-    "  RETURNING old.pending_ids, old.current_iid),"
-    " requeued AS (INSERT INTO pix.ready (ispb, fresh, message_id)"
-    "  SELECT $1, false, pg_catalog.unnest(c.pending_ids) FROM closed c RETURNING 1),"
-    " marked AS (UPDATE pix.iteration i SET requeued_at = $2 FROM closed c"
-    "  WHERE i.iid = c.current_iid AND pg_catalog.cardinality(c.pending_ids) > 0 RETURNING 1)"
-    " SELECT (SELECT count(*) FROM closed), (SELECT count(*) FROM requeued),"
-    "        (SELECT count(*) FROM marked)",
-    2,
-    {TEXTOID, TIMESTAMPTZOID}};
-
 static void raise_invalid(const char *detail) pg_attribute_noreturn();
 static int parse_body(text *body, const char *ispb, outgoing **out);
 static void judge(outgoing *msgs, int n, const char *ispb);
@@ -151,45 +115,6 @@ Datum pix_messages_send(PG_FUNCTION_ARGS)
 	SPI_finish();
 	hash_destroy(ids);
 	PG_RETURN_DATUM(send_result(fcinfo, accepted, n - accepted));
-}
-
-/*
- * pix_streams_stop_all(ispb text, credential text) RETURNS int: closes every open stream of ispb,
- * requeues their pending batches at the head of its queue; returns how many streams it closed.
- */
-Datum pix_streams_stop_all(PG_FUNCTION_ARGS)
-{
-	char *ispb = pix_authorized_ispb(fcinfo, 1, NULL);
-	Datum values[2];
-	int64 closed, requeued;
-	bool isnull;
-
-	pix_require_read_committed();
-	SPI_connect();
-	values[0] = CStringGetTextDatum(ispb);
-	values[1] = TimestampTzGetDatum(GetCurrentTimestamp());
-	pix_execute_locking(&stop_all_sql, values, NULL, 0);
-	closed = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	requeued =
-	    DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-	if (requeued > 0)
-		Async_Notify("pix_message", ispb);
-	SPI_finish();
-	PG_RETURN_INT32((int32)closed);
-}
-
-/* Called by pix_purge_history (inside its SPI connection): forgets one chunk of expired ids. */
-int64 pix_send_forget_expired(void)
-{
-	TimestampTz cutoff =
-	    GetCurrentTimestamp() - (TimestampTz)pix_send_idempotency_horizon_s * USECS_PER_SEC;
-	Datum values[1] = {TimestampTzGetDatum(cutoff)};
-	Oid schema = get_namespace_oid("pix", true);
-
-	/* The new library may run with the SQL of a version before 1.3 (until ALTER EXTENSION). */
-	if (!OidIsValid(get_relname_relid("sent_message", schema)))
-		return 0;
-	return pix_execute(&forget_sql, values, NULL, 0);
 }
 
 static void raise_invalid(const char *detail)

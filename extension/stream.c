@@ -1,6 +1,6 @@
 /*
- * stream.c — streams: start, read, stop, expiry and history purge. The state machine of the
- * product.
+ * stream.c — streams: start, read, stop, stop all, expiry and keepalive. The state machine of the
+ * product: every transition of a stream is here (the purge of their history is history.c's).
  *
  * STORAGE
  *   pix.message      append-only log of immutable messages (id = enqueue order). Never updated.
@@ -28,10 +28,13 @@
  *            can be deleted by one transaction only, so two streams never claim the same message.
  *   confirm  a call on the stream's current id marks the pending batch's iteration confirmed_at
  *            and empties pending_ids. Nothing goes back to pix.ready: the messages are done.
- *   requeue  expiry, or a stop on the previous id, moves pending_ids back to pix.ready in its
- *            requeued range (fresh = false), which claims take before the fresh one, so a
- *            redelivered message goes before every newer one; marks the iteration requeued_at,
- *            closes the stream, and NOTIFYs.
+ *   close    a stop on the current id confirms the pending batch and closes the stream
+ *            (state c); a stop on the previous id closes it and requeues.
+ *   requeue  expiry (state e), a stop on the previous id, or stop all (every open stream of an
+ *            ISPB, state c) moves pending_ids back to pix.ready in its requeued range (fresh =
+ *            false), which claims take before the fresh one, so a redelivered message goes before
+ *            every newer one; marks the iteration requeued_at, and NOTIFYs. One function,
+ *            requeue(), does it for all three.
  *
  * IDS
  *   Each read that delivers messages issues a new id (seq + 1); an empty read keeps the id. A call
@@ -49,12 +52,15 @@
  *   calls on one stream are serialized: a retry racing a new read, a stop racing a read, an expiry
  *   racing a read all see the other's committed outcome. Starts of one ISPB are serialized by its
  *   pix.institution row, held to commit after the new stream row is written, so the count of open
- *   streams cannot be overrun by concurrent starts. Reads of one ISPB never lock anything shared:
- *   claims skip locked ready rows, and the expiry sweep skips stream rows that their readers hold
- *   (a stream being read is alive). Lock waits are bounded by pix.lock_timeout (PX009): a client
- *   that leaves a transaction open after a call holds those rows until it ends.
- *   The one call that locks nothing is the quiet read (below).
- *
+ *   streams cannot be overrun by concurrent starts. Stop all locks every open stream row of its
+ *   ISPB (FOR UPDATE), waiting for the reads in flight. Reads of one ISPB never lock anything
+ *   shared: claims skip locked ready rows, and the expiry sweep skips stream rows that their readers
+ *   hold (a stream being read is alive). The statements that may wait for a row (the stream row,
+ *   the institution row, stop all's rows) run through pix_execute_locking (statement.c): the wait
+ *   is bounded by pix.lock_timeout, then PX009, since a client that leaves a transaction open after
+ *   a call holds those rows until it ends. The one call that locks nothing is the quiet read
+ *   (below).
+
  * LIVENESS AND EXPIRY
  *   A stream whose last_read_at is older than pix.stream_idle_timeout plus the liveness slack (a
  *   sixteenth of the timeout, at most 15 s) is dead. A read on the current id with nothing pending,
@@ -95,20 +101,16 @@
 #include "auth.h"
 #include "claim.h"
 #include "iteration_id.h"
-#include "send.h"
 #include "statement.h"
 
 PG_FUNCTION_INFO_V1(pix_stream_start);
 PG_FUNCTION_INFO_V1(pix_stream_next);
 PG_FUNCTION_INFO_V1(pix_stream_stop);
+PG_FUNCTION_INFO_V1(pix_streams_stop_all);
 PG_FUNCTION_INFO_V1(pix_expire_streams);
-PG_FUNCTION_INFO_V1(pix_purge_history);
 PG_FUNCTION_INFO_V1(pix_streams_keepalive);
 
 #define PIX_NOTIFY_CHANNEL "pix_message"
-#define PIX_PURGE_CHUNK 10000
-/* How many of the oldest closed streams each purge call looks at besides those its chunk emptied. */
-#define PIX_PURGE_STREAMS_LOOK 1000
 /* The most an empty read may leave last_read_at behind the true last read (see LIVENESS). */
 #define PIX_LIVENESS_SLACK_MAX_MS 15000
 
@@ -205,23 +207,28 @@ static pix_statement requeue_sql = {
 	4, {TEXTOID, INT8ARRAYOID, TIMESTAMPTZOID, TEXTOID}};
 
 /*
- * The expiry sweep: idle open streams ($1: cutoff) whose rows nobody holds (a stream being read is
- * alive) are expired, and the batches they held come back for requeue. One ISPB ($3, never the
- * stream $4 of the caller) or, with $3 NULL, every ISPB: two plans of one text, so each uses its
- * index.
+ * Many streams closed at once, in one statement that returns the batches they held for requeue
+ * ($2: now). The expiry sweep expires idle open streams ($1: cutoff) whose rows nobody holds (a
+ * stream being read is alive): of one ISPB ($3, never the stream $4 of the caller) or of every
+ * ISPB, two plans of one text, so each uses its index. Stop all closes every open stream of an
+ * ISPB ($1), waiting for the reads in flight (all of them must close).
  */
-#define SWEEP_SQL(where) \
-	"UPDATE pix.stream s SET state = 'e', closed_at = $2, pending_ids = '{}'," \
+#define CLOSE_MANY_SQL(state, which) \
+	"UPDATE pix.stream s SET state = '" state "', closed_at = $2, pending_ids = '{}'," \
 	"       requeued = s.requeued + cardinality(old.pending_ids)" \
 	"  FROM (SELECT stream_id, pending_ids FROM pix.stream" \
-	"         WHERE state = 'o' AND last_read_at < $1 " where \
-	"           FOR UPDATE SKIP LOCKED) old" \
+	"         WHERE state = 'o' " which ") old" \
 	" WHERE s.stream_id = old.stream_id" \
 	" RETURNING s.ispb, s.current_iid, old.pending_ids"
 static pix_statement sweep_ispb_sql = {
-	SWEEP_SQL("AND ispb = $3 AND stream_id <> $4"), 4,
+	CLOSE_MANY_SQL("e", "AND last_read_at < $1 AND ispb = $3 AND stream_id <> $4"
+	               " FOR UPDATE SKIP LOCKED"), 4,
 	{TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID, INT8OID}};
-static pix_statement sweep_all_sql = {SWEEP_SQL(""), 2, {TIMESTAMPTZOID, TIMESTAMPTZOID}};
+static pix_statement sweep_all_sql = {
+	CLOSE_MANY_SQL("e", "AND last_read_at < $1 FOR UPDATE SKIP LOCKED"), 2,
+	{TIMESTAMPTZOID, TIMESTAMPTZOID}};
+static pix_statement stop_all_sql = {
+	CLOSE_MANY_SQL("c", "AND ispb = $1 FOR UPDATE"), 2, {TEXTOID, TIMESTAMPTZOID}};
 
 static pix_statement lock_institution_sql = {
 	"SELECT 1 FROM pix.institution WHERE ispb = $1 FOR UPDATE", 1, {TEXTOID}};
@@ -241,58 +248,6 @@ static pix_statement keepalive_sql = {
 	" WHERE s.stream_id = live.stream_id",
 	3, {TEXTARRAYOID, TIMESTAMPTZOID, TIMESTAMPTZOID}};
 
-/*
- * One chunk of the purge, oldest first through iteration_by_age: iterations no stream can use any
- * more (an open stream's current and previous ids stay), the confirmed messages they carried, both
- * deleted through their primary keys (= ANY of an array: a join could be planned as a hash of the
- * whole table, the very cost that grows with the history), and, for the last two ids of a closed stream, a retired_id row so they still
- * answer "gone".
- */
-static pix_statement purge_iterations_sql = {
-	"WITH old AS MATERIALIZED ("
-	"  SELECT i.iid, i.stream_id, i.message_ids, i.confirmed_at, s.ispb, s.state <> 'o' AND i.seq >= s.seq - 1 AS last"
-	"    FROM pix.iteration i JOIN pix.stream s ON s.stream_id = i.stream_id"
-	"   WHERE coalesce(i.confirmed_at, i.requeued_at, i.delivered_at) < $1"
-	"     AND (s.state <> 'o' OR i.seq < s.seq - 1)"
-	"   ORDER BY coalesce(i.confirmed_at, i.requeued_at, i.delivered_at)"
-	"   LIMIT " CppAsString2(PIX_PURGE_CHUNK) "),"
-	" gone AS (DELETE FROM pix.iteration i WHERE i.iid = ANY (ARRAY(SELECT iid FROM old)) RETURNING 1),"
-	" retired AS (INSERT INTO pix.retired_id (iid, ispb) SELECT iid, ispb FROM old WHERE last"
-	"             ON CONFLICT DO NOTHING),"
-	" removed AS (DELETE FROM pix.message m"
-	"              WHERE m.id = ANY (ARRAY(SELECT unnest(message_ids) FROM old WHERE confirmed_at IS NOT NULL))"
-	"             RETURNING 1)"
-	" SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM removed),"
-	"        ARRAY(SELECT DISTINCT stream_id FROM old WHERE last)",
-	1, {TIMESTAMPTZOID}};
-/*
- * Closed streams with no iteration left, among those whose last iterations this chunk removed ($2)
- * and the oldest closed ones (a bounded look through stream_closed_by_age, for a stream closed
- * after its last iteration was purged): never a scan of every closed stream.
- */
-static pix_statement purge_streams_sql = {
-	"WITH candidate AS ("
-	"  SELECT unnest($2::pg_catalog.int8[]) AS stream_id"
-	"  UNION (SELECT stream_id FROM pix.stream WHERE state <> 'o' AND closed_at < $1"
-	"          ORDER BY closed_at LIMIT " CppAsString2(PIX_PURGE_STREAMS_LOOK) ")),"
-	" gone AS ("
-	"  DELETE FROM pix.stream s USING candidate c"
-	"   WHERE s.stream_id = c.stream_id AND s.state <> 'o' AND s.closed_at < $1"
-	"     AND NOT EXISTS (SELECT 1 FROM pix.iteration i WHERE i.stream_id = s.stream_id)"
-	"  RETURNING s.*),"
-	" per_ispb AS (SELECT ispb, count(*) AS streams, count(*) FILTER (WHERE state = 'e') AS expired,"
-	"                     sum(delivered) AS delivered, sum(redelivered) AS redelivered,"
-	"                     sum(confirmed) AS confirmed, sum(requeued) AS requeued"
-	"                FROM gone GROUP BY ispb)"
-	" UPDATE pix.institution i SET purged_streams = purged_streams + p.streams,"
-	"        purged_expired = purged_expired + p.expired,"
-	"        purged_delivered = purged_delivered + p.delivered,"
-	"        purged_redelivered = purged_redelivered + p.redelivered,"
-	"        purged_confirmed = purged_confirmed + p.confirmed,"
-	"        purged_requeued = purged_requeued + p.requeued"
-	"   FROM per_ispb p WHERE i.ispb = p.ispb",
-	2, {TIMESTAMPTZOID, INT8ARRAYOID}};
-
 /* clang-format on */
 
 static char *call_args(FunctionCallInfo fcinfo, int credential_argno, char *iid);
@@ -311,7 +266,7 @@ static int64 liveness_slack_us(void);
 static Datum ids_array(const int64 *ids, int count);
 static int array_length_of(Datum array);
 static void lock_institution(const char *ispb);
-static int sweep(pix_statement *st, Datum *values);
+static int close_many(pix_statement *st, Datum *values, bool locking);
 static void sweep_ispb(const char *ispb, int64 except_stream, TimestampTz now);
 static void requeue(const char *ispb, const char *iid, Datum pending_ids, TimestampTz now);
 static void read_on(stream_row *s, int max, TimestampTz now, read_result *r, MemoryContext outer);
@@ -439,6 +394,27 @@ Datum pix_stream_stop(PG_FUNCTION_ARGS)
 }
 
 /*
+ * pix_streams_stop_all(ispb, credential): closes every open stream of the ISPB, waiting for the
+ * reads in flight, and requeues their pending batches at the head of its queue, as an expiry does.
+ * Returns how many streams it closed.
+ */
+Datum pix_streams_stop_all(PG_FUNCTION_ARGS)
+{
+	int nest;
+	char *ispb = pix_authorized_ispb(fcinfo, 1, NULL);
+	Datum values[2];
+	int closed;
+
+	pix_require_read_committed();
+	nest = pix_spi_connect();
+	values[0] = CStringGetTextDatum(ispb);
+	values[1] = TimestampTzGetDatum(GetCurrentTimestamp());
+	closed = close_many(&stop_all_sql, values, true);
+	pix_spi_finish(nest);
+	PG_RETURN_INT32(closed);
+}
+
+/*
  * pix_expire_streams(): expires every idle stream of every ISPB now and requeues their batches.
  * Reads and starts do this lazily for their own ISPB; the HTTP server also calls this periodically
  * so that slots and batches come back even where no collector is reading.
@@ -454,40 +430,9 @@ Datum pix_expire_streams(PG_FUNCTION_ARGS)
 	nest = pix_spi_connect();
 	values[0] = TimestampTzGetDatum(idle_cutoff(now));
 	values[1] = TimestampTzGetDatum(now);
-	expired = sweep(&sweep_all_sql, values);
+	expired = close_many(&sweep_all_sql, values, false);
 	pix_spi_finish(nest);
 	PG_RETURN_INT32(expired);
-}
-
-/*
- * pix_purge_history(): removes one chunk (10 000 iterations) of the history older than
- * pix.history_retention, oldest first: iterations no stream can use any more (an open stream's
- * current and previous ids stay: the previous one may still be retried), the confirmed messages
- * they carried, and closed streams with nothing left (their counters move to pix.institution; their
- * last two ids to pix.retired_id). Unconfirmed messages are never touched. Returns how many
- * iterations it removed: call it again until it returns 0. One chunk per call keeps each call short
- * (well under a client's statement timeout) and its locks brief; the age index keeps each chunk's
- * cost independent of the history's size.
- */
-Datum pix_purge_history(PG_FUNCTION_ARGS)
-{
-	int nest;
-	TimestampTz cutoff =
-	    GetCurrentTimestamp() - (TimestampTz)pix_history_retention_s * USECS_PER_SEC;
-	Datum values[2] = {TimestampTzGetDatum(cutoff)};
-	int64 iterations;
-	bool isnull;
-
-	pix_require_read_committed();
-	nest = pix_spi_connect();
-	pix_execute(&purge_iterations_sql, values, NULL, 1);
-	iterations =
-	    DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	values[1] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
-	pix_execute(&purge_streams_sql, values, NULL, 0);
-	iterations += pix_send_forget_expired();
-	pix_spi_finish(nest);
-	PG_RETURN_INT64(iterations);
 }
 
 /*
@@ -778,19 +723,22 @@ static void lock_institution(const char *ispb)
 	Datum values[1] = {CStringGetTextDatum(ispb)};
 
 	if (pix_execute_locking(&lock_institution_sql, values, NULL, 1) == 0) {
-		pix_execute(&insert_institution_sql, values, NULL, 0);
+		pix_execute_locking(&insert_institution_sql, values, NULL, 0);
 		pix_execute_locking(&lock_institution_sql, values, NULL, 1);
 	}
 }
 
-/* Runs an expiry sweep and requeues the batches of the streams it expired; returns how many. */
-static int sweep(pix_statement *st, Datum *values)
+/*
+ * Runs a statement that closes many streams (CLOSE_MANY_SQL; values[1] is now), under the lock
+ * bound when it waits for the rows, and requeues the batches they held; returns how many it closed.
+ */
+static int close_many(pix_statement *st, Datum *values, bool locking)
 {
 	TimestampTz now = DatumGetTimestampTz(values[1]);
-	int expired = pix_execute(st, values, NULL, 0);
+	int closed = locking ? pix_execute_locking(st, values, NULL, 0) : pix_execute(st, values, NULL, 0);
 	SPITupleTable *rows = SPI_tuptable;
 
-	for (int i = 0; i < expired; i++) {
+	for (int i = 0; i < closed; i++) {
 		bool isnull;
 		char *ispb = SPI_getvalue(rows->vals[i], rows->tupdesc, 1);
 		char *iid = SPI_getvalue(rows->vals[i], rows->tupdesc, 2);
@@ -799,7 +747,7 @@ static int sweep(pix_statement *st, Datum *values)
 		if (!isnull && array_length_of(pending) > 0)
 			requeue(ispb, iid, pending, now);
 	}
-	return expired;
+	return closed;
 }
 
 /*
@@ -815,7 +763,7 @@ static void sweep_ispb(const char *ispb, int64 except_stream, TimestampTz now)
 	values[1] = TimestampTzGetDatum(now);
 	values[2] = CStringGetTextDatum(ispb);
 	values[3] = Int64GetDatum(except_stream);
-	sweep(&sweep_ispb_sql, values);
+	close_many(&sweep_ispb_sql, values, false);
 }
 
 /* Puts a batch back at the head of the ready queue (the requeued range) and wakes the collectors. */

@@ -1,8 +1,8 @@
 /*
  * validate.c — judges one Pix message against the contract (docs/contract.md, "The message").
  *
- * Pure C (libc only): the INSERT trigger, the generator, the HTTP server and the fuzzers share it,
- * so there is exactly one definition of a valid message. Every function reads its input byte by
+ * Pure C (libc only): the INSERT trigger, the generator, pix_messages_send, the unit tests and the
+ * fuzzers share it, so there is exactly one definition of a valid message. Every function reads its input byte by
  * byte and stops at the first NUL or the first byte that breaks a rule: no input, however long or
  * malformed, makes it read past a terminator or allocate.
  *

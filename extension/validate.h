@@ -2,7 +2,8 @@
  * validate.h — the contract's rules for one Pix message (docs/contract.md, "The message"), in plain C.
  *
  * Pure C on purpose: no PostgreSQL header, only libc, so that the extension's INSERT trigger, the
- * generator, the HTTP server and the fuzzing harnesses all judge a message by the same code.
+ * generator, pix_messages_send, the unit tests and the fuzzing harnesses all judge a message by the
+ * same code.
  *
  * A pix_message holds NUL-terminated UTF-8 strings in the contract's text forms; a NULL pointer
  * stands for a missing field and is always a problem, never a crash.

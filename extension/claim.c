@@ -59,6 +59,8 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "validate.h"
+
 #define PIX_FULL_SCAN_INTERVAL_MS 200
 #define PIX_HINTS_MAX 4096
 
@@ -72,7 +74,7 @@
  * scanned all of the range, and when reads last swept the ISPB's idle streams.
  */
 typedef struct claim_hint {
-	char ispb[9]; /* hash key */
+	char ispb[PIX_ISPB_LEN + 1]; /* hash key */
 	int64 first_entry_id;
 	TimestampTz last_full_scan;
 	TimestampTz last_sweep;
@@ -286,7 +288,7 @@ static claim_hint *hint_for(const char *ispb)
 	    hash_search(claim_hints, ispb, HASH_FIND, NULL) == NULL) {
 		HASH_SEQ_STATUS status;
 		claim_hint *victim;
-		char key[9];
+		char key[PIX_ISPB_LEN + 1];
 
 		hash_seq_init(&status, claim_hints);
 		victim = hash_seq_search(&status);
@@ -295,7 +297,7 @@ static claim_hint *hint_for(const char *ispb)
 		hash_search(claim_hints, key, HASH_REMOVE, NULL);
 	}
 	if (claim_hints == NULL) {
-		HASHCTL ctl = {.keysize = 9, .entrysize = sizeof(claim_hint)};
+		HASHCTL ctl = {.keysize = PIX_ISPB_LEN + 1, .entrysize = sizeof(claim_hint)};
 
 		claim_hints = hash_create("pix claim hints", 256, &ctl, HASH_ELEM | HASH_STRINGS);
 	}

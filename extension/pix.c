@@ -14,6 +14,7 @@
 #include "pix.h"
 
 #include "fmgr.h"
+#include "funcapi.h"
 #include "utils/builtins.h"
 #include "access/xact.h"
 #include "utils/guc.h"
@@ -30,6 +31,8 @@ int pix_lock_timeout_ms = 5000;
 int pix_send_idempotency_horizon_s = 30 * 24 * 3600;
 
 void _PG_init(void);
+
+PG_FUNCTION_INFO_V1(pix_constants);
 
 /*
  * Registers the GUCs. They are PGC_SUSET: the limits protect every collector of an institution, so
@@ -91,4 +94,50 @@ void pix_require_read_committed(void)
 		        (errcode(ERRCODE_PIX_ISOLATION),
 		         errmsg("pix functions need READ COMMITTED isolation"),
 		         errdetail("Claims must see messages and streams committed by others up to now.")));
+}
+
+/*
+ * pix_constants() RETURNS TABLE (name text, value text): the constants the SQL scripts share with
+ * this C (see pix.h), for regress test 94_shared_constants, which declares it in pg_temp. Not part
+ * of the extension's SQL: nothing else needs it.
+ */
+Datum pix_constants(PG_FUNCTION_ARGS)
+{
+	static const struct {
+		const char *name;
+		int sqlstate;
+	} states[] = {
+		{"invalid ISPB", ERRCODE_PIX_INVALID_ISPB},
+		{"invalid max_messages", ERRCODE_PIX_INVALID_COUNT},
+		{"too many open streams", ERRCODE_PIX_TOO_MANY_STREAMS},
+		{"stream not found", ERRCODE_PIX_STREAM_NOT_FOUND},
+		{"stream gone", ERRCODE_PIX_STREAM_GONE},
+		{"invalid Pix message", ERRCODE_PIX_INVALID_MESSAGE},
+		{"Pix messages are immutable", ERRCODE_PIX_IMMUTABLE},
+		{"pix functions need READ COMMITTED isolation", ERRCODE_PIX_ISOLATION},
+		{"stream busy", ERRCODE_PIX_BUSY},
+		{"invalid messages", ERRCODE_PIX_INVALID_SEND},
+		{"endToEndId conflict", ERRCODE_PIX_SEND_CONFLICT},
+		{"unauthenticated", ERRCODE_PIX_UNAUTHENTICATED},
+		{"forbidden", ERRCODE_PIX_FORBIDDEN},
+		{"unknown institution", ERRCODE_PIX_UNKNOWN_INSTITUTION},
+	};
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *)fcinfo->resultinfo;
+	Datum values[2];
+	bool nulls[2] = {false, false};
+
+	InitMaterializedSRF(fcinfo, 0);
+#define CONSTANT(name, text)                                                                      \
+	do {                                                                                           \
+		values[0] = CStringGetTextDatum(name);                                                     \
+		values[1] = CStringGetTextDatum(text);                                                     \
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);                   \
+	} while (0)
+	CONSTANT("notify channel", PIX_NOTIFY_CHANNEL);
+	CONSTANT("ISPB length", psprintf("%d", PIX_ISPB_LEN));
+	CONSTANT("batch maximum", psprintf("%d", PIX_MAX_BATCH));
+	for (int i = 0; i < lengthof(states); i++)
+		CONSTANT(psprintf("SQLSTATE %s", states[i].name), unpack_sql_state(states[i].sqlstate));
+#undef CONSTANT
+	return (Datum)0;
 }

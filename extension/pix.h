@@ -18,6 +18,15 @@
 
 #include "postgres.h"
 
+#include "validate.h"
+
+/*
+ * Constants the SQL scripts share (pix--*.sql cannot include this header): the NOTIFY channel, the
+ * ISPB length (PIX_ISPB_LEN, validate.h), the batch maximum and the SQLSTATEs. This header is their
+ * source: pix_constants() (pix.c) exposes them, and regress test 94_shared_constants checks every
+ * literal of the installed SQL (function bodies, check constraints) against it.
+ */
+
 /* SQLSTATEs, one per condition of the contract (class PX). The HTTP mapping is in README.md. */
 #define ERRCODE_PIX_INVALID_ISPB MAKE_SQLSTATE('P', 'X', '0', '0', '1')     /* 400 */
 #define ERRCODE_PIX_INVALID_COUNT MAKE_SQLSTATE('P', 'X', '0', '0', '2')    /* 400 */
@@ -34,7 +43,11 @@
 #define ERRCODE_PIX_FORBIDDEN MAKE_SQLSTATE('P', 'X', '0', '1', '3')       /* 403 */
 #define ERRCODE_PIX_UNKNOWN_INSTITUTION MAKE_SQLSTATE('P', 'X', '0', '1', '4') /* 422 */
 
+/* The most messages one read delivers (max_messages). */
 #define PIX_MAX_BATCH 10
+
+/* Every enqueue path and every requeue NOTIFYs this channel with the ISPB as payload (pixd LISTENs). */
+#define PIX_NOTIFY_CHANNEL "pix_message"
 
 /* Configuration (GUCs), registered in pix.c. */
 extern int pix_max_collectors;

@@ -110,7 +110,6 @@ PG_FUNCTION_INFO_V1(pix_streams_stop_all);
 PG_FUNCTION_INFO_V1(pix_expire_streams);
 PG_FUNCTION_INFO_V1(pix_streams_keepalive);
 
-#define PIX_NOTIFY_CHANNEL "pix_message"
 /* The most an empty read may leave last_read_at behind the true last read (see LIVENESS). */
 #define PIX_LIVENESS_SLACK_MAX_MS 15000
 

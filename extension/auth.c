@@ -54,9 +54,6 @@
 #include "statement.h"
 #include "validate.h"
 
-PG_FUNCTION_INFO_V1(pix_new_token);
-PG_FUNCTION_INFO_V1(pix_role_binding_changed);
-
 #define CREDENTIAL_HEX_LEN 64
 #define TOKEN_BYTES 32
 
@@ -221,6 +218,7 @@ void pix_raise_unregistered(const char *field, const char *ispb)
  * pix.new_token() RETURNS text: a bearer token, "pix_" and 64 hex digits (256 bits from
  * pg_strong_random). Only pix_token_issue calls it; it stores a digest and returns the token once.
  */
+PG_FUNCTION_INFO_V1(pix_new_token);
 Datum pix_new_token(PG_FUNCTION_ARGS)
 {
 	static const char hex[] = "0123456789abcdef";
@@ -243,6 +241,7 @@ Datum pix_new_token(PG_FUNCTION_ARGS)
  * AFTER ... FOR EACH STATEMENT trigger on pix.role_binding: every backend forgets the bindings it
  * knows when this transaction commits (a relcache invalidation of the table reaches them all).
  */
+PG_FUNCTION_INFO_V1(pix_role_binding_changed);
 Datum pix_role_binding_changed(PG_FUNCTION_ARGS)
 {
 	TriggerData *td = (TriggerData *)fcinfo->context;

@@ -34,8 +34,6 @@
 #include "insert.h"
 #include "validate.h"
 
-PG_FUNCTION_INFO_V1(pix_generate_messages);
-
 #define CHUNK_ROWS 1000
 
 /* One generated message: the strings pix_message points into. */
@@ -340,6 +338,7 @@ static void generate_one(generated *g, const call_context *cx)
  * ispb (PX001 when malformed or NULL; PX002 unless 1 <= number <= pix.max_generate) and returns
  * how many were inserted. All or nothing: one transaction, like any INSERT.
  */
+PG_FUNCTION_INFO_V1(pix_generate_messages);
 Datum pix_generate_messages(PG_FUNCTION_ARGS)
 {
 	char *ispb = pix_ispb_arg(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0));

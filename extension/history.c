@@ -21,13 +21,9 @@
 
 #include "statement.h"
 
-PG_FUNCTION_INFO_V1(pix_purge_history);
-
 #define PIX_PURGE_CHUNK 10000
 /* How many of the oldest closed streams each purge call looks at besides those its chunk emptied. */
 #define PIX_PURGE_STREAMS_LOOK 1000
-
-/* clang-format off */
 
 /*
  * One chunk of the purge, oldest first through iteration_by_age: iterations no stream can use any
@@ -86,8 +82,6 @@ static pix_statement forget_sql = {
     "  FROM pix.sent_message WHERE accepted_at < $1 LIMIT " CppAsString2(PIX_PURGE_CHUNK) ")",
     1,
     {TIMESTAMPTZOID}};
-/* clang-format on */
-
 static int64 forget_sent_ids(void);
 
 /*
@@ -100,6 +94,7 @@ static int64 forget_sent_ids(void);
  * (well under a client's statement timeout) and its locks brief; the age index keeps each chunk's
  * cost independent of the history's size.
  */
+PG_FUNCTION_INFO_V1(pix_purge_history);
 Datum pix_purge_history(PG_FUNCTION_ARGS)
 {
 	int nest;

@@ -47,9 +47,6 @@
 #include "auth.h"
 #include "validate.h"
 
-PG_FUNCTION_INFO_V1(pix_message_before_insert);
-PG_FUNCTION_INFO_V1(pix_message_immutable);
-
 /* The columns the trigger reads or writes; positions are looked up by these names. */
 typedef enum column {
 	COL_END_TO_END_ID,
@@ -305,6 +302,7 @@ static void refuse_duplicate(Relation message, HeapTuple tuple, TupleDesc desc)
  * the field) or returns the row with valor at scale 2, the time truncated to milliseconds and body
  * rendered. Any body the client supplied is replaced.
  */
+PG_FUNCTION_INFO_V1(pix_message_before_insert);
 Datum pix_message_before_insert(PG_FUNCTION_ARGS)
 {
 	TriggerData *td;
@@ -349,6 +347,7 @@ Datum pix_message_before_insert(PG_FUNCTION_ARGS)
 }
 
 /* BEFORE UPDATE FOR EACH ROW on pix.message: a payment that happened does not change. */
+PG_FUNCTION_INFO_V1(pix_message_immutable);
 Datum pix_message_immutable(PG_FUNCTION_ARGS)
 {
 	require_trigger(fcinfo, "pix_message_immutable", false);

@@ -32,8 +32,6 @@ int pix_send_idempotency_horizon_s = 30 * 24 * 3600;
 
 void _PG_init(void);
 
-PG_FUNCTION_INFO_V1(pix_constants);
-
 /*
  * Registers the GUCs. They are PGC_SUSET: the limits protect every collector of an institution, so
  * a client session may not raise them for itself; set them with ALTER DATABASE/ROLE or
@@ -101,6 +99,7 @@ void pix_require_read_committed(void)
  * this C (see pix.h), for regress test 94_shared_constants, which declares it in pg_temp. Not part
  * of the extension's SQL: nothing else needs it.
  */
+PG_FUNCTION_INFO_V1(pix_constants);
 Datum pix_constants(PG_FUNCTION_ARGS)
 {
 	static const struct {

@@ -40,8 +40,6 @@
 #include "send_json.h"
 #include "statement.h"
 
-PG_FUNCTION_INFO_V1(pix_messages_send);
-
 /* One message of the body and what the send learns about it. */
 typedef struct outgoing {
 	pix_message m;
@@ -92,6 +90,7 @@ static Datum send_result(FunctionCallInfo fcinfo, int accepted, int duplicates);
  * pix_messages_send(ispb text, body text, credential text) RETURNS pix_sent
  * (accepted int, duplicates int, body text).
  */
+PG_FUNCTION_INFO_V1(pix_messages_send);
 Datum pix_messages_send(PG_FUNCTION_ARGS)
 {
 	bool authenticated;

@@ -103,13 +103,6 @@
 #include "iteration_id.h"
 #include "statement.h"
 
-PG_FUNCTION_INFO_V1(pix_stream_start);
-PG_FUNCTION_INFO_V1(pix_stream_next);
-PG_FUNCTION_INFO_V1(pix_stream_stop);
-PG_FUNCTION_INFO_V1(pix_streams_stop_all);
-PG_FUNCTION_INFO_V1(pix_expire_streams);
-PG_FUNCTION_INFO_V1(pix_streams_keepalive);
-
 /* The most an empty read may leave last_read_at behind the true last read (see LIVENESS). */
 #define PIX_LIVENESS_SLACK_MAX_MS 15000
 
@@ -132,8 +125,6 @@ typedef struct read_result {
 	int count;
 	char *body; /* NULL when count == 0; allocated in the caller's context */
 } read_result;
-
-/* clang-format off */
 
 /* The stream an id of this ISPB names: another ISPB's id finds nothing, and locks nothing. */
 #define FIND_STREAM_SQL \
@@ -247,8 +238,6 @@ static pix_statement keepalive_sql = {
 	" WHERE s.stream_id = live.stream_id",
 	3, {TEXTARRAYOID, TIMESTAMPTZOID, TIMESTAMPTZOID}};
 
-/* clang-format on */
-
 static char *call_args(FunctionCallInfo fcinfo, int credential_argno, char *iid);
 static int batch_size_arg(FunctionCallInfo fcinfo, int argno);
 static void iid_arg(FunctionCallInfo fcinfo, int argno, char *iid);
@@ -281,6 +270,7 @@ static Datum read_result_datum(FunctionCallInfo fcinfo, const read_result *r);
 /*
  * pix_stream_start(ispb, max_messages) opens a stream and reads from it. Always issues an id.
  */
+PG_FUNCTION_INFO_V1(pix_stream_start);
 Datum pix_stream_start(PG_FUNCTION_ARGS)
 {
 	int nest;
@@ -332,6 +322,7 @@ Datum pix_stream_start(PG_FUNCTION_ARGS)
  * pix_stream_next(ispb, interation_id, max_messages): the current id confirms and reads on; the
  * previous id replays the pending batch.
  */
+PG_FUNCTION_INFO_V1(pix_stream_next);
 Datum pix_stream_next(PG_FUNCTION_ARGS)
 {
 	int nest;
@@ -363,6 +354,7 @@ Datum pix_stream_next(PG_FUNCTION_ARGS)
  * on the previous id (the collector never got the last batch), closes and requeues that batch.
  * Returns how many messages this call confirmed.
  */
+PG_FUNCTION_INFO_V1(pix_stream_stop);
 Datum pix_stream_stop(PG_FUNCTION_ARGS)
 {
 	int nest;
@@ -397,6 +389,7 @@ Datum pix_stream_stop(PG_FUNCTION_ARGS)
  * reads in flight, and requeues their pending batches at the head of its queue, as an expiry does.
  * Returns how many streams it closed.
  */
+PG_FUNCTION_INFO_V1(pix_streams_stop_all);
 Datum pix_streams_stop_all(PG_FUNCTION_ARGS)
 {
 	int nest;
@@ -418,6 +411,7 @@ Datum pix_streams_stop_all(PG_FUNCTION_ARGS)
  * Reads and starts do this lazily for their own ISPB; the HTTP server also calls this periodically
  * so that slots and batches come back even where no collector is reading.
  */
+PG_FUNCTION_INFO_V1(pix_expire_streams);
 Datum pix_expire_streams(PG_FUNCTION_ARGS)
 {
 	int nest;
@@ -442,6 +436,7 @@ Datum pix_expire_streams(PG_FUNCTION_ARGS)
  * ignored; a stream already dead is not revived; a stream whose row another call holds right now is
  * skipped (that call is a read, and marks it itself).
  */
+PG_FUNCTION_INFO_V1(pix_streams_keepalive);
 Datum pix_streams_keepalive(PG_FUNCTION_ARGS)
 {
 	int nest;

@@ -19,7 +19,10 @@ for f in "$@"; do
     # pre: // comments become /* */; dash-protected block comments are kept as they are
     perl -0pe 's!^([ \t]*)//(.*)$!$1/* $2 */!gm; s!/\* +---!/*---X_X!g' "$f" >"$tmp"
     # shellcheck disable=SC2086  # OPTS is a list of flags
-    "$INDENT" $OPTS -Utypedefs.list "$tmp"
+    if ! "$INDENT" $OPTS -Utypedefs.list "$tmp"; then
+        echo "pgindent.sh: $INDENT failed on $f" >&2
+        exit 1
+    fi
     # post: undo the protection, a tab between run-together comments, "type *" return types
     perl -0pe 's!/\*---X_X!/* ---!g; s!\*/(/\*.*\*/)$!*/\t$1!gm; s!^([A-Za-z_]\S*)[ \t]+\*$!$1 *!gm' \
         "$tmp" >"$f.pgindent"

@@ -3,13 +3,21 @@
  * the argument checks every SQL function shares.
  *
  * The other files, from the bottom floor up:
- *   statement.c   how the extension runs SQL: prepared once and kept, lock waits bounded (PX009).
- *   validate.c, render.c, send_json.c   pure C: a message judged, rendered, parsed from a send.
- *   claim.c       the claim's fixed access path to pix.ready; iteration_id.c, the ids.
- *   insert.c      the one INSERT of the extension's own producers; auth.c, who acts for which ISPB.
- *   stream.c      the state machine: every transition of a stream (its header states the invariant
- *                 and the locking); history.c, the purge of the history and of accepted send ids.
- *   message.c     the triggers of pix.message; send.c, pix_messages_send; generate.c, the generator.
+ *   statement.c     how the extension runs SQL: prepared once and kept, lock
+ *                   waits bounded (PX009).
+ *   validate.c      pure C: a message judged (validate.c), rendered
+ *   render.c        (render.c), parsed from a send's body (send_json.c).
+ *   send_json.c
+ *   claim.c         the claim's fixed access path to pix.ready.
+ *   iteration_id.c  the ids a collector calls next.
+ *   insert.c        the one INSERT of the extension's own producers.
+ *   auth.c          who may act for which ISPB.
+ *   stream.c        the state machine: every transition of a stream (its
+ *                   header states the invariant and the locking).
+ *   history.c       the purge of the history and of accepted send ids.
+ *   message.c       the triggers of pix.message.
+ *   send.c          pix_messages_send.
+ *   generate.c      pix_generate_messages, the generator.
  */
 #include "pix.h"
 

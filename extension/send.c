@@ -324,6 +324,7 @@ static int enqueue_new(outgoing *msgs, int n, HTAB *ids)
 {
 	Datum *columns[PIX_MESSAGE_COLUMNS];
 	Datum *skipped = palloc(n * sizeof(Datum));
+	Datum skipped_ids[1];
 	int rows = 0, inserted, nskipped = 0;
 	HASH_SEQ_STATUS scan;
 	id_entry *e;
@@ -354,10 +355,9 @@ static int enqueue_new(outgoing *msgs, int n, HTAB *ids)
 		while ((e = hash_seq_search(&scan)) != NULL)
 			if (e->recorded_now && !e->enqueued)
 				skipped[nskipped++] = CStringGetTextDatum(e->id);
-		check_digests(ids, msgs, &enqueued_digests_sql,
-		              (Datum[]){PointerGetDatum(
-		                  construct_array(skipped, nskipped, TEXTOID, -1, false, TYPALIGN_INT))},
-		              true);
+		skipped_ids[0] = PointerGetDatum(
+		    construct_array(skipped, nskipped, TEXTOID, -1, false, TYPALIGN_INT));
+		check_digests(ids, msgs, &enqueued_digests_sql, skipped_ids, true);
 	}
 	return inserted;
 }

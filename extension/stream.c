@@ -39,11 +39,11 @@
  * IDS
  *   Each read that delivers messages issues a new id (seq + 1); an empty read keeps the id. A call
  *   is classified by the seq of the iteration its id names:
- *     seq == stream.seq                          the current id: confirm and read on;
- *     seq == stream.seq - 1, a batch pending     the previous id: the collector lost our answer,
- *                                                replay it (same bytes), confirm nothing;
- *     anything older, or a closed/expired stream gone (PX005), also after the purge for the last
- *                                                two ids of a stream (pix.retired_id).
+ *     seq == stream.seq       the current id: confirm and read on;
+ *     seq == stream.seq - 1   while a batch is pending, the previous id: the collector lost our
+ *                             answer; replay it (same bytes), confirm nothing;
+ *     anything older          gone (PX005), as is any id of a closed or expired stream, also
+ *                             after the purge for the last two ids of a stream (pix.retired_id).
  *   Unknown, malformed and other ISPBs' ids are not found (PX004), with the same message: the ISPB
  *   is part of the lookup, so another ISPB's id finds (and locks) nothing.
  *

@@ -74,27 +74,36 @@ typedef struct caller {
 } caller;
 
 static pix_statement credential_sql = {
-    "SELECT c.ispb, c.admin FROM pix.credential c WHERE c.lookup = $1 AND c.revoked_at IS NULL",
-    1, {BYTEAOID}, 0, true};
+	.sql = "SELECT c.ispb, c.admin FROM pix.credential c WHERE c.lookup = $1 AND c.revoked_at IS NULL",
+	.nargs = 1,
+	.types = {BYTEAOID},
+	.read_only = true,
+};
 static pix_statement binding_sql = {
-    "SELECT b.ispb FROM pix.role_binding b"
-    "  JOIN pg_catalog.pg_roles r ON r.oid = b.role AND r.rolname = b.role_name"
-    " WHERE b.role IN ($1, $2)"
-    "    OR (NOT $3 AND pg_catalog.pg_has_role($1, b.role, 'MEMBER'))"
-    "    OR (NOT $4 AND pg_catalog.pg_has_role($2, b.role, 'MEMBER'))",
-    4, {OIDOID, OIDOID, BOOLOID, BOOLOID}, 0, true};
+	.sql = "SELECT b.ispb FROM pix.role_binding b"
+	"  JOIN pg_catalog.pg_roles r ON r.oid = b.role AND r.rolname = b.role_name"
+	" WHERE b.role IN ($1, $2)"
+	"    OR (NOT $3 AND pg_catalog.pg_has_role($1, b.role, 'MEMBER'))"
+	"    OR (NOT $4 AND pg_catalog.pg_has_role($2, b.role, 'MEMBER'))",
+	.nargs = 4,
+	.types = {OIDOID, OIDOID, BOOLOID, BOOLOID},
+	.read_only = true,
+};
 /*
  * Of a list of ISPBs, the position (1-based) of the first that is not a registered institution:
  * one that opened a stream (pix.institution), holds or held a credential, or has a role binding
  * (the same rule as pix_metrics' labels, extension/pix--1.3--1.4.sql).
  */
 static pix_statement unregistered_sql = {
-    "SELECT r.n FROM pg_catalog.unnest($1) WITH ORDINALITY AS r(ispb, n)"
-    " WHERE NOT EXISTS (SELECT FROM pix.institution i WHERE i.ispb = r.ispb COLLATE \"C\")"
-    "   AND NOT EXISTS (SELECT FROM pix.credential c WHERE c.ispb = r.ispb COLLATE \"C\")"
-    "   AND NOT EXISTS (SELECT FROM pix.role_binding b WHERE b.ispb = r.ispb COLLATE \"C\")"
-    " ORDER BY r.n LIMIT 1",
-    1, {TEXTARRAYOID}, 0, true};
+	.sql = "SELECT r.n FROM pg_catalog.unnest($1) WITH ORDINALITY AS r(ispb, n)"
+	" WHERE NOT EXISTS (SELECT FROM pix.institution i WHERE i.ispb = r.ispb COLLATE \"C\")"
+	"   AND NOT EXISTS (SELECT FROM pix.credential c WHERE c.ispb = r.ispb COLLATE \"C\")"
+	"   AND NOT EXISTS (SELECT FROM pix.role_binding b WHERE b.ispb = r.ispb COLLATE \"C\")"
+	" ORDER BY r.n LIMIT 1",
+	.nargs = 1,
+	.types = {TEXTARRAYOID},
+	.read_only = true,
+};
 
 /* The caller's binding, valid until an invalidation (see the header). */
 static bool cached_binding_valid;

@@ -33,7 +33,7 @@
  * answer "gone".
  */
 static pix_statement purge_iterations_sql = {
-	"WITH old AS MATERIALIZED ("
+	.sql = "WITH old AS MATERIALIZED ("
 	"  SELECT i.iid, i.stream_id, i.message_ids, i.confirmed_at, s.ispb, s.state <> 'o' AND i.seq >= s.seq - 1 AS last"
 	"    FROM pix.iteration i JOIN pix.stream s ON s.stream_id = i.stream_id"
 	"   WHERE coalesce(i.confirmed_at, i.requeued_at, i.delivered_at) < $1"
@@ -48,14 +48,16 @@ static pix_statement purge_iterations_sql = {
 	"             RETURNING 1)"
 	" SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM removed),"
 	"        ARRAY(SELECT DISTINCT stream_id FROM old WHERE last)",
-	1, {TIMESTAMPTZOID}};
+	.nargs = 1,
+	.types = {TIMESTAMPTZOID},
+};
 /*
  * Closed streams with no iteration left, among those whose last iterations this chunk removed ($2)
  * and the oldest closed ones (a bounded look through stream_closed_by_age, for a stream closed
  * after its last iteration was purged): never a scan of every closed stream.
  */
 static pix_statement purge_streams_sql = {
-	"WITH candidate AS ("
+	.sql = "WITH candidate AS ("
 	"  SELECT unnest($2::pg_catalog.int8[]) AS stream_id"
 	"  UNION (SELECT stream_id FROM pix.stream WHERE state <> 'o' AND closed_at < $1"
 	"          ORDER BY closed_at LIMIT " CppAsString2(PIX_PURGE_STREAMS_LOOK) ")),"
@@ -75,13 +77,16 @@ static pix_statement purge_streams_sql = {
 	"        purged_confirmed = purged_confirmed + p.confirmed,"
 	"        purged_requeued = purged_requeued + p.requeued"
 	"   FROM per_ispb p WHERE i.ispb = p.ispb",
-	2, {TIMESTAMPTZOID, INT8ARRAYOID}};
+	.nargs = 2,
+	.types = {TIMESTAMPTZOID, INT8ARRAYOID},
+};
 
 static pix_statement forget_sql = {
-    "DELETE FROM pix.sent_message WHERE end_to_end_id IN (SELECT end_to_end_id"
-    "  FROM pix.sent_message WHERE accepted_at < $1 LIMIT " CppAsString2(PIX_PURGE_CHUNK) ")",
-    1,
-    {TIMESTAMPTZOID}};
+	.sql = "DELETE FROM pix.sent_message WHERE end_to_end_id IN (SELECT end_to_end_id"
+	"  FROM pix.sent_message WHERE accepted_at < $1 LIMIT " CppAsString2(PIX_PURGE_CHUNK) ")",
+	.nargs = 1,
+	.types = {TIMESTAMPTZOID},
+};
 static int64 forget_sent_ids(void);
 
 /*

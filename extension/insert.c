@@ -57,11 +57,17 @@ StaticAssertDecl(NUM_FIELDS == PIX_MESSAGE_COLUMNS, "insert.h counts the columns
      TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, \
      TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID}
 
-static pix_statement insert_sql = {INSERT_SQL, NUM_FIELDS, INSERT_TYPES};
+static pix_statement insert_sql = {
+	.sql = INSERT_SQL,
+	.nargs = NUM_FIELDS,
+	.types = INSERT_TYPES,
+};
 /* The same, for pix_messages_send: an endToEndId already in pix.message is skipped, not an error. */
 static pix_statement insert_new_sql = {
-    INSERT_SQL " ON CONFLICT (end_to_end_id) DO NOTHING RETURNING end_to_end_id", NUM_FIELDS,
-    INSERT_TYPES};
+	.sql = INSERT_SQL " ON CONFLICT (end_to_end_id) DO NOTHING RETURNING end_to_end_id",
+	.nargs = NUM_FIELDS,
+	.types = INSERT_TYPES,
+};
 
 
 /*

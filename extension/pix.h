@@ -28,20 +28,20 @@
  */
 
 /* SQLSTATEs, one per condition of the contract (class PX). The HTTP mapping is in README.md. */
-#define ERRCODE_PIX_INVALID_ISPB MAKE_SQLSTATE('P', 'X', '0', '0', '1')     /* 400 */
-#define ERRCODE_PIX_INVALID_COUNT MAKE_SQLSTATE('P', 'X', '0', '0', '2')    /* 400 */
-#define ERRCODE_PIX_TOO_MANY_STREAMS MAKE_SQLSTATE('P', 'X', '0', '0', '3') /* 429 */
-#define ERRCODE_PIX_STREAM_NOT_FOUND MAKE_SQLSTATE('P', 'X', '0', '0', '4') /* 404 */
-#define ERRCODE_PIX_STREAM_GONE MAKE_SQLSTATE('P', 'X', '0', '0', '5')      /* 410 */
-#define ERRCODE_PIX_INVALID_MESSAGE MAKE_SQLSTATE('P', 'X', '0', '0', '6')
-#define ERRCODE_PIX_IMMUTABLE MAKE_SQLSTATE('P', 'X', '0', '0', '7')
-#define ERRCODE_PIX_ISOLATION MAKE_SQLSTATE('P', 'X', '0', '0', '8')
-#define ERRCODE_PIX_BUSY MAKE_SQLSTATE('P', 'X', '0', '0', '9')            /* 503 */
-#define ERRCODE_PIX_INVALID_SEND MAKE_SQLSTATE('P', 'X', '0', '1', '0')    /* 422 */
-#define ERRCODE_PIX_SEND_CONFLICT MAKE_SQLSTATE('P', 'X', '0', '1', '1')   /* 409 */
-#define ERRCODE_PIX_UNAUTHENTICATED MAKE_SQLSTATE('P', 'X', '0', '1', '2') /* 401 */
-#define ERRCODE_PIX_FORBIDDEN MAKE_SQLSTATE('P', 'X', '0', '1', '3')       /* 403 */
-#define ERRCODE_PIX_UNKNOWN_INSTITUTION MAKE_SQLSTATE('P', 'X', '0', '1', '4') /* 422 */
+#define ERRCODE_PIX_INVALID_ISPB MAKE_SQLSTATE('P','X','0','0','1') /* 400 */
+#define ERRCODE_PIX_INVALID_COUNT MAKE_SQLSTATE('P','X','0','0','2') /* 400 */
+#define ERRCODE_PIX_TOO_MANY_STREAMS MAKE_SQLSTATE('P','X','0','0','3') /* 429 */
+#define ERRCODE_PIX_STREAM_NOT_FOUND MAKE_SQLSTATE('P','X','0','0','4') /* 404 */
+#define ERRCODE_PIX_STREAM_GONE MAKE_SQLSTATE('P','X','0','0','5') /* 410 */
+#define ERRCODE_PIX_INVALID_MESSAGE MAKE_SQLSTATE('P','X','0','0','6')
+#define ERRCODE_PIX_IMMUTABLE MAKE_SQLSTATE('P','X','0','0','7')
+#define ERRCODE_PIX_ISOLATION MAKE_SQLSTATE('P','X','0','0','8')
+#define ERRCODE_PIX_BUSY MAKE_SQLSTATE('P','X','0','0','9') /* 503 */
+#define ERRCODE_PIX_INVALID_SEND MAKE_SQLSTATE('P','X','0','1','0') /* 422 */
+#define ERRCODE_PIX_SEND_CONFLICT MAKE_SQLSTATE('P','X','0','1','1') /* 409 */
+#define ERRCODE_PIX_UNAUTHENTICATED MAKE_SQLSTATE('P','X','0','1','2') /* 401 */
+#define ERRCODE_PIX_FORBIDDEN MAKE_SQLSTATE('P','X','0','1','3') /* 403 */
+#define ERRCODE_PIX_UNKNOWN_INSTITUTION MAKE_SQLSTATE('P','X','0','1','4') /* 422 */
 
 /* The most messages one read delivers (max_messages). */
 #define PIX_MAX_BATCH 10

@@ -56,24 +56,27 @@ typedef struct id_entry {
 } id_entry;
 
 static pix_statement record_sql = {
-    "INSERT INTO pix.sent_message (end_to_end_id, content_digest, sender_ispb, accepted_at)"
-    " SELECT t.id, t.digest, $3, $4"
-    "   FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS t(id, digest)"
-    "  ORDER BY t.id ON CONFLICT (end_to_end_id) DO NOTHING RETURNING end_to_end_id",
-    4,
-    {TEXTARRAYOID, BYTEAARRAYOID, TEXTOID, TIMESTAMPTZOID}};
+	.sql = "INSERT INTO pix.sent_message (end_to_end_id, content_digest, sender_ispb, accepted_at)"
+	" SELECT t.id, t.digest, $3, $4"
+	"   FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS t(id, digest)"
+	"  ORDER BY t.id ON CONFLICT (end_to_end_id) DO NOTHING RETURNING end_to_end_id",
+	.nargs = 4,
+	.types = {TEXTARRAYOID, BYTEAARRAYOID, TEXTOID, TIMESTAMPTZOID},
+};
 static pix_statement recorded_digests_sql = {
-    "SELECT s.end_to_end_id, s.content_digest FROM pix.sent_message s"
-    "  WHERE s.end_to_end_id = ANY ($1)",
-    1,
-    {TEXTARRAYOID},
-    CURSOR_OPT_CUSTOM_PLAN};
+	.sql = "SELECT s.end_to_end_id, s.content_digest FROM pix.sent_message s"
+	"  WHERE s.end_to_end_id = ANY ($1)",
+	.nargs = 1,
+	.types = {TEXTARRAYOID},
+	.cursor_options = CURSOR_OPT_CUSTOM_PLAN,
+};
 static pix_statement enqueued_digests_sql = {
-    "SELECT m.end_to_end_id, pg_catalog.sha256(pg_catalog.convert_to(m.body, 'UTF8'))"
-    "  FROM pix.message m WHERE m.end_to_end_id = ANY ($1)",
-    1,
-    {TEXTARRAYOID},
-    CURSOR_OPT_CUSTOM_PLAN};
+	.sql = "SELECT m.end_to_end_id, pg_catalog.sha256(pg_catalog.convert_to(m.body, 'UTF8'))"
+	"  FROM pix.message m WHERE m.end_to_end_id = ANY ($1)",
+	.nargs = 1,
+	.types = {TEXTARRAYOID},
+	.cursor_options = CURSOR_OPT_CUSTOM_PLAN,
+};
 static void raise_invalid(const char *detail) pg_attribute_noreturn();
 static int parse_body(text *body, const char *ispb, outgoing **out);
 static void judge(outgoing *msgs, int n, const char *ispb);

@@ -132,17 +132,27 @@ typedef struct read_result {
 	"  FROM pix.iteration i JOIN pix.stream s ON s.stream_id = i.stream_id" \
 	" WHERE i.iid = $1 AND s.ispb = $2"
 static pix_statement lock_stream_sql = {
-	FIND_STREAM_SQL " FOR NO KEY UPDATE OF s", 2, {TEXTOID, TEXTOID}};
-static pix_statement peek_stream_sql = {FIND_STREAM_SQL, 2, {TEXTOID, TEXTOID}};
+	.sql = FIND_STREAM_SQL " FOR NO KEY UPDATE OF s",
+	.nargs = 2,
+	.types = {TEXTOID, TEXTOID},
+};
+static pix_statement peek_stream_sql = {
+	.sql = FIND_STREAM_SQL,
+	.nargs = 2,
+	.types = {TEXTOID, TEXTOID},
+};
 static pix_statement retired_sql = {
-	"SELECT 1 FROM pix.retired_id WHERE iid = $1 AND ispb = $2", 2, {TEXTOID, TEXTOID}};
+	.sql = "SELECT 1 FROM pix.retired_id WHERE iid = $1 AND ispb = $2",
+	.nargs = 2,
+	.types = {TEXTOID, TEXTOID},
+};
 
 /*
  * A delivering read, in one statement: confirm the pending batch's iteration ($7, NULL when
  * nothing was pending), issue the new one, advance the stream, and fetch the bodies to answer.
  */
 static pix_statement deliver_sql = {
-	"WITH confirmed AS (UPDATE pix.iteration SET confirmed_at = $5 WHERE iid = $7),"
+	.sql = "WITH confirmed AS (UPDATE pix.iteration SET confirmed_at = $5 WHERE iid = $7),"
 	" issued AS (INSERT INTO pix.iteration (iid, stream_id, seq, message_ids, delivered_at, as_array)"
 	"            VALUES ($2, $1, $8, $3, $5, $6)),"
 	" advanced AS (UPDATE pix.stream SET seq = $8, current_iid = $2, pending_ids = $3, last_read_at = $5,"
@@ -150,51 +160,65 @@ static pix_statement deliver_sql = {
 	"                     confirmed = confirmed + cardinality(pending_ids)"
 	"               WHERE stream_id = $1)"
 	" SELECT body FROM pix.message WHERE id = ANY ($3) ORDER BY id",
-	8, {INT8OID, TEXTOID, INT8ARRAYOID, INT4OID, TIMESTAMPTZOID, BOOLOID, TEXTOID, INT8OID}};
+	.nargs = 8,
+	.types = {INT8OID, TEXTOID, INT8ARRAYOID, INT4OID, TIMESTAMPTZOID, BOOLOID, TEXTOID, INT8OID},
+};
 
 /* An empty read that must write: confirm what was pending ($3, or NULL) and record the read. */
 static pix_statement stay_sql = {
-	"WITH confirmed AS (UPDATE pix.iteration SET confirmed_at = $2 WHERE iid = $3)"
+	.sql = "WITH confirmed AS (UPDATE pix.iteration SET confirmed_at = $2 WHERE iid = $3)"
 	" UPDATE pix.stream SET pending_ids = '{}', last_read_at = $2,"
 	"        confirmed = confirmed + cardinality(pending_ids)"
 	"  WHERE stream_id = $1",
-	3, {INT8OID, TIMESTAMPTZOID, TEXTOID}};
+	.nargs = 3,
+	.types = {INT8OID, TIMESTAMPTZOID, TEXTOID},
+};
 
 /* A replay: record the read and fetch the pending batch's bodies and the shape it was sent in. */
 static pix_statement replay_sql = {
-	"WITH touched AS (UPDATE pix.stream SET last_read_at = $2 WHERE stream_id = $1)"
+	.sql = "WITH touched AS (UPDATE pix.stream SET last_read_at = $2 WHERE stream_id = $1)"
 	" SELECT m.body, i.as_array FROM pix.iteration i JOIN pix.message m ON m.id = ANY (i.message_ids)"
 	"  WHERE i.iid = $3 ORDER BY m.id",
-	3, {INT8OID, TIMESTAMPTZOID, TEXTOID}};
+	.nargs = 3,
+	.types = {INT8OID, TIMESTAMPTZOID, TEXTOID},
+};
 
 /* A start, in one statement: the stream row, its first iteration, and the bodies to answer. */
 static pix_statement open_sql = {
-	"WITH opened AS (INSERT INTO pix.stream (ispb, seq, current_iid, pending_ids, opened_at, last_read_at,"
+	.sql = "WITH opened AS (INSERT INTO pix.stream (ispb, seq, current_iid, pending_ids, opened_at, last_read_at,"
 	"                                        delivered, redelivered)"
 	"                VALUES ($1, 1, $2, $3, $4, $4, cardinality($3), $5) RETURNING stream_id),"
 	" issued AS (INSERT INTO pix.iteration (iid, stream_id, seq, message_ids, delivered_at, as_array)"
 	"            SELECT $2, stream_id, 1, $3, $4, $6 FROM opened)"
 	" SELECT body FROM pix.message WHERE id = ANY ($3) ORDER BY id",
-	6, {TEXTOID, TEXTOID, INT8ARRAYOID, TIMESTAMPTZOID, INT4OID, BOOLOID}};
+	.nargs = 6,
+	.types = {TEXTOID, TEXTOID, INT8ARRAYOID, TIMESTAMPTZOID, INT4OID, BOOLOID},
+};
 
 /* A stop: close, confirming ($3 names the pending batch's iteration, or NULL) or requeuing. */
 static pix_statement close_confirming_sql = {
-	"WITH confirmed AS (UPDATE pix.iteration SET confirmed_at = $2 WHERE iid = $3)"
+	.sql = "WITH confirmed AS (UPDATE pix.iteration SET confirmed_at = $2 WHERE iid = $3)"
 	" UPDATE pix.stream SET state = 'c', pending_ids = '{}', closed_at = $2,"
 	"        confirmed = confirmed + cardinality(pending_ids)"
 	"  WHERE stream_id = $1",
-	3, {INT8OID, TIMESTAMPTZOID, TEXTOID}};
+	.nargs = 3,
+	.types = {INT8OID, TIMESTAMPTZOID, TEXTOID},
+};
 static pix_statement close_requeuing_sql = {
-	"UPDATE pix.stream SET state = 'c', pending_ids = '{}', closed_at = $2,"
+	.sql = "UPDATE pix.stream SET state = 'c', pending_ids = '{}', closed_at = $2,"
 	"       requeued = requeued + cardinality(pending_ids)"
 	" WHERE stream_id = $1",
-	2, {INT8OID, TIMESTAMPTZOID}};
+	.nargs = 2,
+	.types = {INT8OID, TIMESTAMPTZOID},
+};
 
 /* A batch back at the head of its ISPB's queue, and its iteration marked requeued. */
 static pix_statement requeue_sql = {
-	"WITH marked AS (UPDATE pix.iteration SET requeued_at = $3 WHERE iid = $4)"
+	.sql = "WITH marked AS (UPDATE pix.iteration SET requeued_at = $3 WHERE iid = $4)"
 	" INSERT INTO pix.ready (ispb, fresh, message_id) SELECT $1, false, unnest($2::pg_catalog.int8[])",
-	4, {TEXTOID, INT8ARRAYOID, TIMESTAMPTZOID, TEXTOID}};
+	.nargs = 4,
+	.types = {TEXTOID, INT8ARRAYOID, TIMESTAMPTZOID, TEXTOID},
+};
 
 /*
  * Many streams closed at once, in one statement that returns the batches they held for requeue
@@ -211,32 +235,49 @@ static pix_statement requeue_sql = {
 	" WHERE s.stream_id = old.stream_id" \
 	" RETURNING s.ispb, s.current_iid, old.pending_ids"
 static pix_statement sweep_ispb_sql = {
-	CLOSE_MANY_SQL("e", "AND last_read_at < $1 AND ispb = $3 AND stream_id <> $4"
-	               " FOR UPDATE SKIP LOCKED"), 4,
-	{TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID, INT8OID}};
+	.sql = CLOSE_MANY_SQL("e", "AND last_read_at < $1 AND ispb = $3 AND stream_id <> $4"
+	" FOR UPDATE SKIP LOCKED"),
+	.nargs = 4,
+	.types = {TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID, INT8OID},
+};
 static pix_statement sweep_all_sql = {
-	CLOSE_MANY_SQL("e", "AND last_read_at < $1 FOR UPDATE SKIP LOCKED"), 2,
-	{TIMESTAMPTZOID, TIMESTAMPTZOID}};
+	.sql = CLOSE_MANY_SQL("e", "AND last_read_at < $1 FOR UPDATE SKIP LOCKED"),
+	.nargs = 2,
+	.types = {TIMESTAMPTZOID, TIMESTAMPTZOID},
+};
 static pix_statement stop_all_sql = {
-	CLOSE_MANY_SQL("c", "AND ispb = $1 FOR UPDATE"), 2, {TEXTOID, TIMESTAMPTZOID}};
+	.sql = CLOSE_MANY_SQL("c", "AND ispb = $1 FOR UPDATE"),
+	.nargs = 2,
+	.types = {TEXTOID, TIMESTAMPTZOID},
+};
 
 static pix_statement lock_institution_sql = {
-	"SELECT 1 FROM pix.institution WHERE ispb = $1 FOR UPDATE", 1, {TEXTOID}};
+	.sql = "SELECT 1 FROM pix.institution WHERE ispb = $1 FOR UPDATE",
+	.nargs = 1,
+	.types = {TEXTOID},
+};
 static pix_statement insert_institution_sql = {
-	"INSERT INTO pix.institution (ispb) VALUES ($1) ON CONFLICT DO NOTHING", 1, {TEXTOID}};
+	.sql = "INSERT INTO pix.institution (ispb) VALUES ($1) ON CONFLICT DO NOTHING",
+	.nargs = 1,
+	.types = {TEXTOID},
+};
 /* Live streams only: a dead one whose row another transaction holds is not swept, nor counted. */
 static pix_statement count_live_sql = {
-	"SELECT count(*) FROM pix.stream WHERE ispb = $1 AND state = 'o' AND last_read_at >= $2",
-	2, {TEXTOID, TIMESTAMPTZOID}};
+	.sql = "SELECT count(*) FROM pix.stream WHERE ispb = $1 AND state = 'o' AND last_read_at >= $2",
+	.nargs = 2,
+	.types = {TEXTOID, TIMESTAMPTZOID},
+};
 
 static pix_statement keepalive_sql = {
-	"UPDATE pix.stream s SET last_read_at = $2"
+	.sql = "UPDATE pix.stream s SET last_read_at = $2"
 	"  FROM (SELECT s.stream_id FROM pix.iteration i JOIN pix.stream s USING (stream_id)"
 	"         WHERE i.iid = ANY ($1) AND s.state = 'o' AND s.last_read_at >= $3"
 	"           AND (i.seq = s.seq OR (i.seq = s.seq - 1 AND cardinality(s.pending_ids) > 0))"
 	"           FOR NO KEY UPDATE OF s SKIP LOCKED) live"
 	" WHERE s.stream_id = live.stream_id",
-	3, {TEXTARRAYOID, TIMESTAMPTZOID, TIMESTAMPTZOID}};
+	.nargs = 3,
+	.types = {TEXTARRAYOID, TIMESTAMPTZOID, TIMESTAMPTZOID},
+};
 
 static char *call_args(FunctionCallInfo fcinfo, int credential_argno, char *iid);
 static int batch_size_arg(FunctionCallInfo fcinfo, int argno);

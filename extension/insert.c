@@ -41,21 +41,23 @@ typedef enum field {
 StaticAssertDecl(NUM_FIELDS == PIX_MESSAGE_COLUMNS, "insert.h counts the columns");
 
 #define INSERT_SQL \
-    "INSERT INTO pix.message (end_to_end_id, valor, pagador_nome, pagador_cpf_cnpj, pagador_ispb," \
-    " pagador_agencia, pagador_conta, pagador_tipo_conta, recebedor_nome, recebedor_cpf_cnpj," \
-    " recebedor_ispb, recebedor_agencia, recebedor_conta, recebedor_tipo_conta, campo_livre, tx_id," \
-    " data_hora_pagamento)" \
-    " SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)," \
-    " pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6)," \
-    " pg_catalog.unnest($7), pg_catalog.unnest($8), pg_catalog.unnest($9), pg_catalog.unnest($10)," \
-    " pg_catalog.unnest($11), pg_catalog.unnest($12), pg_catalog.unnest($13)," \
-    " pg_catalog.unnest($14), pg_catalog.unnest($15), pg_catalog.unnest($16)," \
-    " pg_catalog.unnest($17))"
+	"INSERT INTO pix.message (end_to_end_id, valor, pagador_nome," \
+	" pagador_cpf_cnpj, pagador_ispb, pagador_agencia, pagador_conta," \
+	" pagador_tipo_conta, recebedor_nome, recebedor_cpf_cnpj, recebedor_ispb," \
+	" recebedor_agencia, recebedor_conta, recebedor_tipo_conta, campo_livre," \
+	" tx_id, data_hora_pagamento)" \
+	" SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)," \
+	" pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5)," \
+	" pg_catalog.unnest($6), pg_catalog.unnest($7), pg_catalog.unnest($8)," \
+	" pg_catalog.unnest($9), pg_catalog.unnest($10), pg_catalog.unnest($11)," \
+	" pg_catalog.unnest($12), pg_catalog.unnest($13), pg_catalog.unnest($14)," \
+	" pg_catalog.unnest($15), pg_catalog.unnest($16), pg_catalog.unnest($17))"
 /* One array per field, in the order of field: valor numeric, the payment time timestamptz. */
 #define INSERT_TYPES \
-    {TEXTARRAYOID, NUMERICARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, \
-     TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, \
-     TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID}
+	{TEXTARRAYOID, NUMERICARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, \
+	 TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, \
+	 TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, \
+	 TEXTARRAYOID, TIMESTAMPTZARRAYOID}
 
 static pix_statement insert_sql = {
 	.sql = INSERT_SQL,

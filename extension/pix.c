@@ -134,11 +134,12 @@ Datum pix_constants(PG_FUNCTION_ARGS)
 	bool nulls[2] = {false, false};
 
 	InitMaterializedSRF(fcinfo, 0);
-#define CONSTANT(name, text)                                                                      \
-	do {                                                                                           \
-		values[0] = CStringGetTextDatum(name);                                                     \
-		values[1] = CStringGetTextDatum(text);                                                     \
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);                   \
+#define CONSTANT(name, text) \
+	do { \
+		values[0] = CStringGetTextDatum(name); \
+		values[1] = CStringGetTextDatum(text); \
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, \
+							 nulls); \
 	} while (0)
 	CONSTANT("notify channel", PIX_NOTIFY_CHANNEL);
 	CONSTANT("ISPB length", psprintf("%d", PIX_ISPB_LEN));

@@ -27,21 +27,26 @@
  * literal of the installed SQL (function bodies, check constraints) against it.
  */
 
-/* SQLSTATEs, one per condition of the contract (class PX). The HTTP mapping is in README.md. */
-#define ERRCODE_PIX_INVALID_ISPB MAKE_SQLSTATE('P','X','0','0','1') /* 400 */
-#define ERRCODE_PIX_INVALID_COUNT MAKE_SQLSTATE('P','X','0','0','2') /* 400 */
-#define ERRCODE_PIX_TOO_MANY_STREAMS MAKE_SQLSTATE('P','X','0','0','3') /* 429 */
-#define ERRCODE_PIX_STREAM_NOT_FOUND MAKE_SQLSTATE('P','X','0','0','4') /* 404 */
-#define ERRCODE_PIX_STREAM_GONE MAKE_SQLSTATE('P','X','0','0','5') /* 410 */
+/*
+ * SQLSTATEs, one per condition of the contract (class PX), and the HTTP status
+ * pixd answers with (docs/http-api.md): PX001 and PX002 400, PX003 429, PX004
+ * 404, PX005 410, PX009 503, PX010 422, PX011 409, PX012 401, PX013 403, PX014
+ * 422.
+ */
+#define ERRCODE_PIX_INVALID_ISPB MAKE_SQLSTATE('P','X','0','0','1')
+#define ERRCODE_PIX_INVALID_COUNT MAKE_SQLSTATE('P','X','0','0','2')
+#define ERRCODE_PIX_TOO_MANY_STREAMS MAKE_SQLSTATE('P','X','0','0','3')
+#define ERRCODE_PIX_STREAM_NOT_FOUND MAKE_SQLSTATE('P','X','0','0','4')
+#define ERRCODE_PIX_STREAM_GONE MAKE_SQLSTATE('P','X','0','0','5')
 #define ERRCODE_PIX_INVALID_MESSAGE MAKE_SQLSTATE('P','X','0','0','6')
 #define ERRCODE_PIX_IMMUTABLE MAKE_SQLSTATE('P','X','0','0','7')
 #define ERRCODE_PIX_ISOLATION MAKE_SQLSTATE('P','X','0','0','8')
-#define ERRCODE_PIX_BUSY MAKE_SQLSTATE('P','X','0','0','9') /* 503 */
-#define ERRCODE_PIX_INVALID_SEND MAKE_SQLSTATE('P','X','0','1','0') /* 422 */
-#define ERRCODE_PIX_SEND_CONFLICT MAKE_SQLSTATE('P','X','0','1','1') /* 409 */
-#define ERRCODE_PIX_UNAUTHENTICATED MAKE_SQLSTATE('P','X','0','1','2') /* 401 */
-#define ERRCODE_PIX_FORBIDDEN MAKE_SQLSTATE('P','X','0','1','3') /* 403 */
-#define ERRCODE_PIX_UNKNOWN_INSTITUTION MAKE_SQLSTATE('P','X','0','1','4') /* 422 */
+#define ERRCODE_PIX_BUSY MAKE_SQLSTATE('P','X','0','0','9')
+#define ERRCODE_PIX_INVALID_SEND MAKE_SQLSTATE('P','X','0','1','0')
+#define ERRCODE_PIX_SEND_CONFLICT MAKE_SQLSTATE('P','X','0','1','1')
+#define ERRCODE_PIX_UNAUTHENTICATED MAKE_SQLSTATE('P','X','0','1','2')
+#define ERRCODE_PIX_FORBIDDEN MAKE_SQLSTATE('P','X','0','1','3')
+#define ERRCODE_PIX_UNKNOWN_INSTITUTION MAKE_SQLSTATE('P','X','0','1','4')
 
 /* The most messages one read delivers (max_messages). */
 #define PIX_MAX_BATCH 10

@@ -128,7 +128,8 @@ typedef struct read_result {
 
 /* The stream an id of this ISPB names: another ISPB's id finds nothing, and locks nothing. */
 #define FIND_STREAM_SQL \
-	"SELECT s.stream_id, s.state, s.seq, s.current_iid, s.pending_ids, s.last_read_at, i.seq" \
+	"SELECT s.stream_id, s.state, s.seq, s.current_iid, s.pending_ids," \
+	"       s.last_read_at, i.seq" \
 	"  FROM pix.iteration i JOIN pix.stream s ON s.stream_id = i.stream_id" \
 	" WHERE i.iid = $1 AND s.ispb = $2"
 static pix_statement lock_stream_sql = {
@@ -228,7 +229,8 @@ static pix_statement requeue_sql = {
  * ISPB ($1), waiting for the reads in flight (all of them must close).
  */
 #define CLOSE_MANY_SQL(state, which) \
-	"UPDATE pix.stream s SET state = '" state "', closed_at = $2, pending_ids = '{}'," \
+	"UPDATE pix.stream s SET state = '" state "', closed_at = $2," \
+	"       pending_ids = '{}'," \
 	"       requeued = s.requeued + cardinality(old.pending_ids)" \
 	"  FROM (SELECT stream_id, pending_ids FROM pix.stream" \
 	"         WHERE state = 'o' " which ") old" \

@@ -14,8 +14,9 @@
 #include <string.h>
 
 /* Both parties share the rules; the sentence names the party. Literals, so no buffer is needed. */
-#define PARTY_PROBLEM(is_recebedor, field, sentence)                                               \
-	((is_recebedor) ? "recebedor." field ": " sentence : "pagador." field ": " sentence)
+#define PARTY_PROBLEM(is_recebedor, field, sentence) \
+	((is_recebedor) ? "recebedor." field ": " sentence \
+	 : "pagador." field ": " sentence)
 
 static bool is_digit(char c);
 static bool is_alnum(char c);

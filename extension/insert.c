@@ -1,11 +1,13 @@
 /*
- * insert.c — the one INSERT through which the extension's own producers (pix_generate_messages and
- * pix_messages_send) put messages into pix.message. See insert.h.
+ * insert.c — the one INSERT through which the extension's own producers
+ * (pix_generate_messages and pix_messages_send) put messages into pix.message.
+ * See insert.h.
  *
- * The rows go in as column arrays unnested by one statement, a plain INSERT, so the table's
- * triggers treat them as any client's: validated and rendered (message.c), queued and NOTIFYed (the
- * statement trigger). A send's statement skips endToEndIds already stored (ON CONFLICT DO NOTHING)
- * and says which it inserted; the generator's has no such clause (its ids are new).
+ * The rows go in as column arrays unnested by one statement, a plain INSERT,
+ * so the table's triggers treat them as any client's: validated and rendered
+ * (message.c), queued and NOTIFYed (the statement trigger). A send's statement
+ * skips endToEndIds already stored (ON CONFLICT DO NOTHING) and says which it
+ * inserted; the generator's has no such clause (its ids are new).
  */
 #include "pix.h"
 
@@ -17,8 +19,12 @@
 #include "insert.h"
 #include "statement.h"
 
-/* The statement's parameters, one array each; order and types as in INSERT_SQL. */
-typedef enum field {
+/*
+ * The statement's parameters, one array each; order and types as in
+ * INSERT_SQL.
+ */
+typedef enum field
+{
 	F_END_TO_END_ID,
 	F_VALOR,
 	F_PAGADOR_NOME,
@@ -38,21 +44,28 @@ typedef enum field {
 	F_DATA_HORA_PAGAMENTO,
 	NUM_FIELDS
 } field;
-StaticAssertDecl(NUM_FIELDS == PIX_MESSAGE_COLUMNS, "insert.h counts the columns");
+
+StaticAssertDecl(NUM_FIELDS == PIX_MESSAGE_COLUMNS,
+				 "insert.h counts the columns");
 
 #define INSERT_SQL \
 	"INSERT INTO pix.message (end_to_end_id, valor, pagador_nome," \
 	" pagador_cpf_cnpj, pagador_ispb, pagador_agencia, pagador_conta," \
-	" pagador_tipo_conta, recebedor_nome, recebedor_cpf_cnpj, recebedor_ispb," \
+	" pagador_tipo_conta, recebedor_nome, recebedor_cpf_cnpj, " \
+	"recebedor_ispb," \
 	" recebedor_agencia, recebedor_conta, recebedor_tipo_conta, campo_livre," \
 	" tx_id, data_hora_pagamento)" \
 	" SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)," \
 	" pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5)," \
 	" pg_catalog.unnest($6), pg_catalog.unnest($7), pg_catalog.unnest($8)," \
 	" pg_catalog.unnest($9), pg_catalog.unnest($10), pg_catalog.unnest($11)," \
-	" pg_catalog.unnest($12), pg_catalog.unnest($13), pg_catalog.unnest($14)," \
+	" pg_catalog.unnest($12), pg_catalog.unnest($13), " \
+	"pg_catalog.unnest($14)," \
 	" pg_catalog.unnest($15), pg_catalog.unnest($16), pg_catalog.unnest($17))"
-/* One array per field, in the order of field: valor numeric, the payment time timestamptz. */
+/*
+ * One array per field, in the order of field: valor numeric, the payment time
+ * timestamptz.
+ */
 #define INSERT_TYPES \
 	{TEXTARRAYOID, NUMERICARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, \
 	 TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, \
@@ -64,29 +77,36 @@ static pix_statement insert_sql = {
 	.nargs = NUM_FIELDS,
 	.types = INSERT_TYPES,
 };
-/* The same, for pix_messages_send: an endToEndId already in pix.message is skipped, not an error. */
+
+/*
+ * The same, for pix_messages_send: an endToEndId already in pix.message is
+ * skipped, not an error.
+ */
 static pix_statement insert_new_sql = {
-	.sql = INSERT_SQL " ON CONFLICT (end_to_end_id) DO NOTHING RETURNING end_to_end_id",
+	.sql = INSERT_SQL
+	" ON CONFLICT (end_to_end_id) DO NOTHING RETURNING end_to_end_id",
 	.nargs = NUM_FIELDS,
 	.types = INSERT_TYPES,
 };
 
-
 /*
- * Set while pix_messages_insert runs with skip_existing: the INSERT trigger (message.c) then leaves
- * an endToEndId already stored to the statement's ON CONFLICT DO NOTHING.
+ * Set while pix_messages_insert runs with skip_existing: the INSERT trigger
+ * (message.c) then leaves an endToEndId already stored to the statement's ON
+ * CONFLICT DO NOTHING.
  */
-bool pix_insert_skips_existing = false;
+bool		pix_insert_skips_existing = false;
 
 static Datum text_datum(const char *utf8);
 
 /*
- * The strings are UTF-8 (the generator's sources, a send's parsed body); a database in another
- * encoding gets its own (SQL_ASCII: the bytes as they are).
+ * The strings are UTF-8 (the generator's sources, a send's parsed body); a
+ * database in another encoding gets its own (SQL_ASCII: the bytes as they
+ * are).
  */
-static Datum text_datum(const char *utf8)
+static Datum
+text_datum(const char *utf8)
 {
-	int encoding = GetDatabaseEncoding();
+	int			encoding = GetDatabaseEncoding();
 
 	if (encoding != PG_UTF8 && encoding != PG_SQL_ASCII)
 		utf8 = pg_any_to_server(utf8, strlen(utf8), PG_UTF8);
@@ -94,15 +114,18 @@ static Datum text_datum(const char *utf8)
 }
 
 /*
- * Row `row` of the statement's column arrays (NUM_FIELDS arrays): the generator's messages and
- * pix_messages_send's go in through the same INSERT.
+ * Row `row` of the statement's column arrays (NUM_FIELDS arrays): the
+ * generator's messages and pix_messages_send's go in through the same INSERT.
  */
-void pix_message_row(Datum **columns, int row, const pix_message *m, TimestampTz data_hora)
+void
+pix_message_row(Datum **columns, int row, const pix_message *m,
+				TimestampTz data_hora)
 {
 
 	columns[F_END_TO_END_ID][row] = text_datum(m->end_to_end_id);
-	columns[F_VALOR][row] = DirectFunctionCall3(numeric_in, CStringGetDatum(m->valor),
-	                                            ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+	columns[F_VALOR][row] =
+		DirectFunctionCall3(numeric_in, CStringGetDatum(m->valor),
+							ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
 	columns[F_PAGADOR_NOME][row] = text_datum(m->pagador.nome);
 	columns[F_PAGADOR_CPF_CNPJ][row] = text_datum(m->pagador.cpf_cnpj);
 	columns[F_PAGADOR_ISPB][row] = text_datum(m->pagador.ispb);
@@ -121,31 +144,41 @@ void pix_message_row(Datum **columns, int row, const pix_message *m, TimestampTz
 }
 
 /*
- * One INSERT ... SELECT FROM unnest(arrays) of rows messages; returns the rows inserted. With
- * skip_existing, rows whose endToEndId is already stored are skipped and SPI_tuptable lists the
- * endToEndIds inserted.
+ * One INSERT ... SELECT FROM unnest(arrays) of rows messages; returns the rows
+ * inserted. With skip_existing, rows whose endToEndId is already stored are
+ * skipped and SPI_tuptable lists the endToEndIds inserted.
  */
-uint64 pix_messages_insert(Datum **columns, int rows, bool skip_existing)
+uint64
+pix_messages_insert(Datum **columns, int rows, bool skip_existing)
 {
-	Datum params[NUM_FIELDS];
-	uint64 inserted = 0;
+	Datum		params[NUM_FIELDS];
+	uint64		inserted = 0;
 
-	for (int f = 0; f < NUM_FIELDS; f++) {
+	for (int f = 0; f < NUM_FIELDS; f++)
+	{
 		if (f == F_VALOR)
-			params[f] = PointerGetDatum(
-			    construct_array(columns[f], rows, NUMERICOID, -1, false, TYPALIGN_INT));
+			params[f] =
+				PointerGetDatum(construct_array(columns[f], rows, NUMERICOID,
+												-1, false, TYPALIGN_INT));
 		else if (f == F_DATA_HORA_PAGAMENTO)
-			params[f] = PointerGetDatum(construct_array(columns[f], rows, TIMESTAMPTZOID, 8,
-			                                            FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-		else
 			params[f] = PointerGetDatum(
-			    construct_array(columns[f], rows, TEXTOID, -1, false, TYPALIGN_INT));
+										construct_array(columns[f], rows, TIMESTAMPTZOID, 8,
+														FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		else
+			params[f] =
+				PointerGetDatum(construct_array(columns[f], rows, TEXTOID, -1,
+												false, TYPALIGN_INT));
 	}
-	/* ON CONFLICT DO NOTHING decides about existing ids: the trigger must not refuse them first */
+
+	/*
+	 * ON CONFLICT DO NOTHING decides about existing ids: the trigger must not
+	 * refuse them first
+	 */
 	pix_insert_skips_existing = skip_existing;
 	PG_TRY();
 	{
-		inserted = pix_execute(skip_existing ? &insert_new_sql : &insert_sql, params, NULL, 0);
+		inserted = pix_execute(skip_existing ? &insert_new_sql : &insert_sql,
+							   params, NULL, 0);
 	}
 	PG_FINALLY();
 	{

@@ -1,17 +1,24 @@
 /*
- * pix.h — what every C file of the extension shares: SQLSTATEs, configuration, limits.
+ * pix.h — what every C file of the extension shares: SQLSTATEs, configuration,
+ * limits.
  *
  * Vocabulary (used everywhere: SQL, C, HTTP docs):
  *   ISPB       an institution: exactly 8 ASCII digits.
- *   message    one Pix payment in pix.message, addressed to recebedor_ispb. Immutable.
- *   ready      a message no stream holds and nobody confirmed: a row in pix.ready.
- *   stream     one collector's read session (pix.stream); at most pix.max_collectors open per ISPB.
- *   iteration  one id issued to a stream (pix.iteration): the URI the collector must call next,
- *              and the batch delivered with it.
+ *   message    one Pix payment in pix.message, addressed to recebedor_ispb.
+ *              Immutable.
+ *   ready      a message no stream holds and nobody confirmed: a row in
+ *              pix.ready.
+ *   stream     one collector's read session (pix.stream); at most
+ *              pix.max_collectors open per ISPB.
+ *   iteration  one id issued to a stream (pix.iteration): the URI the
+ *              collector must call next, and the batch delivered with it.
  *   batch      up to 10 messages delivered by one read.
- *   pending    the batch delivered with a stream's current id, until the next call confirms it.
- *   confirmed  a batch whose next call came; its messages are never delivered again.
- *   expired    a stream idle longer than pix.stream_idle_timeout; its pending batch is requeued.
+ *   pending    the batch delivered with a stream's current id, until the next
+ *              call confirms it.
+ *   confirmed  a batch whose next call came; its messages are never delivered
+ *              again.
+ *   expired    a stream idle longer than pix.stream_idle_timeout; its pending
+ *              batch is requeued.
  */
 #ifndef PIX_H
 #define PIX_H
@@ -21,10 +28,12 @@
 #include "validate.h"
 
 /*
- * Constants the SQL scripts share (pix--*.sql cannot include this header): the NOTIFY channel, the
- * ISPB length (PIX_ISPB_LEN, validate.h), the batch maximum and the SQLSTATEs. This header is their
- * source: pix_constants() (pix.c) exposes them, and regress test 94_shared_constants checks every
- * literal of the installed SQL (function bodies, check constraints) against it.
+ * Constants the SQL scripts share (pix--*.sql cannot include this header): the
+ * NOTIFY channel, the ISPB length (PIX_ISPB_LEN, validate.h), the batch
+ * maximum and the SQLSTATEs. This header is their source: pix_constants()
+ * (pix.c) exposes them, and regress test 94_shared_constants checks every
+ * literal of the installed SQL (function bodies, check constraints) against
+ * it.
  */
 
 /*
@@ -51,21 +60,30 @@
 /* The most messages one read delivers (max_messages). */
 #define PIX_MAX_BATCH 10
 
-/* Every enqueue path and every requeue NOTIFYs this channel with the ISPB as payload (pixd LISTENs). */
+/*
+ * Every enqueue path and every requeue NOTIFYs this channel with the ISPB as
+ * payload (pixd LISTENs).
+ */
 #define PIX_NOTIFY_CHANNEL "pix_message"
 
 /* Configuration (GUCs), registered in pix.c. */
-extern int pix_max_collectors;
-extern int pix_stream_idle_timeout_ms;
-extern int pix_max_generate;
-extern int pix_history_retention_s;
-extern int pix_lock_timeout_ms;
-extern int pix_send_idempotency_horizon_s;
+extern int	pix_max_collectors;
+extern int	pix_stream_idle_timeout_ms;
+extern int	pix_max_generate;
+extern int	pix_history_retention_s;
+extern int	pix_lock_timeout_ms;
+extern int	pix_send_idempotency_horizon_s;
 
-/* Raises PX001 unless the argument is a valid ISPB; returns it as a NUL-terminated string. */
+/*
+ * Raises PX001 unless the argument is a valid ISPB; returns it as a
+ * NUL-terminated string.
+ */
 extern char *pix_ispb_arg(text *arg);
 
-/* Raises PX008 unless the transaction is READ COMMITTED (claims must see what others committed). */
+/*
+ * Raises PX008 unless the transaction is READ COMMITTED (claims must see what
+ * others committed).
+ */
 extern void pix_require_read_committed(void);
 
 #endif

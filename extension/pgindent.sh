@@ -13,7 +13,8 @@ if (($# == 0)); then
     set -- *.c *.h
 fi
 tmp=$(mktemp)
-trap 'rm -f "$tmp" "$tmp.BAK"' EXIT
+# pg_bsd_indent keeps a backup of its input in the current directory
+trap 'rm -f "$tmp" "$(basename "$tmp").BAK"' EXIT
 for f in "$@"; do
     f=${f#extension/}
     # pre: // comments become /* */; dash-protected block comments are kept as they are

@@ -9,8 +9,9 @@ EXTENSION = pix
 MODULE_big = pix
 OBJS = extension/pix.o extension/stream.o extension/claim.o extension/iteration_id.o \
        extension/auth.o extension/send.o extension/send_json.o \
-       extension/message.o extension/validate.o extension/render.o extension/generate.o
-DATA = extension/pix--1.0.sql $(wildcard extension/pix--*--*.sql)
+       extension/message.o extension/validate.o extension/render.o extension/generate.o extension/insert.o extension/history.o \
+       extension/statement.o
+DATA = extension/pix--1.0.sql extension/pix--1.4.sql $(wildcard extension/pix--*--*.sql)
 
 REGRESS = $(basename $(notdir $(wildcard sql/*.sql)))
 REGRESS_OPTS = --inputdir=. --load-extension=$(EXTENSION)

@@ -9,17 +9,25 @@
 #include "datatype/timestamp.h"
 
 /*
- * Deletes up to max rows of pix.ready for ispb, oldest message first, skipping rows that concurrent
- * claimers hold, and writes their message ids to ids (ascending). Returns how many it took, and in
- * *redelivered how many of them had been requeued before.
+ * Deletes up to max rows of pix.ready for ispb, oldest message first, skipping
+ * rows that concurrent claimers hold, and writes their message ids to ids
+ * (ascending). Returns how many it took, and in *redelivered how many of them
+ * had been requeued before.
  */
-extern int pix_claim_ready(const char *ispb, int max, int64 *ids, int *redelivered);
+extern int
+			pix_claim_ready(const char *ispb, int max, int64 *ids, int *redelivered);
 
-/* Whether pix_claim_ready would find something for ispb now; takes and writes nothing. */
+/*
+ * Whether pix_claim_ready would find something for ispb now; takes and writes
+ * nothing.
+ */
 extern bool pix_claim_peek(const char *ispb);
 
-/* True (and remembered) when this backend's reads of ispb have not swept idle streams for
- * interval_ms. */
-extern bool pix_claim_sweep_due(const char *ispb, TimestampTz now, int64 interval_ms);
+/*
+ * True (and remembered) when this backend's reads of ispb have not swept idle
+ * streams for interval_ms.
+ */
+extern bool
+			pix_claim_sweep_due(const char *ispb, TimestampTz now, int64 interval_ms);
 
 #endif

@@ -1,150 +1,128 @@
 /*
- * send.c — institutions send payments (pix_messages_send) and stop all their collectors
- * (pix_streams_stop_all).
+ * send.c — institutions send payments (pix_messages_send).
  *
  * SEND, in one transaction, nothing stored unless everything is valid:
- *   1. authorize: the credential (or the calling role) must be the sender's ISPB (auth.c);
- *   2. parse the body bytes (send_json.c) and judge every message with validate.c, the same judge
- *      as the INSERT trigger; valor is normalized by the trigger's own function; every pagador.ispb
- *      must be the sender. The first problem is PX010 naming index and field. With authentication
- *      (a credential, or a bound role), every recebedor.ispb must be a registered institution
- *      (PX014 naming the first message that is not);
- *   3. idempotency by endToEndId: each message's content digest is sha256 of its rendered body
- *      (render.c, as the trigger renders it), so field order, whitespace, escapes and 90.2 vs
- *      90.20 do not make two sends differ. pix.sent_message keeps (endToEndId, digest) of every
- *      accepted id for pix.send_idempotency_horizon, beyond the history purge. Recording first,
- *      with INSERT ... ON CONFLICT DO NOTHING in endToEndId order, is the lock: a concurrent send
- *      of the same id waits for ours to commit and then sees it (no deadlock: same order). Ids
+ *   1. authorize: the credential (or the calling role) must be the sender's
+ *      ISPB (auth.c);
+ *   2. parse the body bytes (send_json.c) and judge every message with
+ *      validate.c, the same judge as the INSERT trigger; valor is normalized
+ *      by the trigger's own function; every pagador.ispb must be the sender.
+ *      The first problem is PX010 naming index and field. With authentication
+ *      (a credential, or a bound role), every recebedor.ispb must be a
+ *      registered institution (PX014 naming the first message that is not);
+ *   3. idempotency by endToEndId: each message's content digest is sha256 of
+ *      its rendered body (render.c, as the trigger renders it), so field
+ *      order, whitespace, escapes and 90.2 vs 90.20 do not make two sends
+ *      differ. pix.sent_message keeps (endToEndId, digest) of every accepted
+ *      id for pix.send_idempotency_horizon, beyond the history purge
+ *      (history.c). Recording first, with INSERT ... ON CONFLICT DO NOTHING in
+ *      endToEndId order, is the lock: a concurrent send of the same id waits
+ *      for ours to commit and then sees it (no deadlock: same order). Ids
  *      recorded before are read back and compared (another digest is PX011);
- *   4. the new messages go in through the generator's INSERT (insert.h), skipping ids already in
- *      pix.message (enqueued by INSERT or the generator, which record no id): those are compared
- *      with the stored body's digest afterwards. The trigger validates, renders, queues and
- *      NOTIFYs the receivers.
- *
- * STOP ALL closes every open stream of the ISPB in one statement, waiting for reads in flight
- * (FOR UPDATE, not SKIP LOCKED: all of them must close; the wait bounded by pix.lock_timeout, then
- * PX009, like every other wait for a stream row), and requeues each pending batch in the
- * ready queue's requeued range (fresh = false), exactly as an expiry does; then NOTIFYs.
+ *   4. the new messages go in through the shared INSERT (insert.c), skipping
+ *      ids already in pix.message (enqueued by INSERT or the generator, which
+ *      record no id): those are compared with the stored body's digest
+ *      afterwards. The trigger validates, renders, queues and NOTIFYs the
+ *      receivers.
  */
 #include "pix.h"
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
-#include "commands/async.h"
 #include "common/cryptohash.h"
 #include "common/sha2.h"
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "mb/pg_wchar.h"
 #include "utils/array.h"
-#include "nodes/parsenodes.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
-#include "utils/lsyscache.h"
-#include "catalog/namespace.h"
 #include "utils/timestamp.h"
 
 #include "auth.h"
 #include "insert.h"
 #include "render.h"
-#include "send.h"
 #include "send_json.h"
-
-PG_FUNCTION_INFO_V1(pix_messages_send);
-PG_FUNCTION_INFO_V1(pix_streams_stop_all);
-
-#define FORGET_CHUNK 10000
+#include "statement.h"
 
 /* One message of the body and what the send learns about it. */
-typedef struct outgoing {
+typedef struct outgoing
+{
 	pix_message m;
-	char valor[PIX_VALOR_TEXT_CAP];
-	uint8 digest[PG_SHA256_DIGEST_LENGTH];
+	char		valor[PIX_VALOR_TEXT_CAP];
+	uint8		digest[PG_SHA256_DIGEST_LENGTH];
 } outgoing;
 
-/* Per endToEndId of the body: its first message, and whether this call stores it. */
-typedef struct id_entry {
-	char id[PIX_END_TO_END_ID_LEN + 1]; /* hash key */
-	int first;                          /* index of its first message in the body */
-	bool recorded_now;                  /* our INSERT into pix.sent_message took it */
-	bool enqueued;                      /* already in pix.message */
+/*
+ * Per endToEndId of the body: its first message, and whether this call stores
+ * it.
+ */
+typedef struct id_entry
+{
+	char		id[PIX_END_TO_END_ID_LEN + 1];	/* hash key */
+	int			first;			/* index of its first message in the body */
+	bool		recorded_now;	/* our INSERT into pix.sent_message took it */
+	bool		enqueued;		/* already in pix.message */
 } id_entry;
 
-/* A statement planned once per backend. */
-typedef struct statement {
-	const char *sql;
-	int nargs;
-	Oid types[4];
-	int options; /* CURSOR_OPT_CUSTOM_PLAN: plan with the call's values every time */
-	SPIPlanPtr plan;
-} statement;
-
-static statement record_sql = {
-    "INSERT INTO pix.sent_message (end_to_end_id, content_digest, sender_ispb, accepted_at)"
-    " SELECT t.id, t.digest, $3, $4"
-    "   FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS t(id, digest)"
-    "  ORDER BY t.id ON CONFLICT (end_to_end_id) DO NOTHING RETURNING end_to_end_id",
-    4,
-    {TEXTARRAYOID, BYTEAARRAYOID, TEXTOID, TIMESTAMPTZOID}};
-static statement recorded_digests_sql = {
-    "SELECT s.end_to_end_id, s.content_digest FROM pix.sent_message s"
-    "  WHERE s.end_to_end_id = ANY ($1)",
-    1,
-    {TEXTARRAYOID},
-    CURSOR_OPT_CUSTOM_PLAN};
-static statement enqueued_digests_sql = {
-    "SELECT m.end_to_end_id, pg_catalog.sha256(pg_catalog.convert_to(m.body, 'UTF8'))"
-    "  FROM pix.message m WHERE m.end_to_end_id = ANY ($1)",
-    1,
-    {TEXTARRAYOID},
-    CURSOR_OPT_CUSTOM_PLAN};
-static statement forget_sql = {
-    "DELETE FROM pix.sent_message WHERE end_to_end_id IN (SELECT end_to_end_id"
-    "  FROM pix.sent_message WHERE accepted_at < $1 LIMIT " CppAsString2(FORGET_CHUNK) ")",
-    1,
-    {TIMESTAMPTZOID}};
-static statement stop_all_sql = {
-    "WITH closed AS ("
-    "  UPDATE pix.stream s SET state = 'c', closed_at = $2, pending_ids = '{}',"
-    "         requeued = s.requeued + pg_catalog.cardinality(old.pending_ids)"
-    "    FROM (SELECT stream_id, pending_ids, current_iid FROM pix.stream"
-    "           WHERE ispb = $1 AND state = 'o' FOR UPDATE) old"
-    "   WHERE s.stream_id = old.stream_id"
-    "  RETURNING old.pending_ids, old.current_iid),"
-    " requeued AS (INSERT INTO pix.ready (ispb, fresh, message_id)"
-    "  SELECT $1, false, pg_catalog.unnest(c.pending_ids) FROM closed c RETURNING 1),"
-    " marked AS (UPDATE pix.iteration i SET requeued_at = $2 FROM closed c"
-    "  WHERE i.iid = c.current_iid AND pg_catalog.cardinality(c.pending_ids) > 0 RETURNING 1)"
-    " SELECT (SELECT count(*) FROM closed), (SELECT count(*) FROM requeued),"
-    "        (SELECT count(*) FROM marked)",
-    2,
-    {TEXTOID, TIMESTAMPTZOID}};
-
-static int execute(statement *st, Datum *values);
-static int run_stop_all(void *values);
+static pix_statement record_sql = {
+	.sql =
+	"INSERT INTO pix.sent_message (end_to_end_id, content_digest, "
+	"sender_ispb, accepted_at)"
+	" SELECT t.id, t.digest, $3, $4"
+	"   FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS "
+	"t(id, digest)"
+	"  ORDER BY t.id ON CONFLICT (end_to_end_id) DO NOTHING RETURNING "
+	"end_to_end_id",
+	.nargs = 4,
+	.types = {TEXTARRAYOID, BYTEAARRAYOID, TEXTOID, TIMESTAMPTZOID},
+};
+static pix_statement recorded_digests_sql = {
+	.sql = "SELECT s.end_to_end_id, s.content_digest FROM pix.sent_message s"
+	"  WHERE s.end_to_end_id = ANY ($1)",
+	.nargs = 1,
+	.types = {TEXTARRAYOID},
+	.cursor_options = CURSOR_OPT_CUSTOM_PLAN,
+};
+static pix_statement enqueued_digests_sql = {
+	.sql =
+	"SELECT m.end_to_end_id, pg_catalog.sha256(pg_catalog.convert_to(m.body, "
+	"'UTF8'))"
+	"  FROM pix.message m WHERE m.end_to_end_id = ANY ($1)",
+	.nargs = 1,
+	.types = {TEXTARRAYOID},
+	.cursor_options = CURSOR_OPT_CUSTOM_PLAN,
+};
 static void raise_invalid(const char *detail) pg_attribute_noreturn();
-static int parse_body(text *body, const char *ispb, outgoing **out);
+static int	parse_body(text *body, const char *ispb, outgoing **out);
 static void judge(outgoing *msgs, int n, const char *ispb);
 static void digest_of(outgoing *o);
 static void require_registered_receivers(outgoing *msgs, int n);
 static HTAB *index_ids(outgoing *msgs, int n);
-static int record_and_check(outgoing *msgs, int n, HTAB *ids, const char *ispb);
-static void check_digests(HTAB *ids, outgoing *msgs, statement *st, Datum *values, bool enqueued);
-static void check_digest(HTAB *ids, outgoing *msgs, const char *id, bytea *digest, bool enqueued);
-static int enqueue_new(outgoing *msgs, int n, HTAB *ids);
-static Datum send_result(FunctionCallInfo fcinfo, int accepted, int duplicates);
+static int
+			record_and_check(outgoing *msgs, int n, HTAB *ids, const char *ispb);
+static void check_digests(HTAB *ids, outgoing *msgs, pix_statement *st,
+						  Datum *values, bool enqueued);
+static void check_digest(HTAB *ids, outgoing *msgs, const char *id,
+						 bytea *digest, bool enqueued);
+static int	enqueue_new(outgoing *msgs, int n, HTAB *ids);
+static Datum
+			send_result(FunctionCallInfo fcinfo, int accepted, int duplicates);
 
 /*
  * pix_messages_send(ispb text, body text, credential text) RETURNS pix_sent
  * (accepted int, duplicates int, body text).
  */
-Datum pix_messages_send(PG_FUNCTION_ARGS)
+PG_FUNCTION_INFO_V1(pix_messages_send);
+Datum
+pix_messages_send(PG_FUNCTION_ARGS)
 {
-	bool authenticated;
-	char *ispb = pix_authorized_ispb(fcinfo, 2, &authenticated);
-	outgoing *msgs;
-	HTAB *ids;
-	int n, accepted;
+	bool		authenticated;
+	char	   *ispb = pix_authorized_ispb(fcinfo, 2, &authenticated);
+	outgoing   *msgs;
+	HTAB	   *ids;
+	int			n,
+				accepted;
 
 	pix_require_read_committed();
 	if (PG_ARGISNULL(1))
@@ -163,107 +141,55 @@ Datum pix_messages_send(PG_FUNCTION_ARGS)
 	PG_RETURN_DATUM(send_result(fcinfo, accepted, n - accepted));
 }
 
-/*
- * pix_streams_stop_all(ispb text, credential text) RETURNS int: closes every open stream of ispb,
- * requeues their pending batches at the head of its queue; returns how many streams it closed.
- */
-Datum pix_streams_stop_all(PG_FUNCTION_ARGS)
-{
-	char *ispb = pix_authorized_ispb(fcinfo, 1, NULL);
-	Datum values[2];
-	int64 closed, requeued;
-	bool isnull;
-
-	pix_require_read_committed();
-	SPI_connect();
-	values[0] = CStringGetTextDatum(ispb);
-	values[1] = TimestampTzGetDatum(GetCurrentTimestamp());
-	pix_lock_bounded(run_stop_all, values);
-	closed = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	requeued =
-	    DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-	if (requeued > 0)
-		Async_Notify("pix_message", ispb);
-	SPI_finish();
-	PG_RETURN_INT32((int32)closed);
-}
-
-/* Stop all's one statement: it waits for the rows of reads in flight (under pix_lock_bounded). */
-static int run_stop_all(void *values)
-{
-	return execute(&stop_all_sql, values);
-}
-
-/* Called by pix_purge_history (inside its SPI connection): forgets one chunk of expired ids. */
-int64 pix_send_forget_expired(void)
-{
-	TimestampTz cutoff =
-	    GetCurrentTimestamp() - (TimestampTz)pix_send_idempotency_horizon_s * USECS_PER_SEC;
-	Datum values[1] = {TimestampTzGetDatum(cutoff)};
-	Oid schema = get_namespace_oid("pix", true);
-
-	/* The new library may run with the SQL of a version before 1.3 (until ALTER EXTENSION). */
-	if (!OidIsValid(get_relname_relid("sent_message", schema)))
-		return 0;
-	return execute(&forget_sql, values);
-}
-
-static int execute(statement *st, Datum *values)
-{
-	int rc;
-
-	if (st->plan == NULL) {
-		SPIPlanPtr plan = SPI_prepare_cursor(st->sql, st->nargs, st->types, st->options);
-
-		if (plan == NULL)
-			elog(ERROR, "pix: could not prepare \"%s\": %s", st->sql,
-			     SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-		st->plan = plan;
-	}
-	rc = SPI_execute_plan(st->plan, values, NULL, false, 0);
-	if (rc < 0)
-		elog(ERROR, "pix: \"%s\" failed: %s", st->sql, SPI_result_code_string(rc));
-	return (int)SPI_processed;
-}
-
-static void raise_invalid(const char *detail)
+static void
+raise_invalid(const char *detail)
 {
 	ereport(ERROR,
-	        (errcode(ERRCODE_PIX_INVALID_SEND), errmsg("invalid messages"), errdetail("%s", detail),
-	         errhint("Nothing of this call was stored; fix the message and send again.")));
+			(errcode(ERRCODE_PIX_INVALID_SEND), errmsg("invalid messages"),
+			 errdetail("%s", detail),
+			 errhint("Nothing of this call was stored; fix the message and send again.")));
 	pg_unreachable();
 }
 
 /* The body as UTF-8 bytes, parsed; raises PX010 with the first problem. */
-static int parse_body(text *body, const char *ispb, outgoing **out)
+static int
+parse_body(text *body, const char *ispb, outgoing **out)
 {
 	const char *bytes = VARDATA_ANY(body);
-	size_t len = VARSIZE_ANY_EXHDR(body);
-	int encoding = GetDatabaseEncoding();
+	size_t		len = VARSIZE_ANY_EXHDR(body);
+	int			encoding = GetDatabaseEncoding();
 	pix_message *parsed = palloc(PIX_SEND_MAX_MESSAGES * sizeof(pix_message));
 	pix_send_problem problem;
-	char *arena;
-	int n;
+	char	   *arena;
+	int			n;
 
-	if (encoding != PG_UTF8 && encoding != PG_SQL_ASCII) {
-		const char *converted = pg_server_to_any(bytes, (int)len, PG_UTF8);
+	if (encoding != PG_UTF8 && encoding != PG_SQL_ASCII)
+	{
+		const char *converted = pg_server_to_any(bytes, (int) len, PG_UTF8);
 
-		/* A conversion returns a new NUL-terminated string, or the input itself (empty input). */
+		/*
+		 * A conversion returns a new NUL-terminated string, or the input
+		 * itself (empty input).
+		 */
 		if (converted != bytes)
 			len = strlen(converted);
 		bytes = converted;
 	}
 	arena = palloc(PIX_SEND_ARENA_SIZE(len));
-	n = pix_send_parse(bytes, len, parsed, PIX_SEND_MAX_MESSAGES, arena, PIX_SEND_ARENA_SIZE(len),
-	                   &problem);
-	/* Messages before the one the parser stopped at are complete: an invalid one among them is
-	 * the first invalid message, so it is reported rather than the later syntax error. */
+	n = pix_send_parse(bytes, len, parsed, PIX_SEND_MAX_MESSAGES, arena,
+					   PIX_SEND_ARENA_SIZE(len), &problem);
+
+	/*
+	 * Messages before the one the parser stopped at are complete: an invalid
+	 * one among them is the first invalid message, so it is reported rather
+	 * than the later syntax error.
+	 */
 	*out = palloc0(Max(n, problem.index + 1) * sizeof(outgoing));
 	for (int i = 0; i < (n >= 0 ? n : problem.index); i++)
 		(*out)[i].m = parsed[i];
 	pfree(parsed);
-	if (n < 0) {
+	if (n < 0)
+	{
 		judge(*out, Max(problem.index, 0), ispb);
 		raise_invalid(problem.text);
 	}
@@ -271,23 +197,33 @@ static int parse_body(text *body, const char *ispb, outgoing **out)
 }
 
 /*
- * Every message as the INSERT trigger judges it, and paid by the sender (when ispb is not NULL);
- * the first problem wins.
+ * Every message as the INSERT trigger judges it, and paid by the sender (when
+ * ispb is not NULL); the first problem wins.
  */
-static void judge(outgoing *msgs, int n, const char *ispb)
+static void
+judge(outgoing *msgs, int n, const char *ispb)
 {
-	for (int i = 0; i < n; i++) {
-		outgoing *o = &msgs[i];
-		/* In the trigger's order: valor's form first unless missing, then the validator's. */
-		const char *problem = o->m.valor != NULL ? pix_valor_normalize(o->m.valor, o->valor) : NULL;
+	for (int i = 0; i < n; i++)
+	{
+		outgoing   *o = &msgs[i];
 
-		if (problem == NULL) {
+		/*
+		 * In the trigger's order: valor's form first unless missing, then the
+		 * validator's.
+		 */
+		const char *problem = o->m.valor != NULL
+		? pix_valor_normalize(o->m.valor, o->valor)
+		: NULL;
+
+		if (problem == NULL)
+		{
 			o->m.valor = o->m.valor != NULL ? o->valor : NULL;
 			problem = pix_message_problem(&o->m);
 		}
-		if (problem == NULL && ispb != NULL && strcmp(o->m.pagador.ispb, ispb) != 0)
-			raise_invalid(
-			    psprintf("messages[%d].pagador.ispb: must be the sender's ISPB %s", i, ispb));
+		if (problem == NULL && ispb != NULL &&
+			strcmp(o->m.pagador.ispb, ispb) != 0)
+			raise_invalid(psprintf("messages[%d].pagador.ispb: must be the sender's ISPB %s", i,
+								   ispb));
 		if (problem != NULL)
 			raise_invalid(psprintf("messages[%d].%s", i, problem));
 		digest_of(o);
@@ -295,196 +231,252 @@ static void judge(outgoing *msgs, int n, const char *ispb)
 }
 
 /*
- * With authentication, a payment goes only to a registered institution (PX014 naming the first
- * message that is not): nobody would ever collect it, and its ISPB would be a label chosen by the
- * sender (README, "Messages nobody collects").
+ * With authentication, a payment goes only to a registered institution (PX014
+ * naming the first message that is not): nobody would ever collect it, and its
+ * ISPB would be a label chosen by the sender (README, "Messages nobody
+ * collects").
  */
-static void require_registered_receivers(outgoing *msgs, int n)
+static void
+require_registered_receivers(outgoing *msgs, int n)
 {
 	const char **receivers = palloc(Max(n, 1) * sizeof(char *));
-	int first;
+	int			first;
 
 	for (int i = 0; i < n; i++)
 		receivers[i] = msgs[i].m.recebedor.ispb;
 	first = pix_first_unregistered(receivers, n);
 	if (first >= 0)
-		pix_raise_unregistered(psprintf("messages[%d].recebedor.ispb", first), receivers[first]);
+		pix_raise_unregistered(psprintf("messages[%d].recebedor.ispb", first),
+							   receivers[first]);
 	pfree(receivers);
 }
 
 /* sha256 of the body exactly as the trigger will render and store it. */
-static void digest_of(outgoing *o)
+static void
+digest_of(outgoing *o)
 {
-	size_t len = pix_render_message(&o->m, NULL, 0);
-	char *rendered = palloc(len + 1);
+	size_t		len = pix_render_message(&o->m, NULL, 0);
+	char	   *rendered = palloc(len + 1);
 	pg_cryptohash_ctx *ctx = pg_cryptohash_create(PG_SHA256);
 
 	pix_render_message(&o->m, rendered, len + 1);
 	if (ctx == NULL || pg_cryptohash_init(ctx) < 0 ||
-	    pg_cryptohash_update(ctx, (uint8 *)rendered, len) < 0 ||
-	    pg_cryptohash_final(ctx, o->digest, sizeof(o->digest)) < 0)
-		elog(ERROR, "pix: could not compute SHA-256: %s", pg_cryptohash_error(ctx));
+		pg_cryptohash_update(ctx, (uint8 *) rendered, len) < 0 ||
+		pg_cryptohash_final(ctx, o->digest, sizeof(o->digest)) < 0)
+		elog(ERROR, "pix: could not compute SHA-256: %s",
+			 pg_cryptohash_error(ctx));
 	pg_cryptohash_free(ctx);
 	pfree(rendered);
 }
 
-/* One entry per distinct endToEndId; a repeated id with other content in the body is PX011. */
-static HTAB *index_ids(outgoing *msgs, int n)
+/*
+ * One entry per distinct endToEndId; a repeated id with other content in the
+ * body is PX011.
+ */
+static HTAB *
+index_ids(outgoing *msgs, int n)
 {
-	/* In the call's memory context, so that an error (PX011 below) frees it too. */
-	HASHCTL ctl = {.keysize = PIX_END_TO_END_ID_LEN + 1,
-	               .entrysize = sizeof(id_entry),
-	               .hcxt = CurrentMemoryContext};
-	HTAB *ids = hash_create("pix send ids", n, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	/*
+	 * In the call's memory context, so that an error (PX011 below) frees it
+	 * too.
+	 */
+	HASHCTL		ctl = {.keysize = PIX_END_TO_END_ID_LEN + 1,
+		.entrysize = sizeof(id_entry),
+	.hcxt = CurrentMemoryContext};
+	HTAB	   *ids = hash_create("pix send ids", n, &ctl,
+								  HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 
-	for (int i = 0; i < n; i++) {
-		bool found;
-		id_entry *e = hash_search(ids, msgs[i].m.end_to_end_id, HASH_ENTER, &found);
+	for (int i = 0; i < n; i++)
+	{
+		bool		found;
+		id_entry   *e =
+		hash_search(ids, msgs[i].m.end_to_end_id, HASH_ENTER, &found);
 
-		if (!found) {
+		if (!found)
+		{
 			e->first = i;
 			e->recorded_now = false;
 			e->enqueued = false;
-		} else if (memcmp(msgs[e->first].digest, msgs[i].digest, PG_SHA256_DIGEST_LENGTH) != 0)
+		}
+		else if (memcmp(msgs[e->first].digest, msgs[i].digest,
+						PG_SHA256_DIGEST_LENGTH) != 0)
 			ereport(ERROR,
-			        (errcode(ERRCODE_PIX_SEND_CONFLICT),
-			         errmsg("endToEndId sent twice with different content"),
-			         errdetail("messages[%d].endToEndId: %s is also messages[%d], with other "
-			                   "content.",
-			                   i, e->id, e->first)));
+					(errcode(ERRCODE_PIX_SEND_CONFLICT),
+					 errmsg("endToEndId sent twice with different content"),
+					 errdetail("messages[%d].endToEndId: %s is also messages[%d], with other "
+							   "content.",
+							   i, e->id, e->first)));
 	}
 	return ids;
 }
 
-/* Records every id (step 3 in the header) and checks each against what was accepted before. */
-static int record_and_check(outgoing *msgs, int n, HTAB *ids, const char *ispb)
+/*
+ * Records every id (step 3 in the header) and checks each against what was
+ * accepted before.
+ */
+static int
+record_and_check(outgoing *msgs, int n, HTAB *ids, const char *ispb)
 {
-	Datum *id_datums = palloc(n * sizeof(Datum)), *digest_datums = palloc(n * sizeof(Datum));
-	Datum values[4];
+	Datum	   *id_datums = palloc(n * sizeof(Datum)),
+			   *digest_datums = palloc(n * sizeof(Datum));
+	Datum		values[4];
 	SPITupleTable *rows;
-	int recorded;
+	int			recorded;
 
-	for (int i = 0; i < n; i++) {
-		bytea *d = palloc(VARHDRSZ + PG_SHA256_DIGEST_LENGTH);
+	for (int i = 0; i < n; i++)
+	{
+		bytea	   *d = palloc(VARHDRSZ + PG_SHA256_DIGEST_LENGTH);
 
 		SET_VARSIZE(d, VARHDRSZ + PG_SHA256_DIGEST_LENGTH);
 		memcpy(VARDATA(d), msgs[i].digest, PG_SHA256_DIGEST_LENGTH);
 		id_datums[i] = CStringGetTextDatum(msgs[i].m.end_to_end_id);
 		digest_datums[i] = PointerGetDatum(d);
 	}
-	values[0] = PointerGetDatum(construct_array(id_datums, n, TEXTOID, -1, false, TYPALIGN_INT));
-	values[1] =
-	    PointerGetDatum(construct_array(digest_datums, n, BYTEAOID, -1, false, TYPALIGN_INT));
+	values[0] = PointerGetDatum(
+								construct_array(id_datums, n, TEXTOID, -1, false, TYPALIGN_INT));
+	values[1] = PointerGetDatum(
+								construct_array(digest_datums, n, BYTEAOID, -1, false, TYPALIGN_INT));
 	values[2] = CStringGetTextDatum(ispb);
 	values[3] = TimestampTzGetDatum(GetCurrentTimestamp());
 
-	recorded = execute(&record_sql, values);
+	recorded = pix_execute(&record_sql, values, NULL, 0);
 	rows = SPI_tuptable;
-	for (int i = 0; i < recorded; i++) {
-		id_entry *e =
-		    hash_search(ids, SPI_getvalue(rows->vals[i], rows->tupdesc, 1), HASH_FIND, NULL);
+	for (int i = 0; i < recorded; i++)
+	{
+		id_entry   *e =
+		hash_search(ids, SPI_getvalue(rows->vals[i], rows->tupdesc, 1),
+					HASH_FIND, NULL);
 
 		if (e != NULL)
 			e->recorded_now = true;
 	}
 
-	/* Ids recorded before (by a committed send) are compared with what they were sent with. */
+	/*
+	 * Ids recorded before (by a committed send) are compared with what they
+	 * were sent with.
+	 */
 	if (recorded < hash_get_num_entries(ids))
 		check_digests(ids, msgs, &recorded_digests_sql, values, false);
 	return recorded;
 }
 
-/* Runs st (ids in values[0]; rows of id and digest) and checks every row against the body. */
-static void check_digests(HTAB *ids, outgoing *msgs, statement *st, Datum *values, bool enqueued)
+/*
+ * Runs st (ids in values[0]; rows of id and digest) and checks every row
+ * against the body.
+ */
+static void
+check_digests(HTAB *ids, outgoing *msgs, pix_statement *st, Datum *values,
+			  bool enqueued)
 {
-	int found = execute(st, values);
+	int			found = pix_execute(st, values, NULL, 0);
 	SPITupleTable *rows = SPI_tuptable;
 
-	for (int i = 0; i < found; i++) {
-		bool isnull;
+	for (int i = 0; i < found; i++)
+	{
+		bool		isnull;
 
 		check_digest(ids, msgs, SPI_getvalue(rows->vals[i], rows->tupdesc, 1),
-		             DatumGetByteaPP(SPI_getbinval(rows->vals[i], rows->tupdesc, 2, &isnull)),
-		             enqueued);
+					 DatumGetByteaPP(SPI_getbinval(rows->vals[i],
+												   rows->tupdesc, 2, &isnull)),
+					 enqueued);
 	}
 }
 
-static void check_digest(HTAB *ids, outgoing *msgs, const char *id, bytea *digest, bool enqueued)
+static void
+check_digest(HTAB *ids, outgoing *msgs, const char *id, bytea *digest,
+			 bool enqueued)
 {
-	id_entry *e = hash_search(ids, id, HASH_FIND, NULL);
+	id_entry   *e = hash_search(ids, id, HASH_FIND, NULL);
 
 	if (e == NULL)
 		return;
 	if (VARSIZE_ANY_EXHDR(digest) != PG_SHA256_DIGEST_LENGTH ||
-	    memcmp(VARDATA_ANY(digest), msgs[e->first].digest, PG_SHA256_DIGEST_LENGTH) != 0)
-		ereport(ERROR, (errcode(ERRCODE_PIX_SEND_CONFLICT),
-		                errmsg("endToEndId already accepted with different content"),
-		                errdetail("messages[%d].endToEndId: %s was accepted before with other "
-		                          "content.",
-		                          e->first, id),
-		                errhint("Nothing of this call was stored.")));
+		memcmp(VARDATA_ANY(digest), msgs[e->first].digest,
+			   PG_SHA256_DIGEST_LENGTH) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_PIX_SEND_CONFLICT),
+				 errmsg("endToEndId already accepted with different content"),
+				 errdetail("messages[%d].endToEndId: %s was accepted before with other "
+						   "content.",
+						   e->first, id),
+				 errhint("Nothing of this call was stored.")));
 	e->enqueued |= enqueued;
 }
 
 /*
- * Inserts the first message of every id recorded by this call. An id already in pix.message
- * (enqueued by INSERT or the generator, which do not record ids) is skipped by the INSERT and
- * then compared with what is stored: the same content is a duplicate, other content PX011.
+ * Inserts the first message of every id recorded by this call. An id already
+ * in pix.message (enqueued by INSERT or the generator, which do not record
+ * ids) is skipped by the INSERT and then compared with what is stored: the
+ * same content is a duplicate, other content PX011.
  */
-static int enqueue_new(outgoing *msgs, int n, HTAB *ids)
+static int
+enqueue_new(outgoing *msgs, int n, HTAB *ids)
 {
-	Datum *columns[PIX_MESSAGE_COLUMNS];
-	Datum *skipped = palloc(n * sizeof(Datum));
-	int rows = 0, inserted, nskipped = 0;
+	Datum	   *columns[PIX_MESSAGE_COLUMNS];
+	Datum	   *skipped = palloc(n * sizeof(Datum));
+	Datum		skipped_ids[1];
+	int			rows = 0,
+				inserted,
+				nskipped = 0;
 	HASH_SEQ_STATUS scan;
-	id_entry *e;
+	id_entry   *e;
 
 	for (int c = 0; c < PIX_MESSAGE_COLUMNS; c++)
 		columns[c] = palloc(n * sizeof(Datum));
-	for (int i = 0; i < n; i++) {
-		Datum ts;
+	for (int i = 0; i < n; i++)
+	{
+		Datum		ts;
 
 		e = hash_search(ids, msgs[i].m.end_to_end_id, HASH_FIND, NULL);
 		if (e->first != i || !e->recorded_now)
 			continue;
-		ts = DirectFunctionCall3(timestamptz_in, CStringGetDatum(msgs[i].m.data_hora_pagamento),
-		                         ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+		ts =
+			DirectFunctionCall3(timestamptz_in,
+								CStringGetDatum(msgs[i].m.data_hora_pagamento),
+								ObjectIdGetDatum(InvalidOid),
+								Int32GetDatum(-1));
 		pix_message_row(columns, rows++, &msgs[i].m, DatumGetTimestampTz(ts));
 	}
 	if (rows == 0)
 		return 0;
-	inserted = (int)pix_messages_insert(columns, rows, true);
-	for (int i = 0; i < inserted; i++) {
-		e = hash_search(ids, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1),
-		                HASH_FIND, NULL);
+	inserted = (int) pix_messages_insert(columns, rows, true);
+	for (int i = 0; i < inserted; i++)
+	{
+		e = hash_search(ids,
+						SPI_getvalue(SPI_tuptable->vals[i],
+									 SPI_tuptable->tupdesc, 1),
+						HASH_FIND, NULL);
 		if (e != NULL)
 			e->enqueued = true; /* by this call */
 	}
-	if (inserted < rows) {
+	if (inserted < rows)
+	{
 		hash_seq_init(&scan, ids);
 		while ((e = hash_seq_search(&scan)) != NULL)
 			if (e->recorded_now && !e->enqueued)
 				skipped[nskipped++] = CStringGetTextDatum(e->id);
-		check_digests(ids, msgs, &enqueued_digests_sql,
-		              (Datum[]){PointerGetDatum(
-		                  construct_array(skipped, nskipped, TEXTOID, -1, false, TYPALIGN_INT))},
-		              true);
+		skipped_ids[0] =
+			PointerGetDatum(construct_array(skipped, nskipped, TEXTOID, -1,
+											false, TYPALIGN_INT));
+		check_digests(ids, msgs, &enqueued_digests_sql, skipped_ids, true);
 	}
 	return inserted;
 }
 
-static Datum send_result(FunctionCallInfo fcinfo, int accepted, int duplicates)
+static Datum
+send_result(FunctionCallInfo fcinfo, int accepted, int duplicates)
 {
-	TupleDesc desc;
-	Datum values[3];
-	bool nulls[3] = {false, false, false};
+	TupleDesc	desc;
+	Datum		values[3];
+	bool		nulls[3] = {false, false, false};
 
 	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "pix: pix_messages_send must return the composite type pix_sent");
+		elog(ERROR,
+			 "pix: pix_messages_send must return the composite type pix_sent");
 	desc = BlessTupleDesc(desc);
 	values[0] = Int32GetDatum(accepted);
 	values[1] = Int32GetDatum(duplicates);
-	values[2] =
-	    CStringGetTextDatum(psprintf("{\"accepted\":%d,\"duplicates\":%d}", accepted, duplicates));
+	values[2] = CStringGetTextDatum(
+									psprintf("{\"accepted\":%d,\"duplicates\":%d}", accepted, duplicates));
 	return HeapTupleGetDatum(heap_form_tuple(desc, values, nulls));
 }

@@ -1,5 +1,5 @@
--- Upgrades: the extension installs as 1.0 plus the chain of upgrade scripts, so a database created
--- with an older version and updated in place must keep every message, stream and pending batch.
+-- Upgrades: a database created with an older version (here 1.0) and updated in place through the
+-- chain of upgrade scripts must keep every message, stream and pending batch.
 \set VERBOSITY terse
 DROP EXTENSION pix;
 CREATE EXTENSION pix VERSION '1.0';

@@ -414,11 +414,18 @@ pix_generate_messages(PG_FUNCTION_ARGS)
 	generated	g;
 	int32		generated_rows = 0;
 	uint64		inserted = 0;
+	bool		authenticated = pix_authorize_admin(fcinfo, 2);
 
-	if (pix_authorize_admin(fcinfo, 2) &&
+	/*
+	 * The count before the registration: pixd asks "is this an admin's
+	 * credential?" with a call of 0 messages to 00000000, whose answer is
+	 * PX002 for an admin only (PX012/PX013 for anyone else), and writes
+	 * nothing (shim/database.c, DB_ADMIN_CHECK).
+	 */
+	number = count_arg(fcinfo);
+	if (authenticated &&
 		pix_first_unregistered((const char *const *) &ispb, 1) >= 0)
 		pix_raise_unregistered("ispb", ispb);
-	number = count_arg(fcinfo);
 	pix_require_read_committed();
 	init_call(&cx, ispb);
 	SPI_connect();

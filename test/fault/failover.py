@@ -27,7 +27,8 @@ Figures: the outage seen by collectors, from the first 503 after the fault to th
 last 503, and the longest time without any 200 to any collector around the fault.
 
 Ports: PORT (default 5850, PIX_HA_PORT; 0 = three free ones) for the monitor, PORT+1 and PORT+2 for
-the nodes, and PIX_FAULT_HTTP_PORT (3850) for pixd. Loopback only. Ends with "N passed, N failed".
+the nodes, and PIX_FAULT_HTTP_PORT (3850) for pixd. Loopback only. Ends with "N passed, N failed, N skipped"
+(a SKIP scenario, e.g. partition without network namespaces, is counted as skipped, never as passed).
 """
 
 import argparse
@@ -510,7 +511,7 @@ def main():
     names = args.only or (["standby_only", "postmaster_kill", "node_kill"] if args.short else list(SCENARIOS))
     formation = Formation(args.dir, args.port)
     results = []
-    passed = failed = 0
+    passed = failed = skipped = 0
     try:
         formation.stop()
         subprocess.run(["rm", "-rf", args.dir], check=True)
@@ -534,16 +535,20 @@ def main():
             elif r["verdict"] == "FAIL":
                 failed += 1
                 log(f"{name}: FAIL: {r['violations'][:5]}")
+            elif r["verdict"] == "SKIP":
+                skipped += 1  # shown in the final line: a scenario that did not run proves nothing
+                log(f"{name}: SKIP: {r.get('skipped')}")
             else:
-                log(f"{name}: {r['verdict']}: {r.get('skipped')}")
+                failed += 1
+                log(f"{name}: unknown verdict {r['verdict']!r}: counted as failed")
     finally:
         if not args.keep:
             formation.stop()
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1, sort_keys=True)
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
+    print(f"{passed} passed, {failed} failed, {skipped} skipped")
+    return 1 if failed or not passed else 0
 
 
 if __name__ == "__main__":

@@ -428,6 +428,13 @@ def test_bad_configuration(pixd):
 
 def main():
     only = sys.argv[1:]
+    names = ["least_privilege", "id_entropy", "other_ispb_id", "no_sql_from_request", "request_limits",
+             "bad_configuration"]
+    unknown = [n for n in only if n not in names]
+    if unknown:  # a name that selects no test must not pass
+        print(f"no such test: {', '.join(unknown)} (known: {', '.join(names)})")
+        print("0 passed, 1 failed")
+        sys.exit(1)
     pixd = setup()
     try:
         for name, fn in [("least_privilege", test_least_privilege), ("id_entropy", test_id_entropy),

@@ -23,7 +23,7 @@ POST /api/pix/{payer}/msgs answered 201 (HTTP producer). Every acknowledged id m
 at the end and received or still queued.
 
 PIX_FAULT_SABOTAGE (for proving the checks can fail; never in a real run): lose_acked deletes one
-acknowledged, still ready message behind the harness's back; undrained stops the collectors without
+message of an INSERT in the INSERT's own transaction, after RETURNING gave its id (acknowledged, never there); undrained stops the collectors without
 draining. Each must turn the verdict to FAIL.
 """
 
@@ -465,7 +465,10 @@ class Producer(threading.Thread):
                 st.violation(f"send answered {status}: {body[:200]!r}")
             return
         ids = client_ids(SQL_PAYER, rng, n)
-        out = psql(acked_insert_sql(ispb, ids), dbname=self.d.dbname, check=False, timeout=15)
+        if SABOTAGE == "lose_acked" and not self.d.sabotaged:
+            out = self.d.sabotage_lose_acked(ispb, ids)
+        else:
+            out = psql(acked_insert_sql(ispb, ids), dbname=self.d.dbname, check=False, timeout=15)
         if out is None:
             return  # not acknowledged: it may or may not have committed
         returned = sorted(line for line in out.splitlines() if line)
@@ -473,8 +476,6 @@ class Producer(threading.Thread):
             st.violation(f"INSERT of {n} ids acknowledged {len(returned)} others")
         with st.lock:
             st.acked_sql.update(ids)
-        if SABOTAGE == "lose_acked" and ids and not self.d.sabotaged:
-            self.d.sabotaged = self.d.sabotage_lose_acked(ids)
 
     def run(self):
         rng = random.Random()
@@ -722,15 +723,18 @@ class Drain:
             res.append(len(lost))
         return res[0], res[1]
 
-    def sabotage_lose_acked(self, acked):
-        """PIX_FAULT_SABOTAGE=lose_acked: an acknowledged message vanishes before anyone read it.
-        True when one did."""
-        ids = ", ".join(f"'{e}'" for e in sorted(acked))
-        out = psql(f"""WITH victim AS (SELECT m.id FROM pix.message m JOIN pix.ready r ON r.message_id = m.id
-                                        WHERE m.end_to_end_id IN ({ids or "''"}) LIMIT 1),
-                            r AS (DELETE FROM pix.ready WHERE message_id IN (SELECT id FROM victim))
-                       DELETE FROM pix.message WHERE id IN (SELECT id FROM victim) RETURNING end_to_end_id""",
-                   dbname=self.dbname)
-        if out and out.strip():
-            log(f"SABOTAGE lose_acked: deleted {out.strip()}")
-        return bool(out and out.strip())
+    def sabotage_lose_acked(self, ispb, ids):
+        """PIX_FAULT_SABOTAGE=lose_acked: an INSERT whose COMMIT is answered, with every id RETURNed, but
+        one of its messages deleted (ready row and message) in the same transaction: acknowledged, never
+        deliverable. Returns the ids the INSERT returned (None when it failed)."""
+        out = subprocess.run([PSQL, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+                              f"{base()} dbname={self.dbname}", "-c", "BEGIN", "-c", acked_insert_sql(ispb, ids),
+                              "-c", f"DELETE FROM pix.ready WHERE message_id = (SELECT id FROM pix.message "
+                                    f"WHERE end_to_end_id = '{ids[0]}')",
+                              "-c", f"DELETE FROM pix.message WHERE end_to_end_id = '{ids[0]}'", "-c", "COMMIT"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=15)
+        if out.returncode != 0:
+            return None
+        self.sabotaged = True
+        log(f"SABOTAGE lose_acked: {ids[0]} acknowledged and deleted before its COMMIT")
+        return out.stdout

@@ -243,10 +243,11 @@ fi
 # counts one.
 record_summary() { # name output-file status
     local line p f s
-    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed(, [0-9]+ skipped)?$' "$2" | tail -n1 || true)
+    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$2" | tail -n1 || true)
     if [[ -n "$line" ]]; then
-        read -r p _ f _ s _ <<<"$line"
+        read -r p _ f _ <<<"$line"
         f=${f%,}
+        s=$(sed -nE 's/^[0-9]+ passed, [0-9]+ failed, ([0-9]+) skipped.*/\1/p' <<<"$line")
         if (($3 != 0 && f == 0)); then
             f=1
         fi

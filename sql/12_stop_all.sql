@@ -17,6 +17,8 @@ EXCEPTION WHEN OTHERS THEN
 END
 $$;
 
+-- A gap of 1000 unused message ids above the messages made here (for "ids_below", below).
+SELECT setval('pix.message_id_seq', (SELECT last_value FROM pix.message_id_seq) + 1000) > 0 AS gap;
 SELECT pix_generate_messages('12000001', 12) AS generated, pix_generate_messages('12000002', 2) AS other;
 -- Three streams of 12000001: two hold a pending batch (3 and 2 messages), one read everything it
 -- got and confirmed it (nothing pending); one stream of 12000002.
@@ -32,6 +34,12 @@ CREATE TABLE pending AS
 SELECT unnest(pending_ids) AS message_id FROM pix.stream WHERE ispb = '12000001' AND state = 'o';
 SELECT count(*) AS pending FROM pending;
 SELECT count(*) AS ready_before FROM pix.ready WHERE ispb = '12000001';
+-- Three newer messages with ids BELOW the pending ones (in the gap): the queue's order is the id, so
+-- a requeue into the fresh range would put the pending batches after these; at the head (the requeued
+-- range, fresh = false) they come before.
+SELECT setval('pix.message_id_seq', (SELECT min(id) FROM pix.message
+                                      WHERE recebedor_ispb IN ('12000001', '12000002')) - 100) > 0 AS ids_below;
+SELECT pix_generate_messages('12000001', 3) AS lower_ids;
 
 SELECT pix_streams_stop_all('12000001') AS closed;
 SELECT state, count(*) FROM pix.stream WHERE ispb = '12000001' GROUP BY state ORDER BY state;
@@ -62,6 +70,8 @@ SELECT count(*) AS messages,
        count(*) FILTER (WHERE EXISTS (SELECT FROM pix.iteration i WHERE m.id = ANY (i.message_ids)
                                         AND i.confirmed_at IS NOT NULL)) AS confirmed
   FROM pix.message m WHERE recebedor_ispb = '12000001';
+
+SELECT setval('pix.message_id_seq', (SELECT max(id) FROM pix.message)) > 0 AS ids_restored;
 
 DROP SCHEMA t12 CASCADE;
 SELECT pix_streams_stop_all('12000002') AS closed_other;

@@ -15,7 +15,10 @@
 #      correctness check (bench/pixbench.sh check), the compose file (docker-compose config), and
 #      ha: three pixd on this cluster (test/fault/multi_pixd.py --short) and a failover mid-drain on
 #      a pg_auto_failover formation of its own (test/fault/failover.py --short)
-# Ends with a line "N passed, N failed" (individual tests) and a non-zero status when anything failed.
+# Ends with a line "N passed, N failed, N skipped" (individual tests) and a non-zero status when anything failed.
+# Counting (docs/testing.md): a suite's own "N passed, N failed[, N skipped]" line is added up; a suite that exits
+# non-zero without a failure counts one failure, and so does a selected suite that runs no test at all (nothing
+# to run, a -k pattern that matches nothing); skipped tests are shown, never counted as passed.
 #
 # Environment: PIX_TEST_ONLY="regress isolation unit e2e shards collect security fuzz bench docker ha" (a subset), PIX_E2E_ARGS (passed to
 # test/e2e/run.py, e.g. a test name pattern "-k Accept"), PIX_VALGRIND=1 (run every shim of the
@@ -33,11 +36,18 @@ say() { printf '\n=== %s\n' "$*"; }
 
 TOTAL_PASS=0
 TOTAL_FAIL=0
+TOTAL_SKIP=0
 SUMMARY=()
-record() { # suite passed failed
+record() { # suite passed failed [skipped]
+    local f=$3 s=${4:-0}
+    if (($2 + f + s == 0)); then
+        echo "$1: no test ran: counted as a failure"
+        f=1
+    fi
     TOTAL_PASS=$((TOTAL_PASS + $2))
-    TOTAL_FAIL=$((TOTAL_FAIL + $3))
-    SUMMARY+=("$(printf '%-12s %4d passed, %4d failed' "$1" "$2" "$3")")
+    TOTAL_FAIL=$((TOTAL_FAIL + f))
+    TOTAL_SKIP=$((TOTAL_SKIP + s))
+    SUMMARY+=("$(printf '%-12s %4d passed, %4d failed, %4d skipped' "$1" "$2" "$f" "$s")")
 }
 wanted() { [[ " $PIX_TEST_ONLY " == *" $1 "* ]]; }
 
@@ -92,7 +102,7 @@ finish() {
     for line in "${SUMMARY[@]}"; do
         echo "$line"
     done
-    echo "$TOTAL_PASS passed, $TOTAL_FAIL failed"
+    echo "$TOTAL_PASS passed, $TOTAL_FAIL failed, $TOTAL_SKIP skipped"
     if ((TOTAL_FAIL > 0)); then
         exit 1
     fi
@@ -169,7 +179,8 @@ fi
 pg_suite() { # name pattern directory-of-diffs make-variable-to-empty
     local name=$1 pattern=$2 diffs=$3/regression.diffs empty=$4 status
     if ! compgen -G "$pattern" >/dev/null; then
-        say "$name: no $pattern yet, skipped"
+        say "$name: no $pattern: a selected suite with no test fails"
+        record "$name" 0 1
         return
     fi
     say "$name ($pattern)"
@@ -251,21 +262,24 @@ if wanted unit; then
         done
         record unit "$u_pass" "$u_fail"
     else
-        say "unit tests: no test/unit/*.c or shim/tests/*.c yet, skipped"
+        say "unit tests: no test/unit/*.c or shim/tests/*.c: a selected suite with no test fails"
+        record unit 0 1
     fi
 fi
 
-# The last "N passed, N failed" line of a suite's output; a non-zero status without failures counts one.
+# The last "N passed, N failed[, N skipped]" line of a suite's output; a non-zero status without failures
+# counts one.
 record_summary() { # name output-file status
-    local line p f
+    local line p f s
     line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$2" | tail -n1 || true)
     if [[ -n "$line" ]]; then
         read -r p _ f _ <<<"$line"
         f=${f%,}
+        s=$(sed -nE 's/^[0-9]+ passed, [0-9]+ failed, ([0-9]+) skipped.*/\1/p' <<<"$line")
         if (($3 != 0 && f == 0)); then
             f=1
         fi
-        record "$1" "$p" "$f"
+        record "$1" "$p" "$f" "${s:-0}"
     else
         echo "$1 ended without a summary (status $3)"
         record "$1" 0 1
@@ -329,9 +343,9 @@ docker_check() {
         docker-compose -f docker/compose.yaml --profile ha config >/dev/null &&
         docker-compose -f docker/compose.yaml --profile sharded config >/dev/null &&
         docker-compose -f docker/compose.yaml --profile collect config >/dev/null; then
-        echo "1 passed, 0 failed"
+        echo "1 passed, 0 failed, 0 skipped"
     else
-        echo "0 passed, 1 failed"
+        echo "0 passed, 1 failed, 0 skipped"
         return 1
     fi
 }
@@ -348,7 +362,7 @@ if wanted bench; then run_suite bench bench/pixbench.sh check --no-install; fi
 # Several pixd on this cluster, then the primary of a formation of its own killed mid-drain (about
 # 2 minutes together). Each prints "N passed, N failed"; this adds them up.
 ha_check() {
-    local p=0 f=0 out line a b status
+    local p=0 f=0 s=0 out line a b c status
     mkdir -p "$TMP/ha"
     for args in "multi_pixd.py --short" "failover.py --short --port 0 --dir $TMP/ha/formation"; do
         out="$TMP/ha/$(echo "$args" | cut -d' ' -f1).out"
@@ -358,18 +372,21 @@ ha_check() {
             timeout 600 python3 test/fault/$args 2>&1 | tee "$out"
         status=${PIPESTATUS[0]}
         set -e
-        line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$out" | tail -n1 || true)
+        line=$(grep -E '^[0-9]+ passed, [0-9]+ failed(, [0-9]+ skipped)?$' "$out" | tail -n1 || true)
         if [[ -z "$line" ]]; then
             echo "test/fault/$args ended without a summary (status $status)"
             f=$((f + 1))
             continue
         fi
-        read -r a _ b _ <<<"$line"
+        c=0
+        read -r a _ b _ c _ <<<"$line"
+        b=${b%,}
         p=$((p + a))
         f=$((f + b))
+        s=$((s + ${c:-0}))
         if ((status != 0 && b == 0)); then f=$((f + 1)); fi
     done
-    echo "$p passed, $f failed"
+    echo "$p passed, $f failed, $s skipped"
     ((f == 0))
 }
 if wanted docker; then run_suite docker docker_check; fi

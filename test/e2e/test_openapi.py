@@ -71,6 +71,50 @@ KEYWORDS = {"$ref", "type", "properties", "required", "additionalProperties", "i
             "minItems", "maxItems", "minProperties", "maxProperties", "oneOf", "anyOf", "allOf"}
 
 
+
+def split_outside_quotes(text, sep):
+    """text split at sep where sep is not inside a quoted string (RFC 9110 5.6.4)."""
+    parts, cur, quoted, i = [], "", False, 0
+    while i < len(text):
+        ch = text[i]
+        if quoted and ch == "\\" and i + 1 < len(text):
+            cur += text[i:i + 2]
+            i += 2
+            continue
+        if ch == '"':
+            quoted = not quoted
+        if ch == sep and not quoted:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+        i += 1
+    return parts + [cur]
+
+
+def accepts_gzip(value):
+    """RFC 9110 12.5.3: gzip (or x-gzip) is acceptable when listed with q > 0; when it is not listed, when
+    "*" is, with q > 0; a missing header asks for no coding. An element with a malformed qvalue is ignored;
+    the highest q of gzip's elements counts, the last one of "*"."""
+    gzip_q = star_q = None
+    for element in split_outside_quotes(value or "", ","):
+        name, *params = split_outside_quotes(element, ";")
+        name, q = name.strip().lower(), 1.0
+        if not name:
+            continue
+        for param in params:
+            k, eq, v = param.partition("=")
+            if eq and k.strip().lower() == "q":
+                v = v.strip()
+                q = float(v) if re.fullmatch(r"0(\.[0-9]{0,3})?|1(\.0{0,3})?", v) else None
+        if q is None:
+            continue
+        if name in ("gzip", "x-gzip"):
+            gzip_q = q if gzip_q is None else max(gzip_q, q)
+        elif name == "*":
+            star_q = q
+    return gzip_q > 0 if gzip_q is not None else (star_q or 0) > 0
+
 class Validator:
     def __init__(self, doc):
         self.doc = doc
@@ -305,7 +349,7 @@ class Contract:
                 chosen = media
         if chosen is None:
             return errs + [f"Content-Type {ctype!r} is not among the documented {sorted(content)}"]
-        wants_gzip = re.search(r"(^|,)\s*(x-)?gzip\s*(,|;|$)", req_headers.get("accept-encoding", "").lower())
+        wants_gzip = accepts_gzip(req_headers.get("accept-encoding"))
         if wants_gzip and encoding != "gzip":
             errs.append(f"Accept-Encoding {req_headers['accept-encoding']!r} but Content-Encoding {encoding!r}")
         if not wants_gzip and encoding is not None:
@@ -486,6 +530,9 @@ class TestOpenAPIContract(PixTestCase):
         second = r.header("Pull-Next")
         again = x("GET", first, headers={"Accept": "multipart/json", **gz}, expect=200)  # retry: the same batch
         self.assertEqual(again.body, r.body)
+        # the same retry under Accept-Encoding values the gzip rule (RFC 9110 12.5.3) decides less plainly
+        for ae in ("*", "gzip;q=0, *", "br, *;q=0", "x-gzip;q=0.001", "gzip;q=abc, *;q=1"):
+            x("GET", first, headers={"Accept": "multipart/json", "Accept-Encoding": ae}, expect=200)
         r = x("GET", second, expect=204)
         third = r.header("Pull-Next")
         x("GET", third, headers={"Accept": "text/html"}, expect=406)  # continuation, nothing acceptable

@@ -135,14 +135,22 @@ class TlsCase(PixTestCase):
         return c.request(method, path, headers=h, body=body)
 
     def handshake_fails(self, cert=None, **ctx):
-        """True when the TLS handshake (or, in TLS 1.3, the first read after it) is refused."""
+        """True when the TLS handshake (or, in TLS 1.3, the first read after it) is refused by a pixd that
+        is up: a refused connection (nothing listening) or another socket error is not a refused handshake,
+        and pixd must still be running and serving afterwards."""
         c = self.client(cert, **ctx)
         try:
             r = c.get(f"/api/pix/{self.A}/stream/start")
+        except ConnectionRefusedError as e:
+            self.fail(f"nothing listens (pixd down?), not a refused handshake: {e!r}")
         except (ssl.SSLError, ConnectionResetError, BrokenPipeError, ConnectionAbortedError,
-                pixe2e.http.client.RemoteDisconnected, OSError):
+                pixe2e.http.client.RemoteDisconnected):
+            self.assertTrue(self.server.alive(), "pixd died on a refused handshake")
             return True
-        self.fail(f"the server answered {r!r} without a valid client certificate")
+        except OSError as e:
+            self.fail(f"not a TLS refusal: {e!r}")
+        else:
+            self.fail(f"the server answered {r!r} without a valid client certificate")
 
     def generate(self, ispb, n):
         return int(psql(f"SELECT pix_generate_messages('{ispb}', {n})", dbname=DB).strip())
@@ -311,7 +319,10 @@ class TestMutualTls(TlsCase):
         ctx = self.pki.context("a1")
         with socket.create_connection(("127.0.0.1", self.server.port), timeout=30) as raw:
             with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
-                s.sendall(request + body)
+                try:
+                    s.sendall(request + body)
+                except (ssl.SSLError, OSError):
+                    pass  # refused before the whole body was read: its answer is read below
                 data = b""
                 while b"\r\n" not in data:
                     chunk = s.recv(4096)
@@ -323,9 +334,16 @@ class TestMutualTls(TlsCase):
     def test_send_body_limit_is_1_mib_on_that_route_only(self):
         head = (f"POST /api/pix/{self.A}/msgs HTTP/1.1\r\nHost: x\r\nContent-Length: {1024 * 1024 + 1}\r\n\r\n")
         self.assertIn(b" 413", self.raw_status(head.encode()))
+        # exactly 1 MiB (one message, padded with JSON whitespace) is stored; the same + 1 byte is 413
         a = self.client("a1")
-        r = self.call(a, "POST", f"/api/pix/{self.A}/msgs", body=b" " * (200 * 1024) + b"[]")
-        self.assertNotEqual(r.status, 413, repr(r))
+        one = send_body([message(self.A, self.B)])
+        body = b" " * (1024 * 1024 - len(one)) + one
+        self.assertEqual(len(body), 1024 * 1024)
+        r = self.call(a, "POST", f"/api/pix/{self.A}/msgs", body=body)
+        self.assertEqual((r.status, r.json()), (201, {"accepted": 1, "duplicates": 0}), repr(r))
+        over = b" " + send_body([message(self.A, self.B)]).rjust(1024 * 1024)
+        head = f"POST /api/pix/{self.A}/msgs HTTP/1.1\r\nHost: x\r\nContent-Length: {len(over)}\r\n\r\n"
+        self.assertIn(b" 413", self.raw_status(head.encode(), over))
         r = self.call(a, "DELETE", f"/api/pix/{self.A}/streams", body=b" " * (100 * 1024))
         self.assertProblem(r, 413)
 
@@ -373,8 +391,7 @@ class TestMutualTls(TlsCase):
         self.assertIs(c.conn.sock, sock, "twenty requests on one TLS connection")
 
     def test_curl(self):
-        if shutil.which("curl") is None:
-            self.skipTest("no curl")
+        self.assertIsNotNone(shutil.which("curl"), "curl is part of the test toolchain (scripts/deps.sh --test)")
         p = self.pki
         base = ["curl", "-s", "-X", "DELETE", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", p.path("ca")]
         url = f"https://127.0.0.1:{self.server.port}/api/pix/{self.A}/stream/stop"
@@ -455,15 +472,22 @@ class TestTokens(TlsCase):
             self.assertProblem(self.call(bad, "GET", f"/api/pix/{self.A}/stream/start"), 401)
         self.assertGreater(self.metric("pixd_auth_delayed_total"), before, "the sixth failure is delayed")
         # while a delayed 401 is pending, the known-good client of the same address is answered first
-        order = []
-        t = threading.Thread(target=lambda: (self.call(bad, "GET", f"/api/pix/{self.A}/stream/start"),
-                                             order.append("bad")))
+        pending = self.metric("pixd_auth_delayed_total")
+        box = {}
+        t = threading.Thread(target=lambda: box.update(r=self.call(bad, "GET", f"/api/pix/{self.A}/stream/start")))
         t.start()
+        for _ in range(200):  # until the server holds the bad request's delayed 401 (counted when delayed)
+            if self.metric("pixd_auth_delayed_total") > pending:
+                break
+            threading.Event().wait(0.02)
+        self.assertGreater(self.metric("pixd_auth_delayed_total"), pending, "the bad request was not delayed")
         r = self.call(good, "DELETE", f"/api/pix/{self.A}/stream/stop")
-        order.append("good")
+        bad_still_pending = t.is_alive()
         t.join(30)
+        self.assertFalse(t.is_alive())
         self.assertEqual(r.status, 200, repr(r))
-        self.assertEqual(order, ["good", "bad"])
+        self.assertTrue(bad_still_pending, "the valid client was answered only after the delayed 401")
+        self.assertProblem(box["r"], 401)
         # another address is not delayed at all
         delayed = self.metric("pixd_auth_delayed_total")
         other = self.client(token=secret, source="127.0.0.2")

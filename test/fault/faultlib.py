@@ -4,19 +4,26 @@ an exactly-once drain (collectors following Pull-Next, producers inserting), and
 Standard library only. Loopback only. Every loop is bounded in count and time.
 
 Vocabulary: a *drain* is N ISPBs x 6 collectors reading with Pull-Next while producers insert; a
-*receipt* is one endToEndId seen by a collector in a 200; a *duplicate* is an endToEndId received more
-than once under different interation ids (the same id again is a replay of the same delivery, by
-contract); it is *explained* when the database's delivery history of that message shows every delivery
-but the last requeued (its stream expired or was stopped on its previous id) before the next delivery
-was made, none of them confirmed, and every id the collectors saw among them -- the contract's
-"redelivered after expiry". Anything else is a violation.
-An *acknowledgement* is a producer's proof of commit: the endToEndIds an INSERT ... RETURNING returned
-(SQL producer), or a 201 to POST /api/util/msgs (HTTP producer, counted per ISPB). Every acknowledged
-message must be in the database at the end and confirmed-and-received or still queued.
+*receipt* is one endToEndId seen by a collector in a 200, recorded by the client with the stream that
+held it (a collector's stream from its start to the point it drops the stream), the interation id
+(Pull-Next) and the client's own clock; a *duplicate* is an endToEndId received more than once under
+different interation ids (the same id again is a replay of the same delivery, by contract).
+Duplicates are judged from the client's records only, never from the database's pix.iteration (the
+code under test writes it): between two consecutive receipts A then B of a message on different
+streams, the stream of A must not have confirmed it (no 200/204 answer to the Pull-Next of A's batch),
+and B must come at least the idle timeout after the last request on A's stream that got a 200/204
+(a stream expires, and its batch is requeued, no earlier than the idle timeout after its last read:
+the contract's "redelivered after expiry"). Anything else is a violation.
+The client also records every 410 (time, stream); a drain made with gone_fails=True (failover: the
+outage is shorter than the idle timeout, streams must survive) counts each one as a violation. Every
+503 must carry Retry-After.
+An *acknowledgement* is a producer's proof of commit, in the client's own endToEndIds: the ids it
+chose for an INSERT whose COMMIT was answered (SQL producer; RETURNING must give them back), or for a
+POST /api/pix/{payer}/msgs answered 201 (HTTP producer). Every acknowledged id must be in the database
+at the end and received or still queued.
 
 PIX_FAULT_SABOTAGE (for proving the checks can fail; never in a real run): lose_acked deletes one
-acknowledged, still ready message behind the harness's back; late_requeue moves the requeue of one
-duplicated message's earlier delivery after its redelivery; undrained stops the collectors without
+message of an INSERT in the INSERT's own transaction, after RETURNING gave its id (acknowledged, never there); undrained stops the collectors without
 draining. Each must turn the verdict to FAIL.
 """
 
@@ -42,6 +49,7 @@ HTTP_PORT = int(os.environ.get("PIX_FAULT_HTTP_PORT", "3495"))
 LOGDIR = os.environ.get("PIX_FAULT_LOGDIR", "/tmp/pgF-logs")
 SABOTAGE = os.environ.get("PIX_FAULT_SABOTAGE", "")
 SQL_PAYER = "99955555"  # payer ISPB of the SQL producer's messages; the generator never uses it
+HTTP_PAYER = "99944444"  # payer ISPB of the HTTP producer's sends (POST /api/pix/99944444/msgs)
 IDLE_TIMEOUT = "2s"
 WAIT_MS = 1000
 os.makedirs(LOGDIR, exist_ok=True)
@@ -202,8 +210,12 @@ class Stats:
         self.lock = threading.Lock()
         self.receipts = {}  # endToEndId -> count (replays included)
         self.receipt_iids = {}  # endToEndId -> set of interation ids (Pull-Next) it came with
-        self.acked_sql = set()  # endToEndIds an INSERT ... RETURNING acknowledged
-        self.acked_http = {}  # ISPB -> messages acknowledged by a 201 to POST /api/util/msgs
+        self.receipt_log = {}  # endToEndId -> [(client time received, stream key, interation id)]
+        self.stream_ok_sent = {}  # stream key -> client time the last request answered 200/204 was sent
+        self.confirmed_by = {}  # endToEndId -> (stream key, client time) of a 200/204 to its batch's Pull-Next
+        self.gone = []  # (client time, stream key, uri) of every 410
+        self.acked_sql = set()  # the client's endToEndIds of INSERTs whose COMMIT was answered
+        self.acked_http = set()  # the client's endToEndIds of sends answered 201
         self.status = {}  # HTTP status -> count
         self.conn_errors = 0
         self.kills = {"mid-request": 0, "mid-long-poll": 0, "after-batch": 0}
@@ -235,6 +247,10 @@ class Collector(threading.Thread):
         self.idle = False
         self.conn = None
         self.rng = random.Random(hash((ispb, idx, time.time())))
+        self.retry_after = None  # Retry-After of the last answer
+        self.streams = 0
+        self.stream = None  # key of the stream this collector follows (None: the next call starts one)
+        self.batch = []  # endToEndIds of the last batch read on it (a 200/204 to self.uri confirms them)
 
     def _close(self):
         if self.conn:
@@ -247,6 +263,7 @@ class Collector(threading.Thread):
         self.conn.request(method, uri, headers={"Accept": self.accept})
         r = self.conn.getresponse()
         body = r.read()
+        self.retry_after = r.getheader("Retry-After")
         if r.will_close:
             self._close()
         return r.status, r.getheader("Pull-Next"), body
@@ -274,7 +291,17 @@ class Collector(threading.Thread):
             self.d.stats.kills[mode] += 1
         self._close()
         self.uri = None  # the process is gone; a new collector starts a new stream
+        self.stream, self.batch = None, []
         return True
+
+    def _answered(self, status, t_sent):
+        """Client-side facts of a 200/204 on the followed stream: the stream was read at t_sent or
+        later, and the batch whose Pull-Next this was is confirmed."""
+        st = self.d.stats
+        with st.lock:
+            st.stream_ok_sent[self.stream] = max(st.stream_ok_sent.get(self.stream, 0), t_sent)
+            for e2e in self.batch:
+                st.confirmed_by.setdefault(e2e, (self.stream, time.monotonic()))
 
     def run(self):
         st = self.d.stats
@@ -283,6 +310,9 @@ class Collector(threading.Thread):
             if self._maybe_die():
                 continue
             uri = self.uri or f"/api/pix/{self.ispb}/stream/start"
+            if self.uri is None:
+                self.streams += 1
+                self.stream, self.batch = f"{self.ispb}/{self.idx}/{self.streams}", []
             t0 = time.monotonic()
             try:
                 status, pull_next, body = self._request("GET", uri)
@@ -293,6 +323,8 @@ class Collector(threading.Thread):
                 time.sleep(0.2)
                 continue  # retry the same URI
             st.count(status)
+            if status in (200, 204) and self.uri is not None:
+                self._answered(status, t0)
             if status == 200:
                 try:
                     v = json.loads(body)
@@ -300,26 +332,40 @@ class Collector(threading.Thread):
                     st.violation(f"200 with a body that is not JSON: {body[:100]!r}")
                     continue
                 msgs = v if isinstance(v, list) else [v]
+                t1 = time.monotonic()
                 with st.lock:
                     st.reads_ok += 1
-                    st.latencies.append((time.monotonic(), time.monotonic() - t0))
+                    st.latencies.append((t1, t1 - t0))
+                    st.stream_ok_sent[self.stream] = max(st.stream_ok_sent.get(self.stream, 0), t0)
                     iid = (pull_next or "").rsplit("/", 1)[-1]
                     for m in msgs:
                         e2e = m.get("endToEndId")
                         st.receipts[e2e] = st.receipts.get(e2e, 0) + 1
                         st.receipt_iids.setdefault(e2e, set()).add(iid)
+                        st.receipt_log.setdefault(e2e, []).append((t1, self.stream, iid))
                         if m.get("recebedor", {}).get("ispb") != self.ispb:
                             st.violations.append(f"message for another ISPB: {e2e}")
                 self.idle = False
                 self.uri = pull_next
+                self.batch = [m.get("endToEndId") for m in msgs]
             elif status == 204:
+                with st.lock:
+                    st.stream_ok_sent[self.stream] = max(st.stream_ok_sent.get(self.stream, 0), t0)
                 self.idle = True
                 self.uri = pull_next
+                self.batch = []
             elif status == 410:
+                with st.lock:
+                    st.gone.append((time.monotonic(), self.stream, uri))
+                if self.d.gone_fails:
+                    st.violation(f"410 on {uri} (stream {self.stream}): a stream did not survive")
                 self.uri = None
+                self.stream, self.batch = None, []
             elif status == 429:
                 time.sleep(0.3)
             elif status == 503:
+                if not self.retry_after:
+                    st.violation(f"503 without Retry-After on {uri}")
                 time.sleep(0.2)
             else:
                 st.violation(f"{status} on {uri}: {body[:200]!r}")
@@ -331,8 +377,18 @@ class Collector(threading.Thread):
         if self.uri:
             for _ in range(5):
                 try:
+                    t0 = time.monotonic()
                     status, _, _ = self._request("DELETE", self.uri, timeout=10)
                     st.count(f"DELETE {status}")
+                    if status in (200, 204):
+                        self._answered(status, t0)
+                    elif status == 410:
+                        with st.lock:
+                            st.gone.append((time.monotonic(), self.stream, self.uri))
+                        if self.d.gone_fails:
+                            st.violation(f"DELETE 410 on {self.uri} (stream {self.stream}): a stream did not survive")
+                    elif status == 503 and not self.retry_after:
+                        st.violation(f"DELETE 503 without Retry-After on {self.uri}")
                     if status != 503:
                         break
                 except (OSError, http.client.HTTPException):
@@ -341,17 +397,38 @@ class Collector(threading.Thread):
         self._close()
 
 
-def acked_insert_sql(ispb, tag, n):
-    """One INSERT of n valid messages for ispb whose endToEndIds (E + SQL_PAYER + minute + tag + n)
-    it RETURNs: what comes back is what committed."""
+def client_ids(payer, rng, n):
+    """n endToEndIds chosen by the client: E + payer + the client's UTC minute + 11 random characters."""
+    minute = time.strftime("%Y%m%d%H%M", time.gmtime())
+    alnum = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz0123456789"
+    return [f"E{payer}{minute}" + "".join(rng.choice(alnum) for _ in range(11)) for _ in range(n)]
+
+
+def send_body(ids, ispb):
+    """The send route's JSON for the client's ids, addressed to ispb, paid by HTTP_PAYER."""
+    now = time.time()
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + ".%03dZ" % (int(now * 1000) % 1000)
+    return json.dumps([{"endToEndId": e, "valor": 1.00,
+                        "pagador": {"nome": "Fault Sender", "cpfCnpj": "52998224725", "ispb": HTTP_PAYER,
+                                    "agencia": "0001", "contaTransacional": "1231231", "tipoConta": "CACC"},
+                        "recebedor": {"nome": "Fault Receiver", "cpfCnpj": "11222333000181", "ispb": ispb,
+                                      "agencia": "0361", "contaTransacional": "1210098", "tipoConta": "SVGS"},
+                        "campoLivre": "", "txId": "fault" + e[-11:], "dataHoraPagamento": stamp}
+                       for e in ids]).encode()
+
+
+def acked_insert_sql(ispb, ids):
+    """One INSERT of valid messages for ispb with the client's endToEndIds `ids` (paid by SQL_PAYER),
+    RETURNING them: the ids come back when it committed."""
     cols = ("end_to_end_id, valor, pagador_nome, pagador_cpf_cnpj, pagador_ispb, pagador_agencia, pagador_conta, "
             "pagador_tipo_conta, recebedor_nome, recebedor_cpf_cnpj, recebedor_ispb, recebedor_agencia, "
             "recebedor_conta, recebedor_tipo_conta, campo_livre, tx_id, data_hora_pagamento")
-    return (f"INSERT INTO pix.message ({cols}) SELECT 'E{SQL_PAYER}' || to_char(now() AT TIME ZONE 'UTC', "
-            f"'YYYYMMDDHH24MI') || '{tag}' || lpad(i::text, 3, '0'), '1.00', 'Fault Producer', '52998224725', "
+    assert all(re.fullmatch(r"E[0-9]{20}[A-Za-z0-9]{11}", e) for e in ids) and re.fullmatch(r"[0-9]{8}", ispb)
+    arr = "ARRAY[" + ", ".join(f"'{e}'" for e in ids) + "]"
+    return (f"INSERT INTO pix.message ({cols}) SELECT e, '1.00', 'Fault Producer', '52998224725', "
             f"'{SQL_PAYER}', '0001', '1231231', 'CACC', 'Fault Receiver', '11222333000181', '{ispb}', '0361', "
-            f"'1210098', 'SVGS', '', 'fault{tag}' || i, date_trunc('milliseconds', now()) "
-            f"FROM generate_series(1, {int(n)}) i RETURNING end_to_end_id")
+            f"'1210098', 'SVGS', '', 'fault' || right(e, 11), date_trunc('milliseconds', now()) "
+            f"FROM unnest({arr}) e RETURNING end_to_end_id")
 
 
 class Producer(threading.Thread):
@@ -365,23 +442,40 @@ class Producer(threading.Thread):
     def _produce(self, rng, ispb, n, call):
         st = self.d.stats
         if self.via == "http":
-            status, _, _ = http_get(self.d.port, f"/api/util/msgs/{ispb}/{n}", method="POST", timeout=10)
+            ids = client_ids(HTTP_PAYER, rng, n)
+            c = http.client.HTTPConnection("127.0.0.1", self.d.port, timeout=10)
+            try:
+                c.request("POST", f"/api/pix/{HTTP_PAYER}/msgs", body=send_body(ids, ispb),
+                          headers={"Content-Type": "application/json"})
+                r = c.getresponse()
+                status, body, retry_after = r.status, r.read(), r.getheader("Retry-After")
+            finally:
+                c.close()
             st.count(f"POST {status}")
             if status >= 500 and status != 503:
                 st.violation(f"POST answered {status}")
+            if status == 503 and not retry_after:
+                st.violation("POST 503 without Retry-After")
             if status == 201:
+                if json.loads(body).get("accepted") != n:
+                    st.violation(f"send of {n} new ids answered {body[:100]!r}")
                 with st.lock:
-                    st.acked_http[ispb] = st.acked_http.get(ispb, 0) + n
+                    st.acked_http.update(ids)
+            elif status != 503:
+                st.violation(f"send answered {status}: {body[:200]!r}")
             return
-        tag = "%08x" % rng.getrandbits(32)  # 8 characters: with 3 digits of i, 32 in all
-        out = psql(acked_insert_sql(ispb, tag, n), dbname=self.d.dbname, check=False, timeout=15)
-        ids = [line for line in (out or "").splitlines() if line]
-        if out is not None and len(ids) != n:
-            st.violation(f"INSERT of {n} acknowledged {len(ids)}")
+        ids = client_ids(SQL_PAYER, rng, n)
+        if SABOTAGE == "lose_acked" and not self.d.sabotaged:
+            out = self.d.sabotage_lose_acked(ispb, ids)
+        else:
+            out = psql(acked_insert_sql(ispb, ids), dbname=self.d.dbname, check=False, timeout=15)
+        if out is None:
+            return  # not acknowledged: it may or may not have committed
+        returned = sorted(line for line in out.splitlines() if line)
+        if returned != sorted(ids):
+            st.violation(f"INSERT of {n} ids acknowledged {len(returned)} others")
         with st.lock:
             st.acked_sql.update(ids)
-        if SABOTAGE == "lose_acked" and ids and not self.d.sabotaged:
-            self.d.sabotaged = self.d.sabotage_lose_acked(ids)
 
     def run(self):
         rng = random.Random()
@@ -444,44 +538,40 @@ SELECT json_build_object(
 """
 
 
-def delivery_history(dbname, e2e_ids):
-    """endToEndId -> its deliveries in the database, oldest first: (iid, delivered_at, requeued_at,
-    confirmed_at) as epoch seconds (None when unset)."""
-    if not e2e_ids:
-        return {}
-    arr = "ARRAY[" + ", ".join("'" + e.replace("'", "''") + "'" for e in sorted(e2e_ids)) + "]::text[]"
-    out = psql(f"""SELECT json_agg(json_build_array(msg.end_to_end_id, i.iid, extract(epoch FROM i.delivered_at),
-                          extract(epoch FROM i.requeued_at), extract(epoch FROM i.confirmed_at))
-                          ORDER BY i.delivered_at, i.seq)
-                     FROM pix.message msg JOIN pix.iteration i ON msg.id = ANY (i.message_ids)
-                    WHERE msg.end_to_end_id = ANY ({arr})""", dbname=dbname, timeout=60)
-    hist = {}
-    for e2e, iid, dl, rq, cf in json.loads(out.strip() or "null") or []:
-        hist.setdefault(e2e, []).append((iid, dl, rq, cf))
-    return hist
+def idle_seconds(text):
+    """'2s', '30s', '1min' -> seconds."""
+    m = re.fullmatch(r"([0-9.]+)\s*(ms|s|min)?", text.strip())
+    return float(m.group(1)) * {"ms": 0.001, "s": 1, "min": 60, None: 1}[m.group(2)]
 
 
-def unexplained_duplicate(seen_iids, deliveries):
-    """Why a message the collectors received under several ids is not a legal redelivery, or None.
-    Legal: every id seen is one of its deliveries, and each delivery but the last was requeued, not
-    confirmed, and requeued before the next delivery was made."""
-    by_iid = {d[0] for d in deliveries}
-    if not seen_iids <= by_iid:
-        return f"received under ids the database never delivered it with: {sorted(seen_iids - by_iid)}"
-    for (iid, _, requeued, confirmed), (nxt, delivered, _, _) in zip(deliveries, deliveries[1:]):
-        if confirmed is not None:
-            return f"delivered again ({nxt}) after its confirmation in {iid}"
-        if requeued is None:
-            return f"delivered in {iid} and {nxt} with no requeue of {iid}: held by two streams"
-        if requeued > delivered:
-            return f"delivered in {nxt} before {iid} was requeued ({requeued - delivered:.3f} s before)"
+def unexplained_duplicate(log_entries, ok_sent, confirmed_by, idle_timeout):
+    """Why a message the collectors received under several interation ids is not a legal redelivery,
+    or None -- from the client's own records only. log_entries: [(time received, stream, iid)];
+    ok_sent: stream -> client time the last request answered 200/204 on it was sent; confirmed_by:
+    (stream, time) of the 200/204 that confirmed it, if any."""
+    deliveries = []
+    for t, stream, iid in sorted(log_entries):
+        if not deliveries or deliveries[-1][2] != iid:
+            deliveries.append((t, stream, iid))
+    for (t_a, s_a, iid_a), (t_b, s_b, iid_b) in zip(deliveries, deliveries[1:]):
+        if s_a == s_b:
+            return f"received twice on stream {s_a} under {iid_a} and {iid_b}"
+        if confirmed_by and confirmed_by[0] == s_a:
+            return f"confirmed on stream {s_a} ({iid_a}), received again on {s_b} ({iid_b})"
+        last_read = ok_sent.get(s_a, t_a)
+        if t_b < last_read + idle_timeout:
+            return (f"received on {s_b} ({iid_b}) {t_b - last_read:.2f} s after the last read of {s_a} "
+                    f"({iid_a}), which held it: less than the idle timeout ({idle_timeout:g} s)")
     return None
 
 
 class Drain:
     def __init__(self, name, dbname, port=HTTP_PORT, n_ispbs=3, collectors_per_ispb=6, kill_rate=0.0,
-                 http_producers=1, sql_producers=1, produce_period=0.15, max_seconds=240):
+                 http_producers=1, sql_producers=1, produce_period=0.15, max_seconds=240, gone_fails=False,
+                 idle_timeout=IDLE_TIMEOUT):
         self.name, self.dbname, self.port = name, dbname, port
+        self.gone_fails = gone_fails  # a 410 is a violation (no outage here outlasts the idle timeout)
+        self.idle_timeout = idle_seconds(idle_timeout)
         self.ispbs = ["%08d" % random.randrange(10_000_000, 99_999_999) for _ in range(n_ispbs)]
         self.stats = Stats()
         self.stop_producers = threading.Event()
@@ -548,17 +638,17 @@ class Drain:
             st.violation(f"not drained: messages still unconfirmed or collectors busy {waited:.0f} s after the "
                          "producers stopped")
         dups = {k: v for k, v in st.receipt_iids.items() if len(v) > 1}
-        history = delivery_history(self.dbname, dups)
-        if SABOTAGE == "late_requeue":
-            self._sabotage_late_requeue(dups, history)
         unexplained = {}
         for k in sorted(dups):
-            why = unexplained_duplicate(dups[k], history.get(k, []))
+            why = unexplained_duplicate(st.receipt_log.get(k, []), st.stream_ok_sent, st.confirmed_by.get(k),
+                                        self.idle_timeout)
             if why:
                 unexplained[k] = why
         for k in list(unexplained)[:10]:
             st.violation(f"unexplained duplicate {k}: {unexplained[k]}")
         acked_lost, acked_http_short = self._check_acknowledgements()
+        if self.gone_fails and st.gone:
+            st.violation(f"{len(st.gone)} answers 410: streams lost, e.g. {st.gone[:3]}")
         bad5xx = sum(v for k, v in st.status.items() if isinstance(k, int) and k >= 500 and k != 503)
         if bad5xx:
             st.violation(f"{bad5xx} 5xx other than 503")
@@ -581,7 +671,8 @@ class Drain:
         return {
             "name": self.name,
             "acked_sql": len(st.acked_sql),
-            "acked_http": sum(st.acked_http.values()),
+            "acked_http": len(st.acked_http),
+            "gone_410": len(st.gone),
             "acked_lost": acked_lost,
             "acked_http_missing": acked_http_short,
             "seconds": round(elapsed, 1),
@@ -610,58 +701,40 @@ class Drain:
         }
 
     def _check_acknowledgements(self):
-        """Every acknowledged message is in the database, and received or still queued. Returns
-        (acknowledged SQL messages lost, acknowledged HTTP messages missing)."""
+        """Every acknowledged endToEndId (the client's own) was received by a collector or is in the
+        database still queued. Returns (acknowledged SQL ids lost, acknowledged sent ids lost)."""
         st = self.stats
         ispbs = ", ".join(f"'{i}'" for i in self.ispbs)
-        out = psql(f"""SELECT json_build_object(
-                         'rows', (SELECT coalesce(json_agg(json_build_array(m.end_to_end_id,
+        out = psql(f"""SELECT coalesce(json_agg(json_build_array(m.end_to_end_id,
                                     EXISTS (SELECT 1 FROM pix.ready r WHERE r.message_id = m.id)
                                     OR EXISTS (SELECT 1 FROM pix.stream s WHERE s.state = 'o'
                                                AND m.id = ANY (s.pending_ids)))), '[]')
-                                   FROM pix.message m WHERE m.pagador_ispb = '{SQL_PAYER}'
-                                    AND m.recebedor_ispb IN ({ispbs})),
-                         'generated', (SELECT json_object_agg(recebedor_ispb, n) FROM (
-                                   SELECT recebedor_ispb, count(*) AS n FROM pix.message
-                                    WHERE pagador_ispb <> '{SQL_PAYER}' AND recebedor_ispb IN ({ispbs})
-                                    GROUP BY 1) g))""", dbname=self.dbname, timeout=60)
-        v = json.loads(out)
-        queued = {e2e for e2e, q in v["rows"] if q}
-        present = {e2e for e2e, _ in v["rows"]}
-        lost = sorted(e for e in st.acked_sql if e not in present or (e not in queued and e not in st.receipts))
-        if lost:
-            st.violation(f"{len(lost)} acknowledged INSERTed messages neither received nor queued "
-                         f"({sum(e not in present for e in lost)} gone from pix.message), e.g. {lost[:3]}")
-        short = 0
-        for ispb, n in sorted(st.acked_http.items()):
-            have = (v["generated"] or {}).get(ispb, 0)
-            if have < n:
-                short += n - have
-                st.violation(f"ISPB {ispb}: {n} messages acknowledged by 201, {have} in the database")
-        return len(lost), short
+                         FROM pix.message m WHERE m.pagador_ispb IN ('{SQL_PAYER}', '{HTTP_PAYER}')
+                          AND m.recebedor_ispb IN ({ispbs})""", dbname=self.dbname, timeout=60)
+        rows = json.loads(out)
+        queued = {e2e for e2e, q in rows if q}
+        present = {e2e for e2e, _ in rows}
+        res = []
+        for what, acked in (("INSERTed", st.acked_sql), ("sent (201)", st.acked_http)):
+            lost = sorted(e for e in acked if e not in st.receipts and e not in queued)
+            if lost:
+                st.violation(f"{len(lost)} acknowledged {what} messages neither received nor queued "
+                             f"({sum(e not in present for e in lost)} gone from pix.message), e.g. {lost[:3]}")
+            res.append(len(lost))
+        return res[0], res[1]
 
-    def sabotage_lose_acked(self, acked):
-        """PIX_FAULT_SABOTAGE=lose_acked: an acknowledged message vanishes before anyone read it.
-        True when one did."""
-        ids = ", ".join(f"'{e}'" for e in sorted(acked))
-        out = psql(f"""WITH victim AS (SELECT m.id FROM pix.message m JOIN pix.ready r ON r.message_id = m.id
-                                        WHERE m.end_to_end_id IN ({ids or "''"}) LIMIT 1),
-                            r AS (DELETE FROM pix.ready WHERE message_id IN (SELECT id FROM victim))
-                       DELETE FROM pix.message WHERE id IN (SELECT id FROM victim) RETURNING end_to_end_id""",
-                   dbname=self.dbname)
-        if out and out.strip():
-            log(f"SABOTAGE lose_acked: deleted {out.strip()}")
-        return bool(out and out.strip())
-
-    def _sabotage_late_requeue(self, dups, history):
-        """PIX_FAULT_SABOTAGE=late_requeue: a redelivered message's earlier delivery is recorded as
-        requeued only after the redelivery (it was held by two streams at once)."""
-        for e2e in sorted(dups):
-            d = history.get(e2e, [])
-            if len(d) > 1 and d[0][2] is not None:
-                psql(f"UPDATE pix.iteration SET requeued_at = to_timestamp({d[1][1]} + 1) WHERE iid = '{d[0][0]}'",
-                     dbname=self.dbname)
-                history.update(delivery_history(self.dbname, {e2e}))
-                log(f"SABOTAGE late_requeue: {e2e}: {d[0][0]} requeued 1 s after {d[1][0]} delivered it")
-                return
-        log("SABOTAGE late_requeue: no redelivered message to tamper with")
+    def sabotage_lose_acked(self, ispb, ids):
+        """PIX_FAULT_SABOTAGE=lose_acked: an INSERT whose COMMIT is answered, with every id RETURNed, but
+        one of its messages deleted (ready row and message) in the same transaction: acknowledged, never
+        deliverable. Returns the ids the INSERT returned (None when it failed)."""
+        out = subprocess.run([PSQL, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+                              f"{base()} dbname={self.dbname}", "-c", "BEGIN", "-c", acked_insert_sql(ispb, ids),
+                              "-c", f"DELETE FROM pix.ready WHERE message_id = (SELECT id FROM pix.message "
+                                    f"WHERE end_to_end_id = '{ids[0]}')",
+                              "-c", f"DELETE FROM pix.message WHERE end_to_end_id = '{ids[0]}'", "-c", "COMMIT"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=15)
+        if out.returncode != 0:
+            return None
+        self.sabotaged = True
+        log(f"SABOTAGE lose_acked: {ids[0]} acknowledged and deleted before its COMMIT")
+        return out.stdout

@@ -348,8 +348,9 @@ def main():
             with open(a.json, "w") as f:
                 json.dump(results, f, indent=1)
     passed = sum(r["verdict"] == "PASS" for r in results)
-    print(f"{passed} passed, {len(results) - passed} failed")
-    sys.exit(0 if passed == len(results) else 1)
+    skipped = sum(r["verdict"] == "SKIP" for r in results)
+    print(f"{passed} passed, {len(results) - passed - skipped} failed, {skipped} skipped")
+    sys.exit(0 if passed + skipped == len(results) and passed else 1)
 
 
 if __name__ == "__main__":

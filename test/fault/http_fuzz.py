@@ -15,7 +15,9 @@ What it sends (bounded in count and time; loopback only):
   * clients that never read: connections pipelining hundreds of requests without reading a byte;
 while checking that a normal client keeps being served.
 
-Judged: no 5xx other than 503 (+ Retry-After); every error answer to a parsable request is
+Judged: every complete request is answered before its connection closes (a close without an answer is
+a failure; malformed_requests names the few inputs that are not a complete request); no 5xx other than
+503 (+ Retry-After); every error answer to a parsable request is
 application/problem+json; the process is alive afterwards and /health answers 200; its exit on SIGTERM
 is 0 when we started it. Prints a JSON summary and "N passed, N failed".
 """
@@ -137,7 +139,10 @@ class Result:
         self.no_answer = 0
         self.bad = []
 
-    def add(self, kind, req, data, parsable):
+    def add(self, kind, req, data, parsable, must_answer=True):
+        """must_answer: a complete request gets an answer before the connection closes ("never a
+        dropped connection"); only an input that is not a complete HTTP/1.x request (see
+        malformed_requests) may be closed silently."""
         st, h = parse_response(data)
         with self.lock:
             self.sent += 1
@@ -145,6 +150,8 @@ class Result:
             self.by_status[key] = self.by_status.get(key, 0) + 1
             if st is None:
                 self.no_answer += 1
+                if must_answer and len(self.bad) < 30:
+                    self.bad.append(f"{kind}: closed without an answer for {req[:160]!r}")
                 return
             problem = None
             if st >= 500 and st != 503:
@@ -179,9 +186,16 @@ def random_request(rng):
     return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "replace") + body, parsable
 
 
+TCHAR = set(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+
 def malformed_requests(rng):
+    """Requests as bytes, or (bytes, False) for an input that may go unanswered: only inputs that are
+    not a complete HTTP/1.x request, where waiting for more (or closing) is right: blank lines with no request line, a chunked
+    body cut short, the HTTP/2 preface, and random noise that could still be the start of a method (its
+    first byte a token character). Everything else must get an answer before the close."""
     big = "x" * (1024 * 1024)
-    yield b"\r\n\r\n"
+    yield b"\r\n\r\n", False  # RFC 9112 2.2: blank lines before a request line are ignored; none followed
     yield b"GARBAGE\r\n\r\n"
     yield b"GET\r\n\r\n"
     yield b"GET /health\r\n\r\n"
@@ -202,15 +216,16 @@ def malformed_requests(rng):
     yield b"POST /api/util/msgs/32074986/1 HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n"
     yield b"POST /api/util/msgs/32074986/1 HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello"
     yield b"POST /api/util/msgs/32074986/1 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nxx\r\n0\r\n\r\n"
-    yield b"POST /api/util/msgs/32074986/1 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFFFFFF\r\nx"
+    yield b"POST /api/util/msgs/32074986/1 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFFFFFF\r\nx", False
     yield (b"POST /api/util/msgs/32074986/1 HTTP/1.1\r\nContent-Length: 200000\r\n\r\n" + b"x" * 200000)
     yield b"GET /health HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nHTTP2-Settings: AAAA\r\nConnection: Upgrade\r\n\r\n"
-    yield b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + os.urandom(64)
+    yield b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + os.urandom(64), False
     yield b"GET http://evil.example/health HTTP/1.1\r\nHost: evil\r\n\r\n"
     yield b"GET * HTTP/1.1\r\nHost: x\r\n\r\n"
     yield b"GET /api/pix/32074986/stream/start HTTP/1.0\r\n\r\n"
     for _ in range(40):
-        yield os.urandom(rng.randint(1, 3000))
+        noise = os.urandom(rng.randint(1, 3000))
+        yield noise, noise[0] not in TCHAR
     for _ in range(40):
         yield (b"GET /" + bytes(rng.randrange(256) for _ in range(rng.randint(1, 200))) + b" HTTP/1.1\r\n\r\n")
 
@@ -283,10 +298,11 @@ def fuzz(port, count=1500, seconds=60, seed=None, workers=8, pid_alive=lambda: T
 
     # 1. malformed
     for data in malformed_requests(rng):
+        data, must_answer = data if isinstance(data, tuple) else (data, True)
         if time.monotonic() > deadline:
             break
         try:
-            res.add("malformed", data[:160].decode("latin1"), exchange(port, data, timeout=4), False)
+            res.add("malformed", data[:160].decode("latin1"), exchange(port, data, timeout=4), False, must_answer)
         except OSError as e:
             with res.lock:
                 res.sent += 1

@@ -57,6 +57,7 @@ class SpreadCollector(fl.Collector):
         try:
             c.request(method, uri, headers={"Accept": self.accept})
             r = c.getresponse()
+            self.retry_after = r.getheader("Retry-After")
             return r.status, r.getheader("Pull-Next"), r.read()
         finally:
             c.close()

@@ -6,7 +6,7 @@
 # (PIX_FAULT_PGPORT, PIX_FAULT_HTTP_PORT, PIX_FAULT_PGDIR and PIX_FAULT_LOGDIR override them),
 # a frozen private copy of the installed extension and of shim/pixd (test/fault/snapshot.sh), and
 # stops its cluster at the end; then the high-availability tests (below). About 10 minutes. Ends with
-# "N passed, N failed".
+# "N passed, N failed, N skipped".
 # PIX_FAULT_NO_REPORT=1: do not rewrite RELIABILITY.md.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -43,16 +43,20 @@ set -e
 # named or PIX_FAULT_NO_HA=1. About 5 minutes.
 ha_passed=0
 ha_failed=0
+ha_skipped=0
 if [[ $# -eq 0 && "${PIX_FAULT_NO_HA:-}" != 1 ]]; then
     rm -f "$LOGS/failover.json" "$LOGS/multi.json"
     for args in "failover.py --json $LOGS/failover.json" "multi_pixd.py --json $LOGS/multi.json"; do
         # shellcheck disable=SC2086  # args is a word list
         PGBIN=$HA_PGBIN timeout 900 python3 test/fault/$args 2>&1 | tee "$LOGS/ha.out"
-        line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$LOGS/ha.out" | tail -n1)
+        line=$(grep -E '^[0-9]+ passed, [0-9]+ failed(, [0-9]+ skipped)?$' "$LOGS/ha.out" | tail -n1)
         if [[ -n "$line" ]]; then
-            read -r a _ b _ <<<"$line"
+            c=0
+            read -r a _ b _ c _ <<<"$line"
+            b=${b%,}
             ha_passed=$((ha_passed + a))
             ha_failed=$((ha_failed + b))
+            ha_skipped=$((ha_skipped + ${c:-0}))
         else
             ha_failed=$((ha_failed + 1))
         fi
@@ -68,12 +72,14 @@ if [[ "${PIX_FAULT_NO_REPORT:-}" != 1 && -s "$LOGS/results.json" ]]; then
     mv "$LOGS/RELIABILITY.md" "$ROOT/RELIABILITY.md"
     echo "wrote RELIABILITY.md"
 fi
-line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$LOGS/faults.out" | tail -n1)
+line=$(grep -E '^[0-9]+ passed, [0-9]+ failed(, [0-9]+ skipped)?$' "$LOGS/faults.out" | tail -n1)
 if [[ -z "$line" ]]; then
     line="0 passed, 1 failed"
 fi
-read -r a _ b _ <<<"$line"
-echo "$((a + ha_passed)) passed, $((b + ha_failed)) failed"
+c=0
+read -r a _ b _ c _ <<<"$line"
+b=${b%,}
+echo "$((a + ha_passed)) passed, $((b + ha_failed)) failed, $((${c:-0} + ha_skipped)) skipped"
 if ((ha_failed > 0)); then
     exit 1
 fi

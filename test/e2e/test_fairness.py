@@ -33,8 +33,10 @@ def send_body(msgs):
     return json.dumps([dict(m, valor=float(m["valor"])) for m in msgs]).encode()
 
 
-def messages(payer, n):
-    return [pixe2e.make_message(new_ispb(), pagador_ispb=payer) for _ in range(n)]
+def messages(payer, n, to):
+    """n payments of payer to the institution to (registered: with authentication a payment goes to a
+    registered institution only, PX014 / 422 otherwise)."""
+    return [pixe2e.make_message(to, pagador_ispb=payer) for _ in range(n)]
 
 
 def metric(text, name, labels=None):
@@ -65,6 +67,8 @@ class FairCase(PixTestCase):
         super().setUp()
         self.server = Pixd(pixe2e.conninfo(self.db), wait_ms=3000, extra=["--auth", "token", *self.EXTRA]).start()
         self.addCleanup(self.server.stop)
+        self.to = new_ispb()  # the receiver of every payment sent: registered by its token
+        self.token(self.to)
 
     def token(self, ispb=None):
         call = f"pix_token_issue('{ispb}', 'fairness')" if ispb else "pix_admin_token_issue('fairness')"
@@ -147,17 +151,17 @@ class TestSendQuota(FairCase):
     def test_empty_bucket_is_429_without_a_query_and_refills(self):
         a, b = new_ispb(), new_ispb()
         ta, tb = self.token(a), self.token(b)
-        r = self.call("POST", f"/api/pix/{a}/msgs", ta, send_body(messages(a, 5)))
+        r = self.call("POST", f"/api/pix/{a}/msgs", ta, send_body(messages(a, 5, self.to)))
         self.assertEqual(r.status, 201, repr(r))
         calls = self.send_calls()
-        r = self.call("POST", f"/api/pix/{a}/msgs", ta, send_body(messages(a, 1)))
+        r = self.call("POST", f"/api/pix/{a}/msgs", ta, send_body(messages(a, 1, self.to)))
         self.assertProblem(r, 429)
         self.assertGreaterEqual(self.assertRetryAfter(r), 1)
         self.assertEqual(self.send_calls(), calls, "a 429 of the quota costs no query")
         # B has its own bucket
-        self.assertEqual(self.call("POST", f"/api/pix/{b}/msgs", tb, send_body(messages(b, 1))).status, 201)
+        self.assertEqual(self.call("POST", f"/api/pix/{b}/msgs", tb, send_body(messages(b, 1, self.to))).status, 201)
         # A's bucket refills (2 a second): a send goes again
-        again = wait_until(lambda: self.call("POST", f"/api/pix/{a}/msgs", ta, send_body(messages(a, 1))).status == 201,
+        again = wait_until(lambda: self.call("POST", f"/api/pix/{a}/msgs", ta, send_body(messages(a, 1, self.to))).status == 201,
                            15, "A's bucket refilled")
         self.assertTrue(again)
 
@@ -165,14 +169,14 @@ class TestSendQuota(FairCase):
         a, b = new_ispb(), new_ispb()
         ta, tb = self.token(a), self.token(b)
         for _ in range(3):  # A, on B's route: 403, and B's bucket stays full
-            r = self.call("POST", f"/api/pix/{b}/msgs", ta, send_body(messages(b, 5)))
+            r = self.call("POST", f"/api/pix/{b}/msgs", ta, send_body(messages(b, 5, self.to)))
             self.assertProblem(r, 403)
-        r = self.call("POST", f"/api/pix/{b}/msgs", "pix_" + "0" * 64, send_body(messages(b, 5)))
+        r = self.call("POST", f"/api/pix/{b}/msgs", "pix_" + "0" * 64, send_body(messages(b, 5, self.to)))
         self.assertProblem(r, 401)
-        bad = messages(b, 5)
+        bad = messages(b, 5, self.to)
         bad[4]["valor"] = "-1.00"
         self.assertProblem(self.call("POST", f"/api/pix/{b}/msgs", tb, send_body(bad)), 422)
-        r = self.call("POST", f"/api/pix/{b}/msgs", tb, send_body(messages(b, 5)))
+        r = self.call("POST", f"/api/pix/{b}/msgs", tb, send_body(messages(b, 5, self.to)))
         self.assertEqual(r.status, 201, f"B's 5 tokens are all there: {r!r}")
 
 
@@ -182,7 +186,7 @@ class TestSendQuotaDefault(FairCase):
     def test_icom_bucket_by_default(self):
         a = new_ispb()
         ta = self.token(a)
-        bodies = [send_body(messages(a, 1000)) for _ in range(12)]
+        bodies = [send_body(messages(a, 1000, self.to)) for _ in range(12)]
         sent, t0 = 0, time.monotonic()
         for body in bodies:
             r = self.call("POST", f"/api/pix/{a}/msgs", ta, body)
@@ -203,7 +207,7 @@ class TestContentType(FairCase):
     def test_send_requires_application_json(self):
         a = new_ispb()
         ta = self.token(a)
-        body = send_body(messages(a, 1))
+        body = send_body(messages(a, 1, self.to))
         for ct in (None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x",
                    "application/jsonp", "application/json-patch+json"):
             h = {} if ct is None else {"Content-Type": ct}
@@ -213,7 +217,7 @@ class TestContentType(FairCase):
             self.assertProblem(r, 415, f"Content-Type {ct!r}")
         for ct in ("application/json", "Application/JSON", "application/json; charset=utf-8",
                    "application/json;charset=UTF-8"):
-            r = self.call("POST", f"/api/pix/{a}/msgs", ta, send_body(messages(a, 1)), headers={"Content-Type": ct})
+            r = self.call("POST", f"/api/pix/{a}/msgs", ta, send_body(messages(a, 1, self.to)), headers={"Content-Type": ct})
             self.assertEqual(r.status, 201, f"Content-Type {ct!r}: {r!r}")
 
 
@@ -245,6 +249,7 @@ class TestMetricsWall(FairCase):
     def test_without_authentication_every_series_passes_promtool(self):
         a = new_ispb()
         pixe2e.generate(self.db, a, 2)
+        self.token(a)  # labels only for registered institutions (pix_metrics)
         open_server = Pixd(pixe2e.conninfo(self.db), wait_ms=1000).start()
         self.addCleanup(open_server.stop)
         text = wait_until(lambda: (lambda t: t if f'ispb="{a}"' in t else None)(self.metrics(server=open_server)),

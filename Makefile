@@ -90,7 +90,7 @@ run-ha:
 test:
 	./test/run-all.sh
 
-# The whole end-to-end suite against routers with 4 shard databases each (README, "Deployment: sharded").
+# The whole end-to-end suite against routers with 4 shard databases each (docs/operations.md, "Sharding").
 test-sharded:
 	PIX_TEST_ONLY=e2e PIX_E2E_SHARDS=4 ./test/run-all.sh
 

@@ -1,6 +1,6 @@
 #!/bin/sh
 # One-shot service of the compose profile "ha": once the formation has a primary and a secondary,
-# tunes the monitor's failover timing (the values scripts/ha.sh uses, see README "Deployment: high
+# tunes the monitor's failover timing (the values scripts/ha.sh uses, see docs/operations.md "High
 # availability") and creates, on the primary, the pix extension and pixd's role pix_http (its password
 # from the compose file's secrets service), and tokens for pixd-ha (in /credentials).
 set -eu

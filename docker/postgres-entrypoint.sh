@@ -51,7 +51,8 @@ REVOKE CONNECT ON DATABASE pix FROM PUBLIC;
 GRANT CONNECT ON DATABASE pix TO pix_client;
 $(if [ "${PIX_ROUTER:-0}" != 1 ]; then echo "GRANT CONNECT ON DATABASE pix TO pix_institution, pix_producer, pix_admin;"; fi)
 SQL
-    # The sharded profile's databases serve the unauthenticated demo pixd: no credentials there.
+    # A shard behind the router holds no credentials of its own: they are issued through the router
+    # (router-init), which copies them to the shard that owns each ISPB.
     if [ "${PIX_ROUTER:-0}" != 1 ] && [ "${PIX_DEMO_CREDENTIALS:-1}" = 1 ]; then
         make_credentials
     fi

@@ -24,7 +24,7 @@
 # monitor). Unset, everything is on loopback.
 #
 # Failover timing is set on the monitor (PIX_HA_* variables below, milliseconds) and on each keeper;
-# the defaults here are the short ones the fault test measures, see README "Deployment: high
+# the defaults here are the short ones the fault test measures, see docs/operations.md "High
 # availability".
 set -euo pipefail
 

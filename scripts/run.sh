@@ -16,7 +16,7 @@
 # PIX_HA_DIR ($PWD/.pgha)), and pixd on the multi-host conninfo with --durable-reads. Ctrl-C stops
 # the server and the formation.
 #
-# PIX_SHARDS=N: a sharded deployment instead (README, "Deployment: sharded"): N shard clusters (ports
+# PIX_SHARDS=N: a sharded deployment instead (docs/operations.md, "Sharding"): N shard clusters (ports
 # PIX_PGPORT+1..+N) and a router cluster (PIX_PGPORT) under $PWD/.pgshards (PIX_PGDIR), database pix
 # in each; pixd talks to the router, and PIX_AUTH's credentials are registered through the router, which
 # stores each on every shard.

@@ -9,8 +9,8 @@
 #                                                 shards' catalog (after a shard upgrade)
 #   scripts/shards.sh list ROUTER                 one line per shard: number, conninfo, partitions
 #   scripts/shards.sh each ROUTER SQL             run SQL on every shard (credentials: through the router)
-#   scripts/shards.sh move ROUTER TARGET PART...  move partitions to the database TARGET (see README,
-#                                                 "Deployment: sharded")
+#   scripts/shards.sh move ROUTER TARGET PART...  move partitions to the database TARGET (see docs/operations.md,
+#                                                 "Sharding")
 #   scripts/shards.sh up DIR PORT N               on this machine: N shard clusters (DIR/shardK, port
 #                                                 PORT+1+K) and a router cluster (DIR/router, PORT), each
 #                                                 with database pix and the login role pix_http; prints

@@ -93,6 +93,10 @@ void event_loop_init(void)
 	router_register(&config);
 	pixd_loop = h2o_evloop_create();
 	h2o_context_init(&pixd_ctx, pixd_loop, &config);
+	/* Before the socket listens: a SIGTERM that comes as soon as a client can connect must find it
+	 * blocked and queued for the loop, not kill the process with the default action. */
+	if (watch_signals() != 0)
+		exit(1);
 	accept_ctx.ctx = &pixd_ctx;
 	accept_ctx.hosts = config.hosts;
 	h2o_timeout_init(pixd_loop, &buffer_sweep, BUFFER_SWEEP_MS);
@@ -369,8 +373,6 @@ int event_loop_run(void)
 {
 	uint64_t drain_until = 0;
 
-	if (watch_signals() != 0)
-		return 1;
 	for (;;) {
 		h2o_evloop_run(pixd_loop, pixd_shutting_down ? 10 : 1000);
 		log_flush(); /* the turn's access-log lines, in one write */

@@ -279,6 +279,31 @@ class TestCommandLine(PixTestCase):
         self.assertTrue(pixd.alive())
         self.assertEqual(pixd.stop(), 0)
 
+    def test_sigterm_as_soon_as_it_accepts_exits_0(self):
+        """SIGTERM the moment the port accepts: a graceful exit 0, never death by the signal's default
+        action (the signals were watched only once the loop ran: 13 of 30 such starts died by SIGTERM)."""
+        import socket
+        for _ in range(20):
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            p = subprocess.Popen([PIXD, "--listen", f"127.0.0.1:{port}", "--db", conninfo(self.db)],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:
+                    try:
+                        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                        break
+                    except OSError:
+                        time.sleep(0.001)
+                p.terminate()
+                self.assertEqual(p.wait(10), 0)
+            finally:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait(10)
+
     def test_access_log_line_per_request(self):
         ispb = new_ispb()
         self.http.get(f"/api/pix/{ispb}/stream/nope-{ispb}")

@@ -72,8 +72,10 @@ extern const char *const route_names[ROUTE_N];
 extern const double latency_bounds[PIXD_LATENCY_BOUNDS];
 extern struct route_observations route_observed;
 
-/* The route a request's method and path name (ROUTE_OTHER for anything else). */
-enum route route_of_request(h2o_req_t *req);
+/* The route router.c decided for a request, carried with it: set once by the router, read by whoever
+ * counts its answer (ROUTE_OTHER before the router decided, and for a path that is no route). */
+void request_route_set(h2o_req_t *req, enum route route);
+enum route request_route(h2o_req_t *req);
 /* Counts a response: by route and status class, and its latency in the histogram. */
 void metrics_observe(h2o_req_t *req, int status, double ms);
 

@@ -43,9 +43,12 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req);
 static size_t split_path(h2o_iovec_t path, h2o_iovec_t *segs, size_t max);
 static int seg_is(h2o_iovec_t seg, const char *s);
 static int method_is(h2o_req_t *req, const char *m);
-static void route_api(h2o_req_t *req, h2o_iovec_t *segs, size_t n);
-static void route_pix(h2o_req_t *req, h2o_iovec_t *segs, size_t n, const char *credential);
-static const char *api_allow(h2o_iovec_t *segs, size_t n);
+static enum route route_decide(h2o_req_t *req, h2o_iovec_t *segs, size_t n);
+static enum route route_api(h2o_req_t *req, h2o_iovec_t *segs, size_t n);
+static const char *route_allow(enum route route, size_t n);
+static int method_allowed(h2o_req_t *req, const char *allow);
+static void route_dispatch(h2o_req_t *req, enum route route, h2o_iovec_t *segs,
+                           const char *credential);
 static const char *stop_all_method(void);
 static int body_too_large(h2o_req_t *req, enum route route);
 static void close_if_old(h2o_req_t *req);
@@ -90,33 +93,64 @@ static void close_if_old(h2o_req_t *req)
 		req->http1_is_persistent = 0;
 }
 
+/* The route is decided here, once, and carried with the request (request_route_set): the body
+ * limit, authentication, the handler and the per-route counters of its answer all read it. */
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
 	h2o_iovec_t segs[MAX_SEGMENTS + 1];
 	size_t n = split_path(req->path_normalized, segs, MAX_SEGMENTS + 1);
+	enum route route = route_decide(req, segs, n);
+	const char *credential = NULL;
 
 	pixd_metrics.requests++;
 	close_if_old(req);
-	if (n == 1 && (seg_is(segs[0], "health") || seg_is(segs[0], "metrics") ||
-	               seg_is(segs[0], "openapi.json"))) {
-		if (!method_is(req, "GET"))
-			respond_not_allowed(req, "GET");
-		else if (body_too_large(req, route_of_request(req)))
-			return 0;
-		else if (seg_is(segs[0], "health"))
-			handle_health(req);
-		else if (seg_is(segs[0], "metrics"))
-			handle_metrics(req);
-		else
-			handle_openapi(req);
+	request_route_set(req, route);
+	if (route == ROUTE_OTHER) {
+		respond_problem(req, 404, "no such resource");
 		return 0;
 	}
-	if ((n == 4 || n == 5) && seg_is(segs[0], "api")) {
-		route_api(req, segs, n);
+	if (!method_allowed(req, route_allow(route, n))) {
+		respond_not_allowed(req, route_allow(route, n));
 		return 0;
 	}
-	respond_problem(req, 404, "no such resource");
+	if (body_too_large(req, route))
+		return 0;
+	if (route < ROUTE_HEALTH && request_authenticate(req, &credential) != 0)
+		return 0; /* /health, /metrics and /openapi.json stay open */
+	route_dispatch(req, route, segs, credential);
 	return 0;
+}
+
+/* The route a path names: the three operators' paths, or one of /api (route_api). */
+static enum route route_decide(h2o_req_t *req, h2o_iovec_t *segs, size_t n)
+{
+	if (n == 1 && seg_is(segs[0], "health"))
+		return ROUTE_HEALTH;
+	if (n == 1 && seg_is(segs[0], "metrics"))
+		return ROUTE_METRICS;
+	if (n == 1 && seg_is(segs[0], "openapi.json"))
+		return ROUTE_OPENAPI;
+	if ((n == 4 || n == 5) && seg_is(segs[0], "api"))
+		return route_api(req, segs, n);
+	return ROUTE_OTHER;
+}
+
+/* /api/pix/{ispb}/... and /api/util/msgs/{ispb}/{number}; /stream/{id} is a read unless DELETE. */
+static enum route route_api(h2o_req_t *req, h2o_iovec_t *segs, size_t n)
+{
+	if (seg_is(segs[1], "pix") && n == 5 && seg_is(segs[3], "stream") && seg_is(segs[4], "stop"))
+		return ROUTE_STOP_ALL;
+	if (seg_is(segs[1], "pix") && n == 5 && seg_is(segs[3], "stream"))
+		return seg_is(segs[4], "start")  ? ROUTE_START
+		       : method_is(req, "DELETE") ? ROUTE_STOP
+		                                  : ROUTE_NEXT;
+	if (seg_is(segs[1], "pix") && n == 4 && seg_is(segs[3], "msgs"))
+		return ROUTE_SEND;
+	if (seg_is(segs[1], "pix") && n == 4 && seg_is(segs[3], "streams"))
+		return ROUTE_STOP_ALL;
+	if (seg_is(segs[1], "util") && n == 5 && seg_is(segs[2], "msgs") && !pixd_config.no_util)
+		return ROUTE_MSGS;
+	return ROUTE_OTHER;
 }
 
 /*
@@ -132,59 +166,65 @@ static const char *stop_all_method(void)
 	return pixd_config.auth_modes != 0 ? "DELETE" : "GET, DELETE";
 }
 
-/* The method allowed on an /api path, or NULL when the path is no route. */
-static const char *api_allow(h2o_iovec_t *segs, size_t n)
+/* The methods a route's path allows (n: its segments, which tell .../streams from .../stream/stop). */
+static const char *route_allow(enum route route, size_t n)
 {
-	if (seg_is(segs[1], "pix") && n == 5 && seg_is(segs[3], "stream") && seg_is(segs[4], "stop"))
-		return stop_all_method();
-	if (seg_is(segs[1], "pix") && n == 5 && seg_is(segs[3], "stream"))
-		return seg_is(segs[4], "start") ? "GET" : "GET, DELETE";
-	if (seg_is(segs[1], "pix") && n == 4 && seg_is(segs[3], "msgs"))
+	switch (route) {
+	case ROUTE_NEXT:
+	case ROUTE_STOP:
+		return "GET, DELETE";
+	case ROUTE_STOP_ALL:
+		return n == 5 ? stop_all_method() : "DELETE";
+	case ROUTE_SEND:
+	case ROUTE_MSGS:
 		return "POST";
-	if (seg_is(segs[1], "pix") && n == 4 && seg_is(segs[3], "streams"))
-		return "DELETE";
-	if (seg_is(segs[1], "util") && n == 5 && seg_is(segs[2], "msgs") && !pixd_config.no_util)
-		return "POST";
-	return NULL;
+	default:
+		return "GET";
+	}
 }
 
-/* Matches path and method, checks the body's size, authenticates, then hands over. */
-static void route_api(h2o_req_t *req, h2o_iovec_t *segs, size_t n)
+static int method_allowed(h2o_req_t *req, const char *allow)
 {
-	const char *allow = api_allow(segs, n), *credential;
-
-	if (allow == NULL) {
-		respond_problem(req, 404, "no such resource");
-		return;
-	}
-	if (!((method_is(req, "GET") && strstr(allow, "GET") != NULL) ||
-	      (method_is(req, "DELETE") && strstr(allow, "DELETE") != NULL) ||
-	      (method_is(req, "POST") && strcmp(allow, "POST") == 0))) {
-		respond_not_allowed(req, allow);
-		return;
-	}
-	if (body_too_large(req, route_of_request(req)))
-		return;
-	if (request_authenticate(req, &credential) != 0)
-		return;
-	if (seg_is(segs[1], "util"))
-		handle_util_msgs(req, segs[3], segs[4], credential);
-	else
-		route_pix(req, segs, n, credential);
+	return (method_is(req, "GET") && strstr(allow, "GET") != NULL) ||
+	       (method_is(req, "DELETE") && strstr(allow, "DELETE") != NULL) ||
+	       (method_is(req, "POST") && strcmp(allow, "POST") == 0);
 }
 
-static void route_pix(h2o_req_t *req, h2o_iovec_t *segs, size_t n, const char *credential)
+/* segs: /api/{pix|util}/{ispb or msgs}/{...}/{...}, or the operators' one segment. */
+static void route_dispatch(h2o_req_t *req, enum route route, h2o_iovec_t *segs,
+                           const char *credential)
 {
-	if (n == 4 && seg_is(segs[3], "msgs"))
-		handle_messages_send(req, segs[2], credential);
-	else if (n == 4 || seg_is(segs[4], "stop"))
-		handle_streams_stop_all(req, segs[2], credential);
-	else if (seg_is(segs[4], "start"))
+	switch (route) {
+	case ROUTE_START:
 		handle_stream_start(req, segs[2], credential);
-	else if (method_is(req, "GET"))
+		break;
+	case ROUTE_NEXT:
 		handle_stream_next(req, segs[2], segs[4], credential);
-	else
+		break;
+	case ROUTE_STOP:
 		handle_stream_stop(req, segs[2], segs[4], credential);
+		break;
+	case ROUTE_MSGS:
+		handle_util_msgs(req, segs[3], segs[4], credential);
+		break;
+	case ROUTE_SEND:
+		handle_messages_send(req, segs[2], credential);
+		break;
+	case ROUTE_STOP_ALL:
+		handle_streams_stop_all(req, segs[2], credential);
+		break;
+	case ROUTE_HEALTH:
+		handle_health(req);
+		break;
+	case ROUTE_METRICS:
+		handle_metrics(req);
+		break;
+	case ROUTE_OPENAPI:
+		handle_openapi(req);
+		break;
+	default:
+		break;
+	}
 }
 
 /* Splits "/a/b/c" into segments; returns how many (up to max; more count as max). */

@@ -39,18 +39,21 @@ struct pixd_metrics {
 	uint64_t connections_refused_per_address; /* closed at accept (event_loop.c) */
 	uint64_t connections_shed_buffered; /* closed: --max-buffered-mb was exceeded (event_loop.c) */
 	uint64_t unverified_refused;   /* 503: an unknown credential's share of the queue (database.c) */
-	uint64_t throttled_no_query;   /* 401 to a throttled address without a query (router.c) */
+	uint64_t throttled_no_query;   /* 401 to a throttled address without a query (respond.c) */
 	uint64_t health_answers_cached; /* GET /health answered without a probe (health.c) */
 };
 
 extern struct pixd_metrics pixd_metrics;
 
-/* Responses by route and latency: routes are the contract's fixed set, so labels stay bounded. */
+/* The routes (router.c decides which one a request is): the contract's fixed set, so the labels of
+ * responses by route and latency stay bounded. Those before ROUTE_HEALTH are the authenticated
+ * /api routes. ROUTE_GENERATE: POST /api/util/msgs/{ispb}/{number} (handlers/generate.c);
+ * ROUTE_SEND: POST /api/pix/{ispb}/msgs (handlers/send.c). */
 enum route {
 	ROUTE_START,
 	ROUTE_NEXT,
 	ROUTE_STOP,
-	ROUTE_MSGS,
+	ROUTE_GENERATE,
 	ROUTE_SEND,
 	ROUTE_STOP_ALL,
 	ROUTE_HEALTH,

@@ -14,7 +14,7 @@ void handle_stream_next(h2o_req_t *req, h2o_iovec_t ispb, h2o_iovec_t iid, const
 void handle_stream_stop(h2o_req_t *req, h2o_iovec_t ispb, h2o_iovec_t iid, const char *credential);
 void handle_streams_stop_all(h2o_req_t *req, h2o_iovec_t ispb, const char *credential);
 void handle_messages_send(h2o_req_t *req, h2o_iovec_t ispb, const char *credential);
-void handle_util_msgs(h2o_req_t *req, h2o_iovec_t ispb, h2o_iovec_t number, const char *credential);
+void handle_generate(h2o_req_t *req, h2o_iovec_t ispb, h2o_iovec_t number, const char *credential);
 void handle_health(h2o_req_t *req);
 void handle_metrics(h2o_req_t *req);
 void handle_openapi(h2o_req_t *req);

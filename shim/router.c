@@ -33,7 +33,7 @@
 /* Which routes take a body, and how large (bytes). */
 static const size_t route_body_max[ROUTE_N] = {
     [ROUTE_START] = ROUTE_BODY_NONE,   [ROUTE_NEXT] = ROUTE_BODY_NONE,
-    [ROUTE_STOP] = ROUTE_BODY_NONE,    [ROUTE_MSGS] = ROUTE_BODY_NONE,
+    [ROUTE_STOP] = ROUTE_BODY_NONE,    [ROUTE_GENERATE] = ROUTE_BODY_NONE,
     [ROUTE_SEND] = PIXD_SEND_BODY_MAX, [ROUTE_STOP_ALL] = ROUTE_BODY_NONE,
     [ROUTE_HEALTH] = ROUTE_BODY_NONE,  [ROUTE_METRICS] = ROUTE_BODY_NONE,
     [ROUTE_OPENAPI] = ROUTE_BODY_NONE, [ROUTE_OTHER] = ROUTE_BODY_NONE,
@@ -149,7 +149,7 @@ static enum route route_api(h2o_req_t *req, h2o_iovec_t *segs, size_t n)
 	if (seg_is(segs[1], "pix") && n == 4 && seg_is(segs[3], "streams"))
 		return ROUTE_STOP_ALL;
 	if (seg_is(segs[1], "util") && n == 5 && seg_is(segs[2], "msgs") && !pixd_config.no_util)
-		return ROUTE_MSGS;
+		return ROUTE_GENERATE;
 	return ROUTE_OTHER;
 }
 
@@ -176,7 +176,7 @@ static const char *route_allow(enum route route, size_t n)
 	case ROUTE_STOP_ALL:
 		return n == 5 ? stop_all_method() : "DELETE";
 	case ROUTE_SEND:
-	case ROUTE_MSGS:
+	case ROUTE_GENERATE:
 		return "POST";
 	default:
 		return "GET";
@@ -204,8 +204,8 @@ static void route_dispatch(h2o_req_t *req, enum route route, h2o_iovec_t *segs,
 	case ROUTE_STOP:
 		handle_stream_stop(req, segs[2], segs[4], credential);
 		break;
-	case ROUTE_MSGS:
-		handle_util_msgs(req, segs[3], segs[4], credential);
+	case ROUTE_GENERATE:
+		handle_generate(req, segs[3], segs[4], credential);
 		break;
 	case ROUTE_SEND:
 		handle_messages_send(req, segs[2], credential);

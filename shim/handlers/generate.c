@@ -1,5 +1,6 @@
 /*
- * handlers/util.c — POST /api/util/msgs/{ispb}/{number}: pix_generate_messages, 201 {"inserted":N}.
+ * handlers/generate.c — the generator: POST /api/util/msgs/{ispb}/{number} makes {number} test
+ * messages for the ISPB with pix_generate_messages, 201 {"inserted":N} (--no-util: 404).
  *
  * {number} is checked here strictly (ASCII digits only, 1..--max-generate) so that junk never costs
  * a query; the database checks again against pix.max_generate (PX002 -> 400), which should match.
@@ -40,7 +41,7 @@ static long parse_number(h2o_iovec_t s)
 	return n;
 }
 
-void handle_util_msgs(h2o_req_t *req, h2o_iovec_t ispb, h2o_iovec_t number, const char *credential)
+void handle_generate(h2o_req_t *req, h2o_iovec_t ispb, h2o_iovec_t number, const char *credential)
 {
 	long n = parse_number(number);
 	struct generate_ctx *ctx;

@@ -9,8 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "dbrequest.h"
 #include "handlers.h"
+#include "respond.h"
 
 #define NUMBER_MAX_DIGITS 9 /* fits an int4 whatever --max-generate says */
 

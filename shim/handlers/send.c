@@ -19,9 +19,9 @@
  */
 #include <stdlib.h>
 #include <string.h>
-#include "dbrequest.h"
 #include "handlers.h"
 #include "quota.h"
+#include "respond.h"
 
 struct send_ctx {
 	struct db_request base;

@@ -24,10 +24,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include "accept.h"
-#include "dbrequest.h"
 #include "handlers.h"
 #include "listener.h"
 #include "parking.h"
+#include "respond.h"
 
 struct read_ctx {
 	struct db_request base;

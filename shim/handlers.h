@@ -1,7 +1,8 @@
 /*
  * handlers.h — one function per route, called by the router (router.c) once the path
  * and method matched. Each answers the request, now or after its query; the path segments they get
- * point into the request and are not validated yet.
+ * point into the request: the ISPB is 8 digits and a stream's id plausible (router.c), the rest
+ * (the generator's {number}) is the handler's to check.
  */
 #ifndef PIXD_HANDLERS_H
 #define PIXD_HANDLERS_H

@@ -7,7 +7,8 @@
  * GET /api/pix/{ispb}/stream/stop (stop all of the institution's streams; DELETE instead with
  * authentication on: stop_all_method).
  * A known path with another method is 405 with Allow; anything else 404. The segments handed to a
- * handler point into the request and are not validated yet: each handler checks its own.
+ * handler point into the request; the ISPB and a stream's id are checked here, once authenticated
+ * (path_values_ok), the rest (the generator's {number}, a send's body) by the handler.
  *
  * Authentication comes once a route and its method matched, before the handler looks at anything:
  * without a usable credential the answer is 401 whatever the ISPB or id (no oracle); so is a
@@ -51,6 +52,8 @@ static void route_dispatch(h2o_req_t *req, enum route route, h2o_iovec_t *segs,
                            const char *credential);
 static const char *stop_all_method(void);
 static int body_too_large(h2o_req_t *req, enum route route);
+static int iid_is_plausible(h2o_iovec_t iid);
+static int path_values_ok(h2o_req_t *req, enum route route, h2o_iovec_t *segs);
 static void close_if_old(h2o_req_t *req);
 
 void router_register(h2o_globalconf_t *conf)
@@ -117,6 +120,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
 		return 0;
 	if (route < ROUTE_HEALTH && request_authenticate(req, &credential) != 0)
 		return 0; /* /health, /metrics and /openapi.json stay open */
+	if (route < ROUTE_HEALTH && !path_values_ok(req, route, segs))
+		return 0;
 	route_dispatch(req, route, segs, credential);
 	return 0;
 }
@@ -188,6 +193,38 @@ static int method_allowed(h2o_req_t *req, const char *allow)
 	return (method_is(req, "GET") && strstr(allow, "GET") != NULL) ||
 	       (method_is(req, "DELETE") && strstr(allow, "DELETE") != NULL) ||
 	       (method_is(req, "POST") && strcmp(allow, "POST") == 0);
+}
+
+/*
+ * Cheap pre-checks that spare the database a query and keep arbitrary bytes (invalid UTF-8, NUL)
+ * away from it; the database stays the judge of what an id is. A rejected id gets the same 404 the
+ * database's PX004 gets.
+ */
+static int iid_is_plausible(h2o_iovec_t iid)
+{
+	if (iid.len == 0 || iid.len > PIXD_IID_MAX)
+		return 0;
+	for (size_t i = 0; i < iid.len; i++)
+		if ((unsigned char)iid.base[i] <= 0x20 || (unsigned char)iid.base[i] >= 0x7f)
+			return 0;
+	return 1;
+}
+
+/* The {ispb} of every /api route (400 unless 8 digits) and the {id} of a stream's (the database's
+ * 404 unless plausible): 1 when usable, else answered. The handlers get them checked. */
+static int path_values_ok(h2o_req_t *req, enum route route, h2o_iovec_t *segs)
+{
+	h2o_iovec_t ispb = route == ROUTE_GENERATE ? segs[3] : segs[2];
+
+	if (!is_ispb(ispb.base, ispb.len)) {
+		respond_bad_ispb(req);
+		return 0;
+	}
+	if ((route == ROUTE_NEXT || route == ROUTE_STOP) && !iid_is_plausible(segs[4])) {
+		respond_stream_not_found(req);
+		return 0;
+	}
+	return 1;
 }
 
 /* segs: /api/{pix|util}/{ispb or msgs}/{...}/{...}, or the operators' one segment. */

@@ -46,10 +46,6 @@ void handle_generate(h2o_req_t *req, h2o_iovec_t ispb, h2o_iovec_t number, const
 	struct generate_ctx *ctx;
 	char detail[128];
 
-	if (!is_ispb(ispb.base, ispb.len)) {
-		respond_bad_ispb(req);
-		return;
-	}
 	if (n < 1 || n > pixd_config.max_generate) {
 		snprintf(detail, sizeof(detail), "number must be a decimal integer from 1 to %d",
 		         pixd_config.max_generate);

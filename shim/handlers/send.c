@@ -70,10 +70,6 @@ void handle_messages_send(h2o_req_t *req, h2o_iovec_t ispb, const char *credenti
 {
 	struct send_ctx *ctx;
 
-	if (!is_ispb(ispb.base, ispb.len)) {
-		respond_bad_ispb(req);
-		return;
-	}
 	if (!is_json_content(req)) {
 		respond_problem(req, 415, "the body must be sent as Content-Type: application/json");
 		return;

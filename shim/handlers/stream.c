@@ -48,8 +48,6 @@ struct stop_ctx {
 	char iid[PIXD_IID_MAX + 1];
 };
 
-static int iid_is_plausible(h2o_iovec_t iid);
-static int stream_path_ok(h2o_req_t *req, h2o_iovec_t ispb, h2o_iovec_t iid);
 static struct read_ctx *read_ctx_new(h2o_req_t *req, h2o_iovec_t ispb, enum accept_choice batch,
                                      const char *credential);
 static void read_begin(struct read_ctx *ctx);
@@ -80,35 +78,6 @@ static const struct db_request_class read_class = {
 static const struct db_request_class stop_class = {.on_rows = on_stop_rows};
 static const struct db_request_class stop_all_class = {.on_rows = on_stop_all_rows};
 
-/*
- * Cheap pre-checks that spare the database a query and keep arbitrary bytes (invalid UTF-8, NUL)
- * away from it; the database stays the judge of what an id is. A rejected id gets the same 404 the
- * database's PX004 gets.
- */
-static int iid_is_plausible(h2o_iovec_t iid)
-{
-	if (iid.len == 0 || iid.len > PIXD_IID_MAX)
-		return 0;
-	for (size_t i = 0; i < iid.len; i++)
-		if ((unsigned char)iid.base[i] <= 0x20 || (unsigned char)iid.base[i] >= 0x7f)
-			return 0;
-	return 1;
-}
-
-/* The ISPB and id of /api/pix/{ispb}/stream/{id}: 1 when usable, else answered (400 or 404). */
-static int stream_path_ok(h2o_req_t *req, h2o_iovec_t ispb, h2o_iovec_t iid)
-{
-	if (!is_ispb(ispb.base, ispb.len)) {
-		respond_bad_ispb(req);
-		return 0;
-	}
-	if (!iid_is_plausible(iid)) {
-		respond_stream_not_found(req);
-		return 0;
-	}
-	return 1;
-}
-
 static int negotiate(h2o_req_t *req, enum accept_choice *batch)
 {
 	*batch = accept_negotiate(req);
@@ -125,10 +94,6 @@ void handle_stream_start(h2o_req_t *req, h2o_iovec_t ispb, const char *credentia
 	enum accept_choice batch;
 	struct read_ctx *ctx;
 
-	if (!is_ispb(ispb.base, ispb.len)) {
-		respond_bad_ispb(req);
-		return;
-	}
 	if (negotiate(req, &batch) != 0)
 		return;
 	ctx = read_ctx_new(req, ispb, batch, credential);
@@ -146,8 +111,6 @@ void handle_stream_next(h2o_req_t *req, h2o_iovec_t ispb, h2o_iovec_t iid, const
 	enum accept_choice batch;
 	struct read_ctx *ctx;
 
-	if (!stream_path_ok(req, ispb, iid))
-		return;
 	if (negotiate(req, &batch) != 0)
 		return;
 	ctx = read_ctx_new(req, ispb, batch, credential);
@@ -387,11 +350,8 @@ static void answer_empty(struct read_ctx *ctx)
 
 void handle_stream_stop(h2o_req_t *req, h2o_iovec_t ispb, h2o_iovec_t iid, const char *credential)
 {
-	struct stop_ctx *ctx;
+	struct stop_ctx *ctx = stop_ctx_new(req, ispb, DB_STREAM_STOP, &stop_class);
 
-	if (!stream_path_ok(req, ispb, iid))
-		return;
-	ctx = stop_ctx_new(req, ispb, DB_STREAM_STOP, &stop_class);
 	memcpy(ctx->iid, iid.base, iid.len);
 	ctx->base.query.params[1] = ctx->iid;
 	ctx->base.query.params[2] = credential;
@@ -407,13 +367,8 @@ static void on_stop_rows(struct db_request *r, const PGresult *res)
 
 void handle_streams_stop_all(h2o_req_t *req, h2o_iovec_t ispb, const char *credential)
 {
-	struct stop_ctx *ctx;
+	struct stop_ctx *ctx = stop_ctx_new(req, ispb, DB_STOP_ALL, &stop_all_class);
 
-	if (!is_ispb(ispb.base, ispb.len)) {
-		respond_bad_ispb(req);
-		return;
-	}
-	ctx = stop_ctx_new(req, ispb, DB_STOP_ALL, &stop_all_class);
 	ctx->base.query.params[1] = credential;
 	db_request_submit(&ctx->base);
 }

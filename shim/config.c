@@ -25,58 +25,59 @@
  *   AUTH  --auth's modes (parse_auth)
  */
 #define PIXD_OPTIONS(X)                                                                            \
-	X(TEXT, listen, "listen", "HOST:PORT", "PIXD_LISTEN", "127.0.0.1:3000", 0, 0, "HTTP address",   \
+	X(TEXT, listen, "listen", "HOST:PORT", "PIXD_LISTEN", "127.0.0.1:3000", 0, 0, "HTTP address",  \
 	  NULL)                                                                                        \
-	X(CONNINFO, db_conninfo, "db", "CONNINFO", "PIXD_DB", "", 0, 0,                               \
+	X(CONNINFO, db_conninfo, "db", "CONNINFO", "PIXD_DB", "", 0, 0,                                \
 	  "libpq connection string; PG* variables fill in the rest", "empty")                          \
-	X(INT, pool_size, "pool", "N", "PIXD_POOL", 4, 1, 64, "query connections", NULL)              \
-	X(INT, wait_ms, "wait-ms", "N", "PIXD_WAIT_MS", PIXD_WAIT_MS_MAX, 0, PIXD_WAIT_MS_MAX,        \
+	X(INT, pool_size, "pool", "N", "PIXD_POOL", 4, 1, 64, "query connections", NULL)               \
+	X(INT, wait_ms, "wait-ms", "N", "PIXD_WAIT_MS", PIXD_WAIT_MS_MAX, 0, PIXD_WAIT_MS_MAX,         \
 	  "long-poll wait of an empty read", NULL)                                                     \
-	X(INT, max_queue, "max-queue", "N", "PIXD_MAX_QUEUE", -1, 0, 1000000,                         \
+	X(INT, max_queue, "max-queue", "N", "PIXD_MAX_QUEUE", -1, 0, 1000000,                          \
 	  "queries waiting for a connection; beyond that 503", "--max-parked + 1024")                  \
-	X(INT, max_parked, "max-parked", "N", "PIXD_MAX_PARKED", 10000, 1, 1000000,                   \
+	X(INT, max_parked, "max-parked", "N", "PIXD_MAX_PARKED", 10000, 1, 1000000,                    \
 	  "reads in progress, querying or waiting; beyond that 503", NULL)                             \
-	X(INT, max_generate, "max-generate", "N", "PIXD_MAX_GENERATE", 10000, 1, 100000000,           \
+	X(INT, max_generate, "max-generate", "N", "PIXD_MAX_GENERATE", 10000, 1, 100000000,            \
 	  "largest {number} of POST /api/util/msgs; keep it equal to the GUC pix.max_generate", NULL)  \
-	X(INT, max_connections, "max-connections", "N", "PIXD_MAX_CONNECTIONS", 10000, 1, 1000000,    \
+	X(INT, max_connections, "max-connections", "N", "PIXD_MAX_CONNECTIONS", 10000, 1, 1000000,     \
 	  "open client connections", NULL)                                                             \
 	X(INT, query_timeout_ms, "query-timeout-ms", "N", "PIXD_QUERY_TIMEOUT_MS", 10000, 100, 600000, \
 	  "give up a query and reset its connection", NULL)                                            \
 	X(INT, connect_timeout_ms, "connect-timeout-ms", "N", "PIXD_CONNECT_TIMEOUT_MS", 5000, 100,    \
 	  600000, "give up a connection attempt", NULL)                                                \
-	X(INT, read_timeout_ms, "read-timeout-ms", "N", "PIXD_READ_TIMEOUT_MS", 10000, 100, 600000,   \
+	X(INT, read_timeout_ms, "read-timeout-ms", "N", "PIXD_READ_TIMEOUT_MS", 10000, 100, 600000,    \
 	  "a request's head and body must arrive, and an idle keep-alive connection closes, within N " \
 	  "ms",                                                                                        \
 	  NULL)                                                                                        \
-	X(INT, max_connection_age_s, "max-connection-age-s", "N", "PIXD_MAX_CONNECTION_AGE_S", 3600,  \
+	X(INT, max_connection_age_s, "max-connection-age-s", "N", "PIXD_MAX_CONNECTION_AGE_S", 3600,   \
 	  1, 86400, "a connection older than N s closes after its answer", NULL)                       \
-	X(INT, max_connections_per_address, "max-connections-per-address", "N",                       \
+	X(INT, max_connections_per_address, "max-connections-per-address", "N",                        \
 	  "PIXD_MAX_CONNECTIONS_PER_ADDRESS", 64, 1, 1000000,                                          \
 	  "open connections of one IPv4 address or IPv6 /64; more are closed at accept", NULL)         \
-	X(INT, max_buffered_mb, "max-buffered-mb", "N", "PIXD_MAX_BUFFERED_MB", 64, 1, 65536,         \
-	  "request bytes received but not yet handled, all connections; beyond, the largest are "     \
+	X(INT, max_buffered_mb, "max-buffered-mb", "N", "PIXD_MAX_BUFFERED_MB", 64, 1, 65536,          \
+	  "request bytes received but not yet handled, all connections; beyond, the largest are "      \
 	  "closed",                                                                                    \
 	  NULL)                                                                                        \
-	X(INT, max_reads_per_ispb, "max-reads-per-ispb", "N", "PIXD_MAX_READS_PER_ISPB", 24, 1,       \
+	X(INT, max_reads_per_ispb, "max-reads-per-ispb", "N", "PIXD_MAX_READS_PER_ISPB", 24, 1,        \
 	  1000000, "reads in progress of one ISPB; beyond that 429", NULL)                             \
-	X(INT, send_quota, "send-quota", "N", "PIXD_SEND_QUOTA", -1, 0, 100000000,                    \
+	X(INT, send_quota, "send-quota", "N", "PIXD_SEND_QUOTA", -1, 0, 100000000,                     \
 	  "messages an ISPB may send in a burst (token bucket; 0 = off)",                              \
 	  "3750 with --auth, 0 without")                                                               \
-	X(INT, send_refill, "send-refill", "N", "PIXD_SEND_REFILL", PIXD_SEND_REFILL, 1, 100000000,   \
+	X(INT, send_refill, "send-refill", "N", "PIXD_SEND_REFILL", PIXD_SEND_REFILL, 1, 100000000,    \
 	  "tokens added back per second", NULL)                                                        \
-	X(OFF, access_log, "no-access-log", NULL, "PIXD_ACCESS_LOG", 1, 0, 0,                         \
-	  "no line per request on stderr", "")                                                       \
-	X(AUTH, auth_modes, "auth", "MODE", "PIXD_AUTH", 0, 0, 0,                                     \
+	X(OFF, access_log, "no-access-log", NULL, "PIXD_ACCESS_LOG", 1, 0, 0,                          \
+	  "no line per request on stderr", "")                                                         \
+	X(AUTH, auth_modes, "auth", "MODE", "PIXD_AUTH", 0, 0, 0,                                      \
 	  "none, token, mtls or token,mtls: how clients authenticate", "none")                         \
-	X(FILE, tls_cert, "tls-cert", "FILE", "PIXD_TLS_CERT", NULL, 0, 0,                            \
+	X(FILE, tls_cert, "tls-cert", "FILE", "PIXD_TLS_CERT", NULL, 0, 0,                             \
 	  "HTTPS: PEM certificate chain", "")                                                          \
-	X(FILE, tls_key, "tls-key", "FILE", "PIXD_TLS_KEY", NULL, 0, 0, "HTTPS: PEM private key", "") \
-	X(FILE, client_ca, "client-ca", "FILE", "PIXD_CLIENT_CA", NULL, 0, 0,                         \
+	X(FILE, tls_key, "tls-key", "FILE", "PIXD_TLS_KEY", NULL, 0, 0, "HTTPS: PEM private key", "")  \
+	X(FILE, client_ca, "client-ca", "FILE", "PIXD_CLIENT_CA", NULL, 0, 0,                          \
 	  "mutual TLS: PEM CAs of client certificates (--auth mtls)", "")                              \
-	X(ON, insecure_open, "insecure-open", NULL, "PIXD_INSECURE_OPEN", 0, 0, 0,                    \
+	X(ON, insecure_open, "insecure-open", NULL, "PIXD_INSECURE_OPEN", 0, 0, 0,                     \
 	  "allow --auth none or plain HTTP on a non-loopback address", "")                             \
-	X(ON, no_util, "no-util", NULL, "PIXD_NO_UTIL", 0, 0, 0, "POST /api/util/msgs answers 404", "") \
-	X(ON, durable_reads, "durable-reads", NULL, "PIXD_DURABLE_READS", 0, 0, 0,                    \
+	X(ON, no_util, "no-util", NULL, "PIXD_NO_UTIL", 0, 0, 0, "POST /api/util/msgs answers 404",    \
+	  "")                                                                                          \
+	X(ON, durable_reads, "durable-reads", NULL, "PIXD_DURABLE_READS", 0, 0, 0,                     \
 	  "every stream call waits for the synchronous standby, even one that wrote nothing (HA)", "")
 
 #define DEFAULT_OF(kind, field, name, arg, env, dflt, min, max, help, shown) .field = dflt,
@@ -89,15 +90,23 @@ struct pixd_config pixd_config = {PIXD_OPTIONS(DEFAULT_OF)};
  */
 #define QUEUE_FOR_OTHERS 1024
 
-enum option_kind { OPTION_INT, OPTION_TEXT, OPTION_CONNINFO, OPTION_FILE, OPTION_ON, OPTION_OFF, OPTION_AUTH };
+enum option_kind {
+	OPTION_INT,
+	OPTION_TEXT,
+	OPTION_CONNINFO,
+	OPTION_FILE,
+	OPTION_ON,
+	OPTION_OFF,
+	OPTION_AUTH
+};
 
 struct option_spec {
 	enum option_kind kind;
 	const char *name; /* --name */
 	const char *arg;  /* its argument, NULL for a flag */
 	const char *env;
-	void *field; /* int * (INT, ON, OFF, AUTH) or const char ** */
-	int dflt;               /* INT */
+	void *field;           /* int * (INT, ON, OFF, AUTH) or const char ** */
+	int dflt;              /* INT */
 	const char *dflt_text; /* TEXT */
 	int min, max;
 	const char *help;
@@ -120,9 +129,18 @@ struct option_spec {
 #define DEFAULT_TEXT_OPTION_OFF(dflt) NULL
 #define DEFAULT_TEXT_OPTION_AUTH(dflt) NULL
 #define DEFAULT_TEXT_OPTION_TEXT(dflt) (dflt)
-#define SPEC_OF(kind, field, name, arg, env, dflt, min, max, help, shown)                           \
-	{OPTION_##kind, name, arg, env, &pixd_config.field, DEFAULT_INT_OPTION_##kind(dflt),            \
-	 DEFAULT_TEXT_OPTION_##kind(dflt), min, max, help, shown},
+#define SPEC_OF(kind, field, name, arg, env, dflt, min, max, help, shown)                          \
+	{OPTION_##kind,                                                                                \
+	 name,                                                                                         \
+	 arg,                                                                                          \
+	 env,                                                                                          \
+	 &pixd_config.field,                                                                           \
+	 DEFAULT_INT_OPTION_##kind(dflt),                                                              \
+	 DEFAULT_TEXT_OPTION_##kind(dflt),                                                             \
+	 min,                                                                                          \
+	 max,                                                                                          \
+	 help,                                                                                         \
+	 shown},
 static const struct option_spec options[] = {PIXD_OPTIONS(SPEC_OF)};
 #define N_OPTIONS (sizeof(options) / sizeof(options[0]))
 #define OPT_HELP 1000 /* getopt's value for --help; option i is OPT_FIRST + i */
@@ -139,7 +157,8 @@ static int parse_auth(const char *text);
 
 static void usage(FILE *out)
 {
-	fprintf(out, "usage: pixd [options]   (each option also reads the environment variable shown)\n");
+	fprintf(out,
+	        "usage: pixd [options]   (each option also reads the environment variable shown)\n");
 	for (size_t i = 0; i < N_OPTIONS; i++) {
 		const struct option_spec *o = &options[i];
 		int len = fprintf(out, "  --%s%s%s", o->name, o->arg != NULL ? " " : "",
@@ -158,8 +177,9 @@ static void usage(FILE *out)
 		else
 			fprintf(out, "\n");
 	}
-	fprintf(out, "  --help                                this text\n"
-	             "SIGTERM/SIGINT: stop accepting, answer waiting reads 204, finish the rest, exit 0.\n");
+	fprintf(out,
+	        "  --help                                this text\n"
+	        "SIGTERM/SIGINT: stop accepting, answer waiting reads 204, finish the rest, exit 0.\n");
 }
 
 static int parse_int(const struct option_spec *o, const char *text)
@@ -243,8 +263,8 @@ static int parse_arguments(int argc, char **argv)
 
 	for (size_t i = 0; i < N_OPTIONS; i++)
 		longopts[i] = (struct option){options[i].name,
-		                              options[i].arg != NULL ? required_argument : no_argument, NULL,
-		                              OPT_FIRST + (int)i};
+		                              options[i].arg != NULL ? required_argument : no_argument,
+		                              NULL, OPT_FIRST + (int)i};
 	longopts[N_OPTIONS] = (struct option){"help", no_argument, NULL, OPT_HELP};
 	longopts[N_OPTIONS + 1] = (struct option){NULL, 0, NULL, 0};
 	while ((c = getopt_long(argc, argv, "h", longopts, &idx)) != -1) {

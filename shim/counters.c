@@ -10,11 +10,11 @@ struct route_observations route_observed;
 
 /* The label of each route in /metrics (the generator's is "util_msgs": its path's words, kept). */
 const char *const route_names[ROUTE_N] = {
-    [ROUTE_START] = "stream_start",  [ROUTE_NEXT] = "stream_next",
-    [ROUTE_STOP] = "stream_stop",    [ROUTE_GENERATE] = "util_msgs",
-    [ROUTE_SEND] = "messages_send",  [ROUTE_STOP_ALL] = "streams_stop",
-    [ROUTE_HEALTH] = "health",       [ROUTE_METRICS] = "metrics",
-    [ROUTE_OPENAPI] = "openapi",     [ROUTE_OTHER] = "other"};
+    [ROUTE_START] = "stream_start", [ROUTE_NEXT] = "stream_next",
+    [ROUTE_STOP] = "stream_stop",   [ROUTE_GENERATE] = "util_msgs",
+    [ROUTE_SEND] = "messages_send", [ROUTE_STOP_ALL] = "streams_stop",
+    [ROUTE_HEALTH] = "health",      [ROUTE_METRICS] = "metrics",
+    [ROUTE_OPENAPI] = "openapi",    [ROUTE_OTHER] = "other"};
 /* A long poll lands near --wait-ms: the last finite bound is above the contract's 8 s. */
 const double latency_bounds[PIXD_LATENCY_BOUNDS] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1,
                                                     0.25,  0.5,   1,    2.5,   5,    9};

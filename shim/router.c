@@ -146,7 +146,7 @@ static enum route route_api(h2o_req_t *req, h2o_iovec_t *segs, size_t n)
 	if (seg_is(segs[1], "pix") && n == 5 && seg_is(segs[3], "stream") && seg_is(segs[4], "stop"))
 		return ROUTE_STOP_ALL;
 	if (seg_is(segs[1], "pix") && n == 5 && seg_is(segs[3], "stream"))
-		return seg_is(segs[4], "start")  ? ROUTE_START
+		return seg_is(segs[4], "start")   ? ROUTE_START
 		       : method_is(req, "DELETE") ? ROUTE_STOP
 		                                  : ROUTE_NEXT;
 	if (seg_is(segs[1], "pix") && n == 4 && seg_is(segs[3], "msgs"))

@@ -1,8 +1,9 @@
 /*
  * config.c — the options: defaults, the environment (PIXD_LISTEN, PIXD_DB, ...), the command line.
  *
- * Every option also reads an environment variable; the command line wins. The database connection
- * string is libpq's, so PGHOST, PGPORT, PGUSER, PGDATABASE etc. fill in whatever --db leaves out.
+ * Every option is one line of PIXD_OPTIONS (below), from which its default, its getopt entry, its
+ * environment variable's read and its usage() text are made; the command line wins over the
+ * environment. The database connection string is libpq's, so PGHOST, PGPORT, PGUSER, PGDATABASE etc. fill in whatever --db leaves out.
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -11,27 +12,76 @@
 #include <libpq-fe.h>
 #include "config.h"
 
-struct pixd_config pixd_config = {
-    .listen = "127.0.0.1:3000",
-    .db_conninfo = "",
-    .pool_size = 4,
-    .wait_ms = PIXD_WAIT_MS_MAX,
-    .max_queue = -1, /* until set: QUEUE_FOR_PARKED more than --max-parked */
-    .max_parked = 10000,
-    .max_connections = 10000,
-    .max_generate = 10000,
-    .query_timeout_ms = 10000,
-    .connect_timeout_ms = 5000,
-    .access_log = 1,
-    .read_timeout_ms = 10000,
-    .max_connection_age_s = 3600,
-    .max_connections_per_address = 64,
-    .max_buffered_mb = 64,
-    /* fair shares between institutions (see config.h) */
-    .max_reads_per_ispb = 24,
-    .send_quota = -1, /* until set: PIXD_SEND_QUOTA with authentication, 0 (off) without */
-    .send_refill = PIXD_SEND_REFILL,
-};
+/*
+ * The options, one line each: kind, field of pixd_config, --name, its argument in usage(), the
+ * environment variable, the default, the range (integers), the help text and the default as usage()
+ * shows it (NULL: the default itself). From this one list come pixd_config's defaults, getopt's
+ * longopts, the environment's reads and usage(). Kinds:
+ *   INT   an integer in [min, max]; an empty variable is ignored
+ *   TEXT  a string; an empty variable is ignored          CONNINFO  the same, but taken even empty
+ *   FILE  a file name: empty is a mistake on the command line, ignored in the environment
+ *   ON    a flag that turns the field on; its variable sets it, on only when exactly "1"
+ *   OFF   a flag that turns the field off; its variable sets it, off only when exactly "0"
+ *   AUTH  --auth's modes (parse_auth)
+ */
+#define PIXD_OPTIONS(X)                                                                            \
+	X(TEXT, listen, "listen", "HOST:PORT", "PIXD_LISTEN", "127.0.0.1:3000", 0, 0, "HTTP address",  \
+	  NULL)                                                                                        \
+	X(CONNINFO, db_conninfo, "db", "CONNINFO", "PIXD_DB", "", 0, 0,                                \
+	  "libpq connection string; PG* variables fill in the rest", "empty")                          \
+	X(INT, pool_size, "pool", "N", "PIXD_POOL", 4, 1, 64, "query connections", NULL)               \
+	X(INT, wait_ms, "wait-ms", "N", "PIXD_WAIT_MS", PIXD_WAIT_MS_MAX, 0, PIXD_WAIT_MS_MAX,         \
+	  "long-poll wait of an empty read", NULL)                                                     \
+	X(INT, max_queue, "max-queue", "N", "PIXD_MAX_QUEUE", -1, 0, 1000000,                          \
+	  "queries waiting for a connection; beyond that 503", "--max-parked + 1024")                  \
+	X(INT, max_parked, "max-parked", "N", "PIXD_MAX_PARKED", 10000, 1, 1000000,                    \
+	  "reads in progress, querying or waiting; beyond that 503", NULL)                             \
+	X(INT, max_generate, "max-generate", "N", "PIXD_MAX_GENERATE", 10000, 1, 100000000,            \
+	  "largest {number} of POST /api/util/msgs; keep it equal to the GUC pix.max_generate", NULL)  \
+	X(INT, max_connections, "max-connections", "N", "PIXD_MAX_CONNECTIONS", 10000, 1, 1000000,     \
+	  "open client connections", NULL)                                                             \
+	X(INT, query_timeout_ms, "query-timeout-ms", "N", "PIXD_QUERY_TIMEOUT_MS", 10000, 100, 600000, \
+	  "give up a query and reset its connection", NULL)                                            \
+	X(INT, connect_timeout_ms, "connect-timeout-ms", "N", "PIXD_CONNECT_TIMEOUT_MS", 5000, 100,    \
+	  600000, "give up a connection attempt", NULL)                                                \
+	X(INT, read_timeout_ms, "read-timeout-ms", "N", "PIXD_READ_TIMEOUT_MS", 10000, 100, 600000,    \
+	  "a request's head and body must arrive, and an idle keep-alive connection closes, within N " \
+	  "ms",                                                                                        \
+	  NULL)                                                                                        \
+	X(INT, max_connection_age_s, "max-connection-age-s", "N", "PIXD_MAX_CONNECTION_AGE_S", 3600,   \
+	  1, 86400, "a connection older than N s closes after its answer", NULL)                       \
+	X(INT, max_connections_per_address, "max-connections-per-address", "N",                        \
+	  "PIXD_MAX_CONNECTIONS_PER_ADDRESS", 64, 1, 1000000,                                          \
+	  "open connections of one IPv4 address or IPv6 /64; more are closed at accept", NULL)         \
+	X(INT, max_buffered_mb, "max-buffered-mb", "N", "PIXD_MAX_BUFFERED_MB", 64, 1, 65536,          \
+	  "request bytes received but not yet handled, all connections; beyond, the largest are "      \
+	  "closed",                                                                                    \
+	  NULL)                                                                                        \
+	X(INT, max_reads_per_ispb, "max-reads-per-ispb", "N", "PIXD_MAX_READS_PER_ISPB", 24, 1,        \
+	  1000000, "reads in progress of one ISPB; beyond that 429", NULL)                             \
+	X(INT, send_quota, "send-quota", "N", "PIXD_SEND_QUOTA", -1, 0, 100000000,                     \
+	  "messages an ISPB may send in a burst (token bucket; 0 = off)",                              \
+	  "3750 with --auth, 0 without")                                                               \
+	X(INT, send_refill, "send-refill", "N", "PIXD_SEND_REFILL", PIXD_SEND_REFILL, 1, 100000000,    \
+	  "tokens added back per second", NULL)                                                        \
+	X(OFF, access_log, "no-access-log", NULL, "PIXD_ACCESS_LOG", 1, 0, 0,                          \
+	  "no line per request on stderr", "")                                                         \
+	X(AUTH, auth_modes, "auth", "MODE", "PIXD_AUTH", 0, 0, 0,                                      \
+	  "none, token, mtls or token,mtls: how clients authenticate", "none")                         \
+	X(FILE, tls_cert, "tls-cert", "FILE", "PIXD_TLS_CERT", NULL, 0, 0,                             \
+	  "HTTPS: PEM certificate chain", "")                                                          \
+	X(FILE, tls_key, "tls-key", "FILE", "PIXD_TLS_KEY", NULL, 0, 0, "HTTPS: PEM private key", "")  \
+	X(FILE, client_ca, "client-ca", "FILE", "PIXD_CLIENT_CA", NULL, 0, 0,                          \
+	  "mutual TLS: PEM CAs of client certificates (--auth mtls)", "")                              \
+	X(ON, insecure_open, "insecure-open", NULL, "PIXD_INSECURE_OPEN", 0, 0, 0,                     \
+	  "allow --auth none or plain HTTP on a non-loopback address", "")                             \
+	X(ON, no_util, "no-util", NULL, "PIXD_NO_UTIL", 0, 0, 0, "POST /api/util/msgs answers 404",    \
+	  "")                                                                                          \
+	X(ON, durable_reads, "durable-reads", NULL, "PIXD_DURABLE_READS", 0, 0, 0,                     \
+	  "every stream call waits for the synchronous standby, even one that wrote nothing (HA)", "")
+
+#define DEFAULT_OF(kind, field, name, arg, env, dflt, min, max, help, shown) .field = dflt,
+struct pixd_config pixd_config = {PIXD_OPTIONS(DEFAULT_OF)};
 
 /*
  * The default queue holds a query for every read that may be in progress (--max-parked), plus room
@@ -40,106 +90,99 @@ struct pixd_config pixd_config = {
  */
 #define QUEUE_FOR_OTHERS 1024
 
-/* Integer options: name, environment variable, field, bounds. */
-struct int_option {
-	const char *name;
-	const char *env;
-	int *value;
-	int min, max;
+enum option_kind {
+	OPTION_INT,
+	OPTION_TEXT,
+	OPTION_CONNINFO,
+	OPTION_FILE,
+	OPTION_ON,
+	OPTION_OFF,
+	OPTION_AUTH
 };
+
+struct option_spec {
+	enum option_kind kind;
+	const char *name; /* --name */
+	const char *arg;  /* its argument, NULL for a flag */
+	const char *env;
+	void *field;           /* int * (INT, ON, OFF, AUTH) or const char ** */
+	int dflt;              /* INT */
+	const char *dflt_text; /* TEXT */
+	int min, max;
+	const char *help;
+	const char *shown; /* the default as usage() shows it; NULL: dflt or dflt_text */
+};
+
+/* dflt is the default of an integer; other kinds' defaults are not numbers (0 here) */
+#define DEFAULT_INT_OPTION_INT(dflt) (dflt)
+#define DEFAULT_INT_OPTION_TEXT(dflt) 0
+#define DEFAULT_INT_OPTION_CONNINFO(dflt) 0
+#define DEFAULT_INT_OPTION_FILE(dflt) 0
+#define DEFAULT_INT_OPTION_ON(dflt) 0
+#define DEFAULT_INT_OPTION_OFF(dflt) 0
+#define DEFAULT_INT_OPTION_AUTH(dflt) 0
+/* and the default of a string option, which usage() shows */
+#define DEFAULT_TEXT_OPTION_INT(dflt) NULL
+#define DEFAULT_TEXT_OPTION_CONNINFO(dflt) NULL
+#define DEFAULT_TEXT_OPTION_FILE(dflt) NULL
+#define DEFAULT_TEXT_OPTION_ON(dflt) NULL
+#define DEFAULT_TEXT_OPTION_OFF(dflt) NULL
+#define DEFAULT_TEXT_OPTION_AUTH(dflt) NULL
+#define DEFAULT_TEXT_OPTION_TEXT(dflt) (dflt)
+#define SPEC_OF(kind, field, name, arg, env, dflt, min, max, help, shown)                          \
+	{OPTION_##kind,                                                                                \
+	 name,                                                                                         \
+	 arg,                                                                                          \
+	 env,                                                                                          \
+	 &pixd_config.field,                                                                           \
+	 DEFAULT_INT_OPTION_##kind(dflt),                                                              \
+	 DEFAULT_TEXT_OPTION_##kind(dflt),                                                             \
+	 min,                                                                                          \
+	 max,                                                                                          \
+	 help,                                                                                         \
+	 shown},
+static const struct option_spec options[] = {PIXD_OPTIONS(SPEC_OF)};
+#define N_OPTIONS (sizeof(options) / sizeof(options[0]))
+#define OPT_HELP 1000 /* getopt's value for --help; option i is OPT_FIRST + i */
+#define OPT_FIRST 1001
 
 static void usage(FILE *out);
-static int parse_int(const struct int_option *o, const char *text);
-static int read_environment(const struct int_option *opts, size_t n);
-static int parse_arguments(int argc, char **argv, const struct int_option *opts, size_t n);
+static int parse_int(const struct option_spec *o, const char *text);
+static int set_option(const struct option_spec *o, const char *value);
+static int set_from_environment(const struct option_spec *o);
+static int read_environment(void);
+static int parse_arguments(int argc, char **argv);
 static int check_conninfo(const char *conninfo);
 static int parse_auth(const char *text);
-static int set_string(int opt, const char *value);
-
-static const struct int_option int_options[] = {
-    {"pool", "PIXD_POOL", &pixd_config.pool_size, 1, 64},
-    {"wait-ms", "PIXD_WAIT_MS", &pixd_config.wait_ms, 0, PIXD_WAIT_MS_MAX},
-    {"max-queue", "PIXD_MAX_QUEUE", &pixd_config.max_queue, 0, 1000000},
-    {"max-parked", "PIXD_MAX_PARKED", &pixd_config.max_parked, 1, 1000000},
-    {"max-generate", "PIXD_MAX_GENERATE", &pixd_config.max_generate, 1, 100000000},
-    {"max-connections", "PIXD_MAX_CONNECTIONS", &pixd_config.max_connections, 1, 1000000},
-    {"query-timeout-ms", "PIXD_QUERY_TIMEOUT_MS", &pixd_config.query_timeout_ms, 100, 600000},
-    {"connect-timeout-ms", "PIXD_CONNECT_TIMEOUT_MS", &pixd_config.connect_timeout_ms, 100, 600000},
-    {"read-timeout-ms", "PIXD_READ_TIMEOUT_MS", &pixd_config.read_timeout_ms, 100, 600000},
-    {"max-connection-age-s", "PIXD_MAX_CONNECTION_AGE_S", &pixd_config.max_connection_age_s, 1,
-     86400},
-    {"max-connections-per-address", "PIXD_MAX_CONNECTIONS_PER_ADDRESS",
-     &pixd_config.max_connections_per_address, 1, 1000000},
-    {"max-buffered-mb", "PIXD_MAX_BUFFERED_MB", &pixd_config.max_buffered_mb, 1, 65536},
-    {"max-reads-per-ispb", "PIXD_MAX_READS_PER_ISPB", &pixd_config.max_reads_per_ispb, 1, 1000000},
-    {"send-quota", "PIXD_SEND_QUOTA", &pixd_config.send_quota, 0, 100000000},
-    {"send-refill", "PIXD_SEND_REFILL", &pixd_config.send_refill, 1, 100000000},
-};
-#define N_INT_OPTIONS (sizeof(int_options) / sizeof(int_options[0]))
 
 static void usage(FILE *out)
 {
-	fprintf(
-	    out,
-	    "usage: pixd [options]        (each option also reads the environment variable shown)\n"
-	    "  --listen HOST:PORT         HTTP address (default 127.0.0.1:3000)      PIXD_LISTEN\n"
-	    "  --db CONNINFO              libpq connection string; PG* variables fill in the\n"
-	    "                             rest (default empty)                       PIXD_DB\n"
-	    "  --pool N                   query connections (default 4)              PIXD_POOL\n"
-	    "  --wait-ms N                long-poll wait of an empty read, 0..8000\n"
-	    "                             (default 8000)                             PIXD_WAIT_MS\n"
-	    "  --max-queue N              queries waiting for a connection; beyond\n"
-	    "                             that 503 (default --max-parked + 1024)     PIXD_MAX_QUEUE\n"
-	    "  --max-parked N             reads in progress, querying or waiting;\n"
-	    "                             beyond that 503 (default 10000)            PIXD_MAX_PARKED\n"
-	    "  --max-connections N        open client connections (default 10000)\n"
-	    "                                                        PIXD_MAX_CONNECTIONS\n"
-	    "  --max-generate N           largest {number} of POST /api/util/msgs;\n"
-	    "                             keep it equal to the GUC pix.max_generate\n"
-	    "                             (default 10000)                            "
-	    "PIXD_MAX_GENERATE\n"
-	    "  --query-timeout-ms N       give up a query and reset its connection\n"
-	    "                             (default 10000)                        "
-	    "PIXD_QUERY_TIMEOUT_MS\n"
-	    "  --connect-timeout-ms N     give up a connection attempt\n"
-	    "                             (default 5000)                       "
-	    "PIXD_CONNECT_TIMEOUT_MS\n"
-	    "  --read-timeout-ms N        a request's head and body must arrive, and an\n"
-	    "                             idle keep-alive connection closes, within N ms\n"
-	    "                             (default 10000)                  PIXD_READ_TIMEOUT_MS\n"
-	    "  --max-connection-age-s N   a connection older than N s closes after its\n"
-	    "                             answer (default 3600)       PIXD_MAX_CONNECTION_AGE_S\n"
-	    "  --max-connections-per-address N  open connections of one IPv4 address or\n"
-	    "                             IPv6 /64; more are closed at accept (default 64)\n"
-	    "                                           PIXD_MAX_CONNECTIONS_PER_ADDRESS\n"
-	    "  --max-buffered-mb N        request bytes received but not yet handled, all\n"
-	    "                             connections; beyond, the largest are closed\n"
-	    "                             (default 64)                   PIXD_MAX_BUFFERED_MB\n"
-	    "  --max-reads-per-ispb N     reads in progress of one ISPB; beyond that\n"
-	    "                             429 (default 24)         PIXD_MAX_READS_PER_ISPB\n"
-	    "  --send-quota N             messages an ISPB may send in a burst (token\n"
-	    "                             bucket; 0 = off; default 3750 with --auth,\n"
-	    "                             0 without)                         PIXD_SEND_QUOTA\n"
-	    "  --send-refill N            tokens added back per second (default 750)\n"
-	    "                                                               PIXD_SEND_REFILL\n"
-	    "  --no-access-log            no line per request on stderr          PIXD_ACCESS_LOG=0\n"
-	    "  --auth MODE                none, token, mtls or token,mtls: how clients\n"
-	    "                             authenticate (default none)                PIXD_AUTH\n"
-	    "  --tls-cert FILE            HTTPS: PEM certificate chain           PIXD_TLS_CERT\n"
-	    "  --tls-key FILE             HTTPS: PEM private key                 PIXD_TLS_KEY\n"
-	    "  --client-ca FILE           mutual TLS: PEM CAs of client\n"
-	    "                             certificates (--auth mtls)             PIXD_CLIENT_CA\n"
-	    "  --insecure-open            allow --auth none or plain HTTP on a\n"
-	    "                             non-loopback address            PIXD_INSECURE_OPEN=1\n"
-	    "  --no-util                  POST /api/util/msgs answers 404        PIXD_NO_UTIL=1\n"
-	    "  --durable-reads            every stream call waits for the synchronous\n"
-	    "                             standby, even one that wrote nothing (HA)\n"
-	    "                                                     PIXD_DURABLE_READS=1\n"
-	    "  --help                     this text\n"
-	    "SIGTERM/SIGINT: stop accepting, answer waiting reads 204, finish the rest, exit 0.\n");
+	fprintf(out,
+	        "usage: pixd [options]   (each option also reads the environment variable shown)\n");
+	for (size_t i = 0; i < N_OPTIONS; i++) {
+		const struct option_spec *o = &options[i];
+		int len = fprintf(out, "  --%s%s%s", o->name, o->arg != NULL ? " " : "",
+		                  o->arg != NULL ? o->arg : "");
+		const char *env_value = o->kind == OPTION_ON ? "=1" : o->kind == OPTION_OFF ? "=0" : "";
+
+		fprintf(out, "%*s%s%s\n      %s", len < 40 ? 40 - len : 1, "", o->env, env_value, o->help);
+		if (o->kind == OPTION_INT)
+			fprintf(out, ", %d..%d", o->min, o->max);
+		if (o->shown == NULL && o->dflt_text != NULL)
+			fprintf(out, " (default %s)\n", o->dflt_text);
+		else if (o->shown == NULL)
+			fprintf(out, " (default %d)\n", o->dflt);
+		else if (*o->shown != '\0')
+			fprintf(out, " (default %s)\n", o->shown);
+		else
+			fprintf(out, "\n");
+	}
+	fprintf(out,
+	        "  --help                                this text\n"
+	        "SIGTERM/SIGINT: stop accepting, answer waiting reads 204, finish the rest, exit 0.\n");
 }
 
-static int parse_int(const struct int_option *o, const char *text)
+static int parse_int(const struct option_spec *o, const char *text)
 {
 	char *end;
 	long v = strtol(text, &end, 10);
@@ -149,98 +192,87 @@ static int parse_int(const struct int_option *o, const char *text)
 		        o->min, o->max, text);
 		return -1;
 	}
-	*o->value = (int)v;
+	*(int *)o->field = (int)v;
 	return 0;
 }
 
-static int read_environment(const struct int_option *opts, size_t n)
+/* The option's value from the command line (NULL for a flag); -1 after saying what is wrong. */
+static int set_option(const struct option_spec *o, const char *value)
 {
-	const char *v;
-
-	if ((v = getenv("PIXD_LISTEN")) != NULL && *v != '\0')
-		pixd_config.listen = v;
-	if ((v = getenv("PIXD_DB")) != NULL)
-		pixd_config.db_conninfo = v;
-	if ((v = getenv("PIXD_ACCESS_LOG")) != NULL)
-		pixd_config.access_log = strcmp(v, "0") != 0;
-	if ((v = getenv("PIXD_AUTH")) != NULL && *v != '\0' && parse_auth(v) != 0)
-		return -1;
-	if ((v = getenv("PIXD_TLS_CERT")) != NULL && *v != '\0')
-		pixd_config.tls_cert = v;
-	if ((v = getenv("PIXD_TLS_KEY")) != NULL && *v != '\0')
-		pixd_config.tls_key = v;
-	if ((v = getenv("PIXD_CLIENT_CA")) != NULL && *v != '\0')
-		pixd_config.client_ca = v;
-	if ((v = getenv("PIXD_INSECURE_OPEN")) != NULL)
-		pixd_config.insecure_open = strcmp(v, "1") == 0;
-	if ((v = getenv("PIXD_NO_UTIL")) != NULL)
-		pixd_config.no_util = strcmp(v, "1") == 0;
-	if ((v = getenv("PIXD_DURABLE_READS")) != NULL)
-		pixd_config.durable_reads = strcmp(v, "1") == 0;
-	for (size_t i = 0; i < n; i++)
-		if ((v = getenv(opts[i].env)) != NULL && *v != '\0' && parse_int(&opts[i], v) != 0)
+	switch (o->kind) {
+	case OPTION_INT:
+		return parse_int(o, value);
+	case OPTION_FILE:
+		if (*value == '\0') { /* an empty file name is a mistake, not "off" */
+			fprintf(stderr, "pixd: --%s needs a file name\n", o->name);
 			return -1;
+		}
+		/* fall through */
+	case OPTION_TEXT:
+	case OPTION_CONNINFO:
+		*(const char **)o->field = value;
+		return 0;
+	case OPTION_ON:
+		*(int *)o->field = 1;
+		return 0;
+	case OPTION_OFF:
+		*(int *)o->field = 0;
+		return 0;
+	case OPTION_AUTH:
+		return parse_auth(value);
+	}
+	return -1;
+}
+
+/* The option's variable, when set: an empty one is ignored, but for the flags and the conninfo. */
+static int set_from_environment(const struct option_spec *o)
+{
+	const char *v = getenv(o->env);
+
+	if (v == NULL)
+		return 0;
+	switch (o->kind) {
+	case OPTION_ON:
+		*(int *)o->field = strcmp(v, "1") == 0;
+		return 0;
+	case OPTION_OFF:
+		*(int *)o->field = strcmp(v, "0") != 0;
+		return 0;
+	case OPTION_CONNINFO:
+		*(const char **)o->field = v;
+		return 0;
+	default:
+		return *v == '\0' ? 0 : set_option(o, v);
+	}
+}
+
+/* The integers after the others, so that the first complaint is the same whatever the table's order. */
+static int read_environment(void)
+{
+	for (int ints = 0; ints <= 1; ints++)
+		for (size_t i = 0; i < N_OPTIONS; i++)
+			if ((options[i].kind == OPTION_INT) == ints && set_from_environment(&options[i]) != 0)
+				return -1;
 	return 0;
 }
 
-static int parse_arguments(int argc, char **argv, const struct int_option *opts, size_t n)
+static int parse_arguments(int argc, char **argv)
 {
-	enum {
-		OPT_LISTEN = 1000,
-		OPT_DB,
-		OPT_NO_ACCESS_LOG,
-		OPT_DURABLE_READS,
-		OPT_HELP,
-		OPT_AUTH,
-		OPT_TLS_CERT,
-		OPT_TLS_KEY,
-		OPT_CLIENT_CA,
-		OPT_INSECURE_OPEN,
-		OPT_NO_UTIL,
-		OPT_INT
-	};
-	struct option longopts[N_INT_OPTIONS + 12];
-	size_t k = 0;
+	struct option longopts[N_OPTIONS + 2];
 	int c, idx;
 
-	longopts[k++] = (struct option){"listen", required_argument, NULL, OPT_LISTEN};
-	longopts[k++] = (struct option){"db", required_argument, NULL, OPT_DB};
-	longopts[k++] = (struct option){"no-access-log", no_argument, NULL, OPT_NO_ACCESS_LOG};
-	longopts[k++] = (struct option){"durable-reads", no_argument, NULL, OPT_DURABLE_READS};
-	longopts[k++] = (struct option){"help", no_argument, NULL, OPT_HELP};
-	longopts[k++] = (struct option){"auth", required_argument, NULL, OPT_AUTH};
-	longopts[k++] = (struct option){"tls-cert", required_argument, NULL, OPT_TLS_CERT};
-	longopts[k++] = (struct option){"tls-key", required_argument, NULL, OPT_TLS_KEY};
-	longopts[k++] = (struct option){"client-ca", required_argument, NULL, OPT_CLIENT_CA};
-	longopts[k++] = (struct option){"insecure-open", no_argument, NULL, OPT_INSECURE_OPEN};
-	longopts[k++] = (struct option){"no-util", no_argument, NULL, OPT_NO_UTIL};
-	for (size_t i = 0; i < n; i++)
-		longopts[k++] = (struct option){opts[i].name, required_argument, NULL, OPT_INT + (int)i};
-	longopts[k] = (struct option){NULL, 0, NULL, 0};
+	for (size_t i = 0; i < N_OPTIONS; i++)
+		longopts[i] = (struct option){options[i].name,
+		                              options[i].arg != NULL ? required_argument : no_argument,
+		                              NULL, OPT_FIRST + (int)i};
+	longopts[N_OPTIONS] = (struct option){"help", no_argument, NULL, OPT_HELP};
+	longopts[N_OPTIONS + 1] = (struct option){NULL, 0, NULL, 0};
 	while ((c = getopt_long(argc, argv, "h", longopts, &idx)) != -1) {
-		if (c == OPT_LISTEN)
-			pixd_config.listen = optarg;
-		else if (c == OPT_DB)
-			pixd_config.db_conninfo = optarg;
-		else if (c == OPT_NO_ACCESS_LOG)
-			pixd_config.access_log = 0;
-		else if (c == OPT_DURABLE_READS)
-			pixd_config.durable_reads = 1;
-		else if (c == OPT_AUTH) {
-			if (parse_auth(optarg) != 0)
-				return -1;
-		} else if (c == OPT_INSECURE_OPEN)
-			pixd_config.insecure_open = 1;
-		else if (c == OPT_NO_UTIL)
-			pixd_config.no_util = 1;
-		else if (c == OPT_TLS_CERT || c == OPT_TLS_KEY || c == OPT_CLIENT_CA) {
-			if (set_string(c - OPT_TLS_CERT, optarg) != 0)
-				return -1;
-		} else if (c == OPT_HELP || c == 'h') {
+		if (c == OPT_HELP || c == 'h') {
 			usage(stdout);
 			exit(0);
-		} else if (c >= OPT_INT && c < OPT_INT + (int)n) {
-			if (parse_int(&opts[c - OPT_INT], optarg) != 0)
+		} else if (c >= OPT_FIRST && c < OPT_FIRST + (int)N_OPTIONS) {
+			if (set_option(&options[c - OPT_FIRST], optarg) != 0)
 				return -1;
 		} else {
 			usage(stderr);
@@ -272,20 +304,6 @@ static int parse_auth(const char *text)
 	return 0;
 }
 
-/* which: 0 --tls-cert, 1 --tls-key, 2 --client-ca. An empty file name is a mistake, not "off". */
-static int set_string(int which, const char *value)
-{
-	static const char *const names[] = {"tls-cert", "tls-key", "client-ca"};
-	const char **fields[] = {&pixd_config.tls_cert, &pixd_config.tls_key, &pixd_config.client_ca};
-
-	if (*value == '\0') {
-		fprintf(stderr, "pixd: --%s needs a file name\n", names[which]);
-		return -1;
-	}
-	*fields[which] = value;
-	return 0;
-}
-
 /* A malformed connection string is an operator's mistake: say so now rather than retry forever. */
 static int check_conninfo(const char *conninfo)
 {
@@ -303,8 +321,7 @@ static int check_conninfo(const char *conninfo)
 
 int config_parse(int argc, char **argv)
 {
-	if (read_environment(int_options, N_INT_OPTIONS) != 0 ||
-	    parse_arguments(argc, argv, int_options, N_INT_OPTIONS) != 0 ||
+	if (read_environment() != 0 || parse_arguments(argc, argv) != 0 ||
 	    check_conninfo(pixd_config.db_conninfo) != 0)
 		return 2;
 	if (pixd_config.max_queue < 0)

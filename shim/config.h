@@ -48,7 +48,7 @@ struct pixd_config {
 	const char *tls_key;
 	const char *client_ca; /* PEM CAs of client certificates (--auth mtls) */
 	int durable_reads;     /* stream calls take a transaction id (see database.c) */
-	/* What a client costs before it is authenticated (issue 18; event_loop.c, admission.c). */
+	/* What a client costs before it is authenticated (issue 18; event_loop.c, peers.c, router.c). */
 	int read_timeout_ms;        /* a request's head and body, or a keep-alive connection's idle time */
 	int max_connection_age_s;   /* a connection older than this closes after its current answer */
 	int max_connections_per_address; /* per IPv4 address or IPv6 /64 */

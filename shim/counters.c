@@ -1,57 +1,47 @@
 /*
- * counters.c — the counters of GET /metrics, and the per-route observation of every response.
+ * counters.c — the counters of GET /metrics, and the per-route observation of every response: the
+ * route the router decided for the request (router.c), carried with it (request_route).
  */
-#define _GNU_SOURCE /* memmem */
 #include <string.h>
 #include "counters.h"
-
-static int path_is(h2o_iovec_t path, const char *prefix, const char *suffix);
 
 struct pixd_metrics pixd_metrics;
 struct route_observations route_observed;
 
+/* The label of each route in /metrics (the generator's is "util_msgs": its path's words, kept). */
 const char *const route_names[ROUTE_N] = {
-    "stream_start", "stream_next", "stream_stop", "util_msgs", "messages_send",
-    "streams_stop", "health",      "metrics",     "openapi",   "other"};
+    [ROUTE_START] = "stream_start", [ROUTE_NEXT] = "stream_next",
+    [ROUTE_STOP] = "stream_stop",   [ROUTE_GENERATE] = "util_msgs",
+    [ROUTE_SEND] = "messages_send", [ROUTE_STOP_ALL] = "streams_stop",
+    [ROUTE_HEALTH] = "health",      [ROUTE_METRICS] = "metrics",
+    [ROUTE_OPENAPI] = "openapi",    [ROUTE_OTHER] = "other"};
 /* A long poll lands near --wait-ms: the last finite bound is above the contract's 8 s. */
 const double latency_bounds[PIXD_LATENCY_BOUNDS] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1,
                                                     0.25,  0.5,   1,    2.5,   5,    9};
 
-static int path_is(h2o_iovec_t path, const char *prefix, const char *suffix)
-{
-	size_t p = strlen(prefix), s = strlen(suffix);
+#define ROUTE_ENV "pixd-route"
 
-	return path.len >= p + s && memcmp(path.base, prefix, p) == 0 &&
-	       memcmp(path.base + path.len - s, suffix, s) == 0;
+/* h2o's per-request environment (h2o_req_getenv) is the request's own key/value store: the
+ * route's name stands there, and its address in route_names says which route it is. */
+void request_route_set(h2o_req_t *req, enum route route)
+{
+	*h2o_req_getenv(req, H2O_STRLIT(ROUTE_ENV), 1) =
+	    h2o_iovec_init(route_names[route], strlen(route_names[route]));
 }
 
-enum route route_of_request(h2o_req_t *req)
+enum route request_route(h2o_req_t *req)
 {
-	h2o_iovec_t path = req->path_normalized;
+	h2o_iovec_t *v = h2o_req_getenv(req, H2O_STRLIT(ROUTE_ENV), 0);
 
-	if (path_is(path, "/api/pix/", "/stream/start"))
-		return ROUTE_START;
-	if (path_is(path, "/api/pix/", "/msgs"))
-		return ROUTE_SEND;
-	if (path_is(path, "/api/pix/", "/streams") || path_is(path, "/api/pix/", "/stream/stop"))
-		return ROUTE_STOP_ALL;
-	if (path_is(path, "/api/pix/", "") && memmem(path.base, path.len, "/stream/", 8) != NULL)
-		return h2o_memis(req->method.base, req->method.len, H2O_STRLIT("DELETE")) ? ROUTE_STOP
-		                                                                          : ROUTE_NEXT;
-	if (path_is(path, "/api/util/msgs/", ""))
-		return ROUTE_MSGS;
-	if (h2o_memis(path.base, path.len, H2O_STRLIT("/health")))
-		return ROUTE_HEALTH;
-	if (h2o_memis(path.base, path.len, H2O_STRLIT("/metrics")))
-		return ROUTE_METRICS;
-	if (h2o_memis(path.base, path.len, H2O_STRLIT("/openapi.json")))
-		return ROUTE_OPENAPI;
+	for (int r = 0; v != NULL && r < ROUTE_N; r++)
+		if (v->base == route_names[r])
+			return r;
 	return ROUTE_OTHER;
 }
 
 void metrics_observe(h2o_req_t *req, int status, double ms)
 {
-	enum route r = route_of_request(req);
+	enum route r = request_route(req);
 	size_t b = 0;
 
 	route_observed.responses[r][status / 100 < 6 ? status / 100 : 5]++;

@@ -39,18 +39,21 @@ struct pixd_metrics {
 	uint64_t connections_refused_per_address; /* closed at accept (event_loop.c) */
 	uint64_t connections_shed_buffered; /* closed: --max-buffered-mb was exceeded (event_loop.c) */
 	uint64_t unverified_refused;   /* 503: an unknown credential's share of the queue (database.c) */
-	uint64_t throttled_no_query;   /* 401 to a throttled address without a query (router.c) */
+	uint64_t throttled_no_query;   /* 401 to a throttled address without a query (respond.c) */
 	uint64_t health_answers_cached; /* GET /health answered without a probe (health.c) */
 };
 
 extern struct pixd_metrics pixd_metrics;
 
-/* Responses by route and latency: routes are the contract's fixed set, so labels stay bounded. */
+/* The routes (router.c decides which one a request is): the contract's fixed set, so the labels of
+ * responses by route and latency stay bounded. Those before ROUTE_HEALTH are the authenticated
+ * /api routes. ROUTE_GENERATE: POST /api/util/msgs/{ispb}/{number} (handlers/generate.c);
+ * ROUTE_SEND: POST /api/pix/{ispb}/msgs (handlers/send.c). */
 enum route {
 	ROUTE_START,
 	ROUTE_NEXT,
 	ROUTE_STOP,
-	ROUTE_MSGS,
+	ROUTE_GENERATE,
 	ROUTE_SEND,
 	ROUTE_STOP_ALL,
 	ROUTE_HEALTH,
@@ -72,8 +75,10 @@ extern const char *const route_names[ROUTE_N];
 extern const double latency_bounds[PIXD_LATENCY_BOUNDS];
 extern struct route_observations route_observed;
 
-/* The route a request's method and path name (ROUTE_OTHER for anything else). */
-enum route route_of_request(h2o_req_t *req);
+/* The route router.c decided for a request, carried with it: set once by the router, read by whoever
+ * counts its answer (ROUTE_OTHER before the router decided, and for a path that is no route). */
+void request_route_set(h2o_req_t *req, enum route route);
+enum route request_route(h2o_req_t *req);
 /* Counts a response: by route and status class, and its latency in the histogram. */
 void metrics_observe(h2o_req_t *req, int status, double ms);
 

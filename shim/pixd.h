@@ -3,10 +3,11 @@
  * loop and h2o context, the stopping flag, the ISPB check), plus the other ground-floor headers
  * (configuration, counters, log) for convenience.
  *
- * The layers, bottom to top; a file uses only files of its own floor or below (shim/README.md):
- *   1. ground floor: config, counters, log, pixd; accept (a pure parser of two headers)
- *   2. database and parking: pgconn, database, parking, listener, maintenance
- *   3. response helpers: respond
+ * The layers, bottom to top; a file uses only files of its own floor or below. shim/README.md
+ * ("Files, by layer") names the files of each floor:
+ *   1. ground floor (configuration, counters, log, this file, the pure parsers and tables, TLS, auth)
+ *   2. database and parking
+ *   3. responses and the lifetime of a request answered later (respond)
  *   4. handlers/ (one file per route family)
  *   5. router
  *   6. event_loop

@@ -1,6 +1,7 @@
 /*
  * respond.c — the response helpers: the one way every response leaves the server, and the lifetime
- * of requests answered later (async_req).
+ * of requests answered later (async_req), with the base of those answered by one database call
+ * (db_request: submit or 503, detach, the result's triage, written once for every handler).
  *
  * Every error body is application/problem+json (RFC 9457) with type, title, status and detail.
  * Details are fixed strings chosen here or by the handlers, never a database message or request
@@ -45,6 +46,8 @@ static const char *send_error_detail(const PGresult *res);
 static void send_unauthenticated(h2o_req_t *req, int token_presented);
 static void on_auth_delay(h2o_timeout_entry_t *entry);
 static void detach_auth_delay(struct async_req *a);
+static void db_request_detach(struct async_req *a);
+static void db_request_on_result(db_query_t *q, PGresult *res, enum db_failure failure);
 
 /* A 401 answered later: the request's state while the delay runs. */
 struct auth_delay {
@@ -121,6 +124,57 @@ static void async_dispose(void *p)
 		pixd_metrics.clients_gone++;
 		if (pixd_config.access_log)
 			pixd_log("%s %s - client gone before the answer", a->log_method, a->log_path);
+	}
+}
+
+/* ---- requests answered by one database call (respond.h: struct db_request) ------------------ */
+
+void *db_request_new(h2o_req_t *req, size_t size, const struct db_request_class *cls)
+{
+	struct db_request *r = async_req_new(req, size, db_request_detach);
+
+	r->cls = cls;
+	r->query.cb = db_request_on_result;
+	return r;
+}
+
+enum db_submit_status db_request_submit(struct db_request *r)
+{
+	enum db_submit_status st = db_submit(&r->query);
+
+	if (st != DB_SUBMITTED)
+		respond_db_rejected(db_request_answer(r), st);
+	return st;
+}
+
+h2o_req_t *db_request_answer(struct db_request *r)
+{
+	if (r->cls->leave != NULL)
+		r->cls->leave(r);
+	return async_req_answer(&r->base);
+}
+
+/* h2o frees the request (answered, or the client left): nothing may reach the state after this. */
+static void db_request_detach(struct async_req *a)
+{
+	struct db_request *r = (struct db_request *)a;
+
+	db_cancel(&r->query);
+	if (r->cls->leave != NULL)
+		r->cls->leave(r);
+}
+
+static void db_request_on_result(db_query_t *q, PGresult *res, enum db_failure failure)
+{
+	struct db_request *r = H2O_STRUCT_FROM_MEMBER(struct db_request, query, q);
+
+	if (failure != DB_FAIL_NONE) {
+		if (r->cls->on_failure == NULL || !r->cls->on_failure(r, failure))
+			respond_db_failure(db_request_answer(r), failure);
+	} else if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		respond_db_error(db_request_answer(r), res);
+	} else {
+		r->cls->on_rows(r, res);
 	}
 }
 

@@ -7,7 +7,8 @@
  * GET /api/pix/{ispb}/stream/stop (stop all of the institution's streams; DELETE instead with
  * authentication on: stop_all_method).
  * A known path with another method is 405 with Allow; anything else 404. The segments handed to a
- * handler point into the request and are not validated yet: each handler checks its own.
+ * handler point into the request; the ISPB and a stream's id are checked here, once authenticated
+ * (path_values_ok), the rest (the generator's {number}, a send's body) by the handler.
  *
  * Authentication comes once a route and its method matched, before the handler looks at anything:
  * without a usable credential the answer is 401 whatever the ISPB or id (no oracle); so is a
@@ -33,7 +34,7 @@
 /* Which routes take a body, and how large (bytes). */
 static const size_t route_body_max[ROUTE_N] = {
     [ROUTE_START] = ROUTE_BODY_NONE,   [ROUTE_NEXT] = ROUTE_BODY_NONE,
-    [ROUTE_STOP] = ROUTE_BODY_NONE,    [ROUTE_MSGS] = ROUTE_BODY_NONE,
+    [ROUTE_STOP] = ROUTE_BODY_NONE,    [ROUTE_GENERATE] = ROUTE_BODY_NONE,
     [ROUTE_SEND] = PIXD_SEND_BODY_MAX, [ROUTE_STOP_ALL] = ROUTE_BODY_NONE,
     [ROUTE_HEALTH] = ROUTE_BODY_NONE,  [ROUTE_METRICS] = ROUTE_BODY_NONE,
     [ROUTE_OPENAPI] = ROUTE_BODY_NONE, [ROUTE_OTHER] = ROUTE_BODY_NONE,
@@ -43,11 +44,16 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req);
 static size_t split_path(h2o_iovec_t path, h2o_iovec_t *segs, size_t max);
 static int seg_is(h2o_iovec_t seg, const char *s);
 static int method_is(h2o_req_t *req, const char *m);
-static void route_api(h2o_req_t *req, h2o_iovec_t *segs, size_t n);
-static void route_pix(h2o_req_t *req, h2o_iovec_t *segs, size_t n, const char *credential);
-static const char *api_allow(h2o_iovec_t *segs, size_t n);
+static enum route route_decide(h2o_req_t *req, h2o_iovec_t *segs, size_t n);
+static enum route route_api(h2o_req_t *req, h2o_iovec_t *segs, size_t n);
+static const char *route_allow(enum route route, size_t n);
+static int method_allowed(h2o_req_t *req, const char *allow);
+static void route_dispatch(h2o_req_t *req, enum route route, h2o_iovec_t *segs,
+                           const char *credential);
 static const char *stop_all_method(void);
 static int body_too_large(h2o_req_t *req, enum route route);
+static int iid_is_plausible(h2o_iovec_t iid);
+static int path_values_ok(h2o_req_t *req, enum route route, h2o_iovec_t *segs);
 static void close_if_old(h2o_req_t *req);
 
 void router_register(h2o_globalconf_t *conf)
@@ -90,33 +96,66 @@ static void close_if_old(h2o_req_t *req)
 		req->http1_is_persistent = 0;
 }
 
+/* The route is decided here, once, and carried with the request (request_route_set): the body
+ * limit, authentication, the handler and the per-route counters of its answer all read it. */
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
 	h2o_iovec_t segs[MAX_SEGMENTS + 1];
 	size_t n = split_path(req->path_normalized, segs, MAX_SEGMENTS + 1);
+	enum route route = route_decide(req, segs, n);
+	const char *credential = NULL;
 
 	pixd_metrics.requests++;
 	close_if_old(req);
-	if (n == 1 && (seg_is(segs[0], "health") || seg_is(segs[0], "metrics") ||
-	               seg_is(segs[0], "openapi.json"))) {
-		if (!method_is(req, "GET"))
-			respond_not_allowed(req, "GET");
-		else if (body_too_large(req, route_of_request(req)))
-			return 0;
-		else if (seg_is(segs[0], "health"))
-			handle_health(req);
-		else if (seg_is(segs[0], "metrics"))
-			handle_metrics(req);
-		else
-			handle_openapi(req);
+	request_route_set(req, route);
+	if (route == ROUTE_OTHER) {
+		respond_problem(req, 404, "no such resource");
 		return 0;
 	}
-	if ((n == 4 || n == 5) && seg_is(segs[0], "api")) {
-		route_api(req, segs, n);
+	if (!method_allowed(req, route_allow(route, n))) {
+		respond_not_allowed(req, route_allow(route, n));
 		return 0;
 	}
-	respond_problem(req, 404, "no such resource");
+	if (body_too_large(req, route))
+		return 0;
+	if (route < ROUTE_HEALTH && request_authenticate(req, &credential) != 0)
+		return 0; /* /health, /metrics and /openapi.json stay open */
+	if (route < ROUTE_HEALTH && !path_values_ok(req, route, segs))
+		return 0;
+	route_dispatch(req, route, segs, credential);
 	return 0;
+}
+
+/* The route a path names: the three operators' paths, or one of /api (route_api). */
+static enum route route_decide(h2o_req_t *req, h2o_iovec_t *segs, size_t n)
+{
+	if (n == 1 && seg_is(segs[0], "health"))
+		return ROUTE_HEALTH;
+	if (n == 1 && seg_is(segs[0], "metrics"))
+		return ROUTE_METRICS;
+	if (n == 1 && seg_is(segs[0], "openapi.json"))
+		return ROUTE_OPENAPI;
+	if ((n == 4 || n == 5) && seg_is(segs[0], "api"))
+		return route_api(req, segs, n);
+	return ROUTE_OTHER;
+}
+
+/* /api/pix/{ispb}/... and /api/util/msgs/{ispb}/{number}; /stream/{id} is a read unless DELETE. */
+static enum route route_api(h2o_req_t *req, h2o_iovec_t *segs, size_t n)
+{
+	if (seg_is(segs[1], "pix") && n == 5 && seg_is(segs[3], "stream") && seg_is(segs[4], "stop"))
+		return ROUTE_STOP_ALL;
+	if (seg_is(segs[1], "pix") && n == 5 && seg_is(segs[3], "stream"))
+		return seg_is(segs[4], "start")   ? ROUTE_START
+		       : method_is(req, "DELETE") ? ROUTE_STOP
+		                                  : ROUTE_NEXT;
+	if (seg_is(segs[1], "pix") && n == 4 && seg_is(segs[3], "msgs"))
+		return ROUTE_SEND;
+	if (seg_is(segs[1], "pix") && n == 4 && seg_is(segs[3], "streams"))
+		return ROUTE_STOP_ALL;
+	if (seg_is(segs[1], "util") && n == 5 && seg_is(segs[2], "msgs") && !pixd_config.no_util)
+		return ROUTE_GENERATE;
+	return ROUTE_OTHER;
 }
 
 /*
@@ -132,59 +171,97 @@ static const char *stop_all_method(void)
 	return pixd_config.auth_modes != 0 ? "DELETE" : "GET, DELETE";
 }
 
-/* The method allowed on an /api path, or NULL when the path is no route. */
-static const char *api_allow(h2o_iovec_t *segs, size_t n)
+/* The methods a route's path allows (n: its segments, which tell .../streams from .../stream/stop). */
+static const char *route_allow(enum route route, size_t n)
 {
-	if (seg_is(segs[1], "pix") && n == 5 && seg_is(segs[3], "stream") && seg_is(segs[4], "stop"))
-		return stop_all_method();
-	if (seg_is(segs[1], "pix") && n == 5 && seg_is(segs[3], "stream"))
-		return seg_is(segs[4], "start") ? "GET" : "GET, DELETE";
-	if (seg_is(segs[1], "pix") && n == 4 && seg_is(segs[3], "msgs"))
+	switch (route) {
+	case ROUTE_NEXT:
+	case ROUTE_STOP:
+		return "GET, DELETE";
+	case ROUTE_STOP_ALL:
+		return n == 5 ? stop_all_method() : "DELETE";
+	case ROUTE_SEND:
+	case ROUTE_GENERATE:
 		return "POST";
-	if (seg_is(segs[1], "pix") && n == 4 && seg_is(segs[3], "streams"))
-		return "DELETE";
-	if (seg_is(segs[1], "util") && n == 5 && seg_is(segs[2], "msgs") && !pixd_config.no_util)
-		return "POST";
-	return NULL;
+	default:
+		return "GET";
+	}
 }
 
-/* Matches path and method, checks the body's size, authenticates, then hands over. */
-static void route_api(h2o_req_t *req, h2o_iovec_t *segs, size_t n)
+static int method_allowed(h2o_req_t *req, const char *allow)
 {
-	const char *allow = api_allow(segs, n), *credential;
-
-	if (allow == NULL) {
-		respond_problem(req, 404, "no such resource");
-		return;
-	}
-	if (!((method_is(req, "GET") && strstr(allow, "GET") != NULL) ||
-	      (method_is(req, "DELETE") && strstr(allow, "DELETE") != NULL) ||
-	      (method_is(req, "POST") && strcmp(allow, "POST") == 0))) {
-		respond_not_allowed(req, allow);
-		return;
-	}
-	if (body_too_large(req, route_of_request(req)))
-		return;
-	if (request_authenticate(req, &credential) != 0)
-		return;
-	if (seg_is(segs[1], "util"))
-		handle_util_msgs(req, segs[3], segs[4], credential);
-	else
-		route_pix(req, segs, n, credential);
+	return (method_is(req, "GET") && strstr(allow, "GET") != NULL) ||
+	       (method_is(req, "DELETE") && strstr(allow, "DELETE") != NULL) ||
+	       (method_is(req, "POST") && strcmp(allow, "POST") == 0);
 }
 
-static void route_pix(h2o_req_t *req, h2o_iovec_t *segs, size_t n, const char *credential)
+/*
+ * Cheap pre-checks that spare the database a query and keep arbitrary bytes (invalid UTF-8, NUL)
+ * away from it; the database stays the judge of what an id is. A rejected id gets the same 404 the
+ * database's PX004 gets.
+ */
+static int iid_is_plausible(h2o_iovec_t iid)
 {
-	if (n == 4 && seg_is(segs[3], "msgs"))
-		handle_messages_send(req, segs[2], credential);
-	else if (n == 4 || seg_is(segs[4], "stop"))
-		handle_streams_stop_all(req, segs[2], credential);
-	else if (seg_is(segs[4], "start"))
+	if (iid.len == 0 || iid.len > PIXD_IID_MAX)
+		return 0;
+	for (size_t i = 0; i < iid.len; i++)
+		if ((unsigned char)iid.base[i] <= 0x20 || (unsigned char)iid.base[i] >= 0x7f)
+			return 0;
+	return 1;
+}
+
+/* The {ispb} of every /api route (400 unless 8 digits) and the {id} of a stream's (the database's
+ * 404 unless plausible): 1 when usable, else answered. The handlers get them checked. */
+static int path_values_ok(h2o_req_t *req, enum route route, h2o_iovec_t *segs)
+{
+	h2o_iovec_t ispb = route == ROUTE_GENERATE ? segs[3] : segs[2];
+
+	if (!is_ispb(ispb.base, ispb.len)) {
+		respond_bad_ispb(req);
+		return 0;
+	}
+	if ((route == ROUTE_NEXT || route == ROUTE_STOP) && !iid_is_plausible(segs[4])) {
+		respond_stream_not_found(req);
+		return 0;
+	}
+	return 1;
+}
+
+/* segs: /api/{pix|util}/{ispb or msgs}/{...}/{...}, or the operators' one segment. */
+static void route_dispatch(h2o_req_t *req, enum route route, h2o_iovec_t *segs,
+                           const char *credential)
+{
+	switch (route) {
+	case ROUTE_START:
 		handle_stream_start(req, segs[2], credential);
-	else if (method_is(req, "GET"))
+		break;
+	case ROUTE_NEXT:
 		handle_stream_next(req, segs[2], segs[4], credential);
-	else
+		break;
+	case ROUTE_STOP:
 		handle_stream_stop(req, segs[2], segs[4], credential);
+		break;
+	case ROUTE_GENERATE:
+		handle_generate(req, segs[3], segs[4], credential);
+		break;
+	case ROUTE_SEND:
+		handle_messages_send(req, segs[2], credential);
+		break;
+	case ROUTE_STOP_ALL:
+		handle_streams_stop_all(req, segs[2], credential);
+		break;
+	case ROUTE_HEALTH:
+		handle_health(req);
+		break;
+	case ROUTE_METRICS:
+		handle_metrics(req);
+		break;
+	case ROUTE_OPENAPI:
+		handle_openapi(req);
+		break;
+	default:
+		break;
+	}
 }
 
 /* Splits "/a/b/c" into segments; returns how many (up to max; more count as max). */

@@ -19,21 +19,20 @@
  */
 #include <stdlib.h>
 #include <string.h>
-#include "database.h"
 #include "handlers.h"
 #include "quota.h"
 #include "respond.h"
 
 struct send_ctx {
-	struct async_req base;
-	db_query_t query;
+	struct db_request base;
 	char ispb[PIXD_ISPB_LEN + 1];
 };
 
 static int is_json_content(h2o_req_t *req);
 static int over_quota(h2o_req_t *req, h2o_iovec_t ispb);
-static void detach_send(struct async_req *a);
-static void on_send_result(db_query_t *q, PGresult *res, enum db_failure failure);
+static void on_send_rows(struct db_request *r, const PGresult *res);
+
+static const struct db_request_class send_class = {.on_rows = on_send_rows};
 
 /* 1 when the one Content-Type is application/json, in any case, with or without parameters. */
 static int is_json_content(h2o_req_t *req)
@@ -70,12 +69,7 @@ static int over_quota(h2o_req_t *req, h2o_iovec_t ispb)
 void handle_messages_send(h2o_req_t *req, h2o_iovec_t ispb, const char *credential)
 {
 	struct send_ctx *ctx;
-	enum db_submit_status st;
 
-	if (!is_ispb(ispb.base, ispb.len)) {
-		respond_bad_ispb(req);
-		return;
-	}
 	if (!is_json_content(req)) {
 		respond_problem(req, 415, "the body must be sent as Content-Type: application/json");
 		return;
@@ -90,34 +84,22 @@ void handle_messages_send(h2o_req_t *req, h2o_iovec_t ispb, const char *credenti
 	}
 	if (over_quota(req, ispb))
 		return;
-	ctx = async_req_new(req, sizeof(*ctx), detach_send);
+	ctx = db_request_new(req, sizeof(*ctx), &send_class);
 	memcpy(ctx->ispb, ispb.base, PIXD_ISPB_LEN);
-	ctx->query.stmt = DB_SEND;
-	ctx->query.params[0] = ctx->ispb;
+	ctx->base.query.stmt = DB_SEND;
+	ctx->base.query.params[0] = ctx->ispb;
 	/* NUL-terminated copy in req->pool: it lives until the request is freed */
-	ctx->query.params[1] = h2o_strdup(&req->pool, req->entity.base, req->entity.len).base;
-	ctx->query.params[2] = credential;
-	ctx->query.cb = on_send_result;
-	st = db_submit(&ctx->query);
-	if (st != DB_SUBMITTED)
-		respond_db_rejected(async_req_answer(&ctx->base), st);
+	ctx->base.query.params[1] = h2o_strdup(&req->pool, req->entity.base, req->entity.len).base;
+	ctx->base.query.params[2] = credential;
+	db_request_submit(&ctx->base);
 }
 
-static void detach_send(struct async_req *a)
+static void on_send_rows(struct db_request *r, const PGresult *res)
 {
-	db_cancel(&((struct send_ctx *)a)->query);
-}
+	struct send_ctx *ctx = (struct send_ctx *)r;
+	h2o_req_t *req = db_request_answer(r);
 
-static void on_send_result(db_query_t *q, PGresult *res, enum db_failure failure)
-{
-	struct send_ctx *ctx = H2O_STRUCT_FROM_MEMBER(struct send_ctx, query, q);
-	h2o_req_t *req = async_req_answer(&ctx->base);
-
-	if (failure != DB_FAIL_NONE)
-		respond_db_failure(req, failure);
-	else if (PQresultStatus(res) != PGRES_TUPLES_OK)
-		respond_db_error(req, res);
-	else if (PQntuples(res) != 1 || PQnfields(res) != 3 || PQgetisnull(res, 0, 2)) {
+	if (PQntuples(res) != 1 || PQnfields(res) != 3 || PQgetisnull(res, 0, 2)) {
 		pixd_log("pix_messages_send returned no row");
 		respond_problem(req, 500, "internal error");
 	} else {

@@ -24,15 +24,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include "accept.h"
-#include "database.h"
 #include "handlers.h"
 #include "listener.h"
 #include "parking.h"
 #include "respond.h"
 
 struct read_ctx {
-	struct async_req base;
-	db_query_t query;
+	struct db_request base;
 	struct parking_slot slot; /* its ispb and iid are the query's parameters */
 	unsigned listen_epoch;    /* listener_epoch() when the last query was submitted */
 	char max_messages[4];
@@ -45,19 +43,17 @@ struct read_ctx {
 
 /* DELETE of one stream, or of all of an ISPB's streams (iid unused). */
 struct stop_ctx {
-	struct async_req base;
-	db_query_t query;
+	struct db_request base;
 	char ispb[PIXD_ISPB_LEN + 1];
 	char iid[PIXD_IID_MAX + 1];
 };
 
-static int iid_is_plausible(h2o_iovec_t iid);
-static int stream_path_ok(h2o_req_t *req, h2o_iovec_t ispb, h2o_iovec_t iid);
 static struct read_ctx *read_ctx_new(h2o_req_t *req, h2o_iovec_t ispb, enum accept_choice batch,
                                      const char *credential);
 static void read_begin(struct read_ctx *ctx);
-static void detach_read(struct async_req *a);
-static void on_read_result(db_query_t *q, PGresult *res, enum db_failure failure);
+static void read_leave(struct db_request *r);
+static int on_read_failure(struct db_request *r, enum db_failure failure);
+static void on_read_rows(struct db_request *r, const PGresult *res);
 static int read_row_ok(struct read_ctx *ctx, const PGresult *res);
 static void read_found_nothing(struct read_ctx *ctx, const PGresult *res);
 static int on_wake(struct parking_slot *slot);
@@ -71,42 +67,16 @@ static h2o_req_t *read_finish(struct read_ctx *ctx);
 static void answer_messages(struct read_ctx *ctx, const PGresult *res);
 static void answer_empty(struct read_ctx *ctx);
 static int negotiate(h2o_req_t *req, enum accept_choice *batch);
-static void detach_stop(struct async_req *a);
-static void on_stop_result(db_query_t *q, PGresult *res, enum db_failure failure);
-static struct stop_ctx *stop_submit(h2o_req_t *req, h2o_iovec_t ispb, enum db_stmt stmt);
-static void on_stop_all_result(db_query_t *q, PGresult *res, enum db_failure failure);
-static void stop_send(struct stop_ctx *ctx);
+static void on_stop_rows(struct db_request *r, const PGresult *res);
+static struct stop_ctx *stop_ctx_new(h2o_req_t *req, h2o_iovec_t ispb, enum db_stmt stmt,
+                                     const struct db_request_class *cls);
+static void on_stop_all_rows(struct db_request *r, const PGresult *res);
 
 static const struct parking_ops read_ops = {on_wake, on_deadline, on_check};
-
-/*
- * Cheap pre-checks that spare the database a query and keep arbitrary bytes (invalid UTF-8, NUL)
- * away from it; the database stays the judge of what an id is. A rejected id gets the same 404 the
- * database's PX004 gets.
- */
-static int iid_is_plausible(h2o_iovec_t iid)
-{
-	if (iid.len == 0 || iid.len > PIXD_IID_MAX)
-		return 0;
-	for (size_t i = 0; i < iid.len; i++)
-		if ((unsigned char)iid.base[i] <= 0x20 || (unsigned char)iid.base[i] >= 0x7f)
-			return 0;
-	return 1;
-}
-
-/* The ISPB and id of /api/pix/{ispb}/stream/{id}: 1 when usable, else answered (400 or 404). */
-static int stream_path_ok(h2o_req_t *req, h2o_iovec_t ispb, h2o_iovec_t iid)
-{
-	if (!is_ispb(ispb.base, ispb.len)) {
-		respond_bad_ispb(req);
-		return 0;
-	}
-	if (!iid_is_plausible(iid)) {
-		respond_stream_not_found(req);
-		return 0;
-	}
-	return 1;
-}
+static const struct db_request_class read_class = {
+    .on_rows = on_read_rows, .on_failure = on_read_failure, .leave = read_leave};
+static const struct db_request_class stop_class = {.on_rows = on_stop_rows};
+static const struct db_request_class stop_all_class = {.on_rows = on_stop_all_rows};
 
 static int negotiate(h2o_req_t *req, enum accept_choice *batch)
 {
@@ -124,19 +94,15 @@ void handle_stream_start(h2o_req_t *req, h2o_iovec_t ispb, const char *credentia
 	enum accept_choice batch;
 	struct read_ctx *ctx;
 
-	if (!is_ispb(ispb.base, ispb.len)) {
-		respond_bad_ispb(req);
-		return;
-	}
 	if (negotiate(req, &batch) != 0)
 		return;
 	ctx = read_ctx_new(req, ispb, batch, credential);
 	if (ctx == NULL)
 		return;
-	ctx->query.stmt = DB_STREAM_START;
-	ctx->query.params[0] = ctx->slot.ispb;
-	ctx->query.params[1] = ctx->max_messages;
-	ctx->query.params[2] = credential;
+	ctx->base.query.stmt = DB_STREAM_START;
+	ctx->base.query.params[0] = ctx->slot.ispb;
+	ctx->base.query.params[1] = ctx->max_messages;
+	ctx->base.query.params[2] = credential;
 	read_begin(ctx);
 }
 
@@ -145,8 +111,6 @@ void handle_stream_next(h2o_req_t *req, h2o_iovec_t ispb, h2o_iovec_t iid, const
 	enum accept_choice batch;
 	struct read_ctx *ctx;
 
-	if (!stream_path_ok(req, ispb, iid))
-		return;
 	if (negotiate(req, &batch) != 0)
 		return;
 	ctx = read_ctx_new(req, ispb, batch, credential);
@@ -168,14 +132,13 @@ void handle_stream_next(h2o_req_t *req, h2o_iovec_t ispb, h2o_iovec_t iid, const
 static struct read_ctx *read_ctx_new(h2o_req_t *req, h2o_iovec_t ispb, enum accept_choice batch,
                                      const char *credential)
 {
-	struct read_ctx *ctx = async_req_new(req, sizeof(*ctx), detach_read);
+	struct read_ctx *ctx = db_request_new(req, sizeof(*ctx), &read_class);
 	char ispb_z[PIXD_ISPB_LEN + 1];
 
 	ctx->credential = credential;
 	memcpy(ispb_z, ispb.base, PIXD_ISPB_LEN);
 	ispb_z[PIXD_ISPB_LEN] = '\0';
 	snprintf(ctx->max_messages, sizeof(ctx->max_messages), "%d", (int)batch);
-	ctx->query.cb = on_read_result;
 	switch (parking_join(&ctx->slot, ispb_z, &read_ops)) {
 	case PARKING_JOINED:
 		return ctx;
@@ -193,19 +156,20 @@ static struct read_ctx *read_ctx_new(h2o_req_t *req, h2o_iovec_t ispb, enum acce
 /* Every read after the first is pix_stream_next on the slot's id, whatever the first was. */
 static void read_next_params(struct read_ctx *ctx)
 {
-	ctx->query.stmt = DB_STREAM_NEXT;
-	ctx->query.params[0] = ctx->slot.ispb;
-	ctx->query.params[1] = ctx->slot.iid;
-	ctx->query.params[2] = ctx->max_messages;
-	ctx->query.params[3] = ctx->credential;
+	ctx->base.query.stmt = DB_STREAM_NEXT;
+	ctx->base.query.params[0] = ctx->slot.ispb;
+	ctx->base.query.params[1] = ctx->slot.iid;
+	ctx->base.query.params[2] = ctx->max_messages;
+	ctx->base.query.params[3] = ctx->credential;
 }
 
-/* Every query of a read goes through here: it notes which LISTEN session was there to hear what
- * committed after the query's snapshot. */
+/* Every query of a read notes which LISTEN session was there to hear what committed after the
+ * query's snapshot. The first is submitted through the base (refused: 503); a later one here (a
+ * refusal has an answer of the read's own: parked until the deadline, or 204 at the deadline). */
 static enum db_submit_status read_submit(struct read_ctx *ctx)
 {
 	ctx->listen_epoch = listener_epoch();
-	return db_submit(&ctx->query);
+	return db_submit(&ctx->base.query);
 }
 
 /* A query because of a notification: the next one waits out the slot's wake interval (parking.c),
@@ -219,45 +183,37 @@ static enum db_submit_status read_woken(struct read_ctx *ctx)
 
 static void read_begin(struct read_ctx *ctx)
 {
-	enum db_submit_status st = read_submit(ctx);
-
-	if (st != DB_SUBMITTED)
-		respond_db_rejected(read_finish(ctx), st);
+	ctx->listen_epoch = listener_epoch();
+	db_request_submit(&ctx->base);
 }
 
-static void detach_read(struct async_req *a)
+/* Before every answer, and when h2o frees the request: out of the parking lot. */
+static void read_leave(struct db_request *r)
 {
-	struct read_ctx *ctx = (struct read_ctx *)a;
-
-	db_cancel(&ctx->query);
-	parking_leave(&ctx->slot);
+	parking_leave(&((struct read_ctx *)r)->slot);
 }
 
 static h2o_req_t *read_finish(struct read_ctx *ctx)
 {
-	parking_leave(&ctx->slot);
-	return async_req_answer(&ctx->base);
+	return db_request_answer(&ctx->base);
 }
 
-static void on_read_result(db_query_t *q, PGresult *res, enum db_failure failure)
+/* The wait is over and the pool had no connection for this read's last query: nothing was read, so
+ * nothing was confirmed; 204 on time with the same id beats a 503 after the queue timer. */
+static int on_read_failure(struct db_request *r, enum db_failure failure)
 {
-	struct read_ctx *ctx = H2O_STRUCT_FROM_MEMBER(struct read_ctx, query, q);
+	struct read_ctx *ctx = (struct read_ctx *)r;
 
-	if (failure == DB_FAIL_NOT_SENT && ctx->slot.expired && ctx->id_seen_empty) {
-		/* The wait is over and the pool had no connection for this read's last query: nothing was
-		 * read, so nothing was confirmed; 204 on time with the same id beats a 503 after the queue
-		 * timer. */
-		answer_empty(ctx);
-		return;
-	}
-	if (failure != DB_FAIL_NONE) {
-		respond_db_failure(read_finish(ctx), failure);
-		return;
-	}
-	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		respond_db_error(read_finish(ctx), res);
-		return;
-	}
+	if (failure != DB_FAIL_NOT_SENT || !ctx->slot.expired || !ctx->id_seen_empty)
+		return 0;
+	answer_empty(ctx);
+	return 1;
+}
+
+static void on_read_rows(struct db_request *r, const PGresult *res)
+{
+	struct read_ctx *ctx = (struct read_ctx *)r;
+
 	if (!read_row_ok(ctx, res))
 		return;
 	if (atoi(PQgetvalue(res, 0, 2)) > 0 && !PQgetisnull(res, 0, 3))
@@ -318,10 +274,10 @@ static int leave_if_departed(struct read_ctx *ctx)
 {
 	h2o_req_t *req;
 
-	if (!async_req_client_departed(&ctx->base))
+	if (!async_req_client_departed(&ctx->base.base))
 		return 0;
 	parking_leave(&ctx->slot);
-	req = async_req_abandon(&ctx->base);
+	req = async_req_abandon(&ctx->base.base);
 	respond(req, 204, NULL, NULL, 0);
 	return 1;
 }
@@ -358,9 +314,9 @@ static void on_deadline(struct parking_slot *slot)
 {
 	struct read_ctx *ctx = H2O_STRUCT_FROM_MEMBER(struct read_ctx, slot, slot);
 
-	if (db_is_pending(&ctx->query)) {
+	if (db_is_pending(&ctx->base.query)) {
 		if (ctx->id_seen_empty)
-			db_hurry(&ctx->query);
+			db_hurry(&ctx->base.query);
 		return;
 	}
 	if (leave_if_departed(ctx))
@@ -370,7 +326,7 @@ static void on_deadline(struct parking_slot *slot)
 		return;
 	}
 	if (!pixd_shutting_down && read_submit(ctx) == DB_SUBMITTED) {
-		db_hurry(&ctx->query);
+		db_hurry(&ctx->base.query);
 		return;
 	}
 	answer_empty(ctx);
@@ -394,85 +350,50 @@ static void answer_empty(struct read_ctx *ctx)
 
 void handle_stream_stop(h2o_req_t *req, h2o_iovec_t ispb, h2o_iovec_t iid, const char *credential)
 {
-	struct stop_ctx *ctx;
+	struct stop_ctx *ctx = stop_ctx_new(req, ispb, DB_STREAM_STOP, &stop_class);
 
-	if (!stream_path_ok(req, ispb, iid))
-		return;
-	ctx = stop_submit(req, ispb, DB_STREAM_STOP);
 	memcpy(ctx->iid, iid.base, iid.len);
-	ctx->query.params[1] = ctx->iid;
-	ctx->query.params[2] = credential;
-	ctx->query.cb = on_stop_result;
-	stop_send(ctx);
+	ctx->base.query.params[1] = ctx->iid;
+	ctx->base.query.params[2] = credential;
+	db_request_submit(&ctx->base);
+}
+
+static void on_stop_rows(struct db_request *r, const PGresult *res)
+{
+	respond_json(db_request_answer(r), 200, "{}");
 }
 
 /* ---- stop all: DELETE /api/pix/{ispb}/streams, GET /api/pix/{ispb}/stream/stop --------------- */
 
 void handle_streams_stop_all(h2o_req_t *req, h2o_iovec_t ispb, const char *credential)
 {
-	struct stop_ctx *ctx;
+	struct stop_ctx *ctx = stop_ctx_new(req, ispb, DB_STOP_ALL, &stop_all_class);
 
-	if (!is_ispb(ispb.base, ispb.len)) {
-		respond_bad_ispb(req);
-		return;
-	}
-	ctx = stop_submit(req, ispb, DB_STOP_ALL);
-	ctx->query.params[1] = credential;
-	ctx->query.cb = on_stop_all_result;
-	stop_send(ctx);
+	ctx->base.query.params[1] = credential;
+	db_request_submit(&ctx->base);
 }
 
-static struct stop_ctx *stop_submit(h2o_req_t *req, h2o_iovec_t ispb, enum db_stmt stmt)
+static struct stop_ctx *stop_ctx_new(h2o_req_t *req, h2o_iovec_t ispb, enum db_stmt stmt,
+                                     const struct db_request_class *cls)
 {
-	struct stop_ctx *ctx = async_req_new(req, sizeof(*ctx), detach_stop);
+	struct stop_ctx *ctx = db_request_new(req, sizeof(*ctx), cls);
 
 	memcpy(ctx->ispb, ispb.base, PIXD_ISPB_LEN);
-	ctx->query.stmt = stmt;
-	ctx->query.params[0] = ctx->ispb;
+	ctx->base.query.stmt = stmt;
+	ctx->base.query.params[0] = ctx->ispb;
 	return ctx;
 }
 
-static void stop_send(struct stop_ctx *ctx)
+static void on_stop_all_rows(struct db_request *r, const PGresult *res)
 {
-	enum db_submit_status st = db_submit(&ctx->query);
-
-	if (st != DB_SUBMITTED)
-		respond_db_rejected(async_req_answer(&ctx->base), st);
-}
-
-static void on_stop_all_result(db_query_t *q, PGresult *res, enum db_failure failure)
-{
-	struct stop_ctx *ctx = H2O_STRUCT_FROM_MEMBER(struct stop_ctx, query, q);
-	h2o_req_t *req = async_req_answer(&ctx->base);
+	h2o_req_t *req = db_request_answer(r);
 	char body[48];
 
-	if (failure != DB_FAIL_NONE) {
-		respond_db_failure(req, failure);
-	} else if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		respond_db_error(req, res);
-	} else if (PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) {
+	if (PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) {
 		pixd_log("pix_streams_stop_all returned no count");
 		respond_problem(req, 500, "internal error");
 	} else {
 		snprintf(body, sizeof(body), "{\"closed\":%ld}", strtol(PQgetvalue(res, 0, 0), NULL, 10));
 		respond_json(req, 200, body);
 	}
-}
-
-static void detach_stop(struct async_req *a)
-{
-	db_cancel(&((struct stop_ctx *)a)->query);
-}
-
-static void on_stop_result(db_query_t *q, PGresult *res, enum db_failure failure)
-{
-	struct stop_ctx *ctx = H2O_STRUCT_FROM_MEMBER(struct stop_ctx, query, q);
-	h2o_req_t *req = async_req_answer(&ctx->base);
-
-	if (failure != DB_FAIL_NONE)
-		respond_db_failure(req, failure);
-	else if (PQresultStatus(res) != PGRES_TUPLES_OK)
-		respond_db_error(req, res);
-	else
-		respond_json(req, 200, "{}");
 }

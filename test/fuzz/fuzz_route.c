@@ -1,7 +1,7 @@
 /*
  * fuzz_route.c — libFuzzer harness for the shim's request side: routing and path splitting
  * (shim/router.c), the {number} and interationId checks and the read/stop/generate handlers
- * (shim/handlers/util.c, shim/handlers/stream.c), the problem+json responses and gzip
+ * (shim/handlers/generate.c, shim/handlers/stream.c), the problem+json responses and gzip
  * (shim/respond.c).
  *
  * The shim's files are included as they are (their static functions become reachable) and linked
@@ -31,7 +31,7 @@
 #include "../../shim/router.c"
 #include "../../shim/respond.c"
 #include "../../shim/handlers/stream.c"
-#include "../../shim/handlers/util.c"
+#include "../../shim/handlers/generate.c"
 #include "../../shim/handlers/send.c"
 
 #include <assert.h>

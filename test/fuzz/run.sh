@@ -33,7 +33,7 @@ build() { # name
     fuzz_accept)
         $CC "${FLAGS[@]}" "${SHIM_FLAGS[@]}" -o "$OUT/$1" test/fuzz/fuzz_accept.c shim/accept.c "${SHIM_LIBS[@]}" ;;
     fuzz_route)
-        # includes shim/router.c, shim/respond.c and shim/handlers/{stream,util}.c itself, and links
+        # includes shim/router.c, shim/respond.c and shim/handlers/{stream,generate,send}.c itself, and links
         # the ground floor they stand on
         $CC "${FLAGS[@]}" "${SHIM_FLAGS[@]}" -Wno-unused-parameter -o "$OUT/$1" test/fuzz/fuzz_route.c shim/accept.c \
             shim/config.c shim/counters.c shim/log.c shim/pixd.c shim/auth.c shim/bearer.c shim/throttle.c shim/peers.c shim/credcache.c shim/quota.c \

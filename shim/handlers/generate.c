@@ -1,5 +1,6 @@
 /*
- * handlers/util.c — POST /api/util/msgs/{ispb}/{number}: pix_generate_messages, 201 {"inserted":N}.
+ * handlers/generate.c — the generator: POST /api/util/msgs/{ispb}/{number} makes {number} test
+ * messages for the ISPB with pix_generate_messages, 201 {"inserted":N} (--no-util: 404).
  *
  * {number} is checked here strictly (ASCII digits only, 1..--max-generate) so that junk never costs
  * a query; the database checks again against pix.max_generate (PX002 -> 400), which should match.
@@ -8,22 +9,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "database.h"
 #include "handlers.h"
 #include "respond.h"
 
 #define NUMBER_MAX_DIGITS 9 /* fits an int4 whatever --max-generate says */
 
 struct generate_ctx {
-	struct async_req base;
-	db_query_t query;
+	struct db_request base;
 	char ispb[PIXD_ISPB_LEN + 1];
 	char number[12];
 };
 
 static long parse_number(h2o_iovec_t s);
-static void detach_generate(struct async_req *a);
-static void on_generate_result(db_query_t *q, PGresult *res, enum db_failure failure);
+static void on_generate_rows(struct db_request *r, const PGresult *res);
+
+static const struct db_request_class generate_class = {.on_rows = on_generate_rows};
 
 /* The decimal value of s, or -1 unless s is 1..NUMBER_MAX_DIGITS ASCII digits. */
 static long parse_number(h2o_iovec_t s)
@@ -40,52 +40,34 @@ static long parse_number(h2o_iovec_t s)
 	return n;
 }
 
-void handle_util_msgs(h2o_req_t *req, h2o_iovec_t ispb, h2o_iovec_t number, const char *credential)
+void handle_generate(h2o_req_t *req, h2o_iovec_t ispb, h2o_iovec_t number, const char *credential)
 {
 	long n = parse_number(number);
 	struct generate_ctx *ctx;
-	enum db_submit_status st;
 	char detail[128];
 
-	if (!is_ispb(ispb.base, ispb.len)) {
-		respond_bad_ispb(req);
-		return;
-	}
 	if (n < 1 || n > pixd_config.max_generate) {
 		snprintf(detail, sizeof(detail), "number must be a decimal integer from 1 to %d",
 		         pixd_config.max_generate);
 		respond_problem(req, 400, detail);
 		return;
 	}
-	ctx = async_req_new(req, sizeof(*ctx), detach_generate);
+	ctx = db_request_new(req, sizeof(*ctx), &generate_class);
 	memcpy(ctx->ispb, ispb.base, PIXD_ISPB_LEN);
 	snprintf(ctx->number, sizeof(ctx->number), "%ld", n);
-	ctx->query.stmt = DB_GENERATE;
-	ctx->query.params[0] = ctx->ispb;
-	ctx->query.params[1] = ctx->number;
-	ctx->query.params[2] = credential; /* with authentication, only an admin's is accepted */
-	ctx->query.cb = on_generate_result;
-	st = db_submit(&ctx->query);
-	if (st != DB_SUBMITTED)
-		respond_db_rejected(async_req_answer(&ctx->base), st);
+	ctx->base.query.stmt = DB_GENERATE;
+	ctx->base.query.params[0] = ctx->ispb;
+	ctx->base.query.params[1] = ctx->number;
+	ctx->base.query.params[2] = credential; /* with authentication, only an admin's is accepted */
+	db_request_submit(&ctx->base);
 }
 
-static void detach_generate(struct async_req *a)
+static void on_generate_rows(struct db_request *r, const PGresult *res)
 {
-	db_cancel(&((struct generate_ctx *)a)->query);
-}
-
-static void on_generate_result(db_query_t *q, PGresult *res, enum db_failure failure)
-{
-	struct generate_ctx *ctx = H2O_STRUCT_FROM_MEMBER(struct generate_ctx, query, q);
-	h2o_req_t *req = async_req_answer(&ctx->base);
+	h2o_req_t *req = db_request_answer(r);
 	char body[64];
 
-	if (failure != DB_FAIL_NONE) {
-		respond_db_failure(req, failure);
-	} else if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		respond_db_error(req, res);
-	} else if (PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) {
+	if (PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) {
 		pixd_log("pix_generate_messages returned no count");
 		respond_problem(req, 500, "internal error");
 	} else {

@@ -749,6 +749,10 @@ class TestServerGeneratedErrors(PixTestCase):
                      b"GET /health HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(101)) + b"\r\n"):
             doc = raw_problem(self, head, 400)
             self.assertEqual(doc["title"], "Bad Request")
+        # a head still incomplete after H2O_MAX_REQLEN (8192 + 4096 * 100 bytes): the same raw 400 (exactly that
+        # many bytes, all of which h2o has read when it answers)
+        start = b"GET /health HTTP/1.1\r\nX-Long: "
+        raw_problem(self, start + b"a" * (8192 + 4096 * 100 - len(start)), 400)
         # pixd still serves the next connection
         self.assertEqual(self.http.get("/health").status, 200)
 

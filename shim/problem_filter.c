@@ -18,8 +18,8 @@
  *     head still incomplete after H2O_MAX_REQLEN (8192 + 4096 * 100 bytes).
  * And it closes without an answer (nothing to rewrite; docs/http-api.md): when the request head and
  * body do not arrive within --read-timeout-ms (http1.req_timeout: no 408 in 2.2.5), when a TLS
- * handshake does not finish in time, and when the first bytes are at most 4 bytes of CR/LF alone
- * followed by nothing the parser takes (a keep-alive client's stray line ends).
+ * handshake does not finish in time, and when the parser refused an input of at most 4 bytes, all
+ * CR or LF, such as "\r\n\r\n" (h2o takes them for a keep-alive client's stray line ends).
  *
  * All but the last answer go through h2o_send_error_generic: text/plain, Connection: close
  * (H2O_SEND_ERROR_HTTP1_CLOSE_CONNECTION or http1_is_persistent = 0, kept as h2o set it), one final

@@ -79,8 +79,8 @@ static const char h2o_bad_request[] = "HTTP/1.1 400 Bad Request\r\n"
                                       "Content-Length: 11\r\n"
                                       "\r\n"
                                       "Bad Request";
-#define BAD_REQUEST_DOC                                                                              \
-	"{\"type\":\"about:blank\",\"title\":\"Bad Request\",\"status\":400,"                           \
+#define BAD_REQUEST_DOC                                                                            \
+	"{\"type\":\"about:blank\",\"title\":\"Bad Request\",\"status\":400,"                          \
 	"\"detail\":\"the request line or headers are malformed or too long\"}"
 static const char pixd_bad_request[] = "HTTP/1.1 400 Bad Request\r\n"
                                        "Server: pixd\r\n"
@@ -112,9 +112,9 @@ static int is_pixd_problem(h2o_req_t *req)
 {
 	ssize_t i = h2o_find_header(&req->res.headers, H2O_TOKEN_CONTENT_TYPE, -1);
 
-	return i != -1 && h2o_memis(req->res.headers.entries[i].value.base,
-	                            req->res.headers.entries[i].value.len,
-	                            H2O_STRLIT("application/problem+json"));
+	return i != -1 &&
+	       h2o_memis(req->res.headers.entries[i].value.base, req->res.headers.entries[i].value.len,
+	                 H2O_STRLIT("application/problem+json"));
 }
 
 static void on_setup_ostream(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t **slot)

@@ -51,6 +51,7 @@
 #include "event_loop.h"
 #include "parking.h"
 #include "peers.h"
+#include "problem_filter.h"
 #include "respond.h"
 #include "router.h"
 #include "tls.h"
@@ -91,6 +92,7 @@ void event_loop_init(void)
 	/* h2o refuses a declared body larger than every route takes (413) before reading it. */
 	config.max_request_entity_size = router_max_entity();
 	router_register(&config);
+	problem_filter_register(config.hosts[0]); /* h2o's own error answers: problem documents too */
 	pixd_loop = h2o_evloop_create();
 	h2o_context_init(&pixd_ctx, pixd_loop, &config);
 	/* Before the socket listens: a SIGTERM that comes as soon as a client can connect must find it

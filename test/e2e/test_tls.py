@@ -347,6 +347,36 @@ class TestMutualTls(TlsCase):
         r = self.call(a, "DELETE", f"/api/pix/{self.A}/streams", body=b" " * (100 * 1024))
         self.assertProblem(r, 413)
 
+    def raw_answer(self, request):
+        """Sends raw bytes over TLS with a1; returns everything h2o answers before it closes."""
+        ctx = self.pki.context("a1")
+        with socket.create_connection(("127.0.0.1", self.server.port), timeout=30) as raw:
+            with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+                s.sendall(request)
+                data = b""
+                while True:
+                    try:
+                        chunk = s.recv(4096)
+                    except (ssl.SSLError, OSError):
+                        break
+                    if not chunk:
+                        break
+                    data += chunk
+        return data
+
+    def test_h2o_own_errors_are_problem_documents_over_tls_too(self):
+        """libh2o's raw 400 (its parser's, written straight to the socket) and its 413 reach a TLS client as
+        problem documents too (shim/problem_filter.c), Connection: close."""
+        for request, status in ((b"GET /api/pix/\x01/stream/start HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+                                (f"POST /api/pix/{self.A}/msgs HTTP/1.1\r\nHost: x\r\n"
+                                 f"Content-Length: {1024 * 1024 + 1}\r\n\r\n".encode(), 413)):
+            out = self.raw_answer(request)
+            head, _, body = out.partition(b"\r\n\r\n")
+            self.assertTrue(head.startswith(b"HTTP/1.1 %d " % status), out[:300])
+            self.assertIn(b"content-type: application/problem+json", head.lower(), out[:300])
+            self.assertIn(b"connection: close", head.lower(), out[:300])
+            self.assertEqual(json.loads(body)["status"], status, out[:300])
+
     def test_stop_all_closes_every_stream_of_the_institution(self):
         a, b = self.client("a1"), self.client("b1")
         self.call(a, "DELETE", f"/api/pix/{self.A}/streams")  # whatever other tests left open

@@ -6,8 +6,18 @@
  * backoff. Invariants:
  *   - pool.idle lists exactly the IDLE connections; a query waits in pool.queue only while no
  *     connection is IDLE, so dispatch() is the one place where the two meet.
- *   - A BUSY connection has one query sent; conn->query points to its owner until the first result
- *     is delivered or the owner cancels. Results for a cancelled query are read and dropped.
+ *   - A BUSY connection has one query sent; conn->query points to its owner until its result is
+ *     delivered or the owner cancels. Results for a cancelled query are read and dropped.
+ *   - A result is held (conn->held) until libpq's result stream ends (PQgetResult gives NULL:
+ *     ReadyForQuery), and only then delivered. PostgreSQL commits a call of the extended protocol
+ *     at its Sync, after the rows and CommandComplete were written: they normally leave with
+ *     ReadyForQuery, but a warning flushes them early, and a COMMIT whose wait for the synchronous
+ *     standby is cut short (a fast shutdown terminates the backend; a cancel) warns just so. The
+ *     transaction is then committed on this server only, and pg_auto_failover may promote a
+ *     standby that never got it: a result delivered on arrival was a 201 for a lost payment.
+ *     So: a connection that breaks before ReadyForQuery, or whose server warned that the wait was
+ *     cut short, fails the query (DB_FAIL_LOST: 503, outcome unknown; a re-send of the same ids is
+ *     idempotent) whatever rows came before.
  *   - query_timer is linked while PREPARING or BUSY: a connection stuck longer than
  *     --query-timeout-ms is closed (the only way to abandon a query in libpq without blocking).
  *   - pool.down is set when a failure leaves no connection PREPARING, IDLE or BUSY, and
@@ -61,6 +71,7 @@ struct db_conn {
 	int failure_logged; /* quiet while failing over and over */
 	int resetting;      /* closed by us (stuck), not by a failure: reconnect at once */
 	int read_only;      /* its server refused a write (25006): close it after the result */
+	PGresult *held;     /* the query's result, until the result stream ends (see the header) */
 };
 
 struct statement {
@@ -298,40 +309,51 @@ static void read_results(struct db_conn *c)
 			continue;
 		}
 		handle_result(c, res);
-		PQclear(res);
 	}
 }
 
+/* Takes res (clears it or holds it). */
 static void handle_result(struct db_conn *c, PGresult *res)
 {
-	db_query_t *q;
-
 	if (c->state == CONN_PREPARING) {
 		if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK) {
 			char why[300];
 			snprintf(why, sizeof(why), "cannot prepare %s: %s",
 			         c->preparing < 0 ? "the session" : statements[c->preparing].name,
 			         PQresultErrorMessage(res));
+			PQclear(res);
 			pgconn_fail(&c->pc, why);
+			return;
 		}
+		PQclear(res);
 		return;
 	}
-	q = c->query;
-	if (q == NULL)
-		return; /* cancelled, or a second result of the same query */
-	c->query = NULL;
-	q->_conn = NULL;
 	if (PQresultStatus(res) == PGRES_FATAL_ERROR) {
 		pixd_metrics.db_errors++;
 		c->read_only |= is_read_only_refusal(res);
 	}
-	note_credential(q, res);
-	q->cb(q, res, DB_FAIL_NONE);
+	/* The first result is held; an error after it (a COMMIT that failed) replaces it. */
+	if (c->query == NULL || (c->held != NULL && PQresultStatus(res) != PGRES_FATAL_ERROR)) {
+		PQclear(res); /* cancelled, or a second result of the same query */
+		return;
+	}
+	PQclear(c->held);
+	c->held = res;
+}
+
+/* Drops the held result of a query that will not be delivered. */
+static void drop_held(struct db_conn *c)
+{
+	PQclear(c->held);
+	c->held = NULL;
 }
 
 /* PQgetResult returned NULL: the statement is complete and the connection free for the next. */
 static void result_stream_ended(struct db_conn *c)
 {
+	db_query_t *q;
+	PGresult *res;
+
 	if (c->state == CONN_PREPARING) {
 		if (++c->preparing < DB_NPREPARED) {
 			if (send_prepare(c) != 0)
@@ -352,7 +374,25 @@ static void result_stream_ended(struct db_conn *c)
 		return;
 	}
 	h2o_timeout_unlink(&c->query_timer);
+	q = c->query;
+	res = c->held;
 	c->query = NULL;
+	c->held = NULL;
+	if (q != NULL) {
+		q->_conn = NULL;
+		if (res == NULL || c->pc.commit_not_replicated) {
+			/* No result (cannot happen), or committed here only: the outcome is unknown. */
+			if (c->pc.commit_not_replicated)
+				pixd_log("database: connection %d: a COMMIT stopped waiting for the standby; "
+				         "answering as if the connection was lost",
+				         c->index);
+			q->cb(q, NULL, DB_FAIL_LOST);
+		} else {
+			note_credential(q, res);
+			q->cb(q, res, DB_FAIL_NONE);
+		}
+	}
+	PQclear(res);
 	if (c->read_only) {
 		c->read_only = 0;
 		pgconn_fail(&c->pc, "the server is read-only (a standby?); looking for the primary");
@@ -416,6 +456,7 @@ static int send_query(struct db_conn *c, db_query_t *q)
 		return -1;
 	h2o_linklist_unlink(&c->idle_link);
 	c->state = CONN_BUSY;
+	c->pc.commit_not_replicated = 0;
 	c->query = q;
 	q->_conn = c;
 	h2o_timeout_link(pixd_loop, &pool.query_timeout, &c->query_timer);
@@ -537,6 +578,7 @@ static void on_query_timeout(h2o_timeout_entry_t *entry)
 	         pixd_config.query_timeout_ms);
 	pixd_metrics.db_timeouts++;
 	c->query = NULL;
+	drop_held(c);
 	if (q != NULL)
 		q->_conn = NULL;
 	c->resetting = 1;
@@ -555,6 +597,7 @@ static void on_conn_failed(struct pgconn *pc, const char *why)
 		h2o_linklist_unlink(&c->idle_link);
 	h2o_timeout_unlink(&c->query_timer);
 	c->query = NULL;
+	drop_held(c); /* rows without ReadyForQuery: the COMMIT may not have happened (see the header) */
 	c->state = CONN_DOWN;
 	if (!c->failure_logged && !pool.stopping) {
 		pixd_log("database: connection %d: %s", c->index, why);

@@ -27,7 +27,7 @@ static int follow_socket(struct pgconn *c);
 static void wait_for(struct pgconn *c, int writing, h2o_socket_cb cb);
 static void close_socket(struct pgconn *c);
 static void keep_error(struct pgconn *c, const char *why);
-static void on_notice(void *arg, const char *message);
+static void on_notice(void *arg, const PGresult *res);
 
 static h2o_timeout_t connect_timeout;
 
@@ -57,7 +57,8 @@ int pgconn_start(struct pgconn *c, const char *conninfo)
 		pgconn_close(c);
 		return -1;
 	}
-	PQsetNoticeProcessor(c->pg, on_notice, c);
+	c->commit_not_replicated = 0;
+	PQsetNoticeReceiver(c->pg, on_notice, c);
 	c->state = PGCONN_CONNECTING;
 	h2o_timeout_link(pixd_loop, &connect_timeout, &c->connect_timer);
 	/* libpq's documentation: behave as if PQconnectPoll had last returned PGRES_POLLING_WRITING. */
@@ -218,13 +219,27 @@ static void keep_error(struct pgconn *c, const char *why)
 }
 
 /* Server messages outside a query (e.g. FATAL at shutdown) go to the log, not raw to stderr. */
-static void on_notice(void *arg, const char *message)
+/*
+ * A notice or warning from the server: logged. One of them also matters to the owner: PostgreSQL
+ * warns "canceling [the] wait for synchronous replication" when a COMMIT stopped waiting for the
+ * standby (the backend was cancelled or terminated: a fast shutdown, which is how pg_auto_failover
+ * demotes a primary). The transaction is then committed here and perhaps nowhere else, and the
+ * result that follows must not be taken for a durable one (database.c).
+ */
+static void on_notice(void *arg, const PGresult *res)
 {
 	struct pgconn *c = arg;
+	const char *severity = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+	const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+	const char *message = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
 	char line[sizeof(c->error)];
 
+	if (severity != NULL && strcmp(severity, "WARNING") == 0 &&
+	    ((state != NULL && strcmp(state, "57P01") == 0) ||
+	     (message != NULL && strstr(message, "wait for synchronous replication") != NULL)))
+		c->commit_not_replicated = 1;
 	memcpy(line, c->error, sizeof(line));
-	keep_error(c, message);
+	keep_error(c, PQresultErrorMessage(res));
 	pixd_log("database says: %s", c->error);
 	memcpy(c->error, line, sizeof(line));
 }

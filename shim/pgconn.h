@@ -28,6 +28,8 @@ struct pgconn {
 	h2o_timeout_entry_t connect_timer;
 	char error[256]; /* the last failure, on one line */
 	void *data;      /* the owner's */
+	int commit_not_replicated; /* the server warned that a COMMIT stopped waiting for the
+	                            * synchronous standby (pgconn.c); the owner resets it */
 	void (*on_open)(struct pgconn *c);
 	void (*on_readable)(struct pgconn *c);
 	void (*on_failed)(struct pgconn *c, const char *why);

@@ -12,10 +12,17 @@ Scenarios (one formation for all, in this order; each its own database and drain
   node_kill         SIGKILL of the primary's whole node (pg_autoctl, keeper, PostgreSQL: a machine
                     lost); the monitor fails over after its health checks; the node is started
                     again afterwards and rejoins as the standby
+  sync_cut          the standby stops acknowledging (the primary's walsender is SIGSTOPped: the
+                    monitor still sees a healthy synchronous standby, and every COMMIT waits);
+                    the backends waiting for it are terminated, as the fast shutdown of a
+                    demotion does (PostgreSQL then warns "canceling the wait for synchronous
+                    replication": committed on the primary only); then the primary's whole node
+                    is lost and the standby, which never got those commits, is promoted. A call
+                    answered for such a commit (a 201 for a send) is an acknowledged loss
   partition         (not in --short) the primary and the standby cannot reach each other for 15 s
                     (a formation of its own in network namespaces made by test/fault/netns.py, on
                     PORT+3..PORT+5); skipped with a message when namespaces cannot be made here
---short (make test): standby_only, postmaster_kill and node_kill, with shorter drains.
+--short (make test): standby_only, postmaster_kill, node_kill and sync_cut, with shorter drains.
 
 Verdict of each scenario (on top of test/fault/faultlib.py's checks: nothing lost in the database,
 no message in two open streams, no duplicate without a requeue, nothing confirmed that no collector
@@ -320,7 +327,7 @@ def longest_gap_200(stats, t_fault, t_until):
     return round(max(gaps), 2) if gaps else None
 
 
-def run_scenario(name, formation, seconds, fault):
+def run_scenario(name, formation, seconds, fault, pixd_extra=()):
     dbname = f"ha_{name}"
     psql = fl.psql
     psql(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
@@ -332,8 +339,8 @@ def run_scenario(name, formation, seconds, fault):
             break
         time.sleep(0.2)
     psql(f"ALTER DATABASE {dbname} SET pix.stream_idle_timeout = '{IDLE_TIMEOUT}'")
-    pixd = fl.Pixd(f"{formation.conninfo} dbname={dbname} user=postgres", extra=["--durable-reads"],
-                   name=f"pixd-{name}").start()
+    pixd = fl.Pixd(f"{formation.conninfo} dbname={dbname} user=postgres",
+                   extra=["--durable-reads", *pixd_extra], name=f"pixd-{name}").start()
     # gone_fails: the outage is shorter than IDLE_TIMEOUT, so every stream must survive the failover: a
     # 410 (a stream lost, e.g. a read path that does not survive the restart) fails the scenario.
     d = fl.Drain(name, dbname, port=pixd.port, n_ispbs=3, collectors_per_ispb=6, http_producers=1,
@@ -425,6 +432,81 @@ def kill_and_switch(formation, how, at):
     return fault
 
 
+def node_sql(formation, n, sql, timeout=10):
+    """One statement on node n itself (not whichever is primary); its output, None on failure."""
+    out = subprocess.run([fl.PSQL, "-X", "-q", "-A", "-t",
+                          f"host=127.0.0.1 port={formation.port + n} dbname=postgres user=postgres "
+                          "connect_timeout=2", "-c", sql],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout)
+    return out.stdout if out.returncode == 0 else None
+
+
+def cut_sync_wait(formation, at, stall=2.5):
+    """The fault of scenario sync_cut (see the module's docstring)."""
+    def fault(d, pixd, events, info):
+        while time.monotonic() < d.t0 + at:
+            time.sleep(0.05)
+        old = formation.primary()
+        if old is None:
+            d.stats.violation("no primary before the fault")
+            return
+        walsenders = [int(p) for p in (node_sql(formation, old, "SELECT pid FROM pg_stat_replication") or "").split()]
+        if not walsenders:
+            d.stats.violation(f"node{old} has no walsender to stop")
+            return
+        for pid in walsenders:
+            os.kill(pid, signal.SIGSTOP)
+        events.append(f"t={at}s walsender(s) {walsenders} of node{old} stopped: commits wait for the standby")
+        time.sleep(stall)
+        # NOTIFY's lock is held until the end of a transaction, its wait for the standby included:
+        # the sends and INSERTs (they notify) wait for it one at a time, so cut in rounds until a
+        # send was among those cut (each round lets the next one reach the wait).
+        cut = sends_cut = rounds = 0
+        while rounds < 12 and not sends_cut:
+            rounds += 1
+            out = node_sql(formation, old, "SELECT count(*), count(*) FILTER (WHERE query LIKE '%pix_messages_send%') "
+                                           "FROM (SELECT query, pg_terminate_backend(pid) FROM pg_stat_activity "
+                                           "WHERE wait_event = 'SyncRep') t")
+            if out and "|" in out:
+                n, s = (int(x) for x in out.strip().split("|"))
+                cut, sends_cut = cut + n, sends_cut + s
+            time.sleep(0.4)
+        events.append(f"{cut} backends waiting for the standby terminated in {rounds} rounds (as a fast "
+                      f"shutdown does), {sends_cut} of them sends")
+        info["sync_waits_cut"], info["sends_cut"] = cut, sends_cut
+        if not sends_cut:
+            d.stats.violation("no send waited for the standby when the waits were cut: the scenario shows nothing")
+        time.sleep(0.5)
+        info["t_fault"] = time.monotonic()
+        formation.kill_node(old)
+        # PostgreSQL's children have process groups of their own: the stopped walsender is not in
+        # the node's, and would never notice its postmaster's death. Killed while stopped, it sends
+        # nothing more (and frees the shared memory the node's restart needs).
+        for pid in walsenders:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        events.append(f"node{old} SIGKILLed (pg_autoctl, keeper, PostgreSQL)")
+        new = formation.wait_primary_other_than(old, 60)
+        if new is None:
+            d.stats.violation("the monitor did not promote the standby within 60 s")
+        else:
+            info["t_switch"] = time.monotonic()
+            events.append(f"node{new} primary {time.monotonic() - info['t_fault']:.1f} s after the kill")
+        formation.run_node(old)
+        events.append(f"node{old} started again (rejoins as standby)")
+        info["old_primary"], info["new_primary"] = old, new
+    return fault
+
+
+def scenario_sync_cut(formation, short):
+    # A pool larger than the collectors: every call waiting for the standby is in a backend (none
+    # queued in pixd), the send among them, so the cut reaches it.
+    return run_scenario("sync_cut", formation, 30 if short else 45, cut_sync_wait(formation, 8),
+                        pixd_extra=["--pool", "32"])
+
+
 def scenario_postmaster_kill(formation, short):
     return run_scenario("postmaster_kill", formation, 20 if short else 35,
                         kill_and_switch(formation, "postmaster", 8))
@@ -476,7 +558,7 @@ def scenario_standby_only(formation, short):
 
 
 SCENARIOS = {"standby_only": scenario_standby_only, "postmaster_kill": scenario_postmaster_kill, "node_kill": scenario_node_kill,
-             "partition": scenario_partition}
+             "sync_cut": scenario_sync_cut, "partition": scenario_partition}
 
 
 def free_port_run(n=3, lo=20000, hi=60000):
@@ -510,7 +592,8 @@ def main():
     args = ap.parse_args()
     if args.port == 0:
         args.port = free_port_run()
-    names = args.only or (["standby_only", "postmaster_kill", "node_kill"] if args.short else list(SCENARIOS))
+    names = args.only or (["standby_only", "postmaster_kill", "node_kill", "sync_cut"] if args.short
+                          else list(SCENARIOS))
     formation = Formation(args.dir, args.port)
     results = []
     passed = failed = skipped = 0

@@ -13,6 +13,10 @@
 #include <curl/curl.h>
 
 #include "collect.h"
+#include "collector.h"
+#include "http.h"
+#include "state.h"
+#include "util.h"
 
 static CURLM *multi;
 static char errbufs[COLLECT_MAX_COLLECTORS * 2][CURL_ERROR_SIZE];

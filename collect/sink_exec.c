@@ -23,6 +23,12 @@
 #include <curl/curl.h>
 
 #include "collect.h"
+#include "collector.h"
+#include "multipart.h"
+#include "sink.h"
+#include "state.h"
+#include "stats.h"
+#include "util.h"
 
 static int exec_open(void)
 {

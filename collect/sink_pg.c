@@ -30,6 +30,12 @@
 #include <libpq-fe.h>
 
 #include "collect.h"
+#include "collector.h"
+#include "multipart.h"
+#include "sink.h"
+#include "state.h"
+#include "stats.h"
+#include "util.h"
 
 #define CONNECT_TIMEOUT_MS 10000
 

@@ -8,7 +8,7 @@ struct curl_waitfd;
 /* a finished transfer: its HTTP status (0 on a transfer error), the CURLcode, a message for it */
 typedef void http_done_fn(struct collector *c, long status, int curl_error, const char *error);
 
-int http_init(void);
+int http_init(http_done_fn *on_done);
 int http_setup(struct collector *c);
 void http_cleanup(void);
 void http_get(struct collector *c, const char *path);

@@ -313,7 +313,7 @@ int main(int argc, char **argv)
 	parse_options(argc, argv);
 	srandom((unsigned)(now_ms() ^ getpid()));
 	int sigfd = signals_open();
-	if (sigfd < 0 || http_init() != 0) {
+	if (sigfd < 0 || http_init(collector_on_response) != 0) {
 		logmsg("cannot start: %s", strerror(errno));
 		return EXIT_FAILURE_;
 	}

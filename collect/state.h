@@ -1,13 +1,17 @@
 /*
- * state.c: what the whole program shares — the options as parsed, the collectors, the sink chosen,
+ * state.c: what the whole program shares — the options as parsed, the collectors' records, the sink chosen,
  * and whether it is stopping. Written by main.c at start-up (and by the signals), read below it.
  */
 #ifndef PIX_COLLECT_STATE_H
 #define PIX_COLLECT_STATE_H
 
 #include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
 
-struct collector;
+#include "collect.h"
+#include "util.h"
+
 struct sink;
 
 struct options {
@@ -24,6 +28,40 @@ struct options {
 	long timeout_ms;
 };
 extern struct options opt;
+
+/* ---- a collector: its record, read and written by http.c, collector.c and the sinks ---------- */
+enum collector_state {
+	C_IDLE,      /* to call `url` (or start) at `due_ms` */
+	C_HTTP,      /* a GET in flight */
+	C_SINK_WAIT, /* a batch (or a new checkpoint) in hand, waiting for the sink */
+	C_SINK_BUSY, /* the sink is writing it */
+	C_CLOSING,   /* DELETE in flight (stopping) */
+	C_DONE,
+};
+
+struct collector {
+	int slot;
+	enum collector_state state;
+	char url[COLLECT_PATH_MAX];   /* the path to call next; "" = open a new stream */
+	char saved[COLLECT_PATH_MAX]; /* the checkpoint as committed in the sink */
+	char next[COLLECT_PATH_MAX];  /* the Pull-Next of the response in hand */
+	long retry_after_s;           /* from the response's Retry-After, -1 when absent */
+	struct buf body;   /* the response body (decoded) */
+	int batch_count;   /* messages in the batch in hand (0: only the checkpoint moves) */
+	int64_t due_ms;    /* C_IDLE: not before this; C_SINK_WAIT: the sink retries not before this */
+	int backoff_ms;    /* the current network/5xx backoff */
+	void *easy;        /* its CURL handle, reused: one keep-alive connection per collector */
+	void *headers;     /* its curl_slist */
+	/* the command sink's child, while one runs */
+	pid_t child;
+	int child_fd;
+	size_t child_off;
+	struct buf out;       /* the command sink's input: the batch as JSON lines */
+	int sink_backoff_ms;
+	int sink_failures;    /* failed attempts to write the batch in hand */
+	int sink_conn;        /* C_SINK_BUSY: the sink connection writing it */
+	bool retire;          /* a checkpoint of a slot beyond --collectors: close its stream, nothing more */
+};
 
 extern struct collector *collectors; /* COLLECT_MAX_COLLECTORS of them, ncollectors in use */
 extern int ncollectors;

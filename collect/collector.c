@@ -35,16 +35,6 @@
 
 static void call(struct collector *c, int64_t now);
 
-void collector_init(struct collector *c, int slot)
-{
-	memset(c, 0, sizeof *c);
-	c->slot = slot;
-	c->state = C_IDLE;
-	c->child = -1;
-	c->child_fd = -1;
-	c->retry_after_s = -1;
-}
-
 /* An answer no retry can fix: the first status wins, and every transfer is dropped at once. */
 void fatal(int status, const char *fmt, ...)
 {

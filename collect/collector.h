@@ -7,7 +7,6 @@
 
 #include "state.h"
 
-void collector_init(struct collector *c, int slot);
 void collector_due(int64_t now);             /* start what is due */
 void collector_on_response(struct collector *c, long status, int curl_error, const char *error);
 void collector_committed(struct collector *c);

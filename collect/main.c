@@ -42,11 +42,12 @@
  *
  * Files, from the top down (each names only files below it; each has its own small header):
  *   main.c        the command line, start-up, the loop, signals
- *   sink_pg.c, sink_exec.c   the sinks (sink.h): they hand each write's outcome to collector.c
  *   collector.c   what each answer means, what to call next; fatal()
+ *   sink_pg.c, sink_exec.c   the sinks behind struct sink (sink.h); each write's outcome goes to
+ *                 collector.c through the struct sink_calls given to open()
  *   http.c        libcurl multi; a finished transfer goes to the callback given to http_init()
  *   multipart.c   the batch's JSON, scanned
- *   state.c       the options as parsed, the collectors, the sink chosen, stopping/fatal_status
+ *   state.c       the options as parsed, the collectors' records, the sink chosen, stopping/fatal_status
  *   stats.c       the counters, the recoverable errors, the progress line
  *   util.c        clock, log, jitter, buffers
  */
@@ -323,7 +324,9 @@ int main(int argc, char **argv)
 		collector_init(&collectors[i], i + 1);
 	sink = opt.into ? &sink_pg : &sink_exec;
 	/* the sink first: no request (and so no confirmation) before it is known to be there */
-	if (sink->open() != 0) {
+	static const struct sink_calls calls = {
+	    .committed = collector_committed, .failed = collector_sink_failed, .stop_with = fatal};
+	if (sink->open(&calls) != 0) {
 		logmsg("not started: the sink is unusable");
 		return EXIT_SINK;
 	}

@@ -65,6 +65,7 @@ struct collector {
 
 extern struct collector *collectors; /* COLLECT_MAX_COLLECTORS of them, ncollectors in use */
 extern int ncollectors;
+void collector_init(struct collector *c, int slot); /* state.c: a record as it starts */
 extern const struct sink *sink;
 extern int stopping;     /* SIGTERM/SIGINT seen, or --once finished */
 extern int fatal_status; /* >= 0: stop now and exit with it */

@@ -2,8 +2,9 @@
  * collect.h — pix-collect, the institution's side of a pix stream: collectors that pull an
  * institution's payments and hand each one to the institution's own sink exactly once (PostgreSQL)
  * or at least once (a command). main.c's opening comment is the argument; this header is the
- * vocabulary, the limits and the exit statuses. Each file has its own small header, from the bottom
- * up: util.h, stats.h, state.h, multipart.h, http.h, collector.h, sink.h; main.c includes them all.
+ * vocabulary, the limits and the exit statuses. Each file has its own small header (util.h,
+ * multipart.h, sink.h, state.h, stats.h, http.h, collector.h); main.c's opening comment lists the
+ * files from the top floor down.
  *
  *   collector   one stream of the institution: it follows Pull-Next, one batch at a time.
  *   slot        a collector's number, 1..N: the key of its checkpoint.

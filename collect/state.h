@@ -1,6 +1,7 @@
 /*
- * state.c: what the whole program shares — the options as parsed, the collectors' records, the sink chosen,
- * and whether it is stopping. Written by main.c at start-up (and by the signals), read below it.
+ * state.c: what the whole program shares — the options as parsed, the collectors' records, the sink
+ * chosen, and whether it is stopping. Set up by main.c at start-up (the PostgreSQL sink's checkpoints
+ * may add collectors that only retire); stopping is set by the signals, fatal_status by fatal().
  */
 #ifndef PIX_COLLECT_STATE_H
 #define PIX_COLLECT_STATE_H

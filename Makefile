@@ -117,7 +117,7 @@ COLLECT_LIBS = $(shell pkg-config --libs libcurl) -L$(shell $(PG_CONFIG) --libdi
 
 all: collect/pix-collect
 
-collect/pix-collect: $(COLLECT_SRCS) collect/collect.h
+collect/pix-collect: $(COLLECT_SRCS) $(wildcard collect/*.h)
 	$(CC) $(COLLECT_CFLAGS) -o $@ $(COLLECT_SRCS) $(COLLECT_LIBS)
 
 clean: clean-collect

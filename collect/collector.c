@@ -14,6 +14,7 @@
  *   401, 403   the credentials are refused: stop (EXIT_AUTH).
  *   any other  the server and this program disagree on the protocol: stop (EXIT_FAILURE_).
  */
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -21,20 +22,40 @@
 #include <curl/curl.h>
 
 #include "collect.h"
+#include "collector.h"
+#include "http.h"
+#include "multipart.h"
+#include "sink.h"
+#include "state.h"
+#include "stats.h"
+#include "util.h"
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 
 static void call(struct collector *c, int64_t now);
 
-void collector_init(struct collector *c, int slot)
+/* An answer no retry can fix: the first status wins, and every transfer is dropped at once. */
+void fatal(int status, const char *fmt, ...)
 {
-	memset(c, 0, sizeof *c);
-	c->slot = slot;
-	c->state = C_IDLE;
-	c->child = -1;
-	c->child_fd = -1;
-	c->retry_after_s = -1;
+	va_list ap;
+	char msg[512];
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	logmsg("%s", msg);
+	if (fatal_status < 0) {
+		fatal_status = status;
+		collector_abort_all();
+	}
+}
+
+int collector_open_streams(void)
+{
+	int n = 0;
+	for (int i = 0; i < ncollectors; i++)
+		n += collectors[i].url[0] && collectors[i].state != C_DONE && !collectors[i].retire;
+	return n;
 }
 
 static void due_in(struct collector *c, int ms)

@@ -13,12 +13,17 @@
 #include <curl/curl.h>
 
 #include "collect.h"
+#include "http.h"
+#include "state.h"
+#include "util.h"
 
 static CURLM *multi;
+static http_done_fn *done; /* collector_on_response, given by main.c */
 static char errbufs[COLLECT_MAX_COLLECTORS * 2][CURL_ERROR_SIZE];
 
-int http_init(void)
+int http_init(http_done_fn *on_done)
 {
+	done = on_done;
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0)
 		return -1;
 	multi = curl_multi_init();
@@ -172,7 +177,7 @@ void http_wait(struct curl_waitfd *fds, int n, int timeout_ms)
 	curl_multi_poll(multi, fds, (unsigned)n, timeout_ms, NULL);
 }
 
-/* Moves every transfer on and hands each finished one to its collector. */
+/* Moves every transfer on and hands each finished one to its collector (the callback of http_init). */
 void http_perform(void)
 {
 	int running, left;
@@ -189,6 +194,6 @@ void http_perform(void)
 		curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
 		curl_multi_remove_handle(multi, e);
 		const char *err = errbufs[c - collectors][0] ? errbufs[c - collectors] : curl_easy_strerror(rc);
-		collector_on_response(c, rc == CURLE_OK ? status : 0, rc, err);
+		done(c, rc == CURLE_OK ? status : 0, rc, err);
 	}
 }

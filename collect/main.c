@@ -40,8 +40,16 @@
  * on its checkpoint (confirming what was committed); a second signal exits 1 at once. --once: a
  * collector whose long poll comes back empty closes its stream the same way; all closed → exit 0.
  *
- * Files: main.c (options, start-up, the loop, signals), collector.c (what each answer means),
- * http.c (libcurl multi), sink_pg.c, sink_exec.c, multipart.c (the batch's JSON, scanned), util.c.
+ * Files, from the top down (each names only files below it; each has its own small header):
+ *   main.c        the command line, start-up, the loop, signals
+ *   collector.c   what each answer means, what to call next; fatal()
+ *   sink_pg.c, sink_exec.c   the sinks behind struct sink (sink.h); each write's outcome goes to
+ *                 collector.c through the struct sink_calls given to open()
+ *   http.c        libcurl multi; a finished transfer goes to the callback given to http_init()
+ *   multipart.c   the batch's JSON, scanned
+ *   state.c       the options as parsed, the collectors' records, the sink chosen, stopping/fatal_status
+ *   stats.c       the counters, the recoverable errors, the progress line
+ *   util.c        clock, log, jitter, buffers
  */
 #include <errno.h>
 #include <getopt.h>
@@ -56,13 +64,12 @@
 #include <curl/curl.h>
 
 #include "collect.h"
-
-struct options opt = {.collectors = 6, .sink_connections = 3, .timeout_ms = 30000};
-struct collector *collectors;
-int ncollectors;
-const struct sink *sink;
-int stopping;
-int fatal_status = -1;
+#include "collector.h"
+#include "http.h"
+#include "sink.h"
+#include "state.h"
+#include "stats.h"
+#include "util.h"
 
 static const char usage_text[] =
     "usage: pix-collect --url URL --ispb ISPB (--into CONNINFO | --exec CMD) [options]\n"
@@ -96,28 +103,6 @@ static void usage_error(const char *fmt, ...)
 	fputs(" (--help for the options)\n", stderr);
 	va_end(ap);
 	exit(EXIT_USAGE);
-}
-
-void fatal(int status, const char *fmt, ...)
-{
-	va_list ap;
-	char msg[512];
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof msg, fmt, ap);
-	va_end(ap);
-	logmsg("%s", msg);
-	if (fatal_status < 0) {
-		fatal_status = status;
-		collector_abort_all();
-	}
-}
-
-int open_streams(void)
-{
-	int n = 0;
-	for (int i = 0; i < ncollectors; i++)
-		n += collectors[i].url[0] && collectors[i].state != C_DONE && !collectors[i].retire;
-	return n;
 }
 
 /* The origin alone: scheme, host, port. Pull-Next is an absolute path, resolved against it. */
@@ -303,7 +288,7 @@ static int run(int sigfd)
 	for (;;) {
 		int64_t now = now_ms();
 		collector_due(now);
-		progress_tick(now, false);
+		progress_tick(now, false, collector_open_streams());
 		if (fatal_status >= 0 && sink->idle())
 			return fatal_status;
 		if (collector_all_done() && sink->idle())
@@ -329,7 +314,7 @@ int main(int argc, char **argv)
 	parse_options(argc, argv);
 	srandom((unsigned)(now_ms() ^ getpid()));
 	int sigfd = signals_open();
-	if (sigfd < 0 || http_init() != 0) {
+	if (sigfd < 0 || http_init(collector_on_response) != 0) {
 		logmsg("cannot start: %s", strerror(errno));
 		return EXIT_FAILURE_;
 	}
@@ -339,7 +324,9 @@ int main(int argc, char **argv)
 		collector_init(&collectors[i], i + 1);
 	sink = opt.into ? &sink_pg : &sink_exec;
 	/* the sink first: no request (and so no confirmation) before it is known to be there */
-	if (sink->open() != 0) {
+	static const struct sink_calls calls = {
+	    .committed = collector_committed, .failed = collector_sink_failed, .stop_with = fatal};
+	if (sink->open(&calls) != 0) {
 		logmsg("not started: the sink is unusable");
 		return EXIT_SINK;
 	}
@@ -351,7 +338,7 @@ int main(int argc, char **argv)
 	logmsg("collecting ISPB %s from %s with %d collectors into the %s sink%s", opt.ispb, opt.origin,
 	       opt.collectors, sink->name, opt.once ? " (--once)" : "");
 	int rc = run(sigfd);
-	progress_tick(now_ms(), true);
+	progress_tick(now_ms(), true, collector_open_streams());
 	http_cleanup();
 	sink->close();
 	return rc;

@@ -9,7 +9,7 @@
 #include <stddef.h>
 #include <string.h>
 
-#include "collect.h"
+#include "multipart.h"
 
 #define MAX_DEPTH 32
 

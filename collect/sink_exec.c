@@ -23,9 +23,17 @@
 #include <curl/curl.h>
 
 #include "collect.h"
+#include "multipart.h"
+#include "sink.h"
+#include "state.h"
+#include "stats.h"
+#include "util.h"
 
-static int exec_open(void)
+static const struct sink_calls *calls; /* given at open */
+
+static int exec_open(const struct sink_calls *c)
 {
+	calls = c;
 	if (access("/bin/sh", X_OK) != 0) {
 		logmsg("--exec needs /bin/sh");
 		return -1;
@@ -57,7 +65,7 @@ static void spawn(struct collector *c)
 	int p[2];
 	if (build_lines(c) < 0 || pipe2(p, O_CLOEXEC) != 0) {
 		last_error("command sink: %s", strerror(errno));
-		collector_sink_failed(c);
+		calls->failed(c);
 		return;
 	}
 	pid_t pid = fork();
@@ -65,7 +73,7 @@ static void spawn(struct collector *c)
 		close(p[0]);
 		close(p[1]);
 		last_error("command sink: fork: %s", strerror(errno));
-		collector_sink_failed(c);
+		calls->failed(c);
 		return;
 	}
 	if (pid == 0) {
@@ -113,7 +121,7 @@ static void reap(struct collector *c)
 	c->child = -1;
 	if (r > 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0) {
 		stats.messages += (uint64_t)c->batch_count;
-		collector_committed(c);
+		calls->committed(c);
 		return;
 	}
 	if (r > 0 && WIFEXITED(st))
@@ -122,7 +130,7 @@ static void reap(struct collector *c)
 	else
 		last_error("collector %d: the command was killed by signal %d; the batch will be given to it again",
 		           c->slot, r > 0 && WIFSIGNALED(st) ? WTERMSIG(st) : 0);
-	collector_sink_failed(c);
+	calls->failed(c);
 }
 
 static int exec_fds(struct curl_waitfd *fds, int max)
@@ -146,7 +154,7 @@ static void exec_step(struct curl_waitfd *fds, int n, int64_t now)
 		struct collector *c = &collectors[i];
 		if (c->state == C_SINK_WAIT && c->due_ms <= now && fatal_status < 0) {
 			if (c->batch_count == 0) { /* nothing to hand over (no durable checkpoint to move) */
-				collector_committed(c);
+				calls->committed(c);
 				continue;
 			}
 			spawn(c);

@@ -30,6 +30,13 @@
 #include <libpq-fe.h>
 
 #include "collect.h"
+#include "multipart.h"
+#include "sink.h"
+#include "state.h"
+#include "stats.h"
+#include "util.h"
+
+static const struct sink_calls *calls; /* given at open */
 
 #define CONNECT_TIMEOUT_MS 10000
 
@@ -159,8 +166,9 @@ static bool session_setup(PGconn *pc, bool lock)
 			last_error("sink: advisory locks: %s", PQresultErrorMessage(r));
 		PQclear(r);
 		if (!locked) {
-			fatal(EXIT_SINK, "another pix-collect is collecting ISPB %s into this database (its slots are locked)",
-			      opt.ispb);
+			calls->stop_with(EXIT_SINK,
+			             "another pix-collect is collecting ISPB %s into this database (its slots are locked)",
+			             opt.ispb);
 			return false;
 		}
 	}
@@ -206,8 +214,9 @@ static bool load_checkpoints(PGconn *pc)
 }
 
 /* Start-up, blocking: every connection of the pool, the database and tables, the checkpoints. */
-static int pg_open(void)
+static int pg_open(const struct sink_calls *c)
 {
+	calls = c;
 	PGconn *pc = connect_to(NULL);
 	if (PQstatus(pc) != CONNECTION_OK && strstr(PQerrorMessage(pc), "does not exist") &&
 	    strstr(PQerrorMessage(pc), "database")) {
@@ -260,7 +269,7 @@ static void fail_busy(struct pgc *p)
 {
 	for (int i = 0; i < ncollectors; i++)
 		if (collectors[i].state == C_SINK_BUSY && collectors[i].sink_conn == p - pool)
-			collector_sink_failed(&collectors[i]);
+			calls->failed(&collectors[i]);
 }
 
 /* The connection is gone: what it was writing stays in hand (whether its COMMIT happened is
@@ -378,7 +387,7 @@ static void write_done(struct pgc *p, PGresult *r)
 		stats.duplicates += (uint64_t)(p->busy_messages - inserted);
 		for (int i = 0; i < ncollectors; i++)
 			if (collectors[i].state == C_SINK_BUSY && collectors[i].sink_conn == p - pool)
-				collector_committed(&collectors[i]);
+				calls->committed(&collectors[i]);
 	} else {
 		last_error("sink: the write failed, the batches stay in hand: %s", PQresultErrorMessage(r));
 		fail_busy(p);

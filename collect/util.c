@@ -1,17 +1,17 @@
 /*
- * util.c — clock, logging, the progress line, growable buffers. Logs are quiet: one line per event
- * worth an operator's attention (start, stop, a stream restarted, an error that changed), never one
- * per batch. On a terminal a progress line is redrawn once a second.
+ * util.c — clock, logging, jitter, growable buffers: helpers that know nothing of collectors,
+ * options or sinks. Logs are quiet: one line per event worth an operator's attention (start, stop,
+ * a stream restarted, an error that changed), never one per batch (stats.c decides which). A log
+ * line first clears the progress line that progress_line() drew.
  */
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include "collect.h"
-
-struct stats stats;
+#include "util.h"
 
 static bool progress_shown; /* the progress line is on screen: a log line must clear it first */
 
@@ -46,26 +46,6 @@ void logmsg(const char *fmt, ...)
 	va_end(ap);
 }
 
-/* An error the program recovers from by itself: counted, kept for the progress line, logged when
- * it differs from the previous one or 10 s after it (a sink that is down for a minute is a few
- * lines, not thousands). */
-void last_error(const char *fmt, ...)
-{
-	static int64_t logged_at;
-	char msg[sizeof stats.last_error];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof msg, fmt, ap);
-	va_end(ap);
-	stats.errors++;
-	int64_t now = now_ms();
-	if (strcmp(msg, stats.last_error) != 0 || now - logged_at >= 10000) {
-		logmsg("%s", msg);
-		logged_at = now;
-	}
-	memcpy(stats.last_error, msg, sizeof msg);
-}
-
 /* Uniform in [lo, hi]: retries of many collectors spread instead of coming back in lockstep. */
 int jitter(int lo, int hi)
 {
@@ -74,27 +54,14 @@ int jitter(int lo, int hi)
 	return lo + (int)(random() % (hi - lo + 1));
 }
 
-void progress_tick(int64_t now, bool final)
+/* The progress line: redrawn in place, and cleared by the next log line. */
+void progress_line(const char *fmt, ...)
 {
-	static int64_t last_at, first_at;
-	static uint64_t last_messages;
-	if (first_at == 0)
-		first_at = now;
-	if (final) {
-		double secs = (now - first_at) / 1000.0;
-		logmsg("%llu messages committed (%llu redelivered copies absorbed), %llu batches, %llu errors in %.1f s",
-		       (unsigned long long)stats.messages, (unsigned long long)stats.duplicates,
-		       (unsigned long long)stats.batches, (unsigned long long)stats.errors, secs);
-		return;
-	}
-	if (!opt.progress || now - last_at < 1000)
-		return;
-	double rate = last_at ? (stats.messages - last_messages) * 1000.0 / (now - last_at) : 0;
-	last_at = now;
-	last_messages = stats.messages;
-	fprintf(stderr, "\r\033[K%llu messages, %.0f msg/s, %d/%d streams open%s%s",
-	        (unsigned long long)stats.messages, rate, open_streams(), opt.collectors,
-	        stats.last_error[0] ? ", last error: " : "", stats.last_error);
+	va_list ap;
+	va_start(ap, fmt);
+	fputs("\r\033[K", stderr);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
 	progress_shown = true;
 }
 

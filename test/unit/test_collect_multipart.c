@@ -10,7 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "collect.h"
+#include "multipart.h"
 
 static int passed, failed;
 

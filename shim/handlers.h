@@ -10,8 +10,11 @@
 #include "pixd.h"
 
 /* credential: the request's, in req->pool (respond.h request_authenticate), or NULL. */
-void handle_stream_start(h2o_req_t *req, h2o_iovec_t ispb, const char *credential);
-void handle_stream_next(h2o_req_t *req, h2o_iovec_t ispb, h2o_iovec_t iid, const char *credential);
+/* max_messages: a read's batch size, negotiated from its Accept by the router (1 or 10). */
+void handle_stream_start(h2o_req_t *req, h2o_iovec_t ispb, int max_messages,
+                         const char *credential);
+void handle_stream_next(h2o_req_t *req, h2o_iovec_t ispb, h2o_iovec_t iid, int max_messages,
+                        const char *credential);
 void handle_stream_stop(h2o_req_t *req, h2o_iovec_t ispb, h2o_iovec_t iid, const char *credential);
 void handle_streams_stop_all(h2o_req_t *req, h2o_iovec_t ispb, const char *credential);
 void handle_messages_send(h2o_req_t *req, h2o_iovec_t ispb, const char *credential);

@@ -8,7 +8,8 @@
  * authentication on: stop_all_method).
  * A known path with another method is 405 with Allow; anything else 404. The segments handed to a
  * handler point into the request; the ISPB and a stream's id are checked here, once authenticated
- * (path_values_ok), the rest (the generator's {number}, a send's body) by the handler.
+ * (path_values_ok), then a read's Accept (406 when nothing it sends is acceptable; the handler gets
+ * the negotiated batch size), the rest (the generator's {number}, a send's body) by the handler.
  *
  * Authentication comes once a route and its method matched, before the handler looks at anything:
  * without a usable credential the answer is 401 whatever the ISPB or id (no oracle); so is a
@@ -24,6 +25,7 @@
  * before authentication, never passed to a handler. An unknown path stays 404 whatever its body.
  */
 #include <string.h>
+#include "accept.h"
 #include "handlers.h"
 #include "respond.h"
 #include "router.h"
@@ -49,11 +51,12 @@ static enum route route_api(h2o_req_t *req, h2o_iovec_t *segs, size_t n);
 static const char *route_allow(enum route route, size_t n);
 static int method_allowed(h2o_req_t *req, const char *allow);
 static void route_dispatch(h2o_req_t *req, enum route route, h2o_iovec_t *segs,
-                           const char *credential);
+                           const char *credential, int max_messages);
 static const char *stop_all_method(void);
 static int body_too_large(h2o_req_t *req, enum route route);
 static int iid_is_plausible(h2o_iovec_t iid);
 static int path_values_ok(h2o_req_t *req, enum route route, h2o_iovec_t *segs);
+static int read_negotiated(h2o_req_t *req, enum route route, int *max_messages);
 static void close_if_old(h2o_req_t *req);
 
 void router_register(h2o_globalconf_t *conf)
@@ -104,6 +107,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
 	size_t n = split_path(req->path_normalized, segs, MAX_SEGMENTS + 1);
 	enum route route = route_decide(req, segs, n);
 	const char *credential = NULL;
+	int max_messages = 0;
 
 	pixd_metrics.requests++;
 	close_if_old(req);
@@ -122,7 +126,9 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
 		return 0; /* /health, /metrics and /openapi.json stay open */
 	if (route < ROUTE_HEALTH && !path_values_ok(req, route, segs))
 		return 0;
-	route_dispatch(req, route, segs, credential);
+	if (!read_negotiated(req, route, &max_messages))
+		return 0;
+	route_dispatch(req, route, segs, credential, max_messages);
 	return 0;
 }
 
@@ -227,16 +233,31 @@ static int path_values_ok(h2o_req_t *req, enum route route, h2o_iovec_t *segs)
 	return 1;
 }
 
+/* A read's batch size from its Accept (accept.c): 1, or PIXD_MULTI_BATCH when multipart/json is
+ * preferred; 1 when usable (other routes: 0 and nothing checked), else answered 406. */
+static int read_negotiated(h2o_req_t *req, enum route route, int *max_messages)
+{
+	if (route != ROUTE_START && route != ROUTE_NEXT)
+		return 1;
+	*max_messages = accept_negotiate(req);
+	if (*max_messages != ACCEPT_NOTHING)
+		return 1;
+	respond_problem(
+	    req, 406,
+	    "acceptable media types: application/json (one message), multipart/json (a batch)");
+	return 0;
+}
+
 /* segs: /api/{pix|util}/{ispb or msgs}/{...}/{...}, or the operators' one segment. */
 static void route_dispatch(h2o_req_t *req, enum route route, h2o_iovec_t *segs,
-                           const char *credential)
+                           const char *credential, int max_messages)
 {
 	switch (route) {
 	case ROUTE_START:
-		handle_stream_start(req, segs[2], credential);
+		handle_stream_start(req, segs[2], max_messages, credential);
 		break;
 	case ROUTE_NEXT:
-		handle_stream_next(req, segs[2], segs[4], credential);
+		handle_stream_next(req, segs[2], segs[4], max_messages, credential);
 		break;
 	case ROUTE_STOP:
 		handle_stream_stop(req, segs[2], segs[4], credential);

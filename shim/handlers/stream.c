@@ -23,7 +23,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "accept.h"
 #include "handlers.h"
 #include "listener.h"
 #include "parking.h"
@@ -48,7 +47,7 @@ struct stop_ctx {
 	char iid[PIXD_IID_MAX + 1];
 };
 
-static struct read_ctx *read_ctx_new(h2o_req_t *req, h2o_iovec_t ispb, enum accept_choice batch,
+static struct read_ctx *read_ctx_new(h2o_req_t *req, h2o_iovec_t ispb, int max_messages,
                                      const char *credential);
 static void read_begin(struct read_ctx *ctx);
 static void read_leave(struct db_request *r);
@@ -66,7 +65,6 @@ static enum db_submit_status read_woken(struct read_ctx *ctx);
 static h2o_req_t *read_finish(struct read_ctx *ctx);
 static void answer_messages(struct read_ctx *ctx, const PGresult *res);
 static void answer_empty(struct read_ctx *ctx);
-static int negotiate(h2o_req_t *req, enum accept_choice *batch);
 static void on_stop_rows(struct db_request *r, const PGresult *res);
 static struct stop_ctx *stop_ctx_new(h2o_req_t *req, h2o_iovec_t ispb, enum db_stmt stmt,
                                      const struct db_request_class *cls);
@@ -78,25 +76,10 @@ static const struct db_request_class read_class = {
 static const struct db_request_class stop_class = {.on_rows = on_stop_rows};
 static const struct db_request_class stop_all_class = {.on_rows = on_stop_all_rows};
 
-static int negotiate(h2o_req_t *req, enum accept_choice *batch)
+void handle_stream_start(h2o_req_t *req, h2o_iovec_t ispb, int max_messages, const char *credential)
 {
-	*batch = accept_negotiate(req);
-	if (*batch != ACCEPT_NOTHING)
-		return 0;
-	respond_problem(
-	    req, 406,
-	    "acceptable media types: application/json (one message), multipart/json (a batch)");
-	return -1;
-}
+	struct read_ctx *ctx = read_ctx_new(req, ispb, max_messages, credential);
 
-void handle_stream_start(h2o_req_t *req, h2o_iovec_t ispb, const char *credential)
-{
-	enum accept_choice batch;
-	struct read_ctx *ctx;
-
-	if (negotiate(req, &batch) != 0)
-		return;
-	ctx = read_ctx_new(req, ispb, batch, credential);
 	if (ctx == NULL)
 		return;
 	ctx->base.query.stmt = DB_STREAM_START;
@@ -106,14 +89,11 @@ void handle_stream_start(h2o_req_t *req, h2o_iovec_t ispb, const char *credentia
 	read_begin(ctx);
 }
 
-void handle_stream_next(h2o_req_t *req, h2o_iovec_t ispb, h2o_iovec_t iid, const char *credential)
+void handle_stream_next(h2o_req_t *req, h2o_iovec_t ispb, h2o_iovec_t iid, int max_messages,
+                        const char *credential)
 {
-	enum accept_choice batch;
-	struct read_ctx *ctx;
+	struct read_ctx *ctx = read_ctx_new(req, ispb, max_messages, credential);
 
-	if (negotiate(req, &batch) != 0)
-		return;
-	ctx = read_ctx_new(req, ispb, batch, credential);
 	if (ctx == NULL)
 		return;
 	memcpy(ctx->slot.iid, iid.base, iid.len);
@@ -129,7 +109,7 @@ void handle_stream_next(h2o_req_t *req, h2o_iovec_t ispb, h2o_iovec_t iid, const
  * read counts from its arrival, before the database has judged its credential: a caller that is
  * not the institution holds one of its slots for one query at most (401/403 then).
  */
-static struct read_ctx *read_ctx_new(h2o_req_t *req, h2o_iovec_t ispb, enum accept_choice batch,
+static struct read_ctx *read_ctx_new(h2o_req_t *req, h2o_iovec_t ispb, int max_messages,
                                      const char *credential)
 {
 	struct read_ctx *ctx = db_request_new(req, sizeof(*ctx), &read_class);
@@ -138,7 +118,7 @@ static struct read_ctx *read_ctx_new(h2o_req_t *req, h2o_iovec_t ispb, enum acce
 	ctx->credential = credential;
 	memcpy(ispb_z, ispb.base, PIXD_ISPB_LEN);
 	ispb_z[PIXD_ISPB_LEN] = '\0';
-	snprintf(ctx->max_messages, sizeof(ctx->max_messages), "%d", (int)batch);
+	snprintf(ctx->max_messages, sizeof(ctx->max_messages), "%d", max_messages);
 	switch (parking_join(&ctx->slot, ispb_z, &read_ops)) {
 	case PARKING_JOINED:
 		return ctx;

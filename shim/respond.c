@@ -129,22 +129,18 @@ static void async_dispose(void *p)
 
 /* ---- requests answered by one database call (respond.h: struct db_request) ------------------ */
 
-void *db_request_new(h2o_req_t *req, size_t size, const struct db_request_class *cls)
+void db_request_start(h2o_req_t *req, size_t size, const struct db_request_class *cls,
+                      const struct route_values *v)
 {
 	struct db_request *r = async_req_new(req, size, db_request_detach);
+	enum db_submit_status st;
 
 	r->cls = cls;
 	r->query.cb = db_request_on_result;
-	return r;
-}
-
-enum db_submit_status db_request_submit(struct db_request *r)
-{
-	enum db_submit_status st = db_submit(&r->query);
-
-	if (st != DB_SUBMITTED)
+	if (cls->prepare(r, v) != 0)
+		return;
+	if ((st = db_submit(&r->query)) != DB_SUBMITTED)
 		respond_db_rejected(db_request_answer(r), st);
-	return st;
 }
 
 h2o_req_t *db_request_answer(struct db_request *r)

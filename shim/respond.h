@@ -66,22 +66,33 @@ void respond_forbidden(h2o_req_t *req);
 void respond_db_failure(h2o_req_t *req, enum db_failure failure);
 void respond_db_rejected(h2o_req_t *req, enum db_submit_status status);
 
+/* What the router decided and checked for an /api route, handed to its handler. */
+struct route_values {
+	h2o_iovec_t ispb;       /* 8 ASCII digits, in the path */
+	h2o_iovec_t id;         /* a stream's id (plausible) or the generator's {number}; else empty */
+	int max_messages;       /* a read's batch size, negotiated from Accept (1 or 10); else 0 */
+	const char *credential; /* the request's, in req->pool (request_authenticate), or NULL */
+};
+
 /*
  * A request answered by one database call: the base every database handler extends (an async_req
  * with its query).
- * A handler's state embeds struct db_request first (then its own fields), is made by
- * db_request_new in req->pool (an async_req: the top of this file says what keeps it from being
- * touched once freed), fills in query.stmt and query.params, and calls db_request_submit, which answers 503
- * itself when the pool refuses. The result comes back here and is triaged once for all handlers:
- * no result (a lost connection, a timeout, never sent) → 503, an error → its SQLSTATE's status
- * (respond_db_error), rows → the handler's on_rows, which answers (db_request_answer) or, for a
- * read that found nothing, waits. A handler with statuses of its own for a failure says so in
- * on_failure; one whose state is reachable from elsewhere too (a read's parking slot) unlinks it in
- * leave, which runs before every answer and when h2o frees the request.
+ * A handler's state embeds struct db_request first (then its own fields). The handler calls
+ * db_request_start once, with the route's values: the base makes the state in req->pool (an
+ * async_req: the top of this file says what keeps it from being touched once freed), the
+ * handler's prepare fills in query.stmt, query.params and its own fields from the values, and the
+ * base submits the query, answering 503 itself when the pool refuses. The result comes back here
+ * and is triaged once for all handlers: no result (a lost connection, a timeout, never sent) → 503,
+ * an error → its SQLSTATE's status (respond_db_error), rows → the handler's on_rows, which answers
+ * (db_request_answer) or, for a read that found nothing, waits. A handler with statuses of its own
+ * for a failure says so in on_failure; one whose state is reachable from elsewhere too (a read's
+ * parking slot) unlinks it in leave, which runs before every answer and when h2o frees the request.
  */
 struct db_request;
 
 struct db_request_class {
+	/* Fills the new state from the route's values: 0, or -1 after answering (nothing submitted). */
+	int (*prepare)(struct db_request *r, const struct route_values *v);
 	/* A result with rows (PGRES_TUPLES_OK): answer it, or go on waiting. */
 	void (*on_rows)(struct db_request *r, const PGresult *res);
 	/* Optional: the handler's own answer to a failure; 1 when it answered, 0 for the 503. */
@@ -96,10 +107,10 @@ struct db_request {
 	const struct db_request_class *cls;
 };
 
-/* size >= sizeof(struct db_request), which must be the state's first member. Zero-filled. */
-void *db_request_new(h2o_req_t *req, size_t size, const struct db_request_class *cls);
-/* Submits r->query; when the pool refuses it, answers 503 (+ Retry-After) and returns why. */
-enum db_submit_status db_request_submit(struct db_request *r);
+/* Makes the state (size >= sizeof(struct db_request), zero-filled), lets cls->prepare fill it from
+ * v and submits its query: the request is answered now (refused) or when the result comes. */
+void db_request_start(h2o_req_t *req, size_t size, const struct db_request_class *cls,
+                      const struct route_values *v);
 /* Leaves (cls->leave), marks the state answered and returns the request to answer on at once. */
 h2o_req_t *db_request_answer(struct db_request *r);
 

@@ -6,9 +6,11 @@
  * POST /api/pix/{ispb}/msgs (send), DELETE /api/pix/{ispb}/streams and the original server's
  * GET /api/pix/{ispb}/stream/stop (stop all of the institution's streams; DELETE instead with
  * authentication on: stop_all_method).
- * A known path with another method is 405 with Allow; anything else 404. The segments handed to a
- * handler point into the request; the ISPB and a stream's id are checked here, once authenticated
- * (path_values_ok), the rest (the generator's {number}, a send's body) by the handler.
+ * A known path with another method is 405 with Allow; anything else 404. An /api route's handler
+ * gets the route's values (struct route_values: the path's segments point into the request, the
+ * credential, a read's batch size): the ISPB and a stream's id are checked here, once authenticated
+ * (path_values_ok), then a read's Accept (406 when nothing it sends is acceptable), the rest (the
+ * generator's {number}, a send's body) by the handler.
  *
  * Authentication comes once a route and its method matched, before the handler looks at anything:
  * without a usable credential the answer is 401 whatever the ISPB or id (no oracle); so is a
@@ -24,6 +26,7 @@
  * before authentication, never passed to a handler. An unknown path stays 404 whatever its body.
  */
 #include <string.h>
+#include "accept.h"
 #include "handlers.h"
 #include "respond.h"
 #include "router.h"
@@ -48,12 +51,13 @@ static enum route route_decide(h2o_req_t *req, h2o_iovec_t *segs, size_t n);
 static enum route route_api(h2o_req_t *req, h2o_iovec_t *segs, size_t n);
 static const char *route_allow(enum route route, size_t n);
 static int method_allowed(h2o_req_t *req, const char *allow);
-static void route_dispatch(h2o_req_t *req, enum route route, h2o_iovec_t *segs,
-                           const char *credential);
+static void route_dispatch(h2o_req_t *req, enum route route, const struct route_values *v);
 static const char *stop_all_method(void);
 static int body_too_large(h2o_req_t *req, enum route route);
 static int iid_is_plausible(h2o_iovec_t iid);
-static int path_values_ok(h2o_req_t *req, enum route route, h2o_iovec_t *segs);
+static int path_values_ok(h2o_req_t *req, enum route route, h2o_iovec_t *segs,
+                          struct route_values *v);
+static int read_negotiated(h2o_req_t *req, enum route route, int *max_messages);
 static void close_if_old(h2o_req_t *req);
 
 void router_register(h2o_globalconf_t *conf)
@@ -103,7 +107,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
 	h2o_iovec_t segs[MAX_SEGMENTS + 1];
 	size_t n = split_path(req->path_normalized, segs, MAX_SEGMENTS + 1);
 	enum route route = route_decide(req, segs, n);
-	const char *credential = NULL;
+	struct route_values v = {{NULL, 0}, {NULL, 0}, 0, NULL};
 
 	pixd_metrics.requests++;
 	close_if_old(req);
@@ -118,11 +122,13 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
 	}
 	if (body_too_large(req, route))
 		return 0;
-	if (route < ROUTE_HEALTH && request_authenticate(req, &credential) != 0)
+	if (route < ROUTE_HEALTH && request_authenticate(req, &v.credential) != 0)
 		return 0; /* /health, /metrics and /openapi.json stay open */
-	if (route < ROUTE_HEALTH && !path_values_ok(req, route, segs))
+	if (route < ROUTE_HEALTH && !path_values_ok(req, route, segs, &v))
 		return 0;
-	route_dispatch(req, route, segs, credential);
+	if (!read_negotiated(req, route, &v.max_messages))
+		return 0;
+	route_dispatch(req, route, &v);
 	return 0;
 }
 
@@ -210,45 +216,62 @@ static int iid_is_plausible(h2o_iovec_t iid)
 	return 1;
 }
 
-/* The {ispb} of every /api route (400 unless 8 digits) and the {id} of a stream's (the database's
- * 404 unless plausible): 1 when usable, else answered. The handlers get them checked. */
-static int path_values_ok(h2o_req_t *req, enum route route, h2o_iovec_t *segs)
+/* The path's values into v: the {ispb} of every /api route (400 unless 8 digits), a stream's {id}
+ * (the database's 404 unless plausible), the generator's {number} (its handler checks it). 1 when
+ * usable, else answered. */
+static int path_values_ok(h2o_req_t *req, enum route route, h2o_iovec_t *segs,
+                          struct route_values *v)
 {
-	h2o_iovec_t ispb = route == ROUTE_GENERATE ? segs[3] : segs[2];
-
-	if (!is_ispb(ispb.base, ispb.len)) {
+	v->ispb = route == ROUTE_GENERATE ? segs[3] : segs[2];
+	if (route == ROUTE_NEXT || route == ROUTE_STOP || route == ROUTE_GENERATE)
+		v->id = segs[4];
+	if (!is_ispb(v->ispb.base, v->ispb.len)) {
 		respond_bad_ispb(req);
 		return 0;
 	}
-	if ((route == ROUTE_NEXT || route == ROUTE_STOP) && !iid_is_plausible(segs[4])) {
+	if ((route == ROUTE_NEXT || route == ROUTE_STOP) && !iid_is_plausible(v->id)) {
 		respond_stream_not_found(req);
 		return 0;
 	}
 	return 1;
 }
 
-/* segs: /api/{pix|util}/{ispb or msgs}/{...}/{...}, or the operators' one segment. */
-static void route_dispatch(h2o_req_t *req, enum route route, h2o_iovec_t *segs,
-                           const char *credential)
+/* A read's batch size from its Accept (accept.c): 1, or PIXD_MULTI_BATCH when multipart/json is
+ * preferred; 1 when usable (other routes: 0 and nothing checked), else answered 406. */
+static int read_negotiated(h2o_req_t *req, enum route route, int *max_messages)
+{
+	if (route != ROUTE_START && route != ROUTE_NEXT)
+		return 1;
+	*max_messages = accept_negotiate(req);
+	if (*max_messages != ACCEPT_NOTHING)
+		return 1;
+	respond_problem(
+	    req, 406,
+	    "acceptable media types: application/json (one message), multipart/json (a batch)");
+	return 0;
+}
+
+/* v: an /api route's values (path_values_ok, read_negotiated); the operators' routes take none. */
+static void route_dispatch(h2o_req_t *req, enum route route, const struct route_values *v)
 {
 	switch (route) {
 	case ROUTE_START:
-		handle_stream_start(req, segs[2], credential);
+		handle_stream_start(req, v);
 		break;
 	case ROUTE_NEXT:
-		handle_stream_next(req, segs[2], segs[4], credential);
+		handle_stream_next(req, v);
 		break;
 	case ROUTE_STOP:
-		handle_stream_stop(req, segs[2], segs[4], credential);
+		handle_stream_stop(req, v);
 		break;
 	case ROUTE_GENERATE:
-		handle_generate(req, segs[3], segs[4], credential);
+		handle_generate(req, v);
 		break;
 	case ROUTE_SEND:
-		handle_messages_send(req, segs[2], credential);
+		handle_messages_send(req, v);
 		break;
 	case ROUTE_STOP_ALL:
-		handle_streams_stop_all(req, segs[2], credential);
+		handle_streams_stop_all(req, v);
 		break;
 	case ROUTE_HEALTH:
 		handle_health(req);

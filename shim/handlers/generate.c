@@ -21,9 +21,11 @@ struct generate_ctx {
 };
 
 static long parse_number(h2o_iovec_t s);
+static int prepare_generate(struct db_request *r, const struct route_values *v);
 static void on_generate_rows(struct db_request *r, const PGresult *res);
 
-static const struct db_request_class generate_class = {.on_rows = on_generate_rows};
+static const struct db_request_class generate_class = {.prepare = prepare_generate,
+                                                       .on_rows = on_generate_rows};
 
 /* The decimal value of s, or -1 unless s is 1..NUMBER_MAX_DIGITS ASCII digits. */
 static long parse_number(h2o_iovec_t s)
@@ -40,10 +42,9 @@ static long parse_number(h2o_iovec_t s)
 	return n;
 }
 
-void handle_generate(h2o_req_t *req, h2o_iovec_t ispb, h2o_iovec_t number, const char *credential)
+void handle_generate(h2o_req_t *req, const struct route_values *v)
 {
-	long n = parse_number(number);
-	struct generate_ctx *ctx;
+	long n = parse_number(v->id);
 	char detail[128];
 
 	if (n < 1 || n > pixd_config.max_generate) {
@@ -52,14 +53,21 @@ void handle_generate(h2o_req_t *req, h2o_iovec_t ispb, h2o_iovec_t number, const
 		respond_problem(req, 400, detail);
 		return;
 	}
-	ctx = db_request_new(req, sizeof(*ctx), &generate_class);
-	memcpy(ctx->ispb, ispb.base, PIXD_ISPB_LEN);
-	snprintf(ctx->number, sizeof(ctx->number), "%ld", n);
-	ctx->base.query.stmt = DB_GENERATE;
-	ctx->base.query.params[0] = ctx->ispb;
-	ctx->base.query.params[1] = ctx->number;
-	ctx->base.query.params[2] = credential; /* with authentication, only an admin's is accepted */
-	db_request_submit(&ctx->base);
+	db_request_start(req, sizeof(struct generate_ctx), &generate_class, v);
+}
+
+/* v->id: the {number} the handler checked (1..--max-generate: an int). */
+static int prepare_generate(struct db_request *r, const struct route_values *v)
+{
+	struct generate_ctx *ctx = (struct generate_ctx *)r;
+
+	memcpy(ctx->ispb, v->ispb.base, PIXD_ISPB_LEN);
+	snprintf(ctx->number, sizeof(ctx->number), "%d", (int)parse_number(v->id));
+	r->query.stmt = DB_GENERATE;
+	r->query.params[0] = ctx->ispb;
+	r->query.params[1] = ctx->number;
+	r->query.params[2] = v->credential; /* with authentication, only an admin's is accepted */
+	return 0;
 }
 
 static void on_generate_rows(struct db_request *r, const PGresult *res)

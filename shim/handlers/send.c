@@ -30,9 +30,11 @@ struct send_ctx {
 
 static int is_json_content(h2o_req_t *req);
 static int over_quota(h2o_req_t *req, h2o_iovec_t ispb);
+static int prepare_send(struct db_request *r, const struct route_values *v);
 static void on_send_rows(struct db_request *r, const PGresult *res);
 
-static const struct db_request_class send_class = {.on_rows = on_send_rows};
+static const struct db_request_class send_class = {.prepare = prepare_send,
+                                                   .on_rows = on_send_rows};
 
 /* 1 when the one Content-Type is application/json, in any case, with or without parameters. */
 static int is_json_content(h2o_req_t *req)
@@ -66,10 +68,8 @@ static int over_quota(h2o_req_t *req, h2o_iovec_t ispb)
 	return 1;
 }
 
-void handle_messages_send(h2o_req_t *req, h2o_iovec_t ispb, const char *credential)
+void handle_messages_send(h2o_req_t *req, const struct route_values *v)
 {
-	struct send_ctx *ctx;
-
 	if (!is_json_content(req)) {
 		respond_problem(req, 415, "the body must be sent as Content-Type: application/json");
 		return;
@@ -82,16 +82,23 @@ void handle_messages_send(h2o_req_t *req, h2o_iovec_t ispb, const char *credenti
 		respond_problem(req, 400, "the request body must not contain NUL bytes");
 		return;
 	}
-	if (over_quota(req, ispb))
+	if (over_quota(req, v->ispb))
 		return;
-	ctx = db_request_new(req, sizeof(*ctx), &send_class);
-	memcpy(ctx->ispb, ispb.base, PIXD_ISPB_LEN);
-	ctx->base.query.stmt = DB_SEND;
-	ctx->base.query.params[0] = ctx->ispb;
+	db_request_start(req, sizeof(struct send_ctx), &send_class, v);
+}
+
+static int prepare_send(struct db_request *r, const struct route_values *v)
+{
+	struct send_ctx *ctx = (struct send_ctx *)r;
+	h2o_req_t *req = r->base.req;
+
+	memcpy(ctx->ispb, v->ispb.base, PIXD_ISPB_LEN);
+	r->query.stmt = DB_SEND;
+	r->query.params[0] = ctx->ispb;
 	/* NUL-terminated copy in req->pool: it lives until the request is freed */
-	ctx->base.query.params[1] = h2o_strdup(&req->pool, req->entity.base, req->entity.len).base;
-	ctx->base.query.params[2] = credential;
-	db_request_submit(&ctx->base);
+	r->query.params[1] = h2o_strdup(&req->pool, req->entity.base, req->entity.len).base;
+	r->query.params[2] = v->credential;
+	return 0;
 }
 
 static void on_send_rows(struct db_request *r, const PGresult *res)

@@ -11,10 +11,11 @@
  *
  * Lifetime of a read's state (read_ctx, in req->pool): from the handler until h2o frees the
  * request. It is reachable from the outside only through its query (the pool) and its parking slot
- * (ISPB index, deadline timer, pending wakes); detach_read() removes both, so a client leaving at
- * any moment leaves no dangling pointer. Strings the query needs live in the state itself, in fixed
- * buffers (the id in the slot, where keepalive finds it): a long wait with many wake-ups allocates
- * nothing. Pull-Next is not kept: it is rebuilt from the ISPB and the id.
+ * (ISPB index, deadline timer, pending wakes); the base's detach (respond.h: db_cancel, then
+ * read_leave) removes both, so a client leaving at any moment leaves no dangling pointer. Strings
+ * the query needs live in the state itself, in fixed buffers (the id in the slot, where keepalive
+ * finds it): a long wait with many wake-ups allocates nothing. Pull-Next is not kept: it is rebuilt
+ * from the ISPB and the id.
  *
  * A client that left is not served: before every query on a parked read's behalf (wake, deadline)
  * and once a second while it is parked, a peek at its socket tells; a departed client's read leaves
@@ -23,7 +24,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "accept.h"
 #include "handlers.h"
 #include "listener.h"
 #include "parking.h"
@@ -48,9 +48,9 @@ struct stop_ctx {
 	char iid[PIXD_IID_MAX + 1];
 };
 
-static struct read_ctx *read_ctx_new(h2o_req_t *req, h2o_iovec_t ispb, enum accept_choice batch,
-                                     const char *credential);
-static void read_begin(struct read_ctx *ctx);
+static int prepare_start(struct db_request *r, const struct route_values *v);
+static int prepare_next(struct db_request *r, const struct route_values *v);
+static int read_join(struct read_ctx *ctx, const struct route_values *v);
 static void read_leave(struct db_request *r);
 static int on_read_failure(struct db_request *r, enum db_failure failure);
 static void on_read_rows(struct db_request *r, const PGresult *res);
@@ -66,91 +66,90 @@ static enum db_submit_status read_woken(struct read_ctx *ctx);
 static h2o_req_t *read_finish(struct read_ctx *ctx);
 static void answer_messages(struct read_ctx *ctx, const PGresult *res);
 static void answer_empty(struct read_ctx *ctx);
-static int negotiate(h2o_req_t *req, enum accept_choice *batch);
+static int prepare_stop(struct db_request *r, const struct route_values *v);
 static void on_stop_rows(struct db_request *r, const PGresult *res);
-static struct stop_ctx *stop_ctx_new(h2o_req_t *req, h2o_iovec_t ispb, enum db_stmt stmt,
-                                     const struct db_request_class *cls);
+static int prepare_stop_all(struct db_request *r, const struct route_values *v);
 static void on_stop_all_rows(struct db_request *r, const PGresult *res);
 
 static const struct parking_ops read_ops = {on_wake, on_deadline, on_check};
-static const struct db_request_class read_class = {
-    .on_rows = on_read_rows, .on_failure = on_read_failure, .leave = read_leave};
-static const struct db_request_class stop_class = {.on_rows = on_stop_rows};
-static const struct db_request_class stop_all_class = {.on_rows = on_stop_all_rows};
+static const struct db_request_class start_class = {.prepare = prepare_start,
+                                                    .on_rows = on_read_rows,
+                                                    .on_failure = on_read_failure,
+                                                    .leave = read_leave};
+static const struct db_request_class next_class = {.prepare = prepare_next,
+                                                   .on_rows = on_read_rows,
+                                                   .on_failure = on_read_failure,
+                                                   .leave = read_leave};
+static const struct db_request_class stop_class = {.prepare = prepare_stop,
+                                                   .on_rows = on_stop_rows};
+static const struct db_request_class stop_all_class = {.prepare = prepare_stop_all,
+                                                       .on_rows = on_stop_all_rows};
 
-static int negotiate(h2o_req_t *req, enum accept_choice *batch)
+void handle_stream_start(h2o_req_t *req, const struct route_values *v)
 {
-	*batch = accept_negotiate(req);
-	if (*batch != ACCEPT_NOTHING)
-		return 0;
-	respond_problem(
-	    req, 406,
-	    "acceptable media types: application/json (one message), multipart/json (a batch)");
-	return -1;
+	db_request_start(req, sizeof(struct read_ctx), &start_class, v);
 }
 
-void handle_stream_start(h2o_req_t *req, h2o_iovec_t ispb, const char *credential)
+void handle_stream_next(h2o_req_t *req, const struct route_values *v)
 {
-	enum accept_choice batch;
-	struct read_ctx *ctx;
-
-	if (negotiate(req, &batch) != 0)
-		return;
-	ctx = read_ctx_new(req, ispb, batch, credential);
-	if (ctx == NULL)
-		return;
-	ctx->base.query.stmt = DB_STREAM_START;
-	ctx->base.query.params[0] = ctx->slot.ispb;
-	ctx->base.query.params[1] = ctx->max_messages;
-	ctx->base.query.params[2] = credential;
-	read_begin(ctx);
+	db_request_start(req, sizeof(struct read_ctx), &next_class, v);
 }
 
-void handle_stream_next(h2o_req_t *req, h2o_iovec_t ispb, h2o_iovec_t iid, const char *credential)
+static int prepare_start(struct db_request *r, const struct route_values *v)
 {
-	enum accept_choice batch;
-	struct read_ctx *ctx;
+	struct read_ctx *ctx = (struct read_ctx *)r;
 
-	if (negotiate(req, &batch) != 0)
-		return;
-	ctx = read_ctx_new(req, ispb, batch, credential);
-	if (ctx == NULL)
-		return;
-	memcpy(ctx->slot.iid, iid.base, iid.len);
+	if (read_join(ctx, v) != 0)
+		return -1;
+	r->query.stmt = DB_STREAM_START;
+	r->query.params[0] = ctx->slot.ispb;
+	r->query.params[1] = ctx->max_messages;
+	r->query.params[2] = ctx->credential;
+	return 0;
+}
+
+static int prepare_next(struct db_request *r, const struct route_values *v)
+{
+	struct read_ctx *ctx = (struct read_ctx *)r;
+
+	if (read_join(ctx, v) != 0)
+		return -1;
+	memcpy(ctx->slot.iid, v->id.base, v->id.len);
 	read_next_params(ctx);
-	read_begin(ctx);
+	return 0;
 }
 
 /*
- * Joins the parking lot before the first query (a NOTIFY during that query must not be lost), so
- * the slot's ISPB is set here; NULL when it cannot: 503 when --max-parked reads are in progress
- * (the server's limit), 429 when --max-reads-per-ispb of this ISPB are (the institution's own
- * share: a rate problem of that institution, answered like the contract's seventh stream). A
- * read counts from its arrival, before the database has judged its credential: a caller that is
- * not the institution holds one of its slots for one query at most (401/403 then).
+ * The read's own fields from the route's values, and into the parking lot before the first query
+ * (a NOTIFY during that query must not be lost), so the slot's ISPB is set here; -1 after
+ * answering when it cannot: 503 when --max-parked reads are
+ * in progress (the server's limit), 429 when --max-reads-per-ispb of this ISPB are (the
+ * institution's own share: a rate problem of that institution, answered like the contract's
+ * seventh stream). A read counts from its arrival, before the database has judged its credential:
+ * a caller that is not the institution holds one of its slots for one query at most (401/403
+ * then). The base submits the first query right after: its LISTEN session is noted here.
  */
-static struct read_ctx *read_ctx_new(h2o_req_t *req, h2o_iovec_t ispb, enum accept_choice batch,
-                                     const char *credential)
+static int read_join(struct read_ctx *ctx, const struct route_values *v)
 {
-	struct read_ctx *ctx = db_request_new(req, sizeof(*ctx), &read_class);
 	char ispb_z[PIXD_ISPB_LEN + 1];
 
-	ctx->credential = credential;
-	memcpy(ispb_z, ispb.base, PIXD_ISPB_LEN);
+	ctx->credential = v->credential;
+	memcpy(ispb_z, v->ispb.base, PIXD_ISPB_LEN);
 	ispb_z[PIXD_ISPB_LEN] = '\0';
-	snprintf(ctx->max_messages, sizeof(ctx->max_messages), "%d", (int)batch);
+	snprintf(ctx->max_messages, sizeof(ctx->max_messages), "%d", v->max_messages);
 	switch (parking_join(&ctx->slot, ispb_z, &read_ops)) {
 	case PARKING_JOINED:
-		return ctx;
+		ctx->listen_epoch = listener_epoch();
+		return 0;
 	case PARKING_FULL:
 		respond_retry_later(read_finish(ctx), 503, 1, "too many reads in progress");
-		return NULL;
+		return -1;
 	case PARKING_ISPB_FULL:
 		pixd_metrics.reads_ispb_refused++;
 		respond_retry_later(read_finish(ctx), 429, 1, "too many reads in progress for this ISPB");
-		return NULL;
+		return -1;
 	}
-	return NULL;
+	return -1;
 }
 
 /* Every read after the first is pix_stream_next on the slot's id, whatever the first was. */
@@ -164,8 +163,9 @@ static void read_next_params(struct read_ctx *ctx)
 }
 
 /* Every query of a read notes which LISTEN session was there to hear what committed after the
- * query's snapshot. The first is submitted through the base (refused: 503); a later one here (a
- * refusal has an answer of the read's own: parked until the deadline, or 204 at the deadline). */
+ * query's snapshot. The first is submitted by the base (refused: 503; read_join notes its session);
+ * a later one here (a refusal has an answer of the read's own: parked until the deadline, or 204 at
+ * the deadline). */
 static enum db_submit_status read_submit(struct read_ctx *ctx)
 {
 	ctx->listen_epoch = listener_epoch();
@@ -179,12 +179,6 @@ static enum db_submit_status read_woken(struct read_ctx *ctx)
 {
 	parking_reading(&ctx->slot);
 	return read_submit(ctx);
-}
-
-static void read_begin(struct read_ctx *ctx)
-{
-	ctx->listen_epoch = listener_epoch();
-	db_request_submit(&ctx->base);
 }
 
 /* Before every answer, and when h2o frees the request: out of the parking lot. */
@@ -348,14 +342,22 @@ static void answer_empty(struct read_ctx *ctx)
 
 /* ---- DELETE: confirm the last batch and close the stream ------------------------------------- */
 
-void handle_stream_stop(h2o_req_t *req, h2o_iovec_t ispb, h2o_iovec_t iid, const char *credential)
+void handle_stream_stop(h2o_req_t *req, const struct route_values *v)
 {
-	struct stop_ctx *ctx = stop_ctx_new(req, ispb, DB_STREAM_STOP, &stop_class);
+	db_request_start(req, sizeof(struct stop_ctx), &stop_class, v);
+}
 
-	memcpy(ctx->iid, iid.base, iid.len);
-	ctx->base.query.params[1] = ctx->iid;
-	ctx->base.query.params[2] = credential;
-	db_request_submit(&ctx->base);
+static int prepare_stop(struct db_request *r, const struct route_values *v)
+{
+	struct stop_ctx *ctx = (struct stop_ctx *)r;
+
+	memcpy(ctx->ispb, v->ispb.base, PIXD_ISPB_LEN);
+	memcpy(ctx->iid, v->id.base, v->id.len);
+	r->query.stmt = DB_STREAM_STOP;
+	r->query.params[0] = ctx->ispb;
+	r->query.params[1] = ctx->iid;
+	r->query.params[2] = v->credential;
+	return 0;
 }
 
 static void on_stop_rows(struct db_request *r, const PGresult *res)
@@ -365,23 +367,20 @@ static void on_stop_rows(struct db_request *r, const PGresult *res)
 
 /* ---- stop all: DELETE /api/pix/{ispb}/streams, GET /api/pix/{ispb}/stream/stop --------------- */
 
-void handle_streams_stop_all(h2o_req_t *req, h2o_iovec_t ispb, const char *credential)
+void handle_streams_stop_all(h2o_req_t *req, const struct route_values *v)
 {
-	struct stop_ctx *ctx = stop_ctx_new(req, ispb, DB_STOP_ALL, &stop_all_class);
-
-	ctx->base.query.params[1] = credential;
-	db_request_submit(&ctx->base);
+	db_request_start(req, sizeof(struct stop_ctx), &stop_all_class, v);
 }
 
-static struct stop_ctx *stop_ctx_new(h2o_req_t *req, h2o_iovec_t ispb, enum db_stmt stmt,
-                                     const struct db_request_class *cls)
+static int prepare_stop_all(struct db_request *r, const struct route_values *v)
 {
-	struct stop_ctx *ctx = db_request_new(req, sizeof(*ctx), cls);
+	struct stop_ctx *ctx = (struct stop_ctx *)r;
 
-	memcpy(ctx->ispb, ispb.base, PIXD_ISPB_LEN);
-	ctx->base.query.stmt = stmt;
-	ctx->base.query.params[0] = ctx->ispb;
-	return ctx;
+	memcpy(ctx->ispb, v->ispb.base, PIXD_ISPB_LEN);
+	r->query.stmt = DB_STOP_ALL;
+	r->query.params[0] = ctx->ispb;
+	r->query.params[1] = v->credential;
+	return 0;
 }
 
 static void on_stop_all_rows(struct db_request *r, const PGresult *res)

@@ -35,6 +35,7 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 script="$top/bench/pgbench/pix_next.sql"
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 dir=$(mktemp -d /tmp/readpath-ab.XXXXXX)
+chmod 755 "$dir" # the clusters run as postgres when we are root
 declare -A BIN PORT
 BIN[A]=$A_PGBIN BIN[B]=$B_PGBIN
 cleanup() {

@@ -88,6 +88,7 @@ typedef struct claim_hint
 	int64		first_entry_id;
 	TimestampTz last_full_scan;
 	TimestampTz last_sweep;
+	bool		last_found;		/* this backend's last claim took something */
 } claim_hint;
 
 /* One claim: the relations, the snapshot and the batch being filled. */
@@ -182,6 +183,7 @@ run_claim(claim *c, int *redelivered)
 	}
 	if (!c->peek)
 	{
+		hint->last_found = c->taken > 0;
 		if (full)
 			hint->last_full_scan = now;
 		if (first_entry >= 0)
@@ -194,6 +196,18 @@ run_claim(claim *c, int *redelivered)
 	index_close(c->index, NoLock);
 	table_close(c->heap, NoLock);
 	return c->taken;
+}
+
+/*
+ * Whether this backend's last claim of ispb took something: a hint for the
+ * caller only (see stream.c, pix_stream_next), never a promise that anything
+ * is ready now. False for an ISPB this backend never claimed from (or whose
+ * hint it evicted).
+ */
+bool
+pix_claim_last_found(const char *ispb)
+{
+	return hint_for(ispb)->last_found;
 }
 
 /*
@@ -369,6 +383,7 @@ hint_for(const char *ispb)
 		hint->first_entry_id = PG_INT64_MIN;
 		hint->last_full_scan = 0;
 		hint->last_sweep = 0;
+		hint->last_found = false;
 	}
 	return hint;
 }

@@ -65,11 +65,21 @@ top_up() { # SIDE
         left=$((left - n))
     done
 }
+# Waits (up to 30 s) until no autovacuum worker runs on SIDE: the other side's vacuum after its run
+# would otherwise take CPU from this run on a small machine.
+quiet_autovacuum() { # SIDE
+    for _ in $(seq 60); do
+        (($(sql "$1" "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'") == 0)) && return
+        sleep 0.5
+    done
+}
 # One run: prints "calls/s msg/s wal_bytes_per_msg wal_records_per_call fpi_per_call"
 run() { # SIDE
     local s=$1 before after lsn0 lsn1 st0 st1 out tps msgs
     top_up "$s"
     sql "$s" "VACUUM pix.ready" >/dev/null
+    quiet_autovacuum A
+    quiet_autovacuum B
     sql "$s" "CHECKPOINT"
     before=$(ready "$s")
     lsn0=$(sql "$s" "SELECT pg_current_wal_lsn()")
@@ -95,6 +105,7 @@ run() { # SIDE
 echo "# read path A/B — $(date -u +%Y-%m-%dT%H:%MZ)"
 echo "# machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); load average at start $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# A = $A_LABEL ($A_PGBIN), B = $B_LABEL ($B_PGBIN); fsync=$(sql A 'SHOW fsync') synchronous_commit=$(sql A 'SHOW synchronous_commit'); $CLIENTS clients; ${SECS}s per run; $ROUNDS rounds; backlog $BACKLOG before each run"
+echo "# worktree: $(git -C "$top" rev-parse --short HEAD) ($([[ -z "$(git -C "$top" status --porcelain 2>/dev/null)" ]] && echo clean || echo "with uncommitted changes")); the sides are the builds installed in the two trees, named by their labels"
 echo "# command: bench/readpath-ab.sh --a-label $A_LABEL --b-label $B_LABEL --seconds $SECS --rounds $ROUNDS --clients $CLIENTS --backlog $BACKLOG"
 echo
 echo "| round | run | side | calls/s | msg/s | WAL bytes / msg | WAL records / call | FPI / call | load (1 min) |"

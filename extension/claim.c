@@ -88,7 +88,7 @@ typedef struct claim_hint
 	int64		first_entry_id;
 	TimestampTz last_full_scan;
 	TimestampTz last_sweep;
-	bool		last_found;		/* this backend's last claim took something */
+	bool		last_full;		/* this backend's last claim filled its batch */
 } claim_hint;
 
 /* One claim: the relations, the snapshot and the batch being filled. */
@@ -183,7 +183,7 @@ run_claim(claim *c, int *redelivered)
 	}
 	if (!c->peek)
 	{
-		hint->last_found = c->taken > 0;
+		hint->last_full = c->taken > 0 && c->taken == c->max;
 		if (full)
 			hint->last_full_scan = now;
 		if (first_entry >= 0)
@@ -199,15 +199,16 @@ run_claim(claim *c, int *redelivered)
 }
 
 /*
- * Whether this backend's last claim of ispb took something: a hint for the
- * caller only (see stream.c, pix_stream_next), never a promise that anything
- * is ready now. False for an ISPB this backend never claimed from (or whose
- * hint it evicted).
+ * Whether this backend's last claim of ispb filled its batch (so the queue
+ * most likely holds more): a hint for the caller only (see stream.c,
+ * pix_stream_next), never a promise that anything is ready now. False for an
+ * ISPB this backend never claimed from (or whose hint it evicted), and after a
+ * claim that took less than it asked for: the queue was empty a moment ago.
  */
 bool
-pix_claim_last_found(const char *ispb)
+pix_claim_last_full(const char *ispb)
 {
-	return hint_for(ispb)->last_found;
+	return hint_for(ispb)->last_full;
 }
 
 /*
@@ -383,7 +384,7 @@ hint_for(const char *ispb)
 		hint->first_entry_id = PG_INT64_MIN;
 		hint->last_full_scan = 0;
 		hint->last_sweep = 0;
-		hint->last_found = false;
+		hint->last_full = false;
 	}
 	return hint;
 }

@@ -24,10 +24,10 @@ extern int
 extern bool pix_claim_peek(const char *ispb);
 
 /*
- * Whether this backend's last claim of ispb took something (a hint: nothing
+ * Whether this backend's last claim of ispb filled its batch (a hint: nothing
  * about what is ready now).
  */
-extern bool pix_claim_last_found(const char *ispb);
+extern bool pix_claim_last_full(const char *ispb);
 
 /*
  * True (and remembered) when this backend's reads of ispb have not swept idle

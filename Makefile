@@ -11,7 +11,7 @@ OBJS = extension/pix.o extension/stream.o extension/claim.o extension/iteration_
        extension/auth.o extension/send.o extension/send_json.o \
        extension/message.o extension/validate.o extension/render.o extension/generate.o extension/insert.o extension/history.o \
        extension/statement.o
-DATA = extension/pix--1.0.sql extension/pix--1.4.sql $(wildcard extension/pix--*--*.sql)
+DATA = extension/pix--1.0.sql extension/pix--1.5.sql $(wildcard extension/pix--*--*.sql)
 
 REGRESS = $(basename $(notdir $(wildcard sql/*.sql)))
 REGRESS_OPTS = --inputdir=. --load-extension=$(EXTENSION)

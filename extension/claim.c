@@ -14,11 +14,12 @@
  * ones. The requeued range is small (redeliveries are rare), so scanning all
  * of it costs nothing.
  *
- * CONCURRENCY. Each candidate row is locked with LockWaitSkip before it is
- * deleted. A row that another transaction is claiming (locked or deleted, not
- * yet committed) is skipped, so concurrent readers of one ISPB never wait for
- * each other and never take the same row; a row deleted by a committed claimer
- * after our snapshot is reported as TM_Deleted and skipped too. Only one
+ * CONCURRENCY. Each candidate row is deleted directly, without waiting and
+ * without a tuple lock first (take_row). A row that another transaction is
+ * claiming (locked or deleted, not yet committed) is skipped, so concurrent
+ * readers of one ISPB never wait for each other and never take the same row;
+ * a row deleted by a committed claimer after our snapshot is reported as
+ * TM_Deleted and skipped too. Only one
  * transaction can ever delete a given ready row, which is what keeps a message
  * out of two pending batches (see stream.c). The scans use the latest
  * snapshot, not the statement's: a message committed a moment ago is claimable
@@ -87,6 +88,7 @@ typedef struct claim_hint
 	int64		first_entry_id;
 	TimestampTz last_full_scan;
 	TimestampTz last_sweep;
+	bool		last_full;		/* this backend's last claim filled its batch */
 } claim_hint;
 
 /* One claim: the relations, the snapshot and the batch being filled. */
@@ -112,7 +114,7 @@ static claim_hint *hint_for(const char *ispb);
 static int	run_claim(claim *c, int *redelivered);
 static int	scan_range(claim *c, bool fresh, int64 from_id, int64 below_id,
 					   int64 *first_entry_id);
-static bool lock_and_delete(claim *c, ItemPointer tid);
+static bool take_row(claim *c, ItemPointer tid);
 static void sort_ids(int64 *ids, int count);
 
 int
@@ -181,6 +183,7 @@ run_claim(claim *c, int *redelivered)
 	}
 	if (!c->peek)
 	{
+		hint->last_full = c->taken > 0 && c->taken == c->max;
 		if (full)
 			hint->last_full_scan = now;
 		if (first_entry >= 0)
@@ -193,6 +196,19 @@ run_claim(claim *c, int *redelivered)
 	index_close(c->index, NoLock);
 	table_close(c->heap, NoLock);
 	return c->taken;
+}
+
+/*
+ * Whether this backend's last claim of ispb filled its batch (so the queue
+ * most likely holds more): a hint for the caller only (see stream.c,
+ * pix_stream_next), never a promise that anything is ready now. False for an
+ * ISPB this backend never claimed from (or whose hint it evicted), and after a
+ * claim that took less than it asked for: the queue was empty a moment ago.
+ */
+bool
+pix_claim_last_full(const char *ispb)
+{
+	return hint_for(ispb)->last_full;
 }
 
 /*
@@ -275,7 +291,7 @@ scan_range(claim *c, bool fresh, int64 from_id, int64 below_id,
 			break;
 		}
 		message_id = slot_getattr(c->slot, READY_MESSAGE_ID, &isnull);
-		if (!isnull && lock_and_delete(c, &c->slot->tts_tid))
+		if (!isnull && take_row(c, &c->slot->tts_tid))
 			c->ids[c->taken++] = DatumGetInt64(message_id);
 	}
 	index_endscan(scan);
@@ -283,24 +299,33 @@ scan_range(claim *c, bool fresh, int64 from_id, int64 below_id,
 }
 
 /*
- * SKIP LOCKED, then DELETE, as the executor does for those clauses. Returns
- * false when the row is not ours to take: locked or being deleted by another
- * transaction, or already deleted by a committed one.
+ * DELETE ... SKIP LOCKED, in one step: the row is deleted directly, never
+ * locked first (a tuple lock is a WAL record and a page write of its own, and
+ * the delete that follows takes the same row again). Never waits and never
+ * fails on a row that is not ours to take: one another transaction holds
+ * (locked, or deleted and not yet committed: TM_BeingModified), one a
+ * committed transaction deleted after our snapshot (TM_Deleted, or
+ * TM_Updated, which pix.ready never sees: its rows are never updated), or one
+ * this very claim already took (TM_SelfModified). Each of those returns false,
+ * and the scan moves on. Only one transaction can ever delete a given row
+ * version: heap_delete decides that under the buffer's exclusive lock.
+ *
+ * The row was fetched through c->snapshot, which took the current command id
+ * when it was made, and this delete uses that same command id (marked used,
+ * so that the CommandCounterIncrement after the claim makes the deletes
+ * visible): a row visible to the snapshot is never TM_Invisible here
+ * (heap_delete's one error).
  */
 static bool
-lock_and_delete(claim *c, ItemPointer tid)
+take_row(claim *c, ItemPointer tid)
 {
 	TM_FailureData failure;
-	TM_Result	result;
 	ItemPointerData target = *tid;
 
-	result = table_tuple_lock(c->heap, &target, c->snapshot, c->scratch,
-							  GetCurrentCommandId(true), LockTupleExclusive,
-							  LockWaitSkip, 0, &failure);
-	if (result != TM_Ok)
-		return false;
-	simple_table_tuple_delete(c->heap, &target, c->snapshot);
-	return true;
+	return table_tuple_delete(c->heap, &target, GetCurrentCommandId(true),
+							  c->snapshot, InvalidSnapshot,
+							  false /* never wait */ , &failure,
+							  false /* not a partition move */ ) == TM_Ok;
 }
 
 /*
@@ -359,6 +384,7 @@ hint_for(const char *ispb)
 		hint->first_entry_id = PG_INT64_MIN;
 		hint->last_full_scan = 0;
 		hint->last_sweep = 0;
+		hint->last_full = false;
 	}
 	return hint;
 }

@@ -24,6 +24,12 @@ extern int
 extern bool pix_claim_peek(const char *ispb);
 
 /*
+ * Whether this backend's last claim of ispb filled its batch (a hint: nothing
+ * about what is ready now).
+ */
+extern bool pix_claim_last_full(const char *ispb);
+
+/*
  * True (and remembered) when this backend's reads of ispb have not swept idle
  * streams for interval_ms.
  */

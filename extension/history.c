@@ -33,35 +33,52 @@
 #define PIX_PURGE_STREAMS_LOOK 1000
 
 /*
- * One chunk of the purge, oldest first through iteration_by_age: iterations no
+ * One chunk of the purge, oldest first through the age index: iterations no
  * stream can use any more (an open stream's current and previous ids stay),
  * the confirmed messages they carried, both deleted through their primary keys
  * (= ANY of an array: a join could be planned as a hash of the whole table,
  * the very cost that grows with the history), and, for the last two ids of a
- * closed stream, a retired_id row so they still answer "gone".
+ * closed stream, a retired_id row so they still answer "gone". An iteration
+ * goes once its batch was settled (confirmed or requeued) longer ago than the
+ * retention, or delivered while it is not settled (SETTLED_AT).
+ *
+ * Since 1.5 the age index is iteration_by_delivery (delivered_at), which the
+ * UPDATE that confirms a batch does not change, so that UPDATE is HOT. A batch
+ * is never settled before it was delivered, so every iteration the rule takes
+ * has delivered_at before the cutoff: the chunk walks that index in delivery
+ * order and checks the rule on each row. Before 1.5 (this library on the 1.4
+ * schema, until ALTER EXTENSION) the index is iteration_by_age, on the settled
+ * time itself, and the chunk walks that one.
  */
+#define SETTLED_AT "coalesce(i.confirmed_at, i.requeued_at, i.delivered_at)"
+#define PURGE_ITERATIONS_SQL(age_filter, age_order) \
+	"WITH old AS MATERIALIZED (" \
+	"  SELECT i.iid, i.stream_id, i.message_ids, i.confirmed_at, s.ispb, " \
+	"s.state <> 'o' AND i.seq >= s.seq - 1 AS last" \
+	"    FROM pix.iteration i JOIN pix.stream s ON s.stream_id = i.stream_id" \
+	"   WHERE " age_filter \
+	"     AND (s.state <> 'o' OR i.seq < s.seq - 1)" \
+	"   ORDER BY " age_order \
+	"   LIMIT " CppAsString2(PIX_PURGE_CHUNK) ")," \
+	" gone AS (DELETE FROM pix.iteration i WHERE i.iid = ANY (ARRAY(SELECT " \
+	"iid FROM old)) RETURNING 1)," \
+	" retired AS (INSERT INTO pix.retired_id (iid, ispb) SELECT iid, ispb " \
+	"FROM old WHERE last" \
+	"             ON CONFLICT DO NOTHING)," \
+	" removed AS (DELETE FROM pix.message m" \
+	"              WHERE m.id = ANY (ARRAY(SELECT unnest(message_ids) FROM " \
+	"old WHERE confirmed_at IS NOT NULL))" \
+	"             RETURNING 1)" \
+	" SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM removed)," \
+	"        ARRAY(SELECT DISTINCT stream_id FROM old WHERE last)"
 static pix_statement purge_iterations_sql = {
-	.sql =
-	"WITH old AS MATERIALIZED ("
-	"  SELECT i.iid, i.stream_id, i.message_ids, i.confirmed_at, s.ispb, "
-	"s.state <> 'o' AND i.seq >= s.seq - 1 AS last"
-	"    FROM pix.iteration i JOIN pix.stream s ON s.stream_id = i.stream_id"
-	"   WHERE coalesce(i.confirmed_at, i.requeued_at, i.delivered_at) < $1"
-	"     AND (s.state <> 'o' OR i.seq < s.seq - 1)"
-	"   ORDER BY coalesce(i.confirmed_at, i.requeued_at, i.delivered_at)"
-	"   LIMIT " CppAsString2(
-							 PIX_PURGE_CHUNK) "),"
-	" gone AS (DELETE FROM pix.iteration i WHERE i.iid = ANY (ARRAY(SELECT "
-	"iid FROM old)) RETURNING 1),"
-	" retired AS (INSERT INTO pix.retired_id (iid, ispb) SELECT iid, ispb "
-	"FROM old WHERE last"
-	"             ON CONFLICT DO NOTHING),"
-	" removed AS (DELETE FROM pix.message m"
-	"              WHERE m.id = ANY (ARRAY(SELECT unnest(message_ids) FROM "
-	"old WHERE confirmed_at IS NOT NULL))"
-	"             RETURNING 1)"
-	" SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM removed),"
-	"        ARRAY(SELECT DISTINCT stream_id FROM old WHERE last)",
+	.sql = PURGE_ITERATIONS_SQL("i.delivered_at < $1 AND " SETTLED_AT " < $1",
+								"i.delivered_at"),
+	.nargs = 1,
+	.types = {TIMESTAMPTZOID},
+};
+static pix_statement purge_iterations_1_4_sql = {
+	.sql = PURGE_ITERATIONS_SQL(SETTLED_AT " < $1", SETTLED_AT),
 	.nargs = 1,
 	.types = {TIMESTAMPTZOID},
 };
@@ -141,7 +158,10 @@ pix_purge_history(PG_FUNCTION_ARGS)
 
 	pix_require_read_committed();
 	nest = pix_spi_connect();
-	pix_execute(&purge_iterations_sql, values, NULL, 1);
+	pix_execute(OidIsValid(get_relname_relid("iteration_by_delivery",
+											 get_namespace_oid("pix", false)))
+				? &purge_iterations_sql : &purge_iterations_1_4_sql,
+				values, NULL, 1);
 	iterations =
 		DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 									SPI_tuptable->tupdesc, 1, &isnull));

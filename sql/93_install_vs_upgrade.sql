@@ -1,5 +1,5 @@
--- One schema, two ways in: CREATE EXTENSION pix installs from the complete script pix--1.4.sql, and
--- a database created at 1.0 reaches 1.4 through the chain of upgrade scripts. Both must give the
+-- One schema, two ways in: CREATE EXTENSION pix installs from the complete script pix--1.5.sql, and
+-- a database created at 1.0 reaches 1.5 through the chain of upgrade scripts. Both must give the
 -- same catalog: functions (signature, defaults, result, language, volatility, SECURITY DEFINER,
 -- settings, body, grants), tables, views and types (columns with their types, defaults,
 -- collations, identity and grants; options; constraints; indexes; triggers; view definitions),
@@ -66,6 +66,9 @@ CREATE TEMP TABLE fresh AS SELECT * FROM pg_temp.pix_catalog() AS t(item);
 DROP EXTENSION pix;
 CREATE EXTENSION pix VERSION '1.0';
 ALTER EXTENSION pix UPDATE TO '1.4';
+-- The 1.5 library on the 1.4 schema purges through 1.4's age index (history.c): its statement runs.
+SELECT pix_purge_history() AS purged_on_1_4;
+ALTER EXTENSION pix UPDATE TO '1.5';
 SELECT extversion FROM pg_extension WHERE extname = 'pix';
 CREATE TEMP TABLE upgraded AS SELECT * FROM pg_temp.pix_catalog() AS t(item);
 

@@ -1,6 +1,6 @@
--- pix extension, version 1.4, complete: the whole current schema in one file (CREATE EXTENSION pix
+-- pix extension, version 1.5, complete: the whole current schema in one file (CREATE EXTENSION pix
 -- installs from here). Existing installs reach the same schema through the upgrade scripts
--- pix--1.0.sql, pix--1.0--1.1.sql ... pix--1.3--1.4.sql; regress test 93_install_vs_upgrade checks
+-- pix--1.0.sql, pix--1.0--1.1.sql ... pix--1.4--1.5.sql; regress test 93_install_vs_upgrade checks
 -- that both give the same catalog. A new version adds its upgrade script and updates this file
 -- (renamed to the new version) in the same commit.
 -- The invariants these tables keep are explained at the top of extension/stream.c.
@@ -96,9 +96,13 @@ CREATE TABLE pix.iteration (
     as_array     boolean
 ) WITH (fillfactor = 70);
 CREATE INDEX iteration_by_stream ON pix.iteration (stream_id, seq);
--- The purge takes the oldest iterations first through this index (their age is when their batch
--- was settled, or delivered while it is not), so each chunk costs the same whatever the history.
-CREATE INDEX iteration_by_age ON pix.iteration ((coalesce(confirmed_at, requeued_at, delivered_at)));
+-- The purge takes the oldest iterations first through this index, so each chunk costs the same
+-- whatever the history. It indexes when the batch was delivered, never when it was settled: a
+-- batch is settled no earlier than it was delivered, so every iteration whose settled age passes
+-- the retention is found in delivery order; and marking a batch confirmed (or requeued) changes no
+-- indexed column, so that UPDATE is HOT (1.5; before, the index was on the settled time and every
+-- confirmation rewrote the row's entries in all three indexes).
+CREATE INDEX iteration_by_delivery ON pix.iteration (delivered_at);
 CREATE INDEX stream_closed_by_age ON pix.stream (closed_at) WHERE state <> 'o';
 
 -- The last two ids of each purged closed or expired stream: they keep answering "gone" (410), not

@@ -314,8 +314,9 @@ void collector_sink_failed(struct collector *c)
 }
 
 /*
- * SIGTERM/SIGINT (or --once done): finish the batch in hand, close every stream. A read in flight
- * is dropped and its URL DELETEd: if the server had not answered it, that URL is the stream's
+ * SIGTERM/SIGINT (or --once done): finish the batch in hand, close every stream. A stream/start in
+ * flight is let finish (it may have opened a stream). Any other read in flight is dropped and its
+ * URL DELETEd: if the server had not answered it, that URL is the stream's
  * current id and DELETE confirms the committed batch; if it had, that URL is now the previous id
  * and DELETE closes the stream without confirming the batch we never received (it is requeued).
  */
@@ -325,6 +326,14 @@ void collector_stop_all(void)
 		struct collector *c = &collectors[i];
 		switch (c->state) {
 		case C_HTTP:
+			/* A stream/start in flight may have opened a stream already: dropping it would leave
+			 * that stream open on the server, known to nobody, holding one of the ISPB's slots until
+			 * it expires (a SIGTERM at start left 3 of 6 open). It is let finish — bounded by the
+			 * long poll (8 s at most) — and its answer is handled as any other while stopping: a
+			 * batch is committed, then the stream is closed from its Pull-Next (on_batch, then
+			 * collector_committed); a 204 closes it from Pull-Next (on_empty, collector_due). */
+			if (c->url[0] == '\0')
+				break;
 			http_abort(c);
 			close_stream(c);
 			break;

@@ -37,7 +37,8 @@
  * be a confirmed, uncommitted batch.
  *
  * Shutdown (SIGTERM/SIGINT): the batch in hand is committed, then each stream is closed with DELETE
- * on its checkpoint (confirming what was committed); a second signal exits 1 at once. --once: a
+ * on its checkpoint (confirming what was committed); a stream/start in flight is let finish first
+ * (it may have opened a stream); a second signal exits 1 at once. --once: a
  * collector whose long poll comes back empty closes its stream the same way; all closed → exit 0.
  *
  * Files, from the top down (each names only files below it; each has its own small header):
@@ -285,6 +286,7 @@ static int64_t min64(int64_t a, int64_t b)
 static int run(int sigfd)
 {
 	struct curl_waitfd fds[COLLECT_MAX_COLLECTORS + COLLECT_MAX_SINK_CONNECTIONS + 1];
+	signals_read(sigfd); /* a stop that came during start-up: no stream/start is made */
 	for (;;) {
 		int64_t now = now_ms();
 		collector_due(now);
@@ -311,9 +313,11 @@ static int run(int sigfd)
 
 int main(int argc, char **argv)
 {
+	/* SIGTERM/SIGINT are held from the first line: a stop that comes during start-up (the sink's
+	 * connections, its lock wait) is seen by the loop, before any request, and exits 0 */
+	int sigfd = signals_open();
 	parse_options(argc, argv);
 	srandom((unsigned)(now_ms() ^ getpid()));
-	int sigfd = signals_open();
 	if (sigfd < 0 || http_init(collector_on_response) != 0) {
 		logmsg("cannot start: %s", strerror(errno));
 		return EXIT_FAILURE_;

@@ -36,6 +36,9 @@
 #include "stats.h"
 #include "util.h"
 
+/* how long a start waits for the slots' locks held by a session that is ending */
+#define LOCK_WAIT_MS 15000
+
 static const struct sink_calls *calls; /* given at open */
 
 #define CONNECT_TIMEOUT_MS 10000
@@ -157,20 +160,39 @@ static bool session_setup(PGconn *pc, bool lock)
 		char n[16];
 		snprintf(n, sizeof n, "%d", ncollectors);
 		const char *vals[] = {opt.ispb, n};
-		r = PQexecParams(pc,
-		                 "SELECT bool_and(pg_try_advisory_lock(hashtext('pix-collect ' || $1), s))"
-		                 " FROM generate_series(1, $2::int) AS s",
-		                 2, NULL, vals, NULL, NULL, 0);
-		bool locked = PQresultStatus(r) == PGRES_TUPLES_OK && strcmp(PQgetvalue(r, 0, 0), "t") == 0;
-		if (PQresultStatus(r) != PGRES_TUPLES_OK)
-			last_error("sink: advisory locks: %s", PQresultErrorMessage(r));
-		PQclear(r);
+		/* A run killed a moment ago may still hold the locks: its backend lives on until PostgreSQL
+		 * notices the dead socket (and finishes what it was running). A restart right after a crash
+		 * waits for it, a bounded time; a live pix-collect holds them past that: exit 3. */
+		int64_t give_up = now_ms() + LOCK_WAIT_MS;
+		bool locked = false, said = false;
+		for (;;) {
+			r = PQexecParams(pc,
+			                 "SELECT bool_and(pg_try_advisory_lock(hashtext('pix-collect ' || $1), s))"
+			                 " FROM generate_series(1, $2::int) AS s",
+			                 2, NULL, vals, NULL, NULL, 0);
+			locked = PQresultStatus(r) == PGRES_TUPLES_OK && strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+			bool answered = PQresultStatus(r) == PGRES_TUPLES_OK;
+			if (!answered)
+				last_error("sink: advisory locks: %s", PQresultErrorMessage(r));
+			PQclear(r);
+			if (locked || !answered || now_ms() >= give_up)
+				break;
+			/* the slots this try did get are let go: the next try takes them all or none */
+			PQclear(PQexec(pc, "SELECT pg_advisory_unlock_all()"));
+			if (!said)
+				logmsg("the slots of ISPB %s are locked (a previous run's session ending?): waiting up to %d s",
+				       opt.ispb, LOCK_WAIT_MS / 1000);
+			said = true;
+			poll(NULL, 0, 200);
+		}
 		if (!locked) {
 			calls->stop_with(EXIT_SINK,
 			             "another pix-collect is collecting ISPB %s into this database (its slots are locked)",
 			             opt.ispb);
 			return false;
 		}
+		if (said)
+			logmsg("the slots of ISPB %s are free: starting", opt.ispb);
 	}
 	r = PQprepare(pc, "pix_collect_write", write_sql, 0, NULL);
 	bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;

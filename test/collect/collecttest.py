@@ -65,6 +65,18 @@ class Collect:
             if not self._log.closed:
                 self._log.close()
 
+    def wait_started(self, timeout=60):
+        """Until the program says it collects (its sink is open: database, tables, slot locks, checkpoints);
+        fails if it exits first."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if "collecting ISPB" in self.log(400):
+                return self
+            if self.proc.poll() is not None:
+                raise AssertionError(f"pix-collect exited ({self.proc.returncode}) before it started:\n{self.log()}")
+            time.sleep(0.05)
+        raise AssertionError(f"pix-collect not started after {timeout} s:\n{self.log()}")
+
     def log(self, n=40):
         try:
             with open(self.log_path, "rb") as f:
@@ -125,9 +137,20 @@ class Producer(threading.Thread):
 
 
 def received(sink_db, base):
-    """endToEndIds in the sink's pix_received, with their number of rows."""
+    """endToEndIds in the sink's pix_received, with their number of rows. Call it once pix-collect has
+    started (Collect.wait_started) or exited: before, the table may not exist yet."""
     out = psql("SELECT end_to_end_id FROM pix_received", dbname=sink_db, base=base)
     return [line for line in out.splitlines() if line]
+
+
+def received_if_any(sink_db, base):
+    """As received, and [] when the sink's database or table does not exist (a run stopped before its
+    sink was opened)."""
+    if psql(f"SELECT count(*) FROM pg_database WHERE datname = '{sink_db}'", base=base).strip() != "1":
+        return []
+    if psql("SELECT to_regclass('pix_received') IS NULL", dbname=sink_db, base=base).strip() == "t":
+        return []
+    return received(sink_db, base)
 
 
 def queue_state(db, ispb, base=None):

@@ -88,8 +88,11 @@ class TestExactlyOnceAcrossKills(unittest.TestCase):
                 self.server_pg.start()
                 time.sleep(rng.uniform(0.5, 1.5))
             if i == 9:  # a burst, so that the kill below finds batches pending in every stream
+                c.wait_started()  # not a fixed time: the run may still be waiting for the slots' locks
                 for _ in range(4):
                     burst += pixe2e.insert_messages(self.db, self.ispb, 500, base=self.server_pg.conninfo)
+                wait_until(lambda: queue_state(self.db, self.ispb, self.server_pg.conninfo)[1] > 0, 60,
+                           step=0.02, what="batches pending before the long kill")
             self.assertIsNone(c.proc.poll(), f"run {i} exited on its own ({c.proc.returncode}):\n{c.log()}")
             c.kill(signal.SIGKILL)
             if i == 9:  # dead longer than the idle timeout: its streams expire, their batches requeue

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Install the Debian 12 packages pix stream needs to build and run; with --test, also what the test
 # suites need (clang and its fuzzer runtime, docker-compose to check the compose file, gnuplot-nox for
-# the benchmarks' charts). Idempotent and quiet when everything is already there. Works as root;
-# uses sudo otherwise. libcurl4-openssl-dev builds pix-collect (collect/). openssl (the CLI) makes the local CA of `PIX_AUTH=mtls make run` and of the
-# TLS tests (scripts/pki.sh).
+# the benchmarks' charts, prometheus for promtool, which checks /metrics strictly). Idempotent and
+# quiet when everything is already there. Works as root; uses sudo otherwise. libcurl4-openssl-dev
+# builds pix-collect (collect/). openssl (the CLI) makes the local CA of `PIX_AUTH=mtls make run` and
+# of the TLS tests (scripts/pki.sh).
 set -euo pipefail
 
 PACKAGES=(
@@ -13,7 +14,7 @@ PACKAGES=(
     postgresql-15-auto-failover pg-auto-failover-cli
 )
 if [[ "${1:-}" == --test ]]; then
-    PACKAGES+=(clang libclang-rt-14-dev docker-compose iproute2 procps gnuplot-nox)
+    PACKAGES+=(clang libclang-rt-14-dev docker-compose iproute2 procps gnuplot-nox prometheus)
 fi
 
 missing=()

@@ -2,6 +2,7 @@
 # pix-collect's throughput, side by side in one run with pixbench's drain of the same backlog (issue 20).
 #
 #   bench/collect-bench.sh [--messages N] [--rounds R] [--collectors C] [--out DIR]
+#   PIX_COLLECT_ARGS="--sink-connections 6" adds options to pix-collect's command line (for variants)
 #
 # One throw-away cluster (free port), pixd on a free loopback port. Each round, alternating:
 #   drain    N messages made by pix_generate_messages on one ISPB, drained by pixbench (6 multipart
@@ -98,7 +99,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
     backlog "$b" "$N"
     t0=$(date +%s.%N)
     "$top/collect/pix-collect" --url "http://127.0.0.1:$http_port" --ispb "$b" --collectors "$C" \
-        --into "$sink" --once --no-progress 2>"$OUT/collect-$r.out"
+        --into "$sink" --once --no-progress ${PIX_COLLECT_ARGS:-} 2>"$OUT/collect-$r.out"
     got=$("$PGBIN/psql" -qXAt "$sink" -c "SELECT count(*) || ' ' || extract(epoch FROM max(received_at))
                 FROM pix_received WHERE message->'recebedor'->>'ispb' = '$b'")
     read -r count t_end <<<"$got"
